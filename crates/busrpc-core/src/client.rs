@@ -1,0 +1,668 @@
+//! Calling services through a [`Transport`].
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::join_all;
+use futures_util::StreamExt;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::value::RawValue;
+use tokio::sync::{oneshot, Semaphore};
+use tokio::task::JoinHandle;
+use tokio::time::{timeout_at, Instant};
+use tokio_util::sync::CancellationToken;
+
+use crate::codec::Codec;
+use crate::error::Error;
+use crate::jsonrpc::{self, EncodeError, RpcError};
+use crate::message::{header, Deadline, Headers, Limits, Message};
+use crate::transport::{Inbox, Transport};
+
+/// How a client calls.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ClientConfig {
+    /// How long a call waits for its reply (default 30 s). It travels as the
+    /// `deadline` header, so servers skip calls nobody waits for any more.
+    pub timeout: Duration,
+    /// Most calls awaiting a reply at once (default 1024); a call beyond it
+    /// waits, within its timeout, for a slot.
+    pub max_in_flight: usize,
+    /// Largest message and batch sent (see [`Limits`]).
+    pub limits: Limits,
+    /// Encoding of requests (default JSON).
+    pub codec: Codec,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(30),
+            max_in_flight: 1024,
+            limits: Limits::default(),
+            codec: Codec::Json,
+        }
+    }
+}
+
+impl ClientConfig {
+    /// Sets [`timeout`](Self::timeout).
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sets [`max_in_flight`](Self::max_in_flight); at least 1.
+    #[must_use]
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.max_in_flight = n.max(1);
+        self
+    }
+
+    /// Sets [`limits`](Self::limits).
+    #[must_use]
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Sets [`codec`](Self::codec).
+    #[must_use]
+    pub fn codec(mut self, codec: Codec) -> Self {
+        self.codec = codec;
+        self
+    }
+}
+
+/// What a client has seen so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClientStats {
+    /// Calls sent (each call of a batch counts).
+    pub calls: u64,
+    /// Replies handed to their caller.
+    pub replies: u64,
+    /// Calls that ran out of time.
+    pub timeouts: u64,
+    /// Replies dropped: late (their caller gave up), duplicate, unknown,
+    /// or malformed. None is ever handed to another caller.
+    pub replies_dropped: u64,
+}
+
+type Outcome = Result<Box<RawValue>, RpcError>;
+
+/// Calls in flight by id, shared with the task reading the inbox.
+#[derive(Default)]
+struct Pending {
+    waiting: Mutex<HashMap<u64, oneshot::Sender<Outcome>>>,
+    closed: AtomicBool,
+    calls: AtomicU64,
+    replies: AtomicU64,
+    timeouts: AtomicU64,
+    dropped: AtomicU64,
+}
+
+impl Pending {
+    fn waiting(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Outcome>>> {
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn drop_reply(&self, why: &str, payload: &[u8]) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(why, reply = %String::from_utf8_lossy(payload), "reply dropped");
+    }
+
+    fn deliver(&self, message: &Message) {
+        let json = match Codec::from_content_type(message.headers.get(header::CONTENT_TYPE))
+            .and_then(|codec| codec.to_json(&message.payload))
+        {
+            Ok(json) => json,
+            Err(e) => return self.drop_reply(&e.to_string(), &message.payload),
+        };
+        let responses = match jsonrpc::decode_responses(&json) {
+            Ok(responses) => responses,
+            Err(e) => return self.drop_reply(&e.to_string(), &json),
+        };
+        for response in responses {
+            let response = match response {
+                Ok(r) => r,
+                Err(e) => {
+                    self.drop_reply(&e.to_string(), &json);
+                    continue;
+                }
+            };
+            let waiter = response
+                .numeric_id()
+                .and_then(|id| self.waiting().remove(&id));
+            let Some(waiter) = waiter else {
+                // Late (its caller timed out), a duplicate, or not ours; a
+                // null id means the server could not read which call it was.
+                self.drop_reply("no caller waits for this id", response.id.get().as_bytes());
+                continue;
+            };
+            let outcome = response.outcome.map(ToOwned::to_owned);
+            if waiter.send(outcome).is_ok() {
+                self.replies.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.drop_reply(
+                    "the caller gave up as the reply arrived",
+                    response.id.get().as_bytes(),
+                );
+            }
+        }
+    }
+
+    /// Fails every waiting call with [`Error::Closed`].
+    fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.waiting().clear();
+    }
+}
+
+/// Removes a call from the table when its caller stops waiting, however that
+/// happens (reply, timeout, or the future dropped).
+struct Registration<'a> {
+    pending: &'a Pending,
+    id: u64,
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        self.pending.waiting().remove(&self.id);
+    }
+}
+
+struct Shared {
+    transport: Arc<dyn Transport>,
+    inbox_address: String,
+    pending: Arc<Pending>,
+    next_id: AtomicU64,
+    in_flight: Semaphore,
+    config: ClientConfig,
+    stop: CancellationToken,
+    reader: Mutex<Option<JoinHandle<Option<Inbox>>>>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // The reader ends and drops the inbox; an explicit close() also
+        // removes it from the broker.
+        self.stop.cancel();
+    }
+}
+
+/// Calls services: any number of concurrent calls over one private inbox,
+/// each matched to its reply by id. Cheap to clone; clones share the inbox.
+///
+/// ```
+/// # use std::sync::Arc;
+/// # use busrpc_core::{memory::MemoryTransport, Client, Router, RpcError, Server};
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), busrpc_core::Error> {
+/// # let transport = Arc::new(MemoryTransport::new());
+/// # let router = Router::new().method("add", |(a, b): (i64, i64)| async move { Ok::<_, RpcError>(a + b) });
+/// # let server = Server::new(transport.clone(), "calc", router).start().await?;
+/// let client = Client::connect(transport).await?;
+/// let sum: i64 = client.call("calc", "add", (2, 3)).await?;
+/// assert_eq!(sum, 5);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    shared: Arc<Shared>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("inbox", &self.shared.inbox_address)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// A client with the default [`ClientConfig`].
+    pub async fn connect(transport: Arc<dyn Transport>) -> Result<Self, Error> {
+        Self::connect_with(transport, ClientConfig::default()).await
+    }
+
+    /// A client with `config`. Opens the inbox; replies can arrive as soon as
+    /// this returns.
+    pub async fn connect_with(
+        transport: Arc<dyn Transport>,
+        config: ClientConfig,
+    ) -> Result<Self, Error> {
+        let inbox = transport.inbox().await?;
+        let pending = Arc::new(Pending::default());
+        let stop = CancellationToken::new();
+        let inbox_address = inbox.address().to_owned();
+        let reader = tokio::spawn(read_replies(inbox, pending.clone(), stop.clone()));
+        let timeout = config.timeout;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                transport,
+                inbox_address,
+                pending,
+                next_id: AtomicU64::new(1),
+                in_flight: Semaphore::new(config.max_in_flight),
+                config,
+                stop,
+                reader: Mutex::new(Some(reader)),
+            }),
+            timeout,
+        })
+    }
+
+    /// A handle to the same client whose calls wait `timeout` instead.
+    #[must_use]
+    pub fn with_timeout(&self, timeout: Duration) -> Self {
+        Self {
+            shared: self.shared.clone(),
+            timeout,
+        }
+    }
+
+    /// The timeout of this handle's calls.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The inbox address replies come to.
+    pub fn inbox_address(&self) -> &str {
+        &self.shared.inbox_address
+    }
+
+    /// What this client has seen so far.
+    pub fn stats(&self) -> ClientStats {
+        let p = &self.shared.pending;
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        ClientStats {
+            calls: get(&p.calls),
+            replies: get(&p.replies),
+            timeouts: get(&p.timeouts),
+            replies_dropped: get(&p.dropped),
+        }
+    }
+
+    /// Calls `method` of `service` and deserializes the result into `R`.
+    ///
+    /// `params` must serialize to an array (a tuple, a `Vec`: by position) or
+    /// an object (a struct, a map: by name); `()` sends no params.
+    pub async fn call<R: DeserializeOwned>(
+        &self,
+        service: &str,
+        method: &str,
+        params: impl Serialize,
+    ) -> Result<R, Error> {
+        let raw = self.call_raw(service, method, params).await?;
+        serde_json::from_str(raw.get()).map_err(Error::Decode)
+    }
+
+    /// Like [`call`](Self::call), returning the result as raw JSON.
+    pub async fn call_raw(
+        &self,
+        service: &str,
+        method: &str,
+        params: impl Serialize,
+    ) -> Result<Box<RawValue>, Error> {
+        let started = Instant::now();
+        let deadline_at = started + self.timeout;
+        let shared = &*self.shared;
+        let _permit = self.slots(1, deadline_at).await?;
+        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut json = Vec::with_capacity(128);
+        jsonrpc::write_request(&mut json, method, &params, Some(id))?;
+        let (receiver, registration) = self.register(id);
+        self.send_by(service, json, true, deadline_at).await?;
+        shared.pending.calls.fetch_add(1, Ordering::Relaxed);
+        let outcome = self.receive(receiver, deadline_at).await;
+        drop(registration);
+        outcome?.map_err(Error::Rpc)
+    }
+
+    /// Sends a notification: no id, no reply, no waiting beyond the publish.
+    pub async fn notify(
+        &self,
+        service: &str,
+        method: &str,
+        params: impl Serialize,
+    ) -> Result<(), Error> {
+        self.check_open()?;
+        let mut json = Vec::with_capacity(128);
+        jsonrpc::write_request(&mut json, method, &params, None)?;
+        let publish = self.send(service, json, false);
+        match tokio::time::timeout(self.timeout, publish).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Timeout(self.timeout)),
+        }
+    }
+
+    /// Starts a batch for `service`: calls and notifications sent as one
+    /// message and answered by one message.
+    pub fn batch(&self, service: &str) -> Batch {
+        Batch {
+            client: self.clone(),
+            service: service.to_owned(),
+            json: Vec::new(),
+            ids: Vec::new(),
+            entries: 0,
+        }
+    }
+
+    /// Closes the client: calls still waiting fail with [`Error::Closed`],
+    /// and the inbox is removed from the broker.
+    pub async fn close(&self) {
+        self.shared.stop.cancel();
+        let reader = self
+            .shared
+            .reader
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(reader) = reader {
+            if let Ok(Some(inbox)) = reader.await {
+                inbox.close().await;
+            }
+        }
+        self.shared.pending.close();
+    }
+
+    fn check_open(&self) -> Result<(), Error> {
+        if self.shared.pending.closed.load(Ordering::SeqCst) {
+            Err(Error::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn slots(
+        &self,
+        n: u32,
+        deadline_at: Instant,
+    ) -> Result<tokio::sync::SemaphorePermit<'_>, Error> {
+        self.check_open()?;
+        match timeout_at(deadline_at, self.shared.in_flight.acquire_many(n)).await {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_)) => Err(Error::Closed),
+            Err(_) => Err(self.timed_out()),
+        }
+    }
+
+    fn timed_out(&self) -> Error {
+        self.shared.pending.timeouts.fetch_add(1, Ordering::Relaxed);
+        Error::Timeout(self.timeout)
+    }
+
+    fn register(&self, id: u64) -> (oneshot::Receiver<Outcome>, Registration<'_>) {
+        let (sender, receiver) = oneshot::channel();
+        let pending = &*self.shared.pending;
+        pending.waiting().insert(id, sender);
+        (receiver, Registration { pending, id })
+    }
+
+    /// Encodes and publishes a request, notification or batch.
+    async fn send(&self, service: &str, json: Vec<u8>, expects_reply: bool) -> Result<(), Error> {
+        let shared = &*self.shared;
+        let codec = shared.config.codec;
+        let payload = codec.from_json(json)?;
+        let limit = shared.config.limits.max_message_bytes;
+        if payload.len() > limit {
+            return Err(Error::MessageTooLarge {
+                size: payload.len(),
+                limit,
+            });
+        }
+        let mut headers = Headers::new();
+        if expects_reply {
+            headers.insert(header::REPLY_TO, shared.inbox_address.as_str());
+            headers.insert(header::DEADLINE, Deadline::after(self.timeout).to_string());
+        }
+        if codec != Codec::Json {
+            headers.insert(header::CONTENT_TYPE, codec.content_type());
+        }
+        let message = Message {
+            payload: Bytes::from(payload),
+            headers,
+        };
+        let address = shared.transport.service_address(service);
+        shared.transport.publish(&address, message).await?;
+        Ok(())
+    }
+
+    /// [`send`](Self::send), bounded by the call's deadline: a broker that
+    /// does not answer must not hold a caller past its timeout.
+    async fn send_by(
+        &self,
+        service: &str,
+        json: Vec<u8>,
+        expects_reply: bool,
+        deadline_at: Instant,
+    ) -> Result<(), Error> {
+        match timeout_at(deadline_at, self.send(service, json, expects_reply)).await {
+            Ok(result) => result,
+            Err(_) => Err(self.timed_out()),
+        }
+    }
+
+    async fn receive(
+        &self,
+        receiver: oneshot::Receiver<Outcome>,
+        deadline_at: Instant,
+    ) -> Result<Outcome, Error> {
+        match timeout_at(deadline_at, receiver).await {
+            Ok(Ok(outcome)) => Ok(outcome),
+            Ok(Err(_)) => Err(Error::Closed),
+            Err(_) => Err(self.timed_out()),
+        }
+    }
+}
+
+async fn read_replies(
+    mut inbox: Inbox,
+    pending: Arc<Pending>,
+    stop: CancellationToken,
+) -> Option<Inbox> {
+    let mut failures = 0u32;
+    loop {
+        let next = tokio::select! {
+            biased;
+            () = stop.cancelled() => break,
+            next = inbox.next() => next,
+        };
+        match next {
+            Some(Ok(message)) => {
+                failures = 0;
+                pending.deliver(&message);
+            }
+            Some(Err(e)) => {
+                failures = failures.saturating_add(1);
+                let pause = Duration::from_millis(10u64 << failures.min(7));
+                tracing::warn!(error = %e, ?pause, "reading replies failed");
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    () = tokio::time::sleep(pause) => {}
+                }
+            }
+            None => {
+                tracing::warn!(
+                    inbox = inbox.address(),
+                    "the inbox closed; the client stops"
+                );
+                pending.close();
+                return None;
+            }
+        }
+    }
+    pending.close();
+    Some(inbox)
+}
+
+/// One call's place in a [`Batch`], to pick its result from [`BatchReplies`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchCall(usize);
+
+/// Calls and notifications sent together as one JSON-RPC batch.
+///
+/// ```
+/// # use std::sync::Arc;
+/// # use busrpc_core::{memory::MemoryTransport, Client, Router, RpcError, Server};
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), busrpc_core::Error> {
+/// # let transport = Arc::new(MemoryTransport::new());
+/// # let router = Router::new().method("add", |(a, b): (i64, i64)| async move { Ok::<_, RpcError>(a + b) });
+/// # let _server = Server::new(transport.clone(), "calc", router).start().await?;
+/// # let client = Client::connect(transport).await?;
+/// let mut batch = client.batch("calc");
+/// let three = batch.call("add", (1, 2))?;
+/// let seven = batch.call("add", (3, 4))?;
+/// batch.notify("add", (0, 0))?;
+/// let replies = batch.send().await?;
+/// assert_eq!(replies.get::<i64>(three)?, 3);
+/// assert_eq!(replies.get::<i64>(seven)?, 7);
+/// # Ok(()) }
+/// ```
+pub struct Batch {
+    client: Client,
+    service: String,
+    json: Vec<u8>,
+    ids: Vec<u64>,
+    entries: usize,
+}
+
+impl Batch {
+    fn push(&mut self, method: &str, params: impl Serialize, id: Option<u64>) -> Result<(), Error> {
+        let start = self.json.len();
+        self.json
+            .push(if self.json.is_empty() { b'[' } else { b',' });
+        if let Err(e) = jsonrpc::write_request(&mut self.json, method, &params, id) {
+            self.json.truncate(start);
+            return Err(e.into());
+        }
+        self.entries += 1;
+        Ok(())
+    }
+
+    /// Adds a call; its result is picked from the replies with the returned handle.
+    pub fn call(&mut self, method: &str, params: impl Serialize) -> Result<BatchCall, Error> {
+        let id = self.client.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        self.push(method, params, Some(id))?;
+        self.ids.push(id);
+        Ok(BatchCall(self.ids.len() - 1))
+    }
+
+    /// Adds a notification.
+    pub fn notify(&mut self, method: &str, params: impl Serialize) -> Result<(), Error> {
+        self.push(method, params, None)
+    }
+
+    /// How many calls and notifications the batch holds.
+    pub fn len(&self) -> usize {
+        self.entries
+    }
+
+    /// Whether the batch is empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries == 0
+    }
+
+    /// Sends the batch and, if it holds calls, waits for all their replies
+    /// within the client's timeout.
+    pub async fn send(mut self) -> Result<BatchReplies, Error> {
+        let client = &self.client;
+        let limits = client.shared.config.limits;
+        if self.entries == 0 {
+            return Err(EncodeError::EmptyBatch.into());
+        }
+        if self.entries > limits.max_batch_len {
+            return Err(EncodeError::BatchTooLong {
+                len: self.entries,
+                limit: limits.max_batch_len,
+            }
+            .into());
+        }
+        let calls = self.ids.len();
+        if calls > client.shared.config.max_in_flight {
+            return Err(EncodeError::BatchTooLong {
+                len: calls,
+                limit: client.shared.config.max_in_flight,
+            }
+            .into());
+        }
+        self.json.push(b']');
+        let json = std::mem::take(&mut self.json);
+        if calls == 0 {
+            client.check_open()?;
+            client.send(&self.service, json, false).await?;
+            return Ok(BatchReplies {
+                outcomes: Vec::new(),
+            });
+        }
+        let deadline_at = Instant::now() + client.timeout;
+        let n = u32::try_from(calls).unwrap_or(u32::MAX);
+        let _permits = client.slots(n, deadline_at).await?;
+        let (receivers, registrations): (Vec<_>, Vec<_>) =
+            self.ids.iter().map(|&id| client.register(id)).unzip();
+        client
+            .send_by(&self.service, json, true, deadline_at)
+            .await?;
+        client
+            .shared
+            .pending
+            .calls
+            .fetch_add(calls as u64, Ordering::Relaxed);
+        let received = timeout_at(deadline_at, join_all(receivers)).await;
+        drop(registrations);
+        let received = received.map_err(|_| client.timed_out())?;
+        let outcomes = received
+            .into_iter()
+            .map(|r| r.map_err(|_| Error::Closed))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(BatchReplies { outcomes })
+    }
+}
+
+/// The replies to a batch's calls.
+#[derive(Debug)]
+pub struct BatchReplies {
+    outcomes: Vec<Outcome>,
+}
+
+impl BatchReplies {
+    /// The result of `call`, deserialized into `R`, or its error.
+    ///
+    /// # Panics
+    ///
+    /// If `call` belongs to another batch with more calls than this one.
+    pub fn get<R: DeserializeOwned>(&self, call: BatchCall) -> Result<R, Error> {
+        match self.raw(call) {
+            Ok(raw) => serde_json::from_str(raw.get()).map_err(Error::Decode),
+            Err(e) => Err(Error::Rpc(e.clone())),
+        }
+    }
+
+    /// The raw outcome of `call`.
+    ///
+    /// # Panics
+    ///
+    /// If `call` belongs to another batch with more calls than this one.
+    pub fn raw(&self, call: BatchCall) -> &Result<Box<RawValue>, RpcError> {
+        self.outcomes
+            .get(call.0)
+            .expect("a BatchCall of another batch")
+    }
+
+    /// How many calls were answered.
+    pub fn len(&self) -> usize {
+        self.outcomes.len()
+    }
+
+    /// Whether the batch held no calls.
+    pub fn is_empty(&self) -> bool {
+        self.outcomes.is_empty()
+    }
+}

@@ -1,0 +1,142 @@
+//! Payload encodings. The engine works on JSON; MessagePack payloads are
+//! transcoded at the edge, streaming, without building a value tree.
+
+use std::borrow::Cow;
+
+/// The `content-type` of JSON payloads (also assumed when the header is absent).
+pub const JSON: &str = "application/json";
+/// The `content-type` of MessagePack payloads.
+pub const MSGPACK: &str = "application/msgpack";
+
+/// How a payload is encoded, chosen per message by its `content-type` header.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Codec {
+    /// UTF-8 JSON, the default.
+    #[default]
+    Json,
+    /// MessagePack, with maps keyed by strings.
+    MessagePack,
+}
+
+/// A payload that could not be transcoded, or a content type busrpc does not speak.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CodecError {
+    /// The `content-type` header names an encoding busrpc does not know.
+    #[error("unsupported content type {0:?} (busrpc speaks {JSON} and {MSGPACK})")]
+    UnsupportedContentType(String),
+    /// The payload is not valid in its encoding.
+    #[error("payload is not valid {codec}: {reason}")]
+    Invalid {
+        /// The encoding the payload claimed.
+        codec: &'static str,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+impl Codec {
+    /// The codec a `content-type` header value names; `None` (no header) is JSON.
+    /// Parameters such as `; charset=utf-8` are ignored.
+    pub fn from_content_type(value: Option<&str>) -> Result<Self, CodecError> {
+        let Some(value) = value else {
+            return Ok(Codec::Json);
+        };
+        let essence = value.split(';').next().unwrap_or("").trim();
+        if essence.eq_ignore_ascii_case(JSON) {
+            Ok(Codec::Json)
+        } else if essence.eq_ignore_ascii_case(MSGPACK)
+            || essence.eq_ignore_ascii_case("application/x-msgpack")
+        {
+            Ok(Codec::MessagePack)
+        } else {
+            Err(CodecError::UnsupportedContentType(value.to_owned()))
+        }
+    }
+
+    /// The value for the `content-type` header.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Codec::Json => JSON,
+            Codec::MessagePack => MSGPACK,
+        }
+    }
+
+    /// The payload as JSON bytes; borrowed when it already is JSON.
+    pub fn to_json(self, payload: &[u8]) -> Result<Cow<'_, [u8]>, CodecError> {
+        match self {
+            Codec::Json => Ok(Cow::Borrowed(payload)),
+            Codec::MessagePack => {
+                let mut out = Vec::with_capacity(payload.len() * 2);
+                let mut de = rmp_serde::Deserializer::from_read_ref(payload);
+                let mut ser = serde_json::Serializer::new(&mut out);
+                serde_transcode::transcode(&mut de, &mut ser).map_err(|e| CodecError::Invalid {
+                    codec: "MessagePack",
+                    reason: e.to_string(),
+                })?;
+                Ok(Cow::Owned(out))
+            }
+        }
+    }
+
+    /// JSON bytes re-encoded in this codec; unchanged for JSON.
+    pub fn from_json(self, json: Vec<u8>) -> Result<Vec<u8>, CodecError> {
+        match self {
+            Codec::Json => Ok(json),
+            Codec::MessagePack => {
+                let mut out = Vec::with_capacity(json.len());
+                let mut de = serde_json::Deserializer::from_slice(&json);
+                // Struct-as-map so field names survive, as JSON peers expect.
+                let mut ser = rmp_serde::Serializer::new(&mut out).with_struct_map();
+                serde_transcode::transcode(&mut de, &mut ser).map_err(|e| CodecError::Invalid {
+                    codec: "JSON",
+                    reason: e.to_string(),
+                })?;
+                Ok(out)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_types() {
+        assert_eq!(Codec::from_content_type(None).unwrap(), Codec::Json);
+        assert_eq!(
+            Codec::from_content_type(Some("application/json; charset=utf-8")).unwrap(),
+            Codec::Json
+        );
+        assert_eq!(
+            Codec::from_content_type(Some("Application/MsgPack")).unwrap(),
+            Codec::MessagePack
+        );
+        let err = Codec::from_content_type(Some("text/xml")).unwrap_err();
+        assert!(err.to_string().contains("text/xml"), "{err}");
+    }
+
+    #[test]
+    fn msgpack_round_trips_through_json() {
+        let json =
+            br#"{"jsonrpc":"2.0","method":"add","params":[1,-2.5,"x",null,true],"id":7}"#.to_vec();
+        let packed = Codec::MessagePack.from_json(json.clone()).unwrap();
+        assert_ne!(packed, json);
+        let back = Codec::MessagePack.to_json(&packed).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&back).unwrap(),
+            std::str::from_utf8(&json).unwrap()
+        );
+    }
+
+    #[test]
+    fn garbage_msgpack_is_an_error() {
+        assert!(Codec::MessagePack.to_json(&[0xc1]).is_err());
+        assert!(matches!(
+            Codec::Json.to_json(b"{}").unwrap(),
+            Cow::Borrowed(_)
+        ));
+    }
+}

@@ -1,0 +1,238 @@
+//! From a JSON payload to the JSON response, knowing no broker.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures_util::future::{join_all, FutureExt};
+use serde_json::value::RawValue;
+
+use crate::jsonrpc::{self, decode_incoming, Incoming, InvalidRequest, Request, RpcError};
+use crate::router::Methods;
+
+/// Counters the engine keeps; the server adds its own beside them.
+#[derive(Default, Debug)]
+pub(crate) struct EngineCounters {
+    pub(crate) calls: AtomicU64,
+    pub(crate) notifications: AtomicU64,
+    pub(crate) errors: AtomicU64,
+    pub(crate) panics: AtomicU64,
+}
+
+pub(crate) struct Engine {
+    methods: Methods,
+    max_batch_len: usize,
+    pub(crate) counters: EngineCounters,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(not a string)")
+}
+
+impl Engine {
+    pub(crate) fn new(methods: Methods, max_batch_len: usize) -> Self {
+        Self {
+            methods,
+            max_batch_len,
+            counters: EngineCounters::default(),
+        }
+    }
+
+    /// The response to `payload`, or `None` when nothing is to be answered
+    /// (a notification, or a batch of them).
+    pub(crate) async fn respond(&self, payload: &[u8]) -> Option<Vec<u8>> {
+        match decode_incoming(payload) {
+            Err(jsonrpc::ParseError) => Some(self.error(None, &RpcError::parse_error())),
+            Ok(Incoming::Single(item)) => self.answer(item).await,
+            Ok(Incoming::Batch(items)) if items.is_empty() => {
+                Some(self.error(None, &RpcError::invalid_request()))
+            }
+            Ok(Incoming::Batch(items)) if items.len() > self.max_batch_len => {
+                let reason = format!(
+                    "batch of {} requests exceeds this server's limit of {}",
+                    items.len(),
+                    self.max_batch_len
+                );
+                let error = RpcError::invalid_request().with_data(&reason);
+                // Answer each call with its own id so that callers learn why.
+                let answers = items.iter().filter_map(|item| match item {
+                    Ok(Request { id: None, .. }) => None,
+                    Ok(Request { id, .. }) | Err(InvalidRequest { id }) => {
+                        Some(self.error(*id, &error))
+                    }
+                });
+                join_batch(answers)
+            }
+            Ok(Incoming::Batch(items)) => {
+                let answers = join_all(items.into_iter().map(|item| self.answer(item))).await;
+                join_batch(answers.into_iter().flatten())
+            }
+        }
+    }
+
+    fn error(&self, id: Option<&RawValue>, error: &RpcError) -> Vec<u8> {
+        bump(&self.counters.errors);
+        let mut buf = Vec::with_capacity(96);
+        jsonrpc::write_error(&mut buf, id, error);
+        buf
+    }
+
+    async fn answer(&self, item: Result<Request<'_>, InvalidRequest<'_>>) -> Option<Vec<u8>> {
+        let request = match item {
+            Ok(request) => request,
+            Err(InvalidRequest { id }) => {
+                return Some(self.error(id, &RpcError::invalid_request()))
+            }
+        };
+        let outcome = self.execute(&request).await;
+        let Some(id) = request.id else {
+            bump(&self.counters.notifications);
+            if let Err(e) = outcome {
+                tracing::debug!(method = %request.method, error = %e, "notification failed");
+            }
+            return None;
+        };
+        bump(&self.counters.calls);
+        match outcome {
+            Ok(result) => {
+                let mut buf = Vec::with_capacity(result.get().len() + 48);
+                jsonrpc::write_result(&mut buf, Some(id), &result);
+                Some(buf)
+            }
+            Err(e) => Some(self.error(Some(id), &e)),
+        }
+    }
+
+    /// Runs the handler; a panic, in its synchronous part or its future,
+    /// becomes -32603 and the server goes on.
+    async fn execute(&self, request: &Request<'_>) -> Result<Box<RawValue>, RpcError> {
+        let started = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            self.methods.dispatch(&request.method, request.params)
+        }));
+        let outcome = match started {
+            Ok(Ok(future)) => AssertUnwindSafe(future).catch_unwind().await,
+            Ok(Err(e)) => return Err(e),
+            Err(panic) => Err(panic),
+        };
+        outcome.unwrap_or_else(|panic| {
+            bump(&self.counters.panics);
+            tracing::error!(method = %request.method, panic = panic_message(&*panic), "handler panicked");
+            Err(RpcError::internal_error())
+        })
+    }
+}
+
+/// `[a,b,...]` from the answers of a batch; `None` when there are none (a
+/// batch of notifications gets no response at all).
+fn join_batch(answers: impl Iterator<Item = Vec<u8>>) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    for answer in answers {
+        out.push(if out.is_empty() { b'[' } else { b',' });
+        out.extend_from_slice(&answer);
+    }
+    if out.is_empty() {
+        return None;
+    }
+    out.push(b']');
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::router::Router;
+
+    fn engine(max_batch_len: usize) -> Engine {
+        let methods = Router::new()
+            .method("add", |(a, b): (i64, i64)| async move {
+                Ok::<_, RpcError>(a + b)
+            })
+            .method("boom", |(): ()| async move {
+                if true {
+                    panic!("handler bug");
+                }
+                Ok::<_, RpcError>(())
+            })
+            .method(
+                "boom_early",
+                |(): ()| -> std::future::Ready<Result<(), RpcError>> { panic!("before any await") },
+            )
+            .into_methods();
+        Engine::new(methods, max_batch_len)
+    }
+
+    async fn respond(e: &Engine, payload: &str) -> Option<String> {
+        e.respond(payload.as_bytes())
+            .await
+            .map(|b| String::from_utf8(b).unwrap())
+    }
+
+    #[tokio::test]
+    async fn panics_become_internal_errors_and_are_counted() {
+        let e = engine(10);
+        let expected =
+            r#"{"jsonrpc":"2.0","error":{"code":-32603,"message":"Internal error"},"id":1}"#;
+        assert_eq!(
+            respond(&e, r#"{"jsonrpc":"2.0","method":"boom","id":1}"#)
+                .await
+                .unwrap(),
+            expected
+        );
+        assert_eq!(
+            respond(&e, r#"{"jsonrpc":"2.0","method":"boom_early","id":1}"#)
+                .await
+                .unwrap(),
+            expected
+        );
+        assert_eq!(e.counters.panics.load(Ordering::Relaxed), 2);
+        assert_eq!(
+            respond(
+                &e,
+                r#"{"jsonrpc":"2.0","method":"add","params":[1,2],"id":2}"#
+            )
+            .await
+            .unwrap(),
+            r#"{"jsonrpc":"2.0","result":3,"id":2}"#
+        );
+    }
+
+    #[tokio::test]
+    async fn oversized_batches_answer_each_call_with_its_id() {
+        let e = engine(2);
+        let out = respond(
+            &e,
+            r#"[{"jsonrpc":"2.0","method":"add","params":[1,2],"id":1},{"jsonrpc":"2.0","method":"add","params":[1,2]},{"jsonrpc":"2.0","method":"add","params":[1,2],"id":"b"}]"#,
+        )
+        .await
+        .unwrap();
+        let data = r#""data":"batch of 3 requests exceeds this server's limit of 2""#;
+        assert_eq!(
+            out,
+            format!(
+                r#"[{{"jsonrpc":"2.0","error":{{"code":-32600,"message":"Invalid Request",{data}}},"id":1}},{{"jsonrpc":"2.0","error":{{"code":-32600,"message":"Invalid Request",{data}}},"id":"b"}}]"#
+            )
+        );
+        assert_eq!(e.counters.calls.load(Ordering::Relaxed), 0, "nothing ran");
+    }
+
+    #[tokio::test]
+    async fn notifications_run_but_are_not_answered() {
+        let e = engine(10);
+        assert_eq!(
+            respond(&e, r#"{"jsonrpc":"2.0","method":"add","params":[1,2]}"#).await,
+            None
+        );
+        assert_eq!(
+            respond(&e, r#"{"jsonrpc":"2.0","method":"missing"}"#).await,
+            None
+        );
+        assert_eq!(e.counters.notifications.load(Ordering::Relaxed), 2);
+    }
+}

@@ -1,0 +1,58 @@
+//! The error of every fallible operation in busrpc-core.
+
+use std::time::Duration;
+
+use crate::codec::CodecError;
+use crate::jsonrpc::{EncodeError, RpcError};
+use crate::transport::TransportError;
+
+/// What can go wrong calling or serving.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The broker failed; see [`TransportError`] for whether to retry.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The server answered with a JSON-RPC error object.
+    #[error(transparent)]
+    Rpc(RpcError),
+    /// No reply came within the call's timeout. The server may still run the
+    /// call; if its reply comes later it is dropped and counted.
+    #[error("no reply within {0:?}")]
+    Timeout(Duration),
+    /// The client was closed, or its inbox went away.
+    #[error("the client is closed")]
+    Closed,
+    /// The request could not be encoded (params of the wrong shape, an empty batch, ...).
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+    /// The result did not deserialize into the type asked for.
+    #[error("the result does not have the expected type: {0}")]
+    Decode(#[source] serde_json::Error),
+    /// The encoded request is larger than the client's limit.
+    #[error("message of {size} bytes exceeds the limit of {limit} bytes")]
+    MessageTooLarge {
+        /// Its size in bytes.
+        size: usize,
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// A payload could not be transcoded.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+}
+
+impl Error {
+    /// The JSON-RPC error object, if the server answered with one.
+    pub fn rpc(&self) -> Option<&RpcError> {
+        match self {
+            Error::Rpc(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Whether this is a [`Timeout`](Error::Timeout).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::Timeout(_))
+    }
+}

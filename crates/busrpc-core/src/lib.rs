@@ -1,0 +1,25 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod codec;
+pub mod jsonrpc;
+pub mod memory;
+pub mod transport;
+
+mod client;
+mod engine;
+mod error;
+mod message;
+mod router;
+mod server;
+
+pub use client::{Batch, BatchCall, BatchReplies, Client, ClientConfig, ClientStats};
+pub use codec::Codec;
+pub use error::Error;
+pub use jsonrpc::{Id, RpcError};
+pub use message::{header, Deadline, Headers, Limits, Message};
+pub use router::{Handler, Router};
+pub use server::{Server, ServerConfig, ServerHandle, ServerStats};
+pub use transport::{
+    Acknowledge, BoxError, Deliveries, Delivery, Inbox, Transport, TransportError,
+};

@@ -1,0 +1,218 @@
+//! What travels through a broker: a payload and a few headers.
+
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+/// Header names busrpc reads and writes. On Kafka they are record headers, on
+/// Redis stream-entry fields; see docs/PROTOCOL.md.
+pub mod header {
+    /// The address the response goes to. A request without it is executed,
+    /// but its response has nowhere to go.
+    pub const REPLY_TO: &str = "reply-to";
+    /// The payload's encoding: `application/json` (the default when absent)
+    /// or `application/msgpack`.
+    pub const CONTENT_TYPE: &str = "content-type";
+    /// When the caller stops waiting: absolute time in Unix milliseconds.
+    pub const DEADLINE: &str = "deadline";
+    /// A W3C trace context, passed through and recorded in the server's span.
+    pub const TRACEPARENT: &str = "traceparent";
+}
+
+/// Message headers: a short list of name/value pairs, in insertion order.
+/// Names are compared exactly (busrpc writes them lower-case).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Headers(Vec<(String, String)>);
+
+impl Headers {
+    /// No headers.
+    pub fn new() -> Self {
+        Self(Vec::new())
+    }
+
+    /// The value of `name`, if present.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Sets `name` to `value`, replacing an earlier value.
+    pub fn insert(&mut self, name: impl Into<String>, value: impl Into<String>) {
+        let (name, value) = (name.into(), value.into());
+        match self.0.iter_mut().find(|(n, _)| *n == name) {
+            Some(slot) => slot.1 = value,
+            None => self.0.push((name, value)),
+        }
+    }
+
+    /// Builder form of [`insert`](Self::insert).
+    #[must_use]
+    pub fn with(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.insert(name, value);
+        self
+    }
+
+    /// All headers, in insertion order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+    }
+
+    /// How many headers there are.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The `deadline` header, if present and well-formed.
+    pub fn deadline(&self) -> Option<Deadline> {
+        self.get(header::DEADLINE)?.parse().ok().map(Deadline)
+    }
+}
+
+impl fmt::Debug for Headers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+impl<N: Into<String>, V: Into<String>> FromIterator<(N, V)> for Headers {
+    fn from_iter<I: IntoIterator<Item = (N, V)>>(iter: I) -> Self {
+        let mut headers = Headers::new();
+        for (n, v) in iter {
+            headers.insert(n, v);
+        }
+        headers
+    }
+}
+
+/// One message on a broker: the payload and its headers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Message {
+    /// The encoded JSON-RPC request, notification, batch or response.
+    pub payload: Bytes,
+    /// Routing and metadata; see [`header`].
+    pub headers: Headers,
+}
+
+impl Message {
+    /// A message with no headers.
+    pub fn new(payload: impl Into<Bytes>) -> Self {
+        Self {
+            payload: payload.into(),
+            headers: Headers::new(),
+        }
+    }
+
+    /// Builder form: adds a header.
+    #[must_use]
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.insert(name, value);
+        self
+    }
+}
+
+/// The moment a caller stops waiting, as absolute Unix milliseconds, so that
+/// it means the same on every machine whose clock is synchronised.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Deadline(pub u64);
+
+impl Deadline {
+    /// `timeout` from now.
+    pub fn after(timeout: Duration) -> Self {
+        let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        Deadline(unix_ms_now().saturating_add(ms))
+    }
+
+    /// Whether the deadline has passed.
+    pub fn has_passed(self) -> bool {
+        unix_ms_now() > self.0
+    }
+
+    /// Time left until the deadline, zero when passed.
+    pub fn remaining(self) -> Duration {
+        Duration::from_millis(self.0.saturating_sub(unix_ms_now()))
+    }
+}
+
+impl fmt::Display for Deadline {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+fn unix_ms_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Bounds on what a client sends and a server accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Largest payload in bytes. Default 1 MiB, Kafka's default too.
+    pub max_message_bytes: usize,
+    /// Most requests in one batch. Default 1000.
+    pub max_batch_len: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 1024 * 1024,
+            max_batch_len: 1000,
+        }
+    }
+}
+
+impl Limits {
+    /// Sets the largest payload in bytes.
+    #[must_use]
+    pub fn max_message_bytes(mut self, bytes: usize) -> Self {
+        self.max_message_bytes = bytes;
+        self
+    }
+
+    /// Sets the most requests in one batch.
+    #[must_use]
+    pub fn max_batch_len(mut self, len: usize) -> Self {
+        self.max_batch_len = len;
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_replace_and_keep_order() {
+        let mut h = Headers::new().with("a", "1").with("b", "2");
+        h.insert("a", "3");
+        assert_eq!(h.iter().collect::<Vec<_>>(), vec![("a", "3"), ("b", "2")]);
+        assert_eq!(h.get("b"), Some("2"));
+        assert_eq!(h.get("c"), None);
+        assert_eq!(h.len(), 2);
+    }
+
+    #[test]
+    fn deadline_header_parses_or_is_ignored() {
+        let h = Headers::new().with(header::DEADLINE, "1700000000000");
+        assert_eq!(h.deadline(), Some(Deadline(1_700_000_000_000)));
+        assert!(h.deadline().unwrap().has_passed());
+        assert_eq!(
+            Headers::new().with(header::DEADLINE, "soon").deadline(),
+            None
+        );
+        let d = Deadline::after(Duration::from_secs(60));
+        assert!(!d.has_passed());
+        assert!(d.remaining() > Duration::from_secs(58));
+    }
+}

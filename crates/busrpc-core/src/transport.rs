@@ -1,0 +1,194 @@
+//! The one seam between the engine and a broker.
+//!
+//! A broker has to do four things for busrpc: publish a message to an
+//! address; hand a service's request queue out to a group of competing
+//! consumers; let a consumer acknowledge or release each delivery; and give a
+//! client a private inbox for its replies. Everything else (JSON-RPC, routing,
+//! deadlines, correlation, limits) lives in the engine, once, for every broker.
+
+use std::fmt;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use async_trait::async_trait;
+use futures_util::future::BoxFuture;
+use futures_util::stream::{BoxStream, Stream};
+
+use crate::message::Message;
+
+/// A boxed error from a broker client library, kept as the source of a
+/// [`TransportError`] so that broker types stay out of busrpc-core's API.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What went wrong talking to a broker.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// The broker cannot be reached now; the operation may succeed later.
+    #[error("broker unavailable: {0}")]
+    Unavailable(#[source] BoxError),
+    /// The broker refused the operation (queue full, message too large,
+    /// no permission, ...). Retrying the same thing will not help.
+    #[error("broker rejected the operation: {0}")]
+    Rejected(String),
+    /// The transport, consumer or inbox has been closed.
+    #[error("transport closed")]
+    Closed,
+    /// The broker URL cannot be used.
+    #[error("invalid broker URL {url:?}: {reason}")]
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it, and what to do instead.
+        reason: String,
+    },
+    /// Anything else the broker client reported.
+    #[error(transparent)]
+    Other(BoxError),
+}
+
+/// A broker as the engine sees it. Implementations: [`MemoryTransport`]
+/// here, Kafka and Redis in their own crates.
+///
+/// Addresses are plain strings: a service's request queue (see
+/// [`service_address`](Transport::service_address)) or an inbox's address
+/// (which travels in the `reply-to` header).
+///
+/// [`MemoryTransport`]: crate::memory::MemoryTransport
+#[async_trait]
+pub trait Transport: Send + Sync + 'static {
+    /// Publishes `message` to `address`, returning once the broker has taken it.
+    async fn publish(&self, address: &str, message: Message) -> Result<(), TransportError>;
+
+    /// Joins `group` as one more competing consumer of the queue at `address`:
+    /// each message goes to one member of each group. A delivery that its
+    /// consumer neither acknowledges nor releases goes to another member once
+    /// that consumer is gone (the stream dropped, the process dead).
+    async fn consume(&self, address: &str, group: &str) -> Result<Deliveries, TransportError>;
+
+    /// Opens a private inbox: an address only this inbox reads, ready to
+    /// receive before this returns.
+    async fn inbox(&self) -> Result<Inbox, TransportError>;
+
+    /// The address of a service's request queue.
+    fn service_address(&self, service: &str) -> String {
+        format!("busrpc.{service}")
+    }
+}
+
+/// Settles one delivery. Implemented by each transport.
+#[async_trait]
+pub trait Acknowledge: Send + Sync + 'static {
+    /// The message is done with: never deliver it again.
+    async fn ack(self: Box<Self>) -> Result<(), TransportError>;
+    /// The message was not handled: deliver it again, to this or another consumer.
+    async fn release(self: Box<Self>) -> Result<(), TransportError>;
+}
+
+/// One message taken from a queue, to be acknowledged or released.
+///
+/// Dropping a delivery unsettled leaves it with its consumer: it is
+/// delivered again only when that consumer goes away, as with a real broker
+/// when a process dies mid-request.
+pub struct Delivery {
+    message: Message,
+    acker: Box<dyn Acknowledge>,
+}
+
+impl Delivery {
+    /// A delivery of `message`, settled through `acker`.
+    pub fn new(message: Message, acker: impl Acknowledge) -> Self {
+        Self {
+            message,
+            acker: Box::new(acker),
+        }
+    }
+
+    /// The message delivered.
+    pub fn message(&self) -> &Message {
+        &self.message
+    }
+
+    /// Acknowledges the delivery.
+    pub async fn ack(self) -> Result<(), TransportError> {
+        self.acker.ack().await
+    }
+
+    /// Releases the delivery for redelivery.
+    pub async fn release(self) -> Result<(), TransportError> {
+        self.acker.release().await
+    }
+}
+
+impl fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Delivery")
+            .field("message", &self.message)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The deliveries of a consumer. Ends when the consumer is closed; an `Err`
+/// item is a transient failure and the stream goes on.
+pub type Deliveries = BoxStream<'static, Result<Delivery, TransportError>>;
+
+/// A client's private reply address and the stream of messages sent to it.
+pub struct Inbox {
+    address: String,
+    messages: BoxStream<'static, Result<Message, TransportError>>,
+    on_close: Option<BoxFuture<'static, ()>>,
+}
+
+impl Inbox {
+    /// An inbox at `address` receiving `messages`.
+    pub fn new(
+        address: impl Into<String>,
+        messages: impl Stream<Item = Result<Message, TransportError>> + Send + 'static,
+    ) -> Self {
+        Self {
+            address: address.into(),
+            messages: Box::pin(messages),
+            on_close: None,
+        }
+    }
+
+    /// Work to do on a clean [`close`](Self::close), such as deleting the
+    /// broker-side topic or stream. Dropping the inbox skips it; the
+    /// transport's expiry removes abandoned inboxes.
+    #[must_use]
+    pub fn on_close(
+        mut self,
+        cleanup: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Self {
+        self.on_close = Some(Box::pin(cleanup));
+        self
+    }
+
+    /// The address to put in `reply-to`.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// Closes the inbox and removes it from the broker.
+    pub async fn close(mut self) {
+        if let Some(cleanup) = self.on_close.take() {
+            cleanup.await;
+        }
+    }
+}
+
+impl Stream for Inbox {
+    type Item = Result<Message, TransportError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.messages.as_mut().poll_next(cx)
+    }
+}
+
+impl fmt::Debug for Inbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Inbox")
+            .field("address", &self.address)
+            .finish_non_exhaustive()
+    }
+}
