@@ -1,1 +1,125 @@
-//! x
+//! The test suite every busrpc [`Transport`] must pass.
+//!
+//! A backend hands in a [`Harness`] (how to connect to the broker under test,
+//! and what that broker can do) and expands [`suite!`] in one of its
+//! integration tests; every test becomes a `#[tokio::test]` of its own, on a
+//! service name of its own, so the suite runs in parallel and no test sees
+//! another's leftovers.
+//!
+//! ```ignore
+//! // crates/busrpc-<broker>/tests/conformance.rs
+//! struct MyBroker;
+//! #[async_trait::async_trait]
+//! impl busrpc_conformance::Harness for MyBroker { /* ... */ }
+//! busrpc_conformance::suite!(MyBroker);
+//! ```
+//!
+//! A test whose capability the broker lacks prints `skipped: <test>: <reason>`
+//! and passes.
+
+pub mod tests;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use busrpc_core::Transport;
+
+/// What the broker under test can do, and how fast, so that the suite's
+/// waits fit it.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Capabilities {
+    /// Within how long the deliveries of a consumer that died reach another
+    /// member of its group; `Err(reason)` if the broker cannot hand them over.
+    pub redelivery: Result<Duration, &'static str>,
+    /// A generous bound on one message's trip from publish to consumer on
+    /// this broker, used to size timeouts (never asserted on).
+    pub latency: Duration,
+}
+
+impl Capabilities {
+    /// A broker that hands a dead consumer's deliveries over within
+    /// `redelivery` and delivers within `latency`.
+    pub fn new(redelivery: Result<Duration, &'static str>, latency: Duration) -> Self {
+        Self {
+            redelivery,
+            latency,
+        }
+    }
+}
+
+/// How the suite reaches the broker under test.
+#[async_trait::async_trait]
+pub trait Harness: Send + Sync + 'static {
+    /// A new connection to the broker, as a separate process would have.
+    async fn connect(&self) -> Arc<dyn Transport>;
+
+    /// What the broker can do.
+    fn capabilities(&self) -> Capabilities;
+}
+
+/// A service name no other test (in this or another process) uses.
+pub fn unique_service(test: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "conf-{test}-{}-{:x}-{}",
+        std::process::id(),
+        nanos & 0xffff_ffff,
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Expands to one `#[tokio::test]` per conformance test, each calling
+/// [`tests`]`::<name>(&harness)` with a harness built by `$harness`.
+#[macro_export]
+macro_rules! suite {
+    ($harness:expr) => {
+        $crate::suite!(@each $harness;
+            call_and_response,
+            typed_errors_reach_the_caller,
+            panicking_handler_answers_internal_error_and_server_goes_on,
+            notification_gets_no_reply,
+            client_batch,
+            spec_positional_params,
+            spec_named_params,
+            spec_notifications,
+            spec_unknown_method,
+            spec_invalid_json,
+            spec_invalid_request,
+            spec_batch_invalid_json,
+            spec_empty_array,
+            spec_invalid_batch_not_empty,
+            spec_invalid_batch,
+            spec_batch,
+            spec_batch_all_notifications,
+            concurrent_clients_reach_their_own_replies,
+            slow_handler_times_out_and_late_reply_is_dropped,
+            expired_request_is_not_executed,
+            server_death_leaves_request_to_another_instance,
+            graceful_shutdown_answers_what_is_in_hand,
+            shutdown_grace_releases_to_another_instance,
+            oversized_message_is_refused,
+            oversized_batch_is_refused_per_call,
+            bad_input_without_reply_to_is_counted_and_dropped,
+            unsupported_content_type_is_a_parse_error,
+            msgpack_calls,
+            client_bounds_calls_in_flight,
+            server_bounds_concurrent_handlers,
+            stray_replies_are_dropped_and_counted,
+            closed_client_fails_pending_calls,
+        );
+    };
+    (@each $harness:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let harness = $harness;
+                $crate::tests::$name(&harness).await;
+            }
+        )*
+    };
+}

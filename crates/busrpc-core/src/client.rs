@@ -145,10 +145,11 @@ impl Pending {
                 self.drop_reply("no caller waits for this id", response.id.get().as_bytes());
                 continue;
             };
-            let outcome = response.outcome.map(ToOwned::to_owned);
-            if waiter.send(outcome).is_ok() {
-                self.replies.fetch_add(1, Ordering::Relaxed);
-            } else {
+            // The caller counts the reply when it takes it (see `receive`).
+            if waiter
+                .send(response.outcome.map(ToOwned::to_owned))
+                .is_err()
+            {
                 self.drop_reply(
                     "the caller gave up as the reply arrived",
                     response.id.get().as_bytes(),
@@ -456,7 +457,10 @@ impl Client {
         deadline_at: Instant,
     ) -> Result<Outcome, Error> {
         match timeout_at(deadline_at, receiver).await {
-            Ok(Ok(outcome)) => Ok(outcome),
+            Ok(Ok(outcome)) => {
+                self.shared.pending.replies.fetch_add(1, Ordering::Relaxed);
+                Ok(outcome)
+            }
             Ok(Err(_)) => Err(Error::Closed),
             Err(_) => Err(self.timed_out()),
         }
@@ -622,6 +626,11 @@ impl Batch {
             .into_iter()
             .map(|r| r.map_err(|_| Error::Closed))
             .collect::<Result<Vec<_>, _>>()?;
+        client
+            .shared
+            .pending
+            .replies
+            .fetch_add(calls as u64, Ordering::Relaxed);
         Ok(BatchReplies { outcomes })
     }
 }

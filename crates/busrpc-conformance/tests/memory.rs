@@ -1,0 +1,25 @@
+//! The conformance suite against the in-memory transport.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use busrpc_conformance::{Capabilities, Harness};
+use busrpc_core::memory::MemoryTransport;
+use busrpc_core::Transport;
+
+/// One private broker per test; each connection is a handle to it.
+struct Memory(MemoryTransport);
+
+#[async_trait::async_trait]
+impl Harness for Memory {
+    async fn connect(&self) -> Arc<dyn Transport> {
+        Arc::new(self.0.clone())
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        // Redelivery is immediate when a consumer goes away.
+        Capabilities::new(Ok(Duration::from_secs(1)), Duration::from_millis(50))
+    }
+}
+
+busrpc_conformance::suite!(Memory(MemoryTransport::new()));
