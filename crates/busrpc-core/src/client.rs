@@ -180,7 +180,7 @@ impl Drop for Registration<'_> {
 
 struct Shared {
     transport: Arc<dyn Transport>,
-    inbox_address: String,
+    inbox_address: Arc<str>,
     pending: Arc<Pending>,
     next_id: AtomicU64,
     in_flight: Semaphore,
@@ -242,7 +242,7 @@ impl Client {
         let inbox = transport.inbox().await?;
         let pending = Arc::new(Pending::default());
         let stop = CancellationToken::new();
-        let inbox_address = inbox.address().to_owned();
+        let inbox_address: Arc<str> = inbox.address().into();
         let reader = tokio::spawn(read_replies(inbox, pending.clone(), stop.clone()));
         let timeout = config.timeout;
         Ok(Self {
@@ -421,7 +421,7 @@ impl Client {
         }
         let mut headers = Headers::new();
         if expects_reply {
-            headers.insert(header::REPLY_TO, shared.inbox_address.as_str());
+            headers.insert(header::REPLY_TO, Arc::clone(&shared.inbox_address));
             headers.insert(header::DEADLINE, Deadline::after(self.timeout).to_string());
         }
         if codec != Codec::Json {
@@ -473,10 +473,12 @@ async fn read_replies(
     stop: CancellationToken,
 ) -> Option<Inbox> {
     let mut failures = 0u32;
+    let stopped = stop.cancelled();
+    tokio::pin!(stopped);
     loop {
         let next = tokio::select! {
             biased;
-            () = stop.cancelled() => break,
+            () = &mut stopped => break,
             next = inbox.next() => next,
         };
         match next {
@@ -489,7 +491,7 @@ async fn read_replies(
                 let pause = Duration::from_millis(10u64 << failures.min(7));
                 tracing::warn!(error = %e, ?pause, "reading replies failed");
                 tokio::select! {
-                    () = stop.cancelled() => break,
+                    () = &mut stopped => break,
                     () = tokio::time::sleep(pause) => {}
                 }
             }

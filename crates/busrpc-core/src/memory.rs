@@ -15,7 +15,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, Weak};
 use std::task::{Context, Poll};
 
 use async_trait::async_trait;
@@ -71,8 +71,8 @@ impl MemoryTransport {
     pub fn with_capacity(capacity: usize) -> Self {
         Self {
             broker: Arc::new(Broker {
-                queues: Mutex::default(),
-                inboxes: Mutex::default(),
+                queues: RwLock::default(),
+                inboxes: RwLock::default(),
                 next_inbox: AtomicU64::new(1),
                 capacity: capacity.max(1),
             }),
@@ -111,9 +111,12 @@ impl MemoryTransport {
     }
 }
 
+// Maps are read on every publish and written only when a queue or inbox
+// appears or goes, hence RwLock: publishers on different threads never wait
+// for each other on them.
 struct Broker {
-    queues: Mutex<HashMap<String, Arc<Queue>>>,
-    inboxes: Mutex<HashMap<String, mpsc::Sender<Message>>>,
+    queues: RwLock<HashMap<String, Arc<Queue>>>,
+    inboxes: RwLock<HashMap<String, mpsc::Sender<Message>>>,
     next_inbox: AtomicU64,
     capacity: usize,
 }
@@ -127,7 +130,7 @@ struct Queue {
 struct QueueState {
     groups: Vec<(String, Arc<Group>)>,
     /// Messages published while no group existed.
-    backlog: VecDeque<Message>,
+    backlog: VecDeque<Arc<Message>>,
 }
 
 #[derive(Default)]
@@ -138,9 +141,9 @@ struct Group {
 
 #[derive(Default)]
 struct GroupState {
-    ready: VecDeque<Message>,
+    ready: VecDeque<Arc<Message>>,
     /// Delivered, not yet settled: tag -> (consumer, message).
-    in_flight: HashMap<u64, (u64, Message)>,
+    in_flight: HashMap<u64, (u64, Arc<Message>)>,
     next_tag: u64,
     next_consumer: u64,
 }
@@ -151,15 +154,23 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(|e| e.into_inner())
+}
+
 impl Broker {
     fn queue(&self, address: &str) -> Arc<Queue> {
-        let mut queues = lock(&self.queues);
-        if let Some(q) = queues.get(address) {
+        if let Some(q) = read(&self.queues).get(address) {
             return q.clone();
         }
-        let q = Arc::new(Queue::default());
-        queues.insert(address.to_owned(), q.clone());
-        q
+        write(&self.queues)
+            .entry(address.to_owned())
+            .or_default()
+            .clone()
     }
 
     fn full(&self, address: &str) -> TransportError {
@@ -170,6 +181,8 @@ impl Broker {
     }
 
     fn publish_to_queue(&self, address: &str, message: Message) -> Result<(), TransportError> {
+        // One shared copy, whatever the number of groups and redeliveries.
+        let message = Arc::new(message);
         let queue = self.queue(address);
         let mut state = lock(&queue.state);
         if state.groups.is_empty() {
@@ -198,7 +211,7 @@ impl Broker {
     }
 
     fn publish_to_inbox(&self, address: &str, message: Message) -> Result<(), TransportError> {
-        let inboxes = lock(&self.inboxes);
+        let inboxes = read(&self.inboxes);
         let Some(sender) = inboxes.get(address) else {
             return Ok(()); // closed inbox: the reply expires unread
         };
@@ -254,7 +267,7 @@ impl Transport for MemoryTransport {
         let n = self.broker.next_inbox.fetch_add(1, Ordering::Relaxed);
         let address = format!("{INBOX_PREFIX}{n}");
         let (tx, rx) = mpsc::channel(self.broker.capacity);
-        lock(&self.broker.inboxes).insert(address.clone(), tx);
+        write(&self.broker.inboxes).insert(address.clone(), tx);
         let messages = InboxMessages {
             rx,
             broker: Arc::downgrade(&self.broker),
@@ -278,7 +291,8 @@ impl Member {
                 if let Some(message) = g.ready.pop_front() {
                     let tag = g.next_tag;
                     g.next_tag += 1;
-                    g.in_flight.insert(tag, (self.consumer, message.clone()));
+                    g.in_flight
+                        .insert(tag, (self.consumer, Arc::clone(&message)));
                     if !g.ready.is_empty() {
                         // Pass the wake-up on: one notify may stand for many messages.
                         self.group.available.notify_one();
@@ -288,7 +302,7 @@ impl Member {
                         group: self.group.clone(),
                         tag,
                     };
-                    return Delivery::new(message, acker);
+                    return Delivery::shared(message, acker);
                 }
             }
             // notify_one stores a permit when nobody waits, so a message
@@ -359,7 +373,7 @@ impl Stream for InboxMessages {
 impl Drop for InboxMessages {
     fn drop(&mut self) {
         if let Some(broker) = self.broker.upgrade() {
-            lock(&broker.inboxes).remove(&self.address);
+            write(&broker.inboxes).remove(&self.address);
         }
     }
 }
@@ -463,10 +477,10 @@ mod tests {
             (&b"r"[..], Some("v"))
         );
         drop(inbox);
-        assert!(!lock(&t.broker.inboxes).contains_key(&address));
+        assert!(!read(&t.broker.inboxes).contains_key(&address));
         // A late reply to a closed inbox is discarded, not queued forever.
         t.publish(&address, Message::new("late")).await.unwrap();
-        assert!(lock(&t.broker.queues).is_empty());
+        assert!(read(&t.broker.queues).is_empty());
     }
 
     #[tokio::test]

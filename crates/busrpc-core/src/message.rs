@@ -1,6 +1,8 @@
 //! What travels through a broker: a payload and a few headers.
 
+use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -22,8 +24,12 @@ pub mod header {
 
 /// Message headers: a short list of name/value pairs, in insertion order.
 /// Names are compared exactly (busrpc writes them lower-case).
+///
+/// Names are usually `&'static str` constants and values shared strings, so
+/// copying headers (a broker fanning a message out to groups, a client
+/// stamping its inbox address on every call) allocates little.
 #[derive(Clone, Default, PartialEq, Eq)]
-pub struct Headers(Vec<(String, String)>);
+pub struct Headers(Vec<(Cow<'static, str>, Arc<str>)>);
 
 impl Headers {
     /// No headers.
@@ -33,14 +39,16 @@ impl Headers {
 
     /// The value of `name`, if present.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| &**v)
+    }
+
+    /// The value of `name` as the shared string it is stored as.
+    pub fn get_shared(&self, name: &str) -> Option<&Arc<str>> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v)
     }
 
     /// Sets `name` to `value`, replacing an earlier value.
-    pub fn insert(&mut self, name: impl Into<String>, value: impl Into<String>) {
+    pub fn insert(&mut self, name: impl Into<Cow<'static, str>>, value: impl Into<Arc<str>>) {
         let (name, value) = (name.into(), value.into());
         match self.0.iter_mut().find(|(n, _)| *n == name) {
             Some(slot) => slot.1 = value,
@@ -50,14 +58,14 @@ impl Headers {
 
     /// Builder form of [`insert`](Self::insert).
     #[must_use]
-    pub fn with(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+    pub fn with(mut self, name: impl Into<Cow<'static, str>>, value: impl Into<Arc<str>>) -> Self {
         self.insert(name, value);
         self
     }
 
     /// All headers, in insertion order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+        self.0.iter().map(|(n, v)| (&**n, &**v))
     }
 
     /// How many headers there are.
@@ -82,7 +90,7 @@ impl fmt::Debug for Headers {
     }
 }
 
-impl<N: Into<String>, V: Into<String>> FromIterator<(N, V)> for Headers {
+impl<N: Into<Cow<'static, str>>, V: Into<Arc<str>>> FromIterator<(N, V)> for Headers {
     fn from_iter<I: IntoIterator<Item = (N, V)>>(iter: I) -> Self {
         let mut headers = Headers::new();
         for (n, v) in iter {
@@ -112,7 +120,11 @@ impl Message {
 
     /// Builder form: adds a header.
     #[must_use]
-    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+    pub fn with_header(
+        mut self,
+        name: impl Into<Cow<'static, str>>,
+        value: impl Into<Arc<str>>,
+    ) -> Self {
         self.headers.insert(name, value);
         self
     }

@@ -271,29 +271,31 @@ async fn serve(
     stop: CancellationToken,
 ) {
     let permits = Arc::new(Semaphore::new(config.concurrency));
-    // Fired when the shutdown grace runs out: what is still running is released.
-    let give_back = CancellationToken::new();
     // Owned here so that aborting this task aborts every handler with it.
     let mut tasks = JoinSet::new();
     let mut failures = 0u32;
+    // One waiter for the whole loop: a fresh `cancelled()` per select would
+    // register and deregister with the token's lock twice per request.
+    let stopped = stop.cancelled();
+    tokio::pin!(stopped);
     loop {
         let permit = tokio::select! {
             biased;
-            () = stop.cancelled() => break,
+            () = &mut stopped => break,
             permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
         };
         let next = tokio::select! {
             biased;
-            () = stop.cancelled() => break,
+            () = &mut stopped => break,
             next = deliveries.next() => next,
         };
         match next {
             Some(Ok(delivery)) => {
                 failures = 0;
                 bump(&shared.counters.received);
-                let (shared, give_back) = (shared.clone(), give_back.clone());
+                let shared = shared.clone();
                 tasks.spawn(async move {
-                    handle(&shared, delivery, &give_back).await;
+                    handle(&shared, delivery).await;
                     drop(permit);
                 });
             }
@@ -303,7 +305,7 @@ async fn serve(
                 let pause = Duration::from_millis(10u64 << failures.min(7));
                 tracing::warn!(error = %e, ?pause, "receiving requests failed");
                 tokio::select! {
-                    () = stop.cancelled() => break,
+                    () = &mut stopped => break,
                     () = tokio::time::sleep(pause) => {}
                 }
             }
@@ -320,19 +322,29 @@ async fn serve(
     if in_hand > 0 {
         tracing::info!(in_hand, grace = ?config.shutdown_grace, "finishing requests in hand");
     }
-    let finish = async {
-        while let Some(done) = tasks.join_next().await {
-            log_task_failure(done);
+    let give_up_at = tokio::time::Instant::now() + config.shutdown_grace;
+    loop {
+        match tokio::time::timeout_at(give_up_at, tasks.join_next()).await {
+            Ok(Some(done)) => log_task_failure(done),
+            Ok(None) => break,
+            Err(_) => {
+                // Stop what is still running. Its deliveries were never
+                // settled, so the broker hands them to another member once
+                // this one leaves the group, just below: released, in effect.
+                let released = tasks.len() as u64;
+                tracing::warn!(
+                    released,
+                    "shutdown grace ran out; releasing what is still running"
+                );
+                tasks.abort_all();
+                while tasks.join_next().await.is_some() {}
+                shared
+                    .counters
+                    .released
+                    .fetch_add(released, Ordering::Relaxed);
+                break;
+            }
         }
-    };
-    tokio::pin!(finish);
-    if tokio::time::timeout(config.shutdown_grace, &mut finish)
-        .await
-        .is_err()
-    {
-        tracing::warn!("shutdown grace ran out; releasing what is still running");
-        give_back.cancel();
-        finish.await;
     }
     // Only now leave the group, so nothing finished is handed out again.
     drop(deliveries);
@@ -348,47 +360,42 @@ fn log_task_failure(done: Result<(), tokio::task::JoinError>) {
 }
 
 /// Handles one delivery: skip, or answer then acknowledge; release it if the
-/// answer cannot be published or the shutdown grace runs out.
-async fn handle(shared: &Shared, delivery: Delivery, give_back: &CancellationToken) {
-    let work = async {
-        let Some((reply_to, reply)) = process(shared, delivery.message()).await else {
-            return true;
-        };
-        match shared.transport.publish(&reply_to, reply).await {
+/// answer cannot be published.
+async fn handle(shared: &Shared, delivery: Delivery) {
+    let answered = match process(shared, delivery.message()).await {
+        None => true,
+        Some((reply_to, reply)) => match shared.transport.publish(&reply_to, reply).await {
             Ok(()) => true,
             Err(e) => {
                 bump(&shared.counters.publish_failures);
-                tracing::warn!(error = %e, %reply_to, "publishing a reply failed; releasing the request");
+                tracing::warn!(service = %shared.service, error = %e, %reply_to, "publishing a reply failed; releasing the request");
                 false
             }
-        }
+        },
     };
-    let settled = tokio::select! {
-        biased;
-        answered = work => answered,
-        () = give_back.cancelled() => false,
-    };
-    let (result, counter) = if settled {
+    let (result, counter) = if answered {
         (delivery.ack().await, &shared.counters.acked)
     } else {
         (delivery.release().await, &shared.counters.released)
     };
     match result {
         Ok(()) => bump(counter),
-        Err(e) => tracing::warn!(error = %e, "settling a delivery failed"),
+        Err(e) => {
+            tracing::warn!(service = %shared.service, error = %e, "settling a delivery failed")
+        }
     }
 }
 
 /// The reply to one message and where it goes, or `None` when there is
 /// nothing to send.
-async fn process(shared: &Shared, message: &Message) -> Option<(String, Message)> {
+async fn process(shared: &Shared, message: &Message) -> Option<(Arc<str>, Message)> {
     let headers = &message.headers;
     if headers.deadline().is_some_and(|d| d.has_passed()) {
         bump(&shared.counters.expired);
         tracing::debug!("skipping a request whose deadline has passed");
         return None;
     }
-    let reply_to = headers.get(header::REPLY_TO);
+    let reply_to = headers.get_shared(header::REPLY_TO);
     let codec = match Codec::from_content_type(headers.get(header::CONTENT_TYPE)) {
         Ok(codec) => codec,
         Err(e) => {
@@ -436,10 +443,10 @@ async fn process(shared: &Shared, message: &Message) -> Option<(String, Message)
 
 fn reject(
     shared: &Shared,
-    reply_to: Option<&str>,
+    reply_to: Option<&Arc<str>>,
     codec: Codec,
     error: RpcError,
-) -> Option<(String, Message)> {
+) -> Option<(Arc<str>, Message)> {
     shared
         .engine
         .counters
@@ -452,10 +459,10 @@ fn reject(
 
 fn route(
     shared: &Shared,
-    reply_to: Option<&str>,
+    reply_to: Option<&Arc<str>>,
     codec: Codec,
     json: Vec<u8>,
-) -> Option<(String, Message)> {
+) -> Option<(Arc<str>, Message)> {
     let Some(reply_to) = reply_to else {
         bump(&shared.counters.dropped);
         tracing::warn!(
@@ -479,5 +486,5 @@ fn route(
             .headers
             .insert(header::CONTENT_TYPE, codec.content_type());
     }
-    Some((reply_to.to_owned(), reply))
+    Some((Arc::clone(reply_to), reply))
 }

@@ -8,6 +8,7 @@
 
 use std::fmt;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use async_trait::async_trait;
@@ -91,13 +92,19 @@ pub trait Acknowledge: Send + Sync + 'static {
 /// delivered again only when that consumer goes away, as with a real broker
 /// when a process dies mid-request.
 pub struct Delivery {
-    message: Message,
+    message: Arc<Message>,
     acker: Box<dyn Acknowledge>,
 }
 
 impl Delivery {
     /// A delivery of `message`, settled through `acker`.
     pub fn new(message: Message, acker: impl Acknowledge) -> Self {
+        Self::shared(Arc::new(message), acker)
+    }
+
+    /// A delivery of a message the transport also keeps (to deliver it
+    /// again should this delivery's consumer go away).
+    pub fn shared(message: Arc<Message>, acker: impl Acknowledge) -> Self {
         Self {
             message,
             acker: Box::new(acker),
