@@ -174,7 +174,7 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::
 
 /// The members of a request object, all kept raw so that a wrong type is an
 /// Invalid Request we can answer, not a parse failure.
-#[derive(Deserialize)]
+#[derive(Clone, Copy, Deserialize)]
 struct RawRequest<'a> {
     #[serde(borrow, default, deserialize_with = "present")]
     jsonrpc: Option<&'a RawValue>,

@@ -403,7 +403,7 @@ async fn process(shared: &Shared, message: &Message) -> Option<(Arc<str>, Messag
                 shared,
                 reply_to,
                 Codec::Json,
-                RpcError::parse_error().with_data(&e.to_string()),
+                &RpcError::parse_error().with_data(&e.to_string()),
             )
         }
     };
@@ -417,7 +417,7 @@ async fn process(shared: &Shared, message: &Message) -> Option<(Arc<str>, Messag
             shared,
             reply_to,
             codec,
-            RpcError::invalid_request().with_data(&reason),
+            &RpcError::invalid_request().with_data(&reason),
         );
     }
     let json = match codec.to_json(&message.payload) {
@@ -427,7 +427,7 @@ async fn process(shared: &Shared, message: &Message) -> Option<(Arc<str>, Messag
                 shared,
                 reply_to,
                 codec,
-                RpcError::parse_error().with_data(&e.to_string()),
+                &RpcError::parse_error().with_data(&e.to_string()),
             )
         }
     };
@@ -445,7 +445,7 @@ fn reject(
     shared: &Shared,
     reply_to: Option<&Arc<str>>,
     codec: Codec,
-    error: RpcError,
+    error: &RpcError,
 ) -> Option<(Arc<str>, Message)> {
     shared
         .engine
@@ -453,7 +453,7 @@ fn reject(
         .errors
         .fetch_add(1, Ordering::Relaxed);
     let mut buf = Vec::with_capacity(128);
-    crate::jsonrpc::write_error(&mut buf, None, &error);
+    crate::jsonrpc::write_error(&mut buf, None, error);
     route(shared, reply_to, codec, buf)
 }
 
