@@ -165,11 +165,18 @@ impl Pending {
     }
 }
 
-/// Removes a call from the table when its caller stops waiting, however that
-/// happens (reply, timeout, or the future dropped).
+/// Removes a call from the table when its caller stops waiting (timeout,
+/// error, or the future dropped), so a late reply finds nobody.
 struct Registration<'a> {
     pending: &'a Pending,
     id: u64,
+}
+
+impl Registration<'_> {
+    /// The reply came: the reader already took the entry out.
+    fn answered(self) {
+        std::mem::forget(self);
+    }
 }
 
 impl Drop for Registration<'_> {
@@ -322,9 +329,9 @@ impl Client {
         let (receiver, registration) = self.register(id);
         self.send_by(service, json, true, deadline_at).await?;
         shared.pending.calls.fetch_add(1, Ordering::Relaxed);
-        let outcome = self.receive(receiver, deadline_at).await;
-        drop(registration);
-        outcome?.map_err(Error::Rpc)
+        let outcome = self.receive(receiver, deadline_at).await?;
+        registration.answered();
+        outcome.map_err(Error::Rpc)
     }
 
     /// Sends a notification: no id, no reply, no waiting beyond the publish.
@@ -621,9 +628,12 @@ impl Batch {
             .pending
             .calls
             .fetch_add(calls as u64, Ordering::Relaxed);
-        let received = timeout_at(deadline_at, join_all(receivers)).await;
-        drop(registrations);
-        let received = received.map_err(|_| client.timed_out())?;
+        let received = timeout_at(deadline_at, join_all(receivers))
+            .await
+            .map_err(|_| client.timed_out())?;
+        if received.iter().all(Result::is_ok) {
+            registrations.into_iter().for_each(Registration::answered);
+        }
         let outcomes = received
             .into_iter()
             .map(|r| r.map_err(|_| Error::Closed))

@@ -62,17 +62,17 @@ impl Engine {
                 );
                 let error = RpcError::invalid_request().with_data(&reason);
                 // Answer each call with its own id so that callers learn why.
-                let answers = items.iter().filter_map(|item| match item {
-                    Ok(Request { id: None, .. }) => None,
-                    Ok(Request { id, .. }) | Err(InvalidRequest { id }) => {
-                        Some(self.error(*id, &error))
-                    }
-                });
-                join_batch(answers)
+                let answered = items
+                    .iter()
+                    .filter(|item| !matches!(item, Ok(r) if r.is_notification()));
+                self.counters
+                    .errors
+                    .fetch_add(answered.count() as u64, Ordering::Relaxed);
+                jsonrpc::answer_each(&items, &error)
             }
             Ok(Incoming::Batch(items)) => {
                 let answers = join_all(items.into_iter().map(|item| self.answer(item))).await;
-                join_batch(answers.into_iter().flatten())
+                jsonrpc::join_batch(answers.into_iter().flatten())
             }
         }
     }
@@ -127,21 +127,6 @@ impl Engine {
             Err(RpcError::internal_error())
         })
     }
-}
-
-/// `[a,b,...]` from the answers of a batch; `None` when there are none (a
-/// batch of notifications gets no response at all).
-fn join_batch(answers: impl Iterator<Item = Vec<u8>>) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    for answer in answers {
-        out.push(if out.is_empty() { b'[' } else { b',' });
-        out.extend_from_slice(&answer);
-    }
-    if out.is_empty() {
-        return None;
-    }
-    out.push(b']');
-    Some(out)
 }
 
 #[cfg(test)]

@@ -74,8 +74,7 @@ pub struct ServerStats {
     pub received: u64,
     /// Deliveries acknowledged (answered, or found not worth answering).
     pub acked: u64,
-    /// Deliveries released for redelivery (shutdown grace ran out, or the
-    /// reply could not be published).
+    /// Deliveries abandoned to another instance when the shutdown grace ran out.
     pub released: u64,
     /// Calls executed (each call of a batch counts).
     pub calls: u64,
@@ -90,8 +89,9 @@ pub struct ServerStats {
     /// Messages counted and dropped: bad input or a response with no
     /// `reply-to` to send it to.
     pub dropped: u64,
-    /// Replies the transport failed to publish.
-    pub publish_failures: u64,
+    /// Replies that could not be published and acknowledged; the request
+    /// stays with the broker for another try.
+    pub reply_failures: u64,
 }
 
 #[derive(Default)]
@@ -101,7 +101,7 @@ struct ServerCounters {
     released: AtomicU64,
     expired: AtomicU64,
     dropped: AtomicU64,
-    publish_failures: AtomicU64,
+    reply_failures: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -130,7 +130,7 @@ impl Shared {
             panics: get(&e.panics),
             expired: get(&s.expired),
             dropped: get(&s.dropped),
-            publish_failures: get(&s.publish_failures),
+            reply_failures: get(&s.reply_failures),
         }
     }
 }
@@ -359,29 +359,26 @@ fn log_task_failure(done: Result<(), tokio::task::JoinError>) {
     }
 }
 
-/// Handles one delivery: skip, or answer then acknowledge; release it if the
-/// answer cannot be published.
+/// Handles one delivery: skip, or answer then acknowledge; the transport
+/// releases it if the answer cannot be published.
 async fn handle(shared: &Shared, delivery: Delivery) {
-    let answered = match process(shared, delivery.message()).await {
-        None => true,
-        Some((reply_to, reply)) => match shared.transport.publish(&reply_to, reply).await {
-            Ok(()) => true,
-            Err(e) => {
-                bump(&shared.counters.publish_failures);
-                tracing::warn!(service = %shared.service, error = %e, %reply_to, "publishing a reply failed; releasing the request");
-                false
-            }
+    let counters = &shared.counters;
+    match process(shared, delivery.message()).await {
+        None => match delivery.ack().await {
+            Ok(()) => bump(&counters.acked),
+            Err(e) => tracing::warn!(service = %shared.service, error = %e, "acknowledging failed"),
         },
-    };
-    let (result, counter) = if answered {
-        (delivery.ack().await, &shared.counters.acked)
-    } else {
-        (delivery.release().await, &shared.counters.released)
-    };
-    match result {
-        Ok(()) => bump(counter),
-        Err(e) => {
-            tracing::warn!(service = %shared.service, error = %e, "settling a delivery failed")
+        Some((reply_to, reply)) => {
+            match delivery
+                .reply_and_ack(&*shared.transport, &reply_to, reply)
+                .await
+            {
+                Ok(()) => bump(&counters.acked),
+                Err(e) => {
+                    bump(&counters.reply_failures);
+                    tracing::warn!(service = %shared.service, error = %e, %reply_to, "answering failed; the request stays with the broker for another try");
+                }
+            }
         }
     }
 }

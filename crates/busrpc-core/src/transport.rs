@@ -82,8 +82,33 @@ pub trait Transport: Send + Sync + 'static {
 pub trait Acknowledge: Send + Sync + 'static {
     /// The message is done with: never deliver it again.
     async fn ack(self: Box<Self>) -> Result<(), TransportError>;
+
     /// The message was not handled: deliver it again, to this or another consumer.
     async fn release(self: Box<Self>) -> Result<(), TransportError>;
+
+    /// Publishes `reply` to `address`, then acknowledges: the order that
+    /// makes delivery at-least-once. If the publish fails the delivery is
+    /// released and the publish error returned.
+    ///
+    /// A transport that can do both in one round trip (Redis: one
+    /// MULTI/EXEC pipeline) overrides this; `transport` is the one the
+    /// server consumes through.
+    async fn reply_and_ack(
+        self: Box<Self>,
+        transport: &dyn Transport,
+        address: &str,
+        reply: Message,
+    ) -> Result<(), TransportError> {
+        match transport.publish(address, reply).await {
+            Ok(()) => self.ack().await,
+            Err(e) => {
+                if let Err(release) = self.release().await {
+                    tracing::warn!(error = %release, "releasing a delivery failed");
+                }
+                Err(e)
+            }
+        }
+    }
 }
 
 /// One message taken from a queue, to be acknowledged or released.
@@ -124,6 +149,17 @@ impl Delivery {
     /// Releases the delivery for redelivery.
     pub async fn release(self) -> Result<(), TransportError> {
         self.acker.release().await
+    }
+
+    /// Publishes `reply` to `address` and acknowledges the delivery, in that
+    /// order (see [`Acknowledge::reply_and_ack`]).
+    pub async fn reply_and_ack(
+        self,
+        transport: &dyn Transport,
+        address: &str,
+        reply: Message,
+    ) -> Result<(), TransportError> {
+        self.acker.reply_and_ack(transport, address, reply).await
     }
 }
 
