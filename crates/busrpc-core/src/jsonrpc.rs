@@ -24,6 +24,11 @@ pub const INVALID_PARAMS_CODE: i32 = -32602;
 /// Internal JSON-RPC error, and what a panicking handler answers.
 pub const INTERNAL_ERROR_CODE: i32 = -32603;
 
+/// A request a broker gave up on after too many deliveries without an answer
+/// (moved to a dead-letter queue); in the range the specification leaves
+/// to implementations. `data` says how often it was delivered and where it went.
+pub const DEAD_LETTER_CODE: i32 = -32001;
+
 /// The messages the specification gives for its codes.
 pub const PARSE_ERROR_MSG: &str = "Parse error";
 /// See [`INVALID_REQUEST_CODE`].
@@ -34,6 +39,8 @@ pub const METHOD_NOT_FOUND_MSG: &str = "Method not found";
 pub const INVALID_PARAMS_MSG: &str = "Invalid params";
 /// See [`INTERNAL_ERROR_CODE`].
 pub const INTERNAL_ERROR_MSG: &str = "Internal error";
+/// See [`DEAD_LETTER_CODE`].
+pub const DEAD_LETTER_MSG: &str = "Request dead-lettered";
 
 /// A JSON-RPC 2.0 error object: what a handler returns to fail a call, and
 /// what a caller receives in [`Error::Rpc`](crate::Error::Rpc).

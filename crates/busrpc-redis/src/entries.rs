@@ -1,0 +1,241 @@
+//! Stream entries to and from busrpc messages.
+//!
+//! An entry's fields are `payload` (the message's bytes) and one field per
+//! header, so `redis-cli` sees `payload`, `reply-to`, `deadline`, ...
+
+use std::borrow::Cow;
+use std::cmp::Ordering;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use busrpc_core::{header, Headers, Message};
+use bytes::Bytes;
+use redis::Value;
+
+/// The field holding the payload.
+pub(crate) const PAYLOAD: &str = "payload";
+
+/// One entry read from a stream.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    pub(crate) id: String,
+    pub(crate) message: Message,
+}
+
+/// `XADD address MAXLEN ~ max_len * payload … header value …`.
+pub(crate) fn xadd(address: &str, message: &Message, max_len: u64) -> redis::Cmd {
+    let mut cmd = redis::cmd("XADD");
+    cmd.arg(address)
+        .arg("MAXLEN")
+        .arg("~")
+        .arg(max_len)
+        .arg("*");
+    cmd.arg(PAYLOAD).arg(&message.payload[..]);
+    for (name, value) in message.headers.iter() {
+        if name == PAYLOAD {
+            tracing::warn!("a header named \"payload\" cannot travel on Redis and was left out");
+            continue;
+        }
+        cmd.arg(name).arg(value);
+    }
+    cmd
+}
+
+fn text(value: &Value) -> Option<Cow<'_, str>> {
+    match value {
+        Value::BulkString(bytes) => Some(String::from_utf8_lossy(bytes)),
+        Value::SimpleString(s) => Some(Cow::Borrowed(s)),
+        _ => None,
+    }
+}
+
+/// Header names busrpc uses, without an allocation per message.
+fn header_name(name: Cow<'_, str>) -> Cow<'static, str> {
+    for known in [
+        header::REPLY_TO,
+        header::CONTENT_TYPE,
+        header::DEADLINE,
+        header::TRACEPARENT,
+    ] {
+        if name == known {
+            return Cow::Borrowed(known);
+        }
+    }
+    Cow::Owned(name.into_owned())
+}
+
+/// A message from an entry's flat field list; `None` without a `payload`
+/// (an inbox's creation marker, or an entry some other tool wrote).
+fn message(fields: Value) -> Option<Message> {
+    let pairs: Vec<(Value, Value)> = match fields {
+        Value::Array(items) => {
+            let mut items = items.into_iter();
+            std::iter::from_fn(|| Some((items.next()?, items.next()?))).collect()
+        }
+        Value::Map(pairs) => pairs,
+        _ => return None,
+    };
+    let mut payload = None;
+    let mut headers = Headers::new();
+    for (name, value) in pairs {
+        let Some(name) = text(&name) else { continue };
+        if name == PAYLOAD {
+            payload = match value {
+                Value::BulkString(bytes) => Some(Bytes::from(bytes)),
+                Value::SimpleString(s) => Some(Bytes::from(s)),
+                _ => None,
+            };
+        } else if let Some(value) = text(&value) {
+            headers.insert(header_name(name), Arc::<str>::from(value));
+        }
+    }
+    Some(Message {
+        payload: payload?,
+        headers,
+    })
+}
+
+/// Entries from `[[id, fields], ...]`; `None` where the entry has been
+/// deleted or holds no payload.
+pub(crate) fn entries(list: Value) -> Vec<Option<Entry>> {
+    let Value::Array(list) = list else {
+        return Vec::new();
+    };
+    list.into_iter()
+        .map(|item| {
+            let Value::Array(mut pair) = item else {
+                return None;
+            };
+            if pair.len() != 2 {
+                return None;
+            }
+            let fields = pair.pop()?;
+            let id = text(&pair[0])?.into_owned();
+            Some(Entry {
+                message: message(fields)?,
+                id,
+            })
+        })
+        .collect()
+}
+
+/// The entries of the first (only) stream of an `XREAD`/`XREADGROUP`
+/// reply: `[[key, entries]]` in RESP2, `{key: entries}` in RESP3, nil on timeout.
+pub(crate) fn entries_of_first_stream(reply: Value) -> Vec<Option<Entry>> {
+    match reply {
+        Value::Array(streams) => match streams.into_iter().next() {
+            Some(Value::Array(mut key_and_entries)) if key_and_entries.len() == 2 => {
+                entries(key_and_entries.pop().unwrap_or(Value::Nil))
+            }
+            _ => Vec::new(),
+        },
+        Value::Map(streams) => streams
+            .into_iter()
+            .next()
+            .map(|(_, e)| entries(e))
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    }
+}
+
+/// `XPENDING key group start end count consumer` rows
+/// `[id, consumer, idle, deliveries]` as id -> deliveries.
+pub(crate) fn pending_counts(reply: Value) -> HashMap<String, u64> {
+    let Value::Array(rows) = reply else {
+        return HashMap::new();
+    };
+    rows.into_iter()
+        .filter_map(|row| {
+            let Value::Array(row) = row else { return None };
+            let id = text(row.first()?)?.into_owned();
+            let count = match row.get(3)? {
+                Value::Int(n) => u64::try_from(*n).ok()?,
+                other => text(other)?.parse().ok()?,
+            };
+            Some((id, count))
+        })
+        .collect()
+}
+
+/// Orders stream ids (`ms-seq`) numerically.
+pub(crate) fn cmp_ids(a: &str, b: &str) -> Ordering {
+    let parse = |id: &str| {
+        let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+        (
+            ms.parse::<u64>().unwrap_or(0),
+            seq.parse::<u64>().unwrap_or(0),
+        )
+    };
+    parse(a).cmp(&parse(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn entries_become_messages() {
+        let reply = Value::Array(vec![Value::Array(vec![
+            bulk("busrpc:s"),
+            Value::Array(vec![
+                Value::Array(vec![
+                    bulk("1-0"),
+                    Value::Array(vec![
+                        bulk("payload"),
+                        bulk("{}"),
+                        bulk("reply-to"),
+                        bulk("in"),
+                        bulk("x-custom"),
+                        bulk("v"),
+                    ]),
+                ]),
+                Value::Array(vec![bulk("2-0"), Value::Nil]),
+                Value::Array(vec![
+                    bulk("3-0"),
+                    Value::Array(vec![bulk("created"), bulk("1")]),
+                ]),
+            ]),
+        ])]);
+        let got = entries_of_first_stream(reply);
+        assert_eq!(got.len(), 3);
+        let first = got[0].as_ref().unwrap();
+        assert_eq!(first.id, "1-0");
+        assert_eq!(first.message.payload, "{}");
+        assert_eq!(first.message.headers.get("reply-to"), Some("in"));
+        assert_eq!(first.message.headers.get("x-custom"), Some("v"));
+        assert!(got[1].is_none() && got[2].is_none());
+        assert!(entries_of_first_stream(Value::Nil).is_empty());
+    }
+
+    #[test]
+    fn xadd_writes_payload_then_headers() {
+        let message = Message::new("p").with_header("reply-to", "r");
+        let packed = xadd("k", &message, 10).get_packed_command();
+        let text = String::from_utf8_lossy(&packed);
+        for part in ["XADD", "MAXLEN", "~", "payload", "reply-to"] {
+            assert!(text.contains(part), "{text}");
+        }
+    }
+
+    #[test]
+    fn ids_order_numerically() {
+        assert_eq!(cmp_ids("10-0", "9-5"), Ordering::Greater);
+        assert_eq!(cmp_ids("9-10", "9-9"), Ordering::Greater);
+        assert_eq!(cmp_ids("9-1", "9-1"), Ordering::Equal);
+    }
+
+    #[test]
+    fn pending_rows_give_counts() {
+        let reply = Value::Array(vec![Value::Array(vec![
+            bulk("5-0"),
+            bulk("c"),
+            Value::Int(10),
+            Value::Int(3),
+        ])]);
+        assert_eq!(pending_counts(reply).get("5-0"), Some(&3));
+    }
+}

@@ -1,0 +1,639 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod config;
+mod entries;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use busrpc_core::codec::Codec;
+use busrpc_core::jsonrpc::{self, RpcError, DEAD_LETTER_CODE};
+use busrpc_core::transport::{Acknowledge, Deliveries, Delivery, Inbox, Transport, TransportError};
+use busrpc_core::{header, Message};
+use futures_util::stream;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{RedisError, Value};
+
+pub use config::RedisConfig;
+use entries::{entries_of_first_stream, xadd, Entry};
+
+/// The Redis Streams transport.
+///
+/// - Requests of service `S` are entries of the stream `{prefix}:S`, read by
+///   the consumer group `S`; each server instance is a consumer of its own.
+/// - A reply inbox is the stream `{prefix}:inbox:{id}`, capped and expiring.
+/// - Entry fields: `payload` (the JSON-RPC bytes) and one field per header.
+///
+/// Cheap to clone; clones share connections.
+#[derive(Clone)]
+pub struct RedisTransport {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for RedisTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisTransport")
+            .field("config", &self.inner.config)
+            .field("instance", &self.inner.instance)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    client: redis::Client,
+    /// Shared, multiplexed: every non-blocking command.
+    commands: ConnectionManager,
+    config: RedisConfig,
+    /// Unique to this transport: names its consumers and inboxes.
+    instance: String,
+    next_name: AtomicU64,
+}
+
+fn unavailable(e: RedisError) -> TransportError {
+    if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() {
+        TransportError::Unavailable(Box::new(e))
+    } else {
+        TransportError::Other(Box::new(e))
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A name unlikely to repeat across processes and hosts: time, process id
+/// and the randomness std seeds its hash maps with.
+fn instance_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.write_u32(std::process::id());
+    format!("{:016x}", hasher.finish())
+}
+
+impl RedisTransport {
+    /// Connects to `redis://[user:password@]host:port[/db][?options]` (or
+    /// `rediss://` with the `tls` feature); see [`RedisConfig`] for the options.
+    pub async fn connect(url: &str) -> Result<Self, TransportError> {
+        let (base, config) = RedisConfig::from_url(url)?;
+        let client =
+            redis::Client::open(base.as_str()).map_err(|e| TransportError::InvalidUrl {
+                url: url.to_owned(),
+                reason: e.to_string(),
+            })?;
+        let manager = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.response_timeout))
+            .set_response_timeout(Some(config.response_timeout));
+        let commands = client
+            .get_connection_manager_with_config(manager)
+            .await
+            .map_err(unavailable)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                client,
+                commands,
+                config,
+                instance: instance_id(),
+                next_name: AtomicU64::new(1),
+            }),
+        })
+    }
+
+    /// The options in force.
+    pub fn config(&self) -> &RedisConfig {
+        &self.inner.config
+    }
+
+    /// The dead-letter stream of the queue at `address`.
+    pub fn dead_letter_address(address: &str) -> String {
+        format!("{address}:dead")
+    }
+}
+
+impl Inner {
+    fn name(&self, kind: &str) -> String {
+        let n = self.next_name.fetch_add(1, Ordering::Relaxed);
+        format!("{kind}-{}-{n}", self.instance)
+    }
+
+    fn inbox_prefix(&self) -> String {
+        format!("{}:inbox:", self.config.prefix)
+    }
+
+    /// A connection of its own for blocking reads, which would otherwise
+    /// hold up every command queued behind them on a shared connection.
+    async fn blocking_connection(&self) -> Result<ConnectionManager, TransportError> {
+        // redis-rs times responses out; a blocked read must outlast its BLOCK.
+        let timeout = self.config.block + self.config.response_timeout;
+        let manager = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.config.response_timeout))
+            .set_response_timeout(Some(timeout));
+        self.client
+            .get_connection_manager_with_config(manager)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn query(&self, cmd: &redis::Cmd) -> Result<Value, TransportError> {
+        cmd.query_async(&mut self.commands.clone())
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn run(&self, pipe: &redis::Pipeline) -> Result<(), TransportError> {
+        pipe.query_async::<()>(&mut self.commands.clone())
+            .await
+            .map_err(unavailable)
+    }
+
+    /// Creates the group, and the stream if need be, reading from the
+    /// beginning so that requests sent before any server started are served.
+    async fn create_group(&self, address: &str, group: &str) -> Result<(), TransportError> {
+        let mut cmd = redis::cmd("XGROUP");
+        cmd.arg("CREATE")
+            .arg(address)
+            .arg(group)
+            .arg("0")
+            .arg("MKSTREAM");
+        match cmd.query_async::<Value>(&mut self.commands.clone()).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    /// Adds a reply to `pipe`: capped, and given an expiry unless it has one
+    /// already (an inbox's own client keeps refreshing it), so that a reply
+    /// to an abandoned or foreign inbox does not stay forever.
+    fn add_reply(&self, pipe: &mut redis::Pipeline, address: &str, message: &Message) {
+        pipe.add_command(xadd(address, message, self.config.inbox_max_len))
+            .ignore();
+        pipe.cmd("PEXPIRE")
+            .arg(address)
+            .arg(millis(self.config.inbox_ttl))
+            .arg("NX")
+            .ignore();
+    }
+
+    fn add_settle(&self, pipe: &mut redis::Pipeline, address: &str, group: &str, id: &str) {
+        pipe.cmd("XACK").arg(address).arg(group).arg(id).ignore();
+        // Answered requests are deleted at once: the stream holds only work
+        // not yet done. (One group per service stream, so no one else needs it.)
+        pipe.cmd("XDEL").arg(address).arg(id).ignore();
+    }
+
+    /// Creates an inbox stream (empty, expiring) and returns the id reading starts after.
+    async fn create_inbox(&self, address: &str) -> Result<String, TransportError> {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        pipe.cmd("XADD")
+            .arg(address)
+            .arg("MAXLEN")
+            .arg(0)
+            .arg("*")
+            .arg("created")
+            .arg(1);
+        pipe.cmd("PEXPIRE")
+            .arg(address)
+            .arg(millis(self.config.inbox_ttl))
+            .ignore();
+        let (id,): (String,) = pipe
+            .query_async(&mut self.commands.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(id)
+    }
+}
+
+#[async_trait]
+impl Transport for RedisTransport {
+    async fn publish(&self, address: &str, message: Message) -> Result<(), TransportError> {
+        let inner = &*self.inner;
+        if address.starts_with(&inner.inbox_prefix()) {
+            let mut pipe = redis::pipe();
+            pipe.atomic();
+            inner.add_reply(&mut pipe, address, &message);
+            inner.run(&pipe).await
+        } else {
+            inner
+                .query(&xadd(address, &message, inner.config.queue_max_len))
+                .await
+                .map(drop)
+        }
+    }
+
+    async fn consume(&self, address: &str, group: &str) -> Result<Deliveries, TransportError> {
+        let inner = self.inner.clone();
+        inner.create_group(address, group).await?;
+        let reader = GroupReader {
+            connection: inner.blocking_connection().await?,
+            consumer: inner.name("consumer").into(),
+            address: address.into(),
+            group: group.into(),
+            buffer: VecDeque::new(),
+            next_claim: Instant::now(),
+            inner,
+        };
+        tracing::debug!(address, group, consumer = %reader.consumer, "joined the group");
+        Ok(Box::pin(stream::unfold(reader, |mut reader| async move {
+            let next = reader.next().await;
+            Some((next, reader))
+        })))
+    }
+
+    async fn inbox(&self) -> Result<Inbox, TransportError> {
+        let inner = self.inner.clone();
+        let address = format!("{}{}", inner.inbox_prefix(), inner.name("client"));
+        let last_id = inner.create_inbox(&address).await?;
+        let reader = InboxReader {
+            connection: inner.blocking_connection().await?,
+            address: address.clone(),
+            last_id,
+            buffer: VecDeque::new(),
+            next_refresh: Instant::now() + inner.config.inbox_ttl / 3,
+            recreate: false,
+            inner: inner.clone(),
+        };
+        let messages = stream::unfold(reader, |mut reader| async move {
+            let next = reader.next().await;
+            Some((next, reader))
+        });
+        let key = address.clone();
+        Ok(Inbox::new(address, messages).on_close(async move {
+            if let Err(e) = inner.query(redis::cmd("DEL").arg(&key)).await {
+                tracing::warn!(inbox = %key, error = %e, "deleting the inbox failed; it will expire");
+            }
+        }))
+    }
+
+    fn service_address(&self, service: &str) -> String {
+        format!("{}:{service}", self.inner.config.prefix)
+    }
+}
+
+/// One consumer of a service's group: claims what dead consumers left
+/// pending, then reads new entries.
+struct GroupReader {
+    inner: Arc<Inner>,
+    connection: ConnectionManager,
+    address: Arc<str>,
+    group: Arc<str>,
+    consumer: Arc<str>,
+    buffer: VecDeque<Entry>,
+    next_claim: Instant,
+}
+
+impl GroupReader {
+    fn claim_interval(&self) -> Duration {
+        (self.inner.config.claim_idle / 2).clamp(Duration::from_millis(50), Duration::from_secs(5))
+    }
+
+    async fn next(&mut self) -> Result<Delivery, TransportError> {
+        loop {
+            if let Some(entry) = self.buffer.pop_front() {
+                let acker = RedisAck {
+                    inner: self.inner.clone(),
+                    address: self.address.clone(),
+                    group: self.group.clone(),
+                    consumer: self.consumer.clone(),
+                    id: entry.id,
+                };
+                return Ok(Delivery::new(entry.message, acker));
+            }
+            let now = Instant::now();
+            if now >= self.next_claim {
+                self.next_claim = now + self.claim_interval();
+                self.claim().await?;
+                continue;
+            }
+            let block = self
+                .next_claim
+                .saturating_duration_since(now)
+                .min(self.inner.config.block);
+            self.read_new(block.max(Duration::from_millis(1))).await?;
+        }
+    }
+
+    /// Runs a group command on this consumer's connection; a group lost with
+    /// its stream (a Redis restart without persistence) is created again.
+    async fn query(&mut self, cmd: &redis::Cmd) -> Result<Value, TransportError> {
+        match cmd.query_async(&mut self.connection).await {
+            Ok(value) => Ok(value),
+            Err(e) if e.code() == Some("NOGROUP") => {
+                tracing::warn!(address = %self.address, group = %self.group, "the group is gone; creating it again");
+                self.inner.create_group(&self.address, &self.group).await?;
+                Ok(Value::Nil)
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn read_new(&mut self, block: Duration) -> Result<(), TransportError> {
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(&*self.group)
+            .arg(&*self.consumer)
+            .arg("COUNT")
+            .arg(self.inner.config.read_count)
+            .arg("BLOCK")
+            .arg(millis(block))
+            .arg("STREAMS")
+            .arg(&*self.address)
+            .arg(">");
+        let reply = self.query(&cmd).await?;
+        self.buffer
+            .extend(entries_of_first_stream(reply).into_iter().flatten());
+        Ok(())
+    }
+
+    /// Takes over requests left pending longer than `claim_idle` by
+    /// consumers that died; dead-letters those delivered too often.
+    async fn claim(&mut self) -> Result<(), TransportError> {
+        let inner = self.inner.clone();
+        let config = &inner.config;
+        let mut cmd = redis::cmd("XAUTOCLAIM");
+        cmd.arg(&*self.address)
+            .arg(&*self.group)
+            .arg(&*self.consumer)
+            .arg(millis(config.claim_idle))
+            .arg("0-0")
+            .arg("COUNT")
+            .arg(config.read_count);
+        let reply = self.query(&cmd).await?;
+        let Value::Array(mut parts) = reply else {
+            return Ok(());
+        };
+        if parts.len() < 2 {
+            return Ok(());
+        }
+        let claimed = entries::entries(parts.swap_remove(1));
+        if claimed.is_empty() {
+            return Ok(());
+        }
+        let deliveries = self.delivery_counts(&claimed).await?;
+        for entry in claimed {
+            let Some(entry) = entry else { continue };
+            let count = deliveries.get(&entry.id).copied().unwrap_or(1);
+            if count > config.max_deliveries {
+                self.dead_letter(entry, count).await?;
+            } else {
+                tracing::info!(address = %self.address, id = %entry.id, deliveries = count, "claimed a request a dead consumer left");
+                self.buffer.push_back(entry);
+            }
+        }
+        Ok(())
+    }
+
+    /// How many times each claimed entry has been delivered, this claim included.
+    async fn delivery_counts(
+        &mut self,
+        claimed: &[Option<Entry>],
+    ) -> Result<HashMap<String, u64>, TransportError> {
+        let ids: Vec<&str> = claimed.iter().flatten().map(|e| e.id.as_str()).collect();
+        let (Some(first), Some(last)) = (
+            ids.iter().min_by(|a, b| entries::cmp_ids(a, b)),
+            ids.iter().max_by(|a, b| entries::cmp_ids(a, b)),
+        ) else {
+            return Ok(HashMap::new());
+        };
+        let mut cmd = redis::cmd("XPENDING");
+        cmd.arg(&*self.address)
+            .arg(&*self.group)
+            .arg(*first)
+            .arg(*last)
+            .arg(ids.len())
+            .arg(&*self.consumer);
+        Ok(entries::pending_counts(self.query(&cmd).await?))
+    }
+
+    /// Moves a request to the dead-letter stream and answers its caller with
+    /// an error, acknowledging it, all in one transaction.
+    async fn dead_letter(&mut self, entry: Entry, deliveries: u64) -> Result<(), TransportError> {
+        let inner = &self.inner;
+        let dead = RedisTransport::dead_letter_address(&self.address);
+        tracing::warn!(address = %self.address, id = %entry.id, deliveries, %dead, "request delivered too often; dead-lettered");
+        let mut dead_message = entry.message.clone();
+        dead_message
+            .headers
+            .insert("dead-deliveries", deliveries.to_string());
+        dead_message.headers.insert("dead-id", entry.id.as_str());
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        pipe.add_command(xadd(&dead, &dead_message, inner.config.queue_max_len))
+            .ignore();
+        if let Some((reply_to, reply)) = dead_letter_reply(
+            &entry.message,
+            deliveries,
+            &dead,
+            inner.config.max_deliveries,
+        ) {
+            inner.add_reply(&mut pipe, &reply_to, &reply);
+        }
+        inner.add_settle(&mut pipe, &self.address, &self.group, &entry.id);
+        inner.run(&pipe).await
+    }
+}
+
+/// The error every call of a dead-lettered request is answered with.
+fn dead_letter_reply(
+    message: &Message,
+    deliveries: u64,
+    dead: &str,
+    max: u64,
+) -> Option<(String, Message)> {
+    let reply_to = message.headers.get(header::REPLY_TO)?;
+    let codec =
+        Codec::from_content_type(message.headers.get(header::CONTENT_TYPE)).unwrap_or_default();
+    let json = codec.to_json(&message.payload).ok()?;
+    let data =
+        serde_json::json!({"deliveries": deliveries, "max_deliveries": max, "dead_letter": dead});
+    let error = RpcError::new(DEAD_LETTER_CODE, jsonrpc::DEAD_LETTER_MSG).with_data(&data);
+    let answer = jsonrpc::answer_all(&json, &error)?;
+    let mut reply = Message::new(codec.from_json(answer).ok()?);
+    if codec != Codec::Json {
+        reply
+            .headers
+            .insert(header::CONTENT_TYPE, codec.content_type());
+    }
+    Some((reply_to.to_owned(), reply))
+}
+
+impl Drop for GroupReader {
+    fn drop(&mut self) {
+        // Entries read but never handed out: make them claimable at once
+        // rather than after `claim_idle`.
+        if self.buffer.is_empty() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let ids: Vec<String> = self.buffer.drain(..).map(|e| e.id).collect();
+        let (inner, address, group, consumer) = (
+            self.inner.clone(),
+            self.address.clone(),
+            self.group.clone(),
+            self.consumer.clone(),
+        );
+        runtime.spawn(async move {
+            let cmd = release_cmd(&inner, &address, &group, &consumer, &ids);
+            if let Err(e) = inner.query(&cmd).await {
+                tracing::debug!(error = %e, "handing back unread entries failed; they will be claimed after claim_idle");
+            }
+        });
+    }
+}
+
+/// `XCLAIM … IDLE claim_idle JUSTID`: keeps the entries pending but makes
+/// them look idle long enough for any consumer's next claim to take them.
+/// JUSTID leaves their delivery count alone.
+fn release_cmd(
+    inner: &Inner,
+    address: &str,
+    group: &str,
+    consumer: &str,
+    ids: &[String],
+) -> redis::Cmd {
+    let mut cmd = redis::cmd("XCLAIM");
+    cmd.arg(address).arg(group).arg(consumer).arg(0);
+    for id in ids {
+        cmd.arg(id);
+    }
+    cmd.arg("IDLE")
+        .arg(millis(inner.config.claim_idle))
+        .arg("JUSTID");
+    cmd
+}
+
+struct RedisAck {
+    inner: Arc<Inner>,
+    address: Arc<str>,
+    group: Arc<str>,
+    consumer: Arc<str>,
+    id: String,
+}
+
+#[async_trait]
+impl Acknowledge for RedisAck {
+    async fn ack(self: Box<Self>) -> Result<(), TransportError> {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        self.inner
+            .add_settle(&mut pipe, &self.address, &self.group, &self.id);
+        self.inner.run(&pipe).await
+    }
+
+    async fn release(self: Box<Self>) -> Result<(), TransportError> {
+        let ids = [self.id.clone()];
+        let cmd = release_cmd(
+            &self.inner,
+            &self.address,
+            &self.group,
+            &self.consumer,
+            &ids,
+        );
+        self.inner.query(&cmd).await.map(drop)
+    }
+
+    /// The reply and the acknowledgement in one MULTI/EXEC: the request is
+    /// acknowledged exactly when its reply is written.
+    async fn reply_and_ack(
+        self: Box<Self>,
+        _transport: &dyn Transport,
+        address: &str,
+        reply: Message,
+    ) -> Result<(), TransportError> {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        self.inner.add_reply(&mut pipe, address, &reply);
+        self.inner
+            .add_settle(&mut pipe, &self.address, &self.group, &self.id);
+        match self.inner.run(&pipe).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                if let Err(release) = self.release().await {
+                    tracing::debug!(error = %release, "releasing after a failed reply failed; it will be claimed after claim_idle");
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Reads a client's inbox, keeping it alive (its expiry refreshed) and
+/// recreating it after a Redis restart.
+struct InboxReader {
+    inner: Arc<Inner>,
+    connection: ConnectionManager,
+    address: String,
+    last_id: String,
+    buffer: VecDeque<Message>,
+    next_refresh: Instant,
+    recreate: bool,
+}
+
+impl InboxReader {
+    async fn next(&mut self) -> Result<Message, TransportError> {
+        loop {
+            if let Some(message) = self.buffer.pop_front() {
+                return Ok(message);
+            }
+            let now = Instant::now();
+            if self.recreate || now >= self.next_refresh {
+                self.refresh().await?;
+                self.next_refresh = now + self.inner.config.inbox_ttl / 3;
+            }
+            let block = self
+                .next_refresh
+                .saturating_duration_since(now)
+                .min(self.inner.config.block);
+            let mut cmd = redis::cmd("XREAD");
+            cmd.arg("COUNT")
+                .arg(self.inner.config.read_count)
+                .arg("BLOCK")
+                .arg(millis(block).max(1))
+                .arg("STREAMS")
+                .arg(&self.address)
+                .arg(&self.last_id);
+            let reply = match cmd.query_async(&mut self.connection).await {
+                Ok(reply) => reply,
+                Err(e) => {
+                    // Perhaps Redis restarted and the inbox is gone with it.
+                    self.recreate = true;
+                    return Err(unavailable(e));
+                }
+            };
+            for entry in entries_of_first_stream(reply).into_iter().flatten() {
+                self.last_id.clone_from(&entry.id);
+                if !entry.message.payload.is_empty() || !entry.message.headers.is_empty() {
+                    self.buffer.push_back(entry.message);
+                }
+            }
+        }
+    }
+
+    /// Extends the inbox's life; creates it again if it is gone.
+    async fn refresh(&mut self) -> Result<(), TransportError> {
+        let mut cmd = redis::cmd("PEXPIRE");
+        cmd.arg(&self.address)
+            .arg(millis(self.inner.config.inbox_ttl));
+        let alive = matches!(self.inner.query(&cmd).await?, Value::Int(1));
+        if !alive {
+            tracing::warn!(inbox = %self.address, "the inbox was gone; creating it again");
+            let created = self.inner.create_inbox(&self.address).await?;
+            if entries::cmp_ids(&created, &self.last_id).is_gt() {
+                self.last_id = created;
+            }
+        }
+        self.recreate = false;
+        Ok(())
+    }
+}

@@ -1,0 +1,29 @@
+//! The shared conformance suite against a real redis-server.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use busrpc_conformance::{Capabilities, Harness};
+use busrpc_core::Transport;
+use common::Prefix;
+
+/// Each test gets its own key prefix; every connection is a new transport,
+/// as another process would have.
+struct Redis(Prefix);
+
+#[async_trait::async_trait]
+impl Harness for Redis {
+    async fn connect(&self) -> Arc<dyn Transport> {
+        Arc::new(self.0.connect("").await)
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        // A dead consumer's requests are claimed once idle for claim_idle_ms
+        // (500 here), checked every claim_idle/2.
+        Capabilities::new(Ok(Duration::from_secs(3)), Duration::from_millis(100))
+    }
+}
+
+busrpc_conformance::suite!(Redis(Prefix::new("conformance")));
