@@ -72,7 +72,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(url: String) -> Result<(), Box<dyn std::error::Error>> {
-    let transport = busrpc::connect(&url)?;
+    let transport = busrpc::connect(&url).await?;
 
     let store = Arc::new(KvStore::default());
     let server = Server::new(transport.clone(), "kv", store.router())

@@ -21,7 +21,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(url: String) -> Result<(), Box<dyn std::error::Error>> {
-    let transport = busrpc::connect(&url)?;
+    let transport = busrpc::connect(&url).await?;
 
     let router = Router::new().method("echo", echo);
     let server = Server::new(transport.clone(), "test", router)

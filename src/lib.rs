@@ -7,16 +7,17 @@
 //! | URL | broker | cargo feature |
 //! |---|---|---|
 //! | `memory://` or `memory://NAME` | in-process, no broker needed | always on |
+//! | `redis://host:port[/db][?options]`, `rediss://…` | Redis Streams ≥ 7.0 | `redis` (`redis-tls` for `rediss://`) |
 //!
-//! Kafka (`kafka://`) and Redis Streams (`redis://`) backends come as their
-//! own crates behind cargo features of the same names.
+//! The Kafka backend (`kafka://`) comes as its own crate behind the cargo
+//! feature `kafka`.
 //!
 //! ```
 //! use busrpc::{Client, Router, RpcError, Server};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), busrpc::Error> {
-//! let transport = busrpc::connect("memory://")?;
+//! let transport = busrpc::connect("memory://").await?;
 //!
 //! let router = Router::new()
 //!     .method("echo", |(text,): (String,)| async move { Ok::<_, RpcError>(format!("RPC {text}!")) });
@@ -44,17 +45,27 @@ pub use busrpc_core::{
     Router, RpcError, Server, ServerConfig, ServerHandle, ServerStats, Transport, TransportError,
 };
 
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use busrpc_redis as redis;
+
 /// Connects to the broker a URL names, choosing the transport by its scheme.
 ///
 /// - `memory://` (the default in-process broker) or `memory://NAME` (a
-///   named one, shared by every `connect` to the same name in this process).
+///   named one, shared by every `connect` to the same name in this process);
+/// - `redis://…` and `rediss://…` with the `redis` feature (options in
+///   [`redis::RedisConfig`](busrpc_redis::RedisConfig)).
 ///
 /// A scheme whose backend is not compiled in is an error that names the
 /// cargo feature to turn on.
-pub fn connect(url: &str) -> Result<Arc<dyn Transport>, TransportError> {
+pub async fn connect(url: &str) -> Result<Arc<dyn Transport>, TransportError> {
     let scheme = url.split_once("://").map(|(scheme, _)| scheme);
     match scheme {
         Some("memory") => Ok(Arc::new(memory::MemoryTransport::from_url(url)?)),
+        #[cfg(feature = "redis")]
+        Some("redis" | "rediss") => Ok(Arc::new(busrpc_redis::RedisTransport::connect(url).await?)),
+        // Backends this build lacks (with every feature on, this arm only sees kafka).
+        #[allow(unreachable_patterns)]
         Some(scheme @ ("kafka" | "redis" | "rediss")) => Err(TransportError::InvalidUrl {
             url: url.to_owned(),
             reason: format!(
@@ -64,27 +75,58 @@ pub fn connect(url: &str) -> Result<Arc<dyn Transport>, TransportError> {
         }),
         _ => Err(TransportError::InvalidUrl {
             url: url.to_owned(),
-            reason: "unknown scheme; busrpc speaks memory://".to_owned(),
+            reason: format!("unknown scheme; this build speaks {}", SCHEMES.join(", ")),
         }),
     }
 }
+
+/// The URL schemes this build can connect to.
+pub const SCHEMES: &[&str] = &[
+    "memory://",
+    #[cfg(feature = "redis")]
+    "redis://",
+    #[cfg(feature = "redis")]
+    "rediss://",
+];
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn schemes_choose_transports() {
-        assert!(connect("memory://").is_ok());
-        assert!(connect("memory://orders").is_ok());
-        let err = connect("kafka://127.0.0.1:9092").err().unwrap();
+    #[tokio::test]
+    async fn schemes_choose_transports() {
+        assert!(connect("memory://").await.is_ok());
+        assert!(connect("memory://orders").await.is_ok());
+        let err = connect("kafka://127.0.0.1:9092").await.err().unwrap();
         assert!(
             err.to_string()
                 .contains("no kafka backend (cargo feature `kafka`)"),
             "{err}"
         );
-        let err = connect("amqp://x").err().unwrap();
-        assert!(err.to_string().contains("unknown scheme"), "{err}");
-        assert!(connect("no scheme").is_err());
+        let err = connect("amqp://x").await.err().unwrap();
+        assert!(
+            err.to_string()
+                .contains("unknown scheme; this build speaks memory://"),
+            "{err}"
+        );
+        assert!(connect("no scheme").await.is_err());
+    }
+
+    #[cfg(not(feature = "redis"))]
+    #[tokio::test]
+    async fn redis_urls_name_the_missing_feature() {
+        let err = connect("redis://127.0.0.1:6379").await.err().unwrap();
+        assert!(err.to_string().contains("cargo feature `redis`"), "{err}");
+    }
+
+    #[cfg(feature = "redis")]
+    #[tokio::test]
+    async fn redis_urls_reach_the_redis_backend() {
+        // A URL error from the backend proves the dispatch without a server.
+        let err = connect("redis://127.0.0.1:6379?no_such_option=1")
+            .await
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("unknown option"), "{err}");
     }
 }

@@ -16,7 +16,11 @@
 //!
 //! A test whose capability the broker lacks prints `skipped: <test>: <reason>`
 //! and passes.
+//!
+//! [`measure`] is what the benches share: latency histograms, throughput
+//! with many calls in flight, and the raw-against-busrpc report.
 
+pub mod measure;
 pub mod tests;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -41,6 +41,10 @@ pub struct RedisConfig {
     /// `response_timeout_ms`: how long a non-blocking command may take before
     /// it fails (default 5000).
     pub response_timeout: Duration,
+    /// `tls_ca_file`: for `rediss://`, a PEM file of the certificate
+    /// authority to trust instead of the platform's roots (a private CA, a
+    /// self-signed server).
+    pub tls_ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for RedisConfig {
@@ -55,6 +59,7 @@ impl Default for RedisConfig {
             read_count: 64,
             queue_max_len: 1_000_000,
             response_timeout: Duration::from_secs(5),
+            tls_ca_file: None,
         }
     }
 }
@@ -111,6 +116,7 @@ impl RedisConfig {
                 "read_count" => config.read_count = number()?.max(1),
                 "queue_max_len" => config.queue_max_len = number()?.max(1),
                 "response_timeout_ms" => config.response_timeout = millis()?,
+                "tls_ca_file" if !value.is_empty() => config.tls_ca_file = Some(value.into()),
                 // The redis crate's own query parameters.
                 "protocol" | "insecure" => passed_on.push(pair),
                 _ => return Err(invalid(url, format!("unknown option {key:?}"))),

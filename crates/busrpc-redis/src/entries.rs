@@ -25,12 +25,26 @@ pub(crate) struct Entry {
 /// `XADD address MAXLEN ~ max_len * payload … header value …`.
 pub(crate) fn xadd(address: &str, message: &Message, max_len: u64) -> redis::Cmd {
     let mut cmd = redis::cmd("XADD");
+    cmd.arg(address).arg("MAXLEN").arg("~").arg(max_len);
+    add_entry(&mut cmd, message);
+    cmd
+}
+
+/// `XADD address NOMKSTREAM MAXLEN ~ max_len * …`: to a stream that must
+/// exist already (an inbox), or not at all.
+pub(crate) fn xadd_reply(address: &str, message: &Message, max_len: u64) -> redis::Cmd {
+    let mut cmd = redis::cmd("XADD");
     cmd.arg(address)
+        .arg("NOMKSTREAM")
         .arg("MAXLEN")
         .arg("~")
-        .arg(max_len)
-        .arg("*");
-    cmd.arg(PAYLOAD).arg(&message.payload[..]);
+        .arg(max_len);
+    add_entry(&mut cmd, message);
+    cmd
+}
+
+fn add_entry(cmd: &mut redis::Cmd, message: &Message) {
+    cmd.arg("*").arg(PAYLOAD).arg(&message.payload[..]);
     for (name, value) in message.headers.iter() {
         if name == PAYLOAD {
             tracing::warn!("a header named \"payload\" cannot travel on Redis and was left out");
@@ -38,7 +52,6 @@ pub(crate) fn xadd(address: &str, message: &Message, max_len: u64) -> redis::Cmd
         }
         cmd.arg(name).arg(value);
     }
-    cmd
 }
 
 fn text(value: &Value) -> Option<Cow<'_, str>> {

@@ -19,7 +19,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Value};
 
 pub use config::RedisConfig;
-use entries::{entries_of_first_stream, xadd, Entry};
+use entries::{entries_of_first_stream, xadd, xadd_reply, Entry};
 
 /// The Redis Streams transport.
 ///
@@ -84,11 +84,13 @@ impl RedisTransport {
     /// `rediss://` with the `tls` feature); see [`RedisConfig`] for the options.
     pub async fn connect(url: &str) -> Result<Self, TransportError> {
         let (base, config) = RedisConfig::from_url(url)?;
-        let client =
-            redis::Client::open(base.as_str()).map_err(|e| TransportError::InvalidUrl {
-                url: url.to_owned(),
-                reason: e.to_string(),
-            })?;
+        #[cfg(feature = "tls")]
+        if base.starts_with("rediss://") {
+            // rustls needs a process-wide crypto provider; keep the
+            // application's if it installed one.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        let client = open_client(url, &base, &config)?;
         let manager = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.response_timeout))
             .set_response_timeout(Some(config.response_timeout));
@@ -116,6 +118,35 @@ impl RedisTransport {
     pub fn dead_letter_address(address: &str) -> String {
         format!("{address}:dead")
     }
+}
+
+fn open_client(
+    url: &str,
+    base: &str,
+    config: &RedisConfig,
+) -> Result<redis::Client, TransportError> {
+    let invalid = |reason: String| TransportError::InvalidUrl {
+        url: url.to_owned(),
+        reason,
+    };
+    let Some(ca_file) = &config.tls_ca_file else {
+        return redis::Client::open(base).map_err(|e| invalid(e.to_string()));
+    };
+    #[cfg(feature = "tls")]
+    {
+        let root_cert = std::fs::read(ca_file)
+            .map_err(|e| invalid(format!("tls_ca_file {}: {e}", ca_file.display())))?;
+        let certificates = redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(root_cert),
+        };
+        redis::Client::build_with_tls(base, certificates).map_err(|e| invalid(e.to_string()))
+    }
+    #[cfg(not(feature = "tls"))]
+    Err(invalid(format!(
+        "tls_ca_file={} needs the cargo feature `tls` of busrpc-redis",
+        ca_file.display()
+    )))
 }
 
 impl Inner {
@@ -170,16 +201,11 @@ impl Inner {
         }
     }
 
-    /// Adds a reply to `pipe`: capped, and given an expiry unless it has one
-    /// already (an inbox's own client keeps refreshing it), so that a reply
-    /// to an abandoned or foreign inbox does not stay forever.
+    /// Adds a reply to `pipe`, capped. `NOMKSTREAM`: a reply to an inbox that
+    /// no longer exists (its client gone, its expiry passed) is discarded
+    /// rather than creating a stream nobody reads.
     fn add_reply(&self, pipe: &mut redis::Pipeline, address: &str, message: &Message) {
-        pipe.add_command(xadd(address, message, self.config.inbox_max_len))
-            .ignore();
-        pipe.cmd("PEXPIRE")
-            .arg(address)
-            .arg(millis(self.config.inbox_ttl))
-            .arg("NX")
+        pipe.add_command(xadd_reply(address, message, self.config.inbox_max_len))
             .ignore();
     }
 
@@ -218,10 +244,10 @@ impl Transport for RedisTransport {
     async fn publish(&self, address: &str, message: Message) -> Result<(), TransportError> {
         let inner = &*self.inner;
         if address.starts_with(&inner.inbox_prefix()) {
-            let mut pipe = redis::pipe();
-            pipe.atomic();
-            inner.add_reply(&mut pipe, address, &message);
-            inner.run(&pipe).await
+            inner
+                .query(&xadd_reply(address, &message, inner.config.inbox_max_len))
+                .await
+                .map(drop)
         } else {
             inner
                 .query(&xadd(address, &message, inner.config.queue_max_len))
@@ -525,7 +551,6 @@ struct RedisAck {
 impl Acknowledge for RedisAck {
     async fn ack(self: Box<Self>) -> Result<(), TransportError> {
         let mut pipe = redis::pipe();
-        pipe.atomic();
         self.inner
             .add_settle(&mut pipe, &self.address, &self.group, &self.id);
         self.inner.run(&pipe).await
@@ -543,8 +568,10 @@ impl Acknowledge for RedisAck {
         self.inner.query(&cmd).await.map(drop)
     }
 
-    /// The reply and the acknowledgement in one MULTI/EXEC: the request is
-    /// acknowledged exactly when its reply is written.
+    /// The reply and the acknowledgement in one pipeline, one round trip.
+    /// Redis runs a connection's commands in order, so the XACK never runs
+    /// before the reply's XADD; a MULTI would add two commands and no
+    /// safety (Redis does not roll a transaction back when a command fails).
     async fn reply_and_ack(
         self: Box<Self>,
         _transport: &dyn Transport,
@@ -552,7 +579,6 @@ impl Acknowledge for RedisAck {
         reply: Message,
     ) -> Result<(), TransportError> {
         let mut pipe = redis::pipe();
-        pipe.atomic();
         self.inner.add_reply(&mut pipe, address, &reply);
         self.inner
             .add_settle(&mut pipe, &self.address, &self.group, &self.id);

@@ -1,0 +1,431 @@
+//! What only Redis does: claiming a dead consumer's requests, dead-lettering,
+//! surviving a restart of Redis, and a call made with redis-cli alone.
+
+mod common;
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use busrpc_core::jsonrpc::DEAD_LETTER_CODE;
+use busrpc_core::{
+    header, Client, ClientConfig, Error, Message, Router, RpcError, Server, Transport,
+};
+use busrpc_redis::RedisTransport;
+use common::{redis_url, Prefix};
+use futures_util::StreamExt;
+
+async fn query<T: redis::FromRedisValue>(cmd: &redis::Cmd) -> T {
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    cmd.query_async(&mut conn).await.unwrap()
+}
+
+fn echo_router() -> Router {
+    Router::new().method("echo", |(text,): (String,)| async move {
+        Ok::<_, RpcError>(format!("RPC {text}!"))
+    })
+}
+
+/// A consumer that dies holding a request leaves it pending; a live one
+/// claims it after `claim_idle` and it counts as a second delivery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claim_after_a_consumer_dies() {
+    let prefix = Prefix::new("claim");
+    let transport = prefix.connect("").await;
+    let address = transport.service_address("svc");
+    let mut dying = transport.consume(&address, "svc").await.unwrap();
+    transport
+        .publish(&address, Message::new("req"))
+        .await
+        .unwrap();
+    let delivery = dying.next().await.unwrap().unwrap();
+    assert_eq!(delivery.message().payload, "req");
+    drop(delivery);
+    drop(dying);
+
+    let other = prefix.connect("").await;
+    let mut live = other.consume(&address, "svc").await.unwrap();
+    let delivery = tokio::time::timeout(Duration::from_secs(10), live.next())
+        .await
+        .expect("claimed within claim_idle")
+        .unwrap()
+        .unwrap();
+    assert_eq!(delivery.message().payload, "req");
+    let pending: redis::Value = query(
+        redis::cmd("XPENDING")
+            .arg(&address)
+            .arg("svc")
+            .arg("-")
+            .arg("+")
+            .arg(10),
+    )
+    .await;
+    let redis::Value::Array(rows) = pending else {
+        panic!("{pending:?}")
+    };
+    let redis::Value::Array(row) = &rows[0] else {
+        panic!("{rows:?}")
+    };
+    assert_eq!(
+        row[3],
+        redis::Value::Int(2),
+        "the claim is the second delivery"
+    );
+    delivery.ack().await.unwrap();
+    assert_eq!(
+        query::<u64>(redis::cmd("XLEN").arg(&address)).await,
+        0,
+        "answered requests are deleted"
+    );
+}
+
+/// A request delivered more than `max_deliveries` times goes to the
+/// dead-letter stream, and its caller gets a JSON-RPC error, not silence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_deliveries_dead_letter_and_answer_the_caller() {
+    let prefix = Prefix::new("dead");
+    let options = "&max_deliveries=2";
+    let caller = Client::connect_with(
+        Arc::new(prefix.connect(options).await),
+        ClientConfig::default().timeout(Duration::from_secs(20)),
+    )
+    .await
+    .unwrap();
+    let call = tokio::spawn({
+        let caller = caller.clone();
+        async move { caller.call::<String>("svc", "echo", ("doomed",)).await }
+    });
+    // Two consumers in turn take the request and die with it.
+    for _ in 0..2 {
+        let transport = prefix.connect(options).await;
+        let mut consumer = transport
+            .consume(&transport.service_address("svc"), "svc")
+            .await
+            .unwrap();
+        let delivery = tokio::time::timeout(Duration::from_secs(10), consumer.next())
+            .await
+            .expect("delivered");
+        drop(delivery);
+    }
+    // The third finds it delivered twice already and dead-letters it.
+    let transport = prefix.connect(options).await;
+    let address = transport.service_address("svc");
+    let mut third = transport.consume(&address, "svc").await.unwrap();
+    let poll = tokio::spawn(async move {
+        tokio::time::timeout(Duration::from_secs(10), third.next())
+            .await
+            .is_ok()
+    });
+    let err = call.await.unwrap().expect_err("the caller hears of it");
+    let Error::Rpc(rpc) = err else {
+        panic!("{err}")
+    };
+    assert_eq!(
+        (rpc.code(), rpc.message()),
+        (DEAD_LETTER_CODE, "Request dead-lettered")
+    );
+    let data: serde_json::Value = rpc.data_as().unwrap().unwrap();
+    assert_eq!(data["deliveries"], 3);
+    assert_eq!(data["dead_letter"], format!("{address}:dead"));
+    assert!(
+        !poll.await.unwrap(),
+        "nothing was handed to the third consumer"
+    );
+    let dead: redis::Value = query(
+        redis::cmd("XRANGE")
+            .arg(format!("{address}:dead"))
+            .arg("-")
+            .arg("+"),
+    )
+    .await;
+    let text = format!("{dead:?}");
+    assert!(
+        text.contains("doomed") && text.contains("dead-deliveries"),
+        "{text}"
+    );
+    assert_eq!(query::<u64>(redis::cmd("XLEN").arg(&address)).await, 0);
+}
+
+/// A redis-server of the test's own, on a free port, killed on drop.
+struct PrivateRedis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl PrivateRedis {
+    fn start(port: u16) -> Option<Self> {
+        Self::start_with(port, &["--port".to_owned(), port.to_string()])
+    }
+
+    /// Starts redis-server with `args` and waits until `port` accepts connections.
+    fn start_with(port: u16, args: &[String]) -> Option<Self> {
+        let child = Command::new("redis-server")
+            .args(args)
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let server = PrivateRedis {
+            port,
+            child: Some(child),
+        };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(server);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Redis goes away and comes back empty: calls in flight resolve by their
+/// deadline, and the same client and server work again on their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survives_a_redis_restart() {
+    let port = free_port();
+    let Some(mut redis) = PrivateRedis::start(port) else {
+        println!("skipped: survives_a_redis_restart: no redis-server binary to start (scripts/test.sh installs one)");
+        return;
+    };
+    let url = format!(
+        "redis://127.0.0.1:{}?claim_idle_ms=500&block_ms=200&response_timeout_ms=1000",
+        redis.port
+    );
+    let server = Server::new(
+        Arc::new(RedisTransport::connect(&url).await.unwrap()),
+        "svc",
+        echo_router(),
+    )
+    .start()
+    .await
+    .unwrap();
+    let timeout = Duration::from_secs(2);
+    let client = Client::connect_with(
+        Arc::new(RedisTransport::connect(&url).await.unwrap()),
+        ClientConfig::default().timeout(timeout),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        client
+            .call::<String>("svc", "echo", ("before",))
+            .await
+            .unwrap(),
+        "RPC before!"
+    );
+
+    redis.stop();
+    let started = tokio::time::Instant::now();
+    let outcome = client.call::<String>("svc", "echo", ("during",)).await;
+    assert!(outcome.is_err(), "no Redis, no answer: {outcome:?}");
+    assert!(
+        started.elapsed() < timeout + Duration::from_secs(1),
+        "resolved by its deadline"
+    );
+
+    let _redis = PrivateRedis::start(port).expect("redis-server restarts");
+    let mut answer = None;
+    for _ in 0..60 {
+        match client.call::<String>("svc", "echo", ("after",)).await {
+            Ok(reply) => {
+                answer = Some(reply);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+    assert_eq!(
+        answer.as_deref(),
+        Some("RPC after!"),
+        "client and server recovered by themselves"
+    );
+    client.close().await;
+    server.shutdown().await;
+}
+
+/// docs/PROTOCOL.md's recipe: redis-cli alone calls a service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cli_alone_can_call_a_service() {
+    if Command::new("redis-cli").arg("--version").output().is_err() {
+        println!("skipped: redis_cli_alone_can_call_a_service: no redis-cli binary (scripts/test.sh installs one)");
+        return;
+    }
+    let prefix = Prefix::new("cli");
+    let server = Server::new(Arc::new(prefix.connect("").await), "test", echo_router())
+        .start()
+        .await
+        .unwrap();
+    let service = format!("{}:test", prefix.0);
+    let inbox = format!("{}:my-inbox", prefix.0);
+    let redis_cli = |args: &[&str]| {
+        let out = Command::new("redis-cli")
+            .arg("-u")
+            .arg(redis_url())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // The inbox must exist: replies to a missing one are discarded.
+    redis_cli(&["XADD", &inbox, "MAXLEN", "0", "*", "created", "1"]);
+    redis_cli(&["EXPIRE", &inbox, "60"]);
+    let request = r#"{"jsonrpc":"2.0","method":"echo","params":["from redis-cli"],"id":1}"#;
+    redis_cli(&[
+        "XADD",
+        &service,
+        "*",
+        "payload",
+        request,
+        header::REPLY_TO,
+        &inbox,
+    ]);
+    let reply = tokio::task::spawn_blocking(move || {
+        redis_cli(&["XREAD", "BLOCK", "10000", "STREAMS", &inbox, "0"])
+    })
+    .await
+    .unwrap();
+    assert!(
+        reply
+            .lines()
+            .any(|l| l == r#"{"jsonrpc":"2.0","result":"RPC from redis-cli!","id":1}"#),
+        "{reply}"
+    );
+    server.shutdown().await;
+}
+
+/// `rediss://`: the same call over TLS, against a redis-server with a
+/// self-signed certificate trusted through `tls_ca_file`.
+#[cfg(feature = "tls")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_over_tls() {
+    let dir = std::env::temp_dir().join(format!("busrpc-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // A private CA and a server certificate it signed, as a deployment has.
+    let file = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    std::fs::write(file("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    let steps: [&[&str]; 3] = [
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=busrpc test CA",
+            "-keyout",
+            &file("ca.key"),
+            "-out",
+            &file("ca.pem"),
+        ],
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            &file("server.key"),
+            "-out",
+            &file("server.csr"),
+        ],
+        &[
+            "x509",
+            "-req",
+            "-days",
+            "1",
+            "-in",
+            &file("server.csr"),
+            "-CA",
+            &file("ca.pem"),
+            "-CAkey",
+            &file("ca.key"),
+            "-CAcreateserial",
+            "-extfile",
+            &file("ext.cnf"),
+            "-out",
+            &file("server.pem"),
+        ],
+    ];
+    for step in steps {
+        let made = Command::new("openssl")
+            .args(step)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        if !made.is_ok_and(|s| s.success()) {
+            println!("skipped: calls_over_tls: no openssl to make certificates");
+            return;
+        }
+    }
+    let port = free_port();
+    let args = [
+        "--port",
+        "0",
+        "--tls-port",
+        &port.to_string(),
+        "--tls-cert-file",
+        &file("server.pem"),
+        "--tls-key-file",
+        &file("server.key"),
+        "--tls-ca-cert-file",
+        &file("ca.pem"),
+        "--tls-auth-clients",
+        "no",
+    ]
+    .map(str::to_owned);
+    let Some(_redis) = PrivateRedis::start_with(port, &args) else {
+        println!("skipped: calls_over_tls: redis-server without TLS support");
+        return;
+    };
+    let url = format!("rediss://127.0.0.1:{port}?tls_ca_file={}", file("ca.pem"));
+    let server = Server::new(
+        Arc::new(RedisTransport::connect(&url).await.unwrap()),
+        "svc",
+        echo_router(),
+    )
+    .start()
+    .await
+    .unwrap();
+    let client = Client::connect(Arc::new(RedisTransport::connect(&url).await.unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(
+        client
+            .call::<String>("svc", "echo", ("secret",))
+            .await
+            .unwrap(),
+        "RPC secret!"
+    );
+    client.close().await;
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
