@@ -242,6 +242,8 @@ fn main() {
         let raw = Raw::start(&client, &prefix).await;
         let (rpc, server) = Rpc::start(&url).await;
 
+        // BUSRPC_BENCH_SKIP_LATENCY=1 measures throughput only (for profiling).
+        let samples = if std::env::var_os("BUSRPC_BENCH_SKIP_LATENCY").is_some() { 10 } else { samples };
         let raw_latencies = latencies(samples, { let raw = raw.clone(); move |n| { let raw = raw.clone(); async move { raw.ping(n).await } } }).await;
         let rpc_latencies = latencies(samples, { let rpc = rpc.clone(); move |n| { let rpc = rpc.clone(); async move { rpc.call(n).await } } }).await;
         let raw_rate = throughput(LANES, per_lane, |lane| {

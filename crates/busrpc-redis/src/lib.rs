@@ -17,6 +17,7 @@ use busrpc_core::{header, Message};
 use futures_util::stream;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Value};
+use tokio::sync::{mpsc, oneshot};
 
 pub use config::RedisConfig;
 use entries::{entries_of_first_stream, xadd, xadd_reply, Entry};
@@ -259,16 +260,18 @@ impl Transport for RedisTransport {
     async fn consume(&self, address: &str, group: &str) -> Result<Deliveries, TransportError> {
         let inner = self.inner.clone();
         inner.create_group(address, group).await?;
+        let (address, group): (Arc<str>, Arc<str>) = (address.into(), group.into());
         let reader = GroupReader {
             connection: inner.blocking_connection().await?,
             consumer: inner.name("consumer").into(),
-            address: address.into(),
-            group: group.into(),
+            settle: SettleQueue::start(inner.clone(), address.clone(), group.clone()),
+            address,
+            group,
             buffer: VecDeque::new(),
             next_claim: Instant::now(),
             inner,
         };
-        tracing::debug!(address, group, consumer = %reader.consumer, "joined the group");
+        tracing::debug!(address = %reader.address, group = %reader.group, consumer = %reader.consumer, "joined the group");
         Ok(Box::pin(stream::unfold(reader, |mut reader| async move {
             let next = reader.next().await;
             Some((next, reader))
@@ -309,6 +312,7 @@ impl Transport for RedisTransport {
 /// pending, then reads new entries.
 struct GroupReader {
     inner: Arc<Inner>,
+    settle: SettleQueue,
     connection: ConnectionManager,
     address: Arc<str>,
     group: Arc<str>,
@@ -331,6 +335,7 @@ impl GroupReader {
                     group: self.group.clone(),
                     consumer: self.consumer.clone(),
                     id: entry.id,
+                    settle: self.settle.clone(),
                 };
                 return Ok(Delivery::new(entry.message, acker));
             }
@@ -545,15 +550,13 @@ struct RedisAck {
     group: Arc<str>,
     consumer: Arc<str>,
     id: String,
+    settle: SettleQueue,
 }
 
 #[async_trait]
 impl Acknowledge for RedisAck {
     async fn ack(self: Box<Self>) -> Result<(), TransportError> {
-        let mut pipe = redis::pipe();
-        self.inner
-            .add_settle(&mut pipe, &self.address, &self.group, &self.id);
-        self.inner.run(&pipe).await
+        self.settle.settle(self.id, None).await
     }
 
     async fn release(self: Box<Self>) -> Result<(), TransportError> {
@@ -568,21 +571,16 @@ impl Acknowledge for RedisAck {
         self.inner.query(&cmd).await.map(drop)
     }
 
-    /// The reply and the acknowledgement in one pipeline, one round trip.
-    /// Redis runs a connection's commands in order, so the XACK never runs
-    /// before the reply's XADD; a MULTI would add two commands and no
-    /// safety (Redis does not roll a transaction back when a command fails).
+    /// The reply's XADD and the acknowledgement go out in one pipeline,
+    /// coalesced with the requests finishing alongside (see [`SettleQueue`]).
     async fn reply_and_ack(
         self: Box<Self>,
         _transport: &dyn Transport,
         address: &str,
         reply: Message,
     ) -> Result<(), TransportError> {
-        let mut pipe = redis::pipe();
-        self.inner.add_reply(&mut pipe, address, &reply);
-        self.inner
-            .add_settle(&mut pipe, &self.address, &self.group, &self.id);
-        match self.inner.run(&pipe).await {
+        let reply = Some((address.to_owned(), reply));
+        match self.settle.settle(self.id.clone(), reply).await {
             Ok(()) => Ok(()),
             Err(e) => {
                 if let Err(release) = self.release().await {
@@ -590,6 +588,75 @@ impl Acknowledge for RedisAck {
                 }
                 Err(e)
             }
+        }
+    }
+}
+
+/// A request to settle: its id, the reply to write first if any, and who
+/// waits for the outcome.
+type Settlement = (
+    String,
+    Option<(String, Message)>,
+    oneshot::Sender<Result<(), String>>,
+);
+
+/// The replies and acknowledgements of one consumer, coalesced. A task
+/// takes everything queued while its previous round trip was out and sends
+/// it as one pipeline: every reply's `XADD`, then one `XACK` and one `XDEL`
+/// for all the ids. Redis runs a connection's commands in order, so no
+/// request is acknowledged before its reply is written. A lone request
+/// costs one round trip, as it would alone; under load, one write and one
+/// round trip settle many, sparing Redis and the client the per-command
+/// work that otherwise dominates. Each caller waits for its batch's
+/// outcome, so "acknowledged" still means acknowledged.
+#[derive(Clone)]
+struct SettleQueue(mpsc::UnboundedSender<Settlement>);
+
+/// Most requests settled in one round trip.
+const MAX_SETTLE_BATCH: usize = 256;
+
+impl SettleQueue {
+    fn start(inner: Arc<Inner>, address: Arc<str>, group: Arc<str>) -> Self {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Settlement>();
+        // Ends when the consumer and every delivery of it are gone.
+        tokio::spawn(async move {
+            let mut batch = Vec::new();
+            while rx.recv_many(&mut batch, MAX_SETTLE_BATCH).await > 0 {
+                let mut pipe = redis::pipe();
+                let mut xack = redis::cmd("XACK");
+                xack.arg(&*address).arg(&*group);
+                let mut xdel = redis::cmd("XDEL");
+                xdel.arg(&*address);
+                for (id, reply, _) in &batch {
+                    if let Some((to, message)) = reply {
+                        inner.add_reply(&mut pipe, to, message);
+                    }
+                    xack.arg(id);
+                    xdel.arg(id);
+                }
+                pipe.add_command(xack).ignore().add_command(xdel).ignore();
+                let outcome = inner.run(&pipe).await.map_err(|e| e.to_string());
+                for (_, _, done) in batch.drain(..) {
+                    let _ = done.send(outcome.clone());
+                }
+            }
+        });
+        SettleQueue(tx)
+    }
+
+    async fn settle(
+        &self,
+        id: String,
+        reply: Option<(String, Message)>,
+    ) -> Result<(), TransportError> {
+        let (done, confirmed) = oneshot::channel();
+        self.0
+            .send((id, reply, done))
+            .map_err(|_| TransportError::Closed)?;
+        match confirmed.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(TransportError::Unavailable(e.into())),
+            Err(_) => Err(TransportError::Closed),
         }
     }
 }
