@@ -8,11 +8,38 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# Installs Debian packages when a command is missing (as root, or with sudo).
+apt_install() {
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+}
+
+# A Redis on 127.0.0.1:6379: the one already there, or one installed and
+# started here. The tests also start private redis-servers (restart, TLS).
+ensure_redis() {
+  command -v redis-server >/dev/null && command -v redis-cli >/dev/null || apt_install redis-server redis-tools
+  command -v openssl >/dev/null || apt_install openssl
+  if redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q PONG; then
+    echo "using the Redis on 127.0.0.1:6379"
+    return
+  fi
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+    --logfile "${TMPDIR:-/tmp}/busrpc-test-redis.log"
+  for _ in $(seq 50); do
+    redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q PONG && { echo "started Redis on 127.0.0.1:6379"; return; }
+    sleep 0.1
+  done
+  echo "Redis did not start; see ${TMPDIR:-/tmp}/busrpc-test-redis.log" >&2
+  exit 1
+}
+
 # Runs an example and checks that its output contains each expected line.
 check_example() {
   local name=$1; shift
   local out
-  out=$(cargo run --quiet --example "$name" -- "${EXAMPLE_ARGS[@]}")
+  out=$(cargo run --quiet --all-features --example "$name" -- "${EXAMPLE_ARGS[@]}")
   printf '%s\n' "$out"
   for expected in "$@"; do
     if ! grep -qxF -- "$expected" <<<"$out"; then
@@ -22,25 +49,31 @@ check_example() {
   done
 }
 
+step "brokers"
+ensure_redis
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
 step "cargo clippy (warnings are errors)"
-cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 
 step "cargo test (unit, protocol, conformance; benches once as smoke tests)"
-cargo test --workspace --all-targets --locked
+cargo test --workspace --all-targets --all-features --locked
 
 step "doc tests"
-cargo test --workspace --doc --locked
+cargo test --workspace --doc --all-features --locked
 
-step "examples on the in-memory broker"
-EXAMPLE_ARGS=(--broker memory://)
-check_example simple 'reply: RPC hello!'
-check_example class \
-  'set apples = 3 (previous: None)' \
-  'incr apples by 2 -> 5' \
-  'keys -> ["apples", "pears"]' \
-  'get plums -> error 1: no such key'
+for broker in memory:// "redis://127.0.0.1:6379?prefix=busrpc-example-$$"; do
+  step "examples on $broker"
+  EXAMPLE_ARGS=(--broker "$broker")
+  check_example simple 'reply: RPC hello!'
+  check_example class \
+    'set apples = 3 (previous: None)' \
+    'incr apples by 2 -> 5' \
+    'keys -> ["apples", "pears"]' \
+    'get plums -> error 1: no such key'
+done
+redis-cli -h 127.0.0.1 -p 6379 --scan --pattern "busrpc-example-$$:*" | xargs -r redis-cli -h 127.0.0.1 -p 6379 del >/dev/null
 
 step "all tests passed"
