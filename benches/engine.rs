@@ -24,9 +24,9 @@ use busrpc::memory::MemoryTransport;
 use busrpc::{
     header, Client, ClientConfig, Message, Router, RpcError, Server, ServerHandle, Transport,
 };
+use busrpc_conformance::measure::{latencies, report, throughput, Figures};
 use criterion::{Criterion, Throughput};
 use futures_util::StreamExt;
-use hdrhistogram::Histogram;
 use tokio::runtime::Runtime;
 use tokio::sync::Mutex;
 
@@ -174,7 +174,7 @@ async fn raw_lanes(raw: &Raw, lanes: u64, per_lane: u64) -> Duration {
     start.elapsed()
 }
 
-fn criterion_benches(c: &mut Criterion, rt: &Runtime, rpc: &Arc<Rpc>, raw: &Raw) {
+fn criterion_benches(c: &mut Criterion, rt: &Runtime, rpc: &Arc<Rpc>, raw: &Arc<Raw>) {
     for lanes in [1, 64] {
         let mut group = c.benchmark_group(format!("calls_{lanes}_in_flight"));
         group.throughput(Throughput::Elements(lanes));
@@ -188,55 +188,17 @@ fn criterion_benches(c: &mut Criterion, rt: &Runtime, rpc: &Arc<Rpc>, raw: &Raw)
     }
 }
 
-struct Figures {
-    p50_us: f64,
-    p99_us: f64,
-    calls_per_s: f64,
-}
-
-fn us(ns: u64) -> f64 {
-    ns as f64 / 1000.0
-}
-
-/// Records `samples` sequential round trips (after a tenth as many to warm
-/// up), on a worker thread.
-async fn histogram<F, Fut>(samples: u64, mut one: F) -> Histogram<u64>
-where
-    F: FnMut(u64) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
-{
-    let task = tokio::spawn(async move {
-        let mut histogram = Histogram::<u64>::new(3).expect("histogram");
-        for n in 0..samples / 10 {
-            one(n).await;
-        }
-        for n in 0..samples {
-            let start = Instant::now();
-            one(n).await;
-            histogram
-                .record(u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX))
-                .expect("record");
-        }
-        histogram
-    });
-    task.await.expect("sampling task")
-}
-
-fn summary(
-    rt: &Runtime,
-    rpc: &Arc<Rpc>,
-    raw: &Raw,
-    samples: u64,
-    calls: u64,
-) -> (Figures, Figures) {
+/// The summary: every 1-in-flight round trip in an HDR histogram, and
+/// calls/s with 64 in flight, for raw and busrpc (shared with the broker benches).
+fn summary(rt: &Runtime, rpc: &Arc<Rpc>, raw: &Arc<Raw>, samples: u64, per_lane: u64) -> String {
     rt.block_on(async {
         let caller = Arc::new(Mutex::new(raw.caller().await));
-        let raw_hist = histogram(samples, move |n| {
+        let raw_latencies = latencies(samples, move |n| {
             let caller = caller.clone();
             async move { caller.lock().await.ping(n).await }
         })
         .await;
-        let rpc_hist = histogram(samples, {
+        let rpc_latencies = latencies(samples, {
             let rpc = rpc.clone();
             move |n| {
                 let rpc = rpc.clone();
@@ -244,15 +206,33 @@ fn summary(
             }
         })
         .await;
-        let per_lane = calls.div_ceil(64);
-        let raw_rate = (per_lane * 64) as f64 / raw_lanes(raw, 64, per_lane).await.as_secs_f64();
-        let rpc_rate = (per_lane * 64) as f64 / rpc_lanes(rpc, 64, per_lane).await.as_secs_f64();
-        let figures = |h: &Histogram<u64>, rate| Figures {
-            p50_us: us(h.value_at_quantile(0.5)),
-            p99_us: us(h.value_at_quantile(0.99)),
-            calls_per_s: rate,
-        };
-        (figures(&raw_hist, raw_rate), figures(&rpc_hist, rpc_rate))
+        let mut callers = Vec::new();
+        for _ in 0..64 {
+            callers.push(Arc::new(Mutex::new(raw.caller().await)));
+        }
+        let raw_rate = throughput(64, per_lane, |lane| {
+            let caller = callers[usize::try_from(lane).unwrap()].clone();
+            move |n| {
+                let caller = caller.clone();
+                async move { caller.lock().await.ping(n).await }
+            }
+        })
+        .await;
+        let rpc_rate = throughput(64, per_lane, |_| {
+            let rpc = rpc.clone();
+            move |n| {
+                let rpc = rpc.clone();
+                async move { rpc.call(n).await }
+            }
+        })
+        .await;
+        report(
+            &format!(
+                "engine summary (memory transport, 2 worker threads; {samples} round trips at 1 in flight, 64 x {per_lane} calls in flight for calls/s)"
+            ),
+            &Figures::new(&raw_latencies, raw_rate),
+            &Figures::new(&rpc_latencies, rpc_rate),
+        )
     })
 }
 
@@ -261,7 +241,7 @@ fn main() {
     let rt = runtime();
     let transport: Arc<dyn Transport> = Arc::new(MemoryTransport::new());
     let rpc = Arc::new(rt.block_on(Rpc::start(transport.clone())));
-    let raw = rt.block_on(Raw::start(transport));
+    let raw = Arc::new(rt.block_on(Raw::start(transport)));
 
     let mut criterion = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
@@ -271,27 +251,7 @@ fn main() {
     criterion.final_summary();
 
     // As a test (`cargo test`), a short pass shows the summary works.
-    let (samples, calls) = if full { (50_000, 320_000) } else { (200, 640) };
-    let (raw_f, rpc_f) = summary(&rt, &rpc, &raw, samples, calls);
+    let (samples, per_lane) = if full { (50_000, 5_000) } else { (200, 10) };
     println!();
-    println!(
-        "engine summary (memory transport, 2 worker threads, {samples} round trips at 1 in flight, {calls} calls at 64 in flight)"
-    );
-    println!(
-        "{:<8} {:>9} {:>9} {:>13}",
-        "", "p50 (us)", "p99 (us)", "calls/s @64"
-    );
-    for (name, f) in [("raw", &raw_f), ("busrpc", &rpc_f)] {
-        println!(
-            "{name:<8} {:>9.1} {:>9.1} {:>13.0}",
-            f.p50_us, f.p99_us, f.calls_per_s
-        );
-    }
-    println!(
-        "busrpc/raw: p50 {:.2}x, p99 {:.2}x, throughput {:.2}x; engine overhead per call (p50 difference): {:.1} us",
-        rpc_f.p50_us / raw_f.p50_us,
-        rpc_f.p99_us / raw_f.p99_us,
-        rpc_f.calls_per_s / raw_f.calls_per_s,
-        rpc_f.p50_us - raw_f.p50_us
-    );
+    print!("{}", summary(&rt, &rpc, &raw, samples, per_lane));
 }
