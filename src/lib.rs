@@ -130,3 +130,8 @@ mod tests {
         assert!(err.to_string().contains("unknown option"), "{err}");
     }
 }
+
+/// The README's code, compiled and run as a doc test so that it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
