@@ -1,0 +1,202 @@
+//! `kafka://` and `kafka-mock://` URLs.
+
+use busrpc_core::TransportError;
+
+/// Where the brokers are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Brokers {
+    /// `kafka://host:port[,host:port...]`: a real cluster (Apache Kafka,
+    /// Redpanda, Tansu, ...).
+    Bootstrap(String),
+    /// `kafka-mock://[NAME]`: librdkafka's in-process mock cluster, shared by
+    /// every transport of this process that names it. No broker needed.
+    Mock {
+        /// The cluster's name in this process (empty for the default).
+        name: String,
+        /// How many mock brokers (`brokers=N`, default 1).
+        brokers: i32,
+    },
+}
+
+/// busrpc's Kafka options. Query keys busrpc does not know go to librdkafka
+/// as they are (`security.protocol`, `sasl.mechanism`, `ssl.ca.location`,
+/// `fetch.wait.max.ms`, ...), so anything librdkafka can do is one URL away.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct KafkaConfig {
+    /// The brokers.
+    pub brokers: Brokers,
+    /// `prefix`: request topics are `{prefix}.{service}`, inboxes
+    /// `{prefix}.inbox.{id}` (default `busrpc`).
+    pub prefix: String,
+    /// `partitions`: partitions of the request topics busrpc creates
+    /// (default 8). Servers of a service share its partitions, so at most this
+    /// many instances of a service do work at once.
+    pub partitions: i32,
+    /// `replication`: replication factor of the topics busrpc creates (default 1).
+    pub replication: i32,
+    /// `inbox_retention_ms`: how long replies stay in an inbox topic (default
+    /// 3600000). Kafka cannot expire a topic, so an inbox its client abandoned
+    /// (killed, not closed) keeps an empty topic; its messages go after this.
+    pub inbox_retention_ms: u64,
+    /// Everything passed to librdkafka, busrpc's defaults first, then the URL's.
+    pub librdkafka: Vec<(String, String)>,
+}
+
+/// busrpc's librdkafka defaults, chosen for RPC latency; each can be
+/// overridden from the URL.
+pub const LIBRDKAFKA_DEFAULTS: &[(&str, &str)] = &[
+    // Send at once: an RPC waits for every message.
+    ("linger.ms", "0"),
+    // Brokers that hold a fetch for its full wait (Tansu 0.6, the mock
+    // cluster) answer in about twice this; real Kafka answers as soon as
+    // data arrives, so a small value only costs idle polls.
+    ("fetch.wait.max.ms", "10"),
+    // A dead server's partitions move to its peers after this.
+    ("session.timeout.ms", "10000"),
+    ("heartbeat.interval.ms", "1000"),
+    // A reply or request that cannot be delivered fails within this.
+    ("message.timeout.ms", "30000"),
+    ("socket.nagle.disable", "true"),
+];
+
+fn invalid(url: &str, reason: impl Into<String>) -> TransportError {
+    TransportError::InvalidUrl {
+        url: url.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+impl KafkaConfig {
+    /// Parses `kafka://host:port[,host:port...][?options]` or
+    /// `kafka-mock://[NAME][?options]`.
+    pub fn from_url(url: &str) -> Result<Self, TransportError> {
+        let (scheme, rest) = url.split_once("://").ok_or_else(|| {
+            invalid(
+                url,
+                "expected kafka://host:port[,host:port...] or kafka-mock://",
+            )
+        })?;
+        let (authority, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let mut mock_brokers = 1;
+        let mut config = KafkaConfig {
+            brokers: Brokers::Bootstrap(String::new()),
+            prefix: "busrpc".to_owned(),
+            partitions: 8,
+            replication: 1,
+            inbox_retention_ms: 3_600_000,
+            librdkafka: LIBRDKAFKA_DEFAULTS
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        };
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair
+                .split_once('=')
+                .ok_or_else(|| invalid(url, format!("option {pair:?} needs a value: key=value")))?;
+            let number = || {
+                value.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    invalid(
+                        url,
+                        format!("{key} must be a positive whole number, got {value:?}"),
+                    )
+                })
+            };
+            match key {
+                "prefix" if !value.is_empty() && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) => {
+                    config.prefix = value.to_owned();
+                }
+                "prefix" => return Err(invalid(url, "prefix may hold only letters, digits, '.', '_' and '-'")),
+                "partitions" => config.partitions = i32::try_from(number()?).unwrap_or(i32::MAX),
+                "replication" => config.replication = i32::try_from(number()?).unwrap_or(i32::MAX),
+                "inbox_retention_ms" => config.inbox_retention_ms = number()?.unsigned_abs(),
+                "brokers" if scheme == "kafka-mock" => mock_brokers = i32::try_from(number()?).unwrap_or(1),
+                _ if key.contains('.') => {
+                    config.librdkafka.retain(|(k, _)| k != key);
+                    config.librdkafka.push((key.to_owned(), value.to_owned()));
+                }
+                _ => {
+                    return Err(invalid(
+                        url,
+                        format!("unknown option {key:?} (librdkafka's options contain a dot, like fetch.wait.max.ms)"),
+                    ))
+                }
+            }
+        }
+        config.brokers = match scheme {
+            "kafka" if !authority.is_empty() => Brokers::Bootstrap(authority.to_owned()),
+            "kafka" => return Err(invalid(url, "no brokers: kafka://host:port[,host:port...]")),
+            "kafka-mock" => Brokers::Mock {
+                name: authority.trim_end_matches('/').to_owned(),
+                brokers: mock_brokers,
+            },
+            _ => return Err(invalid(url, "expected kafka:// or kafka-mock://")),
+        };
+        Ok(config)
+    }
+
+    /// The value librdkafka will get for `key`.
+    pub fn librdkafka_value(&self, key: &str) -> Option<&str> {
+        self.librdkafka
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bootstrap_lists_and_options() {
+        let c = KafkaConfig::from_url(
+            "kafka://a:9092,b:9092?partitions=3&prefix=app&security.protocol=ssl&fetch.wait.max.ms=100",
+        )
+        .unwrap();
+        assert_eq!(c.brokers, Brokers::Bootstrap("a:9092,b:9092".into()));
+        assert_eq!((c.partitions, c.prefix.as_str()), (3, "app"));
+        assert_eq!(c.librdkafka_value("security.protocol"), Some("ssl"));
+        assert_eq!(
+            c.librdkafka_value("fetch.wait.max.ms"),
+            Some("100"),
+            "the URL overrides the default"
+        );
+        assert_eq!(c.librdkafka_value("linger.ms"), Some("0"));
+    }
+
+    #[test]
+    fn mock_urls() {
+        let c = KafkaConfig::from_url("kafka-mock://").unwrap();
+        assert_eq!(
+            c.brokers,
+            Brokers::Mock {
+                name: String::new(),
+                brokers: 1
+            }
+        );
+        let c = KafkaConfig::from_url("kafka-mock://faults?brokers=3").unwrap();
+        assert_eq!(
+            c.brokers,
+            Brokers::Mock {
+                name: "faults".into(),
+                brokers: 3
+            }
+        );
+    }
+
+    #[test]
+    fn bad_urls_say_why() {
+        for (url, says) in [
+            ("kafka://", "no brokers"),
+            ("kafka://h:1?partitions=0", "positive whole number"),
+            ("kafka://h:1?partition=2", "unknown option \"partition\""),
+            ("kafka://h:1?prefix=a b", "prefix may hold only"),
+            ("kafka://h:1?linger.ms", "needs a value"),
+            ("redis://h", "expected kafka://"),
+        ] {
+            let err = KafkaConfig::from_url(url).unwrap_err().to_string();
+            assert!(err.contains(says), "{url}: {err}");
+        }
+    }
+}

@@ -1,0 +1,609 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod config;
+mod mock;
+mod watermark;
+
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use busrpc_core::transport::{Acknowledge, Deliveries, Delivery, Inbox, Transport, TransportError};
+use busrpc_core::{header, Headers, Message};
+use futures_util::stream;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Header, Headers as _, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+use rdkafka::util::Timeout;
+use rdkafka::{ClientContext, Message as _, Offset, TopicPartitionList};
+use tokio::sync::mpsc;
+
+pub use config::{Brokers, KafkaConfig, LIBRDKAFKA_DEFAULTS};
+pub use mock::MockBrokers;
+use watermark::{Partition, Tracker};
+
+/// The Kafka transport.
+///
+/// - Requests of service `S` go to the topic `{prefix}.S`, consumed by the
+///   consumer group `{prefix}.S`: the servers of `S` share its partitions.
+/// - Each client reads its own inbox topic `{prefix}.inbox.{id}` (one
+///   partition) by `assign()`, not as a group member, so no rebalance can
+///   ever hold up or lose a reply.
+/// - Headers are Kafka record headers; the payload is the record value.
+///
+/// Cheap to clone; clones share the producer.
+#[derive(Clone)]
+pub struct KafkaTransport {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for KafkaTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaTransport")
+            .field("bootstrap", &self.inner.bootstrap)
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    config: KafkaConfig,
+    bootstrap: String,
+    mock: Option<Arc<MockBrokers>>,
+    producer: FutureProducer,
+    admin: AdminClient<DefaultClientContext>,
+    /// Topics known to exist, so each is created at most once per transport.
+    known_topics: Mutex<HashSet<String>>,
+    instance: String,
+    next_name: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Errors a caller can retry (the broker is away or busy) against those it cannot.
+fn transport_error(e: KafkaError) -> TransportError {
+    use RDKafkaErrorCode as Code;
+    match e.rdkafka_error_code() {
+        Some(
+            Code::MessageSizeTooLarge | Code::InvalidMessageSize | Code::TopicAuthorizationFailed,
+        ) => TransportError::Rejected(e.to_string()),
+        Some(Code::UnknownTopicOrPartition | Code::UnknownTopic | Code::UnknownPartition) => {
+            TransportError::Rejected(format!("{e} (the topic does not exist)"))
+        }
+        _ => TransportError::Unavailable(Box::new(e)),
+    }
+}
+
+fn topic_is_gone(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic)
+    )
+}
+
+/// A name unlikely to repeat across processes and hosts.
+fn instance_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.write_u32(std::process::id());
+    format!("{:016x}", hasher.finish())
+}
+
+impl KafkaTransport {
+    /// Connects to `kafka://host:port[,host:port...][?options]`, or starts (or
+    /// joins) an in-process mock cluster for `kafka-mock://[NAME]`. See
+    /// [`KafkaConfig`] for the options.
+    pub async fn connect(url: &str) -> Result<Self, TransportError> {
+        let config = KafkaConfig::from_url(url)?;
+        let (bootstrap, mock) = match &config.brokers {
+            Brokers::Bootstrap(servers) => (servers.clone(), None),
+            Brokers::Mock { name, brokers } => {
+                let mock = MockBrokers::named(name, *brokers)?;
+                (mock.bootstrap_servers().to_owned(), Some(mock))
+            }
+        };
+        let base = base_config(&config, &bootstrap);
+        let producer: FutureProducer = base.create().map_err(transport_error)?;
+        let admin: AdminClient<DefaultClientContext> = base.create().map_err(transport_error)?;
+        let transport = Self {
+            inner: Arc::new(Inner {
+                config,
+                bootstrap,
+                mock,
+                producer,
+                admin,
+                known_topics: Mutex::default(),
+                instance: instance_id(),
+                next_name: AtomicU64::new(1),
+            }),
+        };
+        transport.check_reachable().await?;
+        Ok(transport)
+    }
+
+    /// Fails fast, and plainly, when no broker answers.
+    async fn check_reachable(&self) -> Result<(), TransportError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            inner
+                .producer
+                .client()
+                .fetch_metadata(None, Duration::from_secs(10))
+                .map(drop)
+                .map_err(|e| {
+                    TransportError::Unavailable(
+                        format!("no Kafka broker answers at {}: {e}", inner.bootstrap).into(),
+                    )
+                })
+        })
+        .await
+        .map_err(|e| TransportError::Other(Box::new(e)))?
+    }
+
+    /// The options in force.
+    pub fn config(&self) -> &KafkaConfig {
+        &self.inner.config
+    }
+
+    /// The mock cluster, for `kafka-mock://` transports (fault injection).
+    pub fn mock_cluster(&self) -> Option<&Arc<MockBrokers>> {
+        self.inner.mock.as_ref()
+    }
+}
+
+fn base_config(config: &KafkaConfig, bootstrap: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap);
+    // The producer and the consumers share one list; each ignores the
+    // other's properties, quietly below warning level.
+    c.set("log_level", "3");
+    for (key, value) in &config.librdkafka {
+        c.set(key, value);
+    }
+    c
+}
+
+impl Inner {
+    fn name(&self) -> String {
+        let n = self.next_name.fetch_add(1, Ordering::Relaxed);
+        format!("{}-{n}", self.instance)
+    }
+
+    fn inbox_prefix(&self) -> String {
+        format!("{}.inbox.", self.config.prefix)
+    }
+
+    /// Creates `topic` if it does not exist yet (brokers need not
+    /// auto-create topics, and Tansu does not).
+    async fn ensure_topic(
+        &self,
+        topic: &str,
+        partitions: i32,
+        retention_ms: Option<u64>,
+    ) -> Result<(), TransportError> {
+        if lock(&self.known_topics).contains(topic) {
+            return Ok(());
+        }
+        if let Some(mock) = &self.mock {
+            // The mock cluster has no CreateTopics; an existing topic is an error we expect.
+            if let Err(e) = mock.create_topic(topic, partitions) {
+                tracing::debug!(topic, error = %e, "mock topic creation");
+            }
+        } else {
+            let mut new = NewTopic::new(
+                topic,
+                partitions,
+                TopicReplication::Fixed(self.config.replication),
+            );
+            let retention = retention_ms.map(|ms| ms.to_string());
+            if let Some(ms) = &retention {
+                new = new.set("retention.ms", ms);
+            }
+            let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+            let results = self
+                .admin
+                .create_topics(&[new], &options)
+                .await
+                .map_err(transport_error)?;
+            for result in results {
+                match result {
+                    Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                    Err((topic, code)) => {
+                        return Err(TransportError::Rejected(format!(
+                            "creating topic {topic}: {code}"
+                        )));
+                    }
+                }
+            }
+        }
+        lock(&self.known_topics).insert(topic.to_owned());
+        Ok(())
+    }
+
+    async fn produce(&self, topic: &str, message: &Message) -> Result<(), KafkaError> {
+        let mut headers = OwnedHeaders::new_with_capacity(message.headers.len());
+        for (key, value) in message.headers.iter() {
+            headers = headers.insert(Header {
+                key,
+                value: Some(value.as_bytes()),
+            });
+        }
+        let record = FutureRecord::<(), [u8]>::to(topic)
+            .payload(&message.payload[..])
+            .headers(headers);
+        // Awaiting the delivery report holds up only this call: many run at once.
+        self.producer
+            .send(record, Timeout::Never)
+            .await
+            .map(drop)
+            .map_err(|(e, _)| e)
+    }
+}
+
+/// Header names busrpc uses, without an allocation per message.
+fn header_name(name: &str) -> Cow<'static, str> {
+    for known in [
+        header::REPLY_TO,
+        header::CONTENT_TYPE,
+        header::DEADLINE,
+        header::TRACEPARENT,
+    ] {
+        if name == known {
+            return Cow::Borrowed(known);
+        }
+    }
+    Cow::Owned(name.to_owned())
+}
+
+fn to_message(record: &BorrowedMessage<'_>) -> Message {
+    let mut headers = Headers::new();
+    if let Some(kafka) = record.headers() {
+        for h in kafka.iter() {
+            let value = h.value.map(String::from_utf8_lossy).unwrap_or_default();
+            headers.insert(header_name(h.key), Arc::<str>::from(value));
+        }
+    }
+    Message {
+        payload: record.payload().map(bytes_of).unwrap_or_default(),
+        headers,
+    }
+}
+
+fn bytes_of(payload: &[u8]) -> bytes::Bytes {
+    bytes::Bytes::copy_from_slice(payload)
+}
+
+#[async_trait]
+impl Transport for KafkaTransport {
+    async fn publish(&self, address: &str, message: Message) -> Result<(), TransportError> {
+        let inner = &*self.inner;
+        if !address.starts_with(&inner.inbox_prefix()) {
+            inner
+                .ensure_topic(address, inner.config.partitions, None)
+                .await?;
+        }
+        inner
+            .produce(address, &message)
+            .await
+            .map_err(transport_error)
+    }
+
+    async fn consume(&self, address: &str, group: &str) -> Result<Deliveries, TransportError> {
+        let inner = self.inner.clone();
+        inner
+            .ensure_topic(address, inner.config.partitions, None)
+            .await?;
+        let tracker = Arc::new(Mutex::new(Tracker::default()));
+        let mut config = base_config(&inner.config, &inner.bootstrap);
+        config
+            .set("group.id", format!("{}.{group}", inner.config.prefix))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest");
+        let consumer: StreamConsumer<GroupContext> = config
+            .create_with_context(GroupContext {
+                tracker: tracker.clone(),
+            })
+            .map_err(transport_error)?;
+        consumer.subscribe(&[address]).map_err(transport_error)?;
+        let shared = Arc::new(GroupConsumer { consumer, tracker });
+        let (done, finished) = mpsc::unbounded_channel();
+        tokio::spawn(commit_finished(shared.clone(), finished));
+        let (again, retries) = mpsc::unbounded_channel();
+        let reader = GroupReader {
+            inner: inner.clone(),
+            shared,
+            done,
+            again,
+            retries,
+        };
+        tracing::debug!(address, group, "joined the group");
+        Ok(Box::pin(stream::unfold(reader, |mut reader| async move {
+            let next = reader.next().await;
+            Some((next, reader))
+        })))
+    }
+
+    async fn inbox(&self) -> Result<Inbox, TransportError> {
+        let inner = self.inner.clone();
+        let topic = format!("{}{}", inner.inbox_prefix(), inner.name());
+        inner
+            .ensure_topic(&topic, 1, Some(inner.config.inbox_retention_ms))
+            .await?;
+        let mut config = base_config(&inner.config, &inner.bootstrap);
+        // A group id of its own that never joins: the partition is assigned
+        // directly, so no rebalance can touch replies.
+        config
+            .set("group.id", &topic)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false");
+        let consumer: StreamConsumer = config.create().map_err(transport_error)?;
+        let mut assignment = TopicPartitionList::new();
+        assignment
+            .add_partition_offset(&topic, 0, Offset::Beginning)
+            .map_err(transport_error)?;
+        // From the beginning of a fresh topic: a reply produced before the
+        // first fetch is read all the same.
+        consumer.assign(&assignment).map_err(transport_error)?;
+        let messages = stream::unfold(consumer, |consumer| async move {
+            let next = match consumer.recv().await {
+                Ok(record) => Ok(to_message(&record)),
+                Err(e) => Err(transport_error(e)),
+            };
+            Some((next, consumer))
+        });
+        let name = topic.clone();
+        Ok(Inbox::new(topic, messages).on_close(async move {
+            if inner.mock.is_some() {
+                return; // the mock cluster cannot delete topics
+            }
+            let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+            if let Err(e) = inner.admin.delete_topics(&[&name], &options).await {
+                tracing::warn!(inbox = %name, error = %e, "deleting the inbox topic failed");
+            }
+        }))
+    }
+
+    fn service_address(&self, service: &str) -> String {
+        format!("{}.{service}", self.inner.config.prefix)
+    }
+}
+
+/// Keeps the watermarks in step with the group's assignment.
+struct GroupContext {
+    tracker: Arc<Mutex<Tracker>>,
+}
+
+impl ClientContext for GroupContext {}
+
+impl ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(revoked) = rebalance else {
+            return;
+        };
+        // Commit what is done before the partitions go to another member,
+        // then forget them: later acknowledgements for them do not count.
+        let mut commits = TopicPartitionList::new();
+        {
+            let mut tracker = lock(&self.tracker);
+            for element in revoked.elements() {
+                let partition: Partition = (element.topic().into(), element.partition());
+                if let Some(offset) = tracker.revoked(&partition) {
+                    let _ = commits.add_partition_offset(
+                        element.topic(),
+                        element.partition(),
+                        Offset::Offset(offset),
+                    );
+                }
+            }
+        }
+        if commits.count() > 0 {
+            if let Err(e) = consumer.commit(&commits, CommitMode::Sync) {
+                tracing::warn!(error = %e, "committing before a rebalance failed; finished requests may run again");
+            }
+        }
+    }
+}
+
+struct GroupConsumer {
+    consumer: StreamConsumer<GroupContext>,
+    tracker: Arc<Mutex<Tracker>>,
+}
+
+/// A finished request: its partition, offset and assignment epoch.
+type Finished = (Partition, i64, u64);
+
+/// A released request, to be delivered again by this consumer.
+struct Retry {
+    partition: Partition,
+    offset: i64,
+    epoch: u64,
+    message: Arc<Message>,
+}
+
+struct GroupReader {
+    inner: Arc<Inner>,
+    shared: Arc<GroupConsumer>,
+    done: mpsc::UnboundedSender<Finished>,
+    again: mpsc::UnboundedSender<Retry>,
+    retries: mpsc::UnboundedReceiver<Retry>,
+}
+
+impl GroupReader {
+    fn delivery(&self, retry: Retry) -> Delivery {
+        let acker = KafkaAck {
+            inner: self.inner.clone(),
+            partition: retry.partition,
+            offset: retry.offset,
+            epoch: retry.epoch,
+            message: retry.message.clone(),
+            done: self.done.clone(),
+            again: self.again.clone(),
+        };
+        Delivery::shared(retry.message, acker)
+    }
+
+    async fn next(&mut self) -> Result<Delivery, TransportError> {
+        tokio::select! {
+            biased;
+            Some(retry) = self.retries.recv() => Ok(self.delivery(retry)),
+            record = self.shared.consumer.recv() => {
+                let record = record.map_err(transport_error)?;
+                let partition: Partition = (record.topic().into(), record.partition());
+                let offset = record.offset();
+                let epoch = lock(&self.shared.tracker).taken(&partition, offset);
+                let message = Arc::new(to_message(&record));
+                drop(record);
+                Ok(self.delivery(Retry { partition, offset, epoch, message }))
+            }
+        }
+    }
+}
+
+/// Commits watermarks as requests finish, coalescing whatever finished
+/// while the previous commit was being sent. Ends, with a last synchronous
+/// commit, when the consumer and all its deliveries are gone.
+async fn commit_finished(
+    shared: Arc<GroupConsumer>,
+    mut finished: mpsc::UnboundedReceiver<Finished>,
+) {
+    let mut batch = Vec::new();
+    while finished.recv_many(&mut batch, 1024).await > 0 {
+        let progress = {
+            let mut tracker = lock(&shared.tracker);
+            for (partition, offset, epoch) in batch.drain(..) {
+                tracker.done(&partition, offset, epoch);
+            }
+            tracker.advance()
+        };
+        if let Some(offsets) = offsets_of(&progress) {
+            if let Err(e) = shared.consumer.commit(&offsets, CommitMode::Async) {
+                tracing::warn!(error = %e, "committing offsets failed; they are committed with the next ones");
+            }
+        }
+    }
+    // Closing a consumer blocks until it has left the group.
+    let _ = tokio::task::spawn_blocking(move || {
+        let progress = lock(&shared.tracker).advance();
+        if let Some(offsets) = offsets_of(&progress) {
+            if let Err(e) = shared.consumer.commit(&offsets, CommitMode::Sync) {
+                tracing::warn!(error = %e, "the last commit failed; finished requests may run again");
+            }
+        }
+        drop(shared);
+    })
+    .await;
+}
+
+fn offsets_of(progress: &[(Partition, i64)]) -> Option<TopicPartitionList> {
+    if progress.is_empty() {
+        return None;
+    }
+    let mut offsets = TopicPartitionList::new();
+    for ((topic, partition), offset) in progress {
+        let _ = offsets.add_partition_offset(topic, *partition, Offset::Offset(*offset));
+    }
+    Some(offsets)
+}
+
+struct KafkaAck {
+    inner: Arc<Inner>,
+    partition: Partition,
+    offset: i64,
+    epoch: u64,
+    message: Arc<Message>,
+    done: mpsc::UnboundedSender<Finished>,
+    again: mpsc::UnboundedSender<Retry>,
+}
+
+#[async_trait]
+impl Acknowledge for KafkaAck {
+    /// Marks the request done; its offset is committed once every request
+    /// below it in its partition is done too.
+    async fn ack(self: Box<Self>) -> Result<(), TransportError> {
+        self.done
+            .send((self.partition, self.offset, self.epoch))
+            .map_err(|_| TransportError::Closed)
+    }
+
+    /// Delivers the request again, from this consumer (Kafka cannot hand one
+    /// record to another member; its offset stays uncommitted meanwhile).
+    async fn release(self: Box<Self>) -> Result<(), TransportError> {
+        let retry = Retry {
+            partition: self.partition,
+            offset: self.offset,
+            epoch: self.epoch,
+            message: self.message,
+        };
+        self.again.send(retry).map_err(|_| TransportError::Closed)
+    }
+
+    /// Produces the reply (awaiting its delivery report), then acknowledges.
+    /// A reply to an inbox topic that no longer exists has no reader left:
+    /// the request is acknowledged, not retried forever.
+    async fn reply_and_ack(
+        self: Box<Self>,
+        _transport: &dyn Transport,
+        address: &str,
+        reply: Message,
+    ) -> Result<(), TransportError> {
+        match self.inner.produce(address, &reply).await {
+            Ok(()) => self.ack().await,
+            Err(e) if topic_is_gone(&e) => {
+                tracing::warn!(
+                    reply_to = address,
+                    "the caller's inbox is gone; the reply is dropped"
+                );
+                self.ack().await
+            }
+            Err(e) => {
+                let _ = self.release().await;
+                Err(transport_error(e))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_say_whether_to_retry() {
+        let gone = transport_error(KafkaError::MessageProduction(
+            RDKafkaErrorCode::UnknownTopicOrPartition,
+        ));
+        assert!(
+            matches!(gone, TransportError::Rejected(ref r) if r.contains("does not exist")),
+            "{gone}"
+        );
+        let big = transport_error(KafkaError::MessageProduction(
+            RDKafkaErrorCode::MessageSizeTooLarge,
+        ));
+        assert!(matches!(big, TransportError::Rejected(_)));
+        let down = transport_error(KafkaError::MessageProduction(
+            RDKafkaErrorCode::BrokerTransportFailure,
+        ));
+        assert!(matches!(down, TransportError::Unavailable(_)));
+        assert!(topic_is_gone(&KafkaError::MessageProduction(
+            RDKafkaErrorCode::UnknownTopic
+        )));
+    }
+}

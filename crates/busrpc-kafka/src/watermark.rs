@@ -1,0 +1,163 @@
+//! Which offsets may be committed when requests finish out of order.
+//!
+//! Committing offset N in Kafka says "everything below N is done". With
+//! concurrent handlers, request 7 may finish before request 5; committing 8
+//! then would lose 5 if the server died before finishing it. So each
+//! partition keeps the offsets in flight, and only the lowest of them (or,
+//! when none is, one past the highest taken) is ever committed.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+/// One partition's offsets in flight.
+#[derive(Debug, Default)]
+pub(crate) struct Watermark {
+    in_flight: BTreeSet<i64>,
+    /// One past the highest offset taken.
+    next: Option<i64>,
+    /// The last offset committed (or handed to the commit call).
+    committed: Option<i64>,
+}
+
+impl Watermark {
+    pub(crate) fn taken(&mut self, offset: i64) {
+        self.in_flight.insert(offset);
+        self.next = Some(self.next.map_or(offset + 1, |n| n.max(offset + 1)));
+    }
+
+    pub(crate) fn done(&mut self, offset: i64) {
+        self.in_flight.remove(&offset);
+    }
+
+    /// The offset to commit: every offset below it is done.
+    pub(crate) fn committable(&self) -> Option<i64> {
+        self.in_flight.first().copied().or(self.next)
+    }
+
+    /// The offset to commit now, if it moved since the last commit.
+    pub(crate) fn advance(&mut self) -> Option<i64> {
+        let offset = self.committable()?;
+        if self.committed.is_some_and(|c| c >= offset) {
+            return None;
+        }
+        self.committed = Some(offset);
+        Some(offset)
+    }
+}
+
+/// A partition of a topic.
+pub(crate) type Partition = (Arc<str>, i32);
+
+/// The watermarks of every partition a consumer owns, each with the epoch
+/// of its assignment: an acknowledgement from before a partition was
+/// revoked (and perhaps assigned back) must not count.
+#[derive(Debug, Default)]
+pub(crate) struct Tracker {
+    partitions: HashMap<Partition, (u64, Watermark)>,
+    next_epoch: u64,
+}
+
+impl Tracker {
+    /// The partition is ours (again): a fresh watermark, a new epoch.
+    pub(crate) fn assigned(&mut self, partition: Partition) {
+        self.next_epoch += 1;
+        self.partitions
+            .insert(partition, (self.next_epoch, Watermark::default()));
+    }
+
+    /// The partition is no longer ours; returns what may still be committed.
+    pub(crate) fn revoked(&mut self, partition: &Partition) -> Option<i64> {
+        let (_, mut mark) = self.partitions.remove(partition)?;
+        mark.advance()
+    }
+
+    /// Records a message taken; returns the epoch its acknowledgement must carry.
+    pub(crate) fn taken(&mut self, partition: &Partition, offset: i64) -> u64 {
+        if !self.partitions.contains_key(partition) {
+            // Messages can arrive before the assignment callback is seen
+            // (static assignment, or the inbox's assign()).
+            self.assigned(partition.clone());
+        }
+        let (epoch, mark) = self.partitions.get_mut(partition).expect("just ensured");
+        mark.taken(offset);
+        *epoch
+    }
+
+    /// Records a message done; `false` if it belongs to an earlier assignment.
+    pub(crate) fn done(&mut self, partition: &Partition, offset: i64, epoch: u64) -> bool {
+        match self.partitions.get_mut(partition) {
+            Some((current, mark)) if *current == epoch => {
+                mark.done(offset);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Offsets to commit now, for the partitions whose watermark moved.
+    pub(crate) fn advance(&mut self) -> Vec<(Partition, i64)> {
+        self.partitions
+            .iter_mut()
+            .filter_map(|(p, (_, mark))| mark.advance().map(|o| (p.clone(), o)))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(n: i32) -> Partition {
+        (Arc::from("t"), n)
+    }
+
+    #[test]
+    fn out_of_order_completion_commits_only_below_the_slowest() {
+        let mut mark = Watermark::default();
+        for o in 5..=8 {
+            mark.taken(o);
+        }
+        mark.done(7);
+        mark.done(8);
+        assert_eq!(
+            mark.committable(),
+            Some(5),
+            "5 and 6 still run: nothing past them"
+        );
+        mark.done(6);
+        assert_eq!(mark.committable(), Some(5));
+        mark.done(5);
+        assert_eq!(mark.committable(), Some(9), "all done: past the highest");
+    }
+
+    #[test]
+    fn advance_reports_only_progress() {
+        let mut mark = Watermark::default();
+        assert_eq!(mark.advance(), None, "nothing taken, nothing to commit");
+        mark.taken(0);
+        assert_eq!(mark.advance(), Some(0));
+        assert_eq!(mark.advance(), None);
+        mark.done(0);
+        assert_eq!(mark.advance(), Some(1));
+    }
+
+    #[test]
+    fn stale_acknowledgements_are_ignored_after_a_revocation() {
+        let mut t = Tracker::default();
+        let old = t.taken(&p(0), 10);
+        t.taken(&p(1), 3);
+        assert_eq!(t.revoked(&p(0)), Some(10));
+        t.assigned(p(0));
+        let new = t.taken(&p(0), 10);
+        assert_ne!(old, new);
+        assert!(
+            !t.done(&p(0), 10, old),
+            "the old delivery of offset 10 does not finish the new one"
+        );
+        let mut progress = t.advance();
+        progress.sort();
+        assert_eq!(progress, vec![(p(0), 10), (p(1), 3)]);
+        assert!(t.done(&p(0), 10, new));
+        assert_eq!(t.advance(), vec![(p(0), 11)]);
+    }
+}

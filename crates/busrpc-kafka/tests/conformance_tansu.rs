@@ -1,0 +1,34 @@
+//! The shared conformance suite against a real Kafka-protocol broker:
+//! `BUSRPC_KAFKA_URL` (default kafka://127.0.0.1:9092; scripts/test.sh
+//! starts Tansu there).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use busrpc_conformance::{Capabilities, Harness};
+use busrpc_core::Transport;
+use busrpc_kafka::KafkaTransport;
+
+fn kafka_url() -> String {
+    std::env::var("BUSRPC_KAFKA_URL").unwrap_or_else(|_| "kafka://127.0.0.1:9092".to_owned())
+}
+
+struct Broker;
+
+#[async_trait::async_trait]
+impl Harness for Broker {
+    async fn connect(&self) -> Arc<dyn Transport> {
+        let url = format!("{}?partitions=3", kafka_url());
+        Arc::new(
+            KafkaTransport::connect(&url).await.unwrap_or_else(|e| {
+                panic!("{e} (scripts/test.sh starts Tansu at BUSRPC_KAFKA_URL)")
+            }),
+        )
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::new(Ok(Duration::from_secs(20)), Duration::from_millis(200))
+    }
+}
+
+busrpc_conformance::suite!(Broker);
