@@ -49,8 +49,57 @@ check_example() {
   done
 }
 
-step "brokers"
+# A Kafka-protocol broker on 127.0.0.1:9092: Tansu, built once with cargo
+# (about ten minutes the first time, then kept in ~/.cargo/bin), started
+# here with in-memory storage and stopped when this script ends.
+TANSU_VERSION=0.6.0
+ensure_kafka() {
+  if (exec 3<>/dev/tcp/127.0.0.1/9092) 2>/dev/null; then
+    echo "using the Kafka broker on 127.0.0.1:9092"
+    return
+  fi
+  if ! command -v tansu >/dev/null || ! tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
+    echo "installing Tansu $TANSU_VERSION (slow the first time; cached afterwards)"
+    cargo install "tansu@$TANSU_VERSION" --locked --features dynostore,libsql,postgres
+  fi
+  tansu broker --listener-url tcp://127.0.0.1:9092 --advertised-listener-url tcp://127.0.0.1:9092 \
+    --storage-engine memory://tansu/ >"${TMPDIR:-/tmp}/busrpc-test-tansu.log" 2>&1 &
+  TANSU_PID=$!
+  trap 'kill "$TANSU_PID" 2>/dev/null || true' EXIT
+  for _ in $(seq 100); do
+    (exec 3<>/dev/tcp/127.0.0.1/9092) 2>/dev/null && { echo "started Tansu on 127.0.0.1:9092"; return; }
+    sleep 0.1
+  done
+  echo "Tansu did not start; see ${TMPDIR:-/tmp}/busrpc-test-tansu.log" >&2
+  exit 1
+}
+
+# Headers for librdkafka's TLS and SASL (the kafka backend's ssl and sasl
+# features, built by --all-features).
+ensure_build_deps() {
+  local missing=()
+  for pkg in libssl-dev libsasl2-dev pkg-config; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
+}
+
+# A Python with kafka-python, for the test of a client written from
+# docs/PROTOCOL.md alone; kept in target/ between runs.
+ensure_python_kafka() {
+  local venv=target/test-venv
+  if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv && python3 -m venv "$venv"; }
+  fi
+  "$venv/bin/python" -c "import kafka" 2>/dev/null || "$venv/bin/pip" install -q kafka-python
+  export BUSRPC_PYTHON="$PWD/$venv/bin/python"
+}
+
+step "build dependencies and brokers"
+ensure_build_deps
 ensure_redis
+ensure_kafka
+ensure_python_kafka
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -64,7 +113,8 @@ cargo test --workspace --all-targets --all-features --locked
 step "doc tests"
 cargo test --workspace --doc --all-features --locked
 
-for broker in memory:// "redis://127.0.0.1:6379?prefix=busrpc-example-$$"; do
+for broker in memory:// "redis://127.0.0.1:6379?prefix=busrpc-example-$$" kafka-mock:// \
+  "kafka://127.0.0.1:9092?prefix=busrpc-example-$$"; do
   step "examples on $broker"
   EXAMPLE_ARGS=(--broker "$broker")
   check_example simple 'reply: RPC hello!'

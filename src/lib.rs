@@ -8,9 +8,8 @@
 //! |---|---|---|
 //! | `memory://` or `memory://NAME` | in-process, no broker needed | always on |
 //! | `redis://host:port[/db][?options]`, `rediss://…` | Redis Streams ≥ 7.0 | `redis` (`redis-tls` for `rediss://`) |
-//!
-//! The Kafka backend (`kafka://`) comes as its own crate behind the cargo
-//! feature `kafka`.
+//! | `kafka://host:port[,host:port…][?options]` | Kafka (Apache Kafka, Redpanda, Tansu, …) | `kafka` |
+//! | `kafka-mock://[NAME]` | librdkafka's in-process mock cluster | `kafka` |
 //!
 //! ```
 //! use busrpc::{Client, Router, RpcError, Server};
@@ -49,12 +48,18 @@ pub use busrpc_core::{
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use busrpc_redis as redis;
 
+#[cfg(feature = "kafka")]
+#[cfg_attr(docsrs, doc(cfg(feature = "kafka")))]
+pub use busrpc_kafka as kafka;
+
 /// Connects to the broker a URL names, choosing the transport by its scheme.
 ///
 /// - `memory://` (the default in-process broker) or `memory://NAME` (a
 ///   named one, shared by every `connect` to the same name in this process);
 /// - `redis://…` and `rediss://…` with the `redis` feature (options in
-///   [`redis::RedisConfig`](busrpc_redis::RedisConfig)).
+///   [`redis::RedisConfig`](busrpc_redis::RedisConfig));
+/// - `kafka://…` and `kafka-mock://…` with the `kafka` feature (options in
+///   [`kafka::KafkaConfig`](busrpc_kafka::KafkaConfig)).
 ///
 /// A scheme whose backend is not compiled in is an error that names the
 /// cargo feature to turn on.
@@ -64,15 +69,25 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Transport>, TransportError> {
         Some("memory") => Ok(Arc::new(memory::MemoryTransport::from_url(url)?)),
         #[cfg(feature = "redis")]
         Some("redis" | "rediss") => Ok(Arc::new(busrpc_redis::RedisTransport::connect(url).await?)),
+        #[cfg(feature = "kafka")]
+        Some("kafka" | "kafka-mock") => {
+            Ok(Arc::new(busrpc_kafka::KafkaTransport::connect(url).await?))
+        }
         // Backends this build lacks (with every feature on, this arm only sees kafka).
         #[allow(unreachable_patterns)]
-        Some(scheme @ ("kafka" | "redis" | "rediss")) => Err(TransportError::InvalidUrl {
-            url: url.to_owned(),
-            reason: format!(
-                "this build of busrpc has no {scheme} backend (cargo feature `{}`)",
-                if scheme == "kafka" { "kafka" } else { "redis" }
-            ),
-        }),
+        Some(scheme @ ("kafka" | "kafka-mock" | "redis" | "rediss")) => {
+            Err(TransportError::InvalidUrl {
+                url: url.to_owned(),
+                reason: format!(
+                    "this build of busrpc has no {scheme} backend (cargo feature `{}`)",
+                    if scheme.starts_with("kafka") {
+                        "kafka"
+                    } else {
+                        "redis"
+                    }
+                ),
+            })
+        }
         _ => Err(TransportError::InvalidUrl {
             url: url.to_owned(),
             reason: format!("unknown scheme; this build speaks {}", SCHEMES.join(", ")),
@@ -87,6 +102,10 @@ pub const SCHEMES: &[&str] = &[
     "redis://",
     #[cfg(feature = "redis")]
     "rediss://",
+    #[cfg(feature = "kafka")]
+    "kafka://",
+    #[cfg(feature = "kafka")]
+    "kafka-mock://",
 ];
 
 #[cfg(test)]
@@ -97,12 +116,6 @@ mod tests {
     async fn schemes_choose_transports() {
         assert!(connect("memory://").await.is_ok());
         assert!(connect("memory://orders").await.is_ok());
-        let err = connect("kafka://127.0.0.1:9092").await.err().unwrap();
-        assert!(
-            err.to_string()
-                .contains("no kafka backend (cargo feature `kafka`)"),
-            "{err}"
-        );
         let err = connect("amqp://x").await.err().unwrap();
         assert!(
             err.to_string()
@@ -124,6 +137,31 @@ mod tests {
     async fn redis_urls_reach_the_redis_backend() {
         // A URL error from the backend proves the dispatch without a server.
         let err = connect("redis://127.0.0.1:6379?no_such_option=1")
+            .await
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("unknown option"), "{err}");
+    }
+
+    #[cfg(not(feature = "kafka"))]
+    #[tokio::test]
+    async fn kafka_urls_name_the_missing_feature() {
+        for url in ["kafka://127.0.0.1:9092", "kafka-mock://"] {
+            let err = connect(url).await.err().unwrap();
+            assert!(err.to_string().contains("cargo feature `kafka`"), "{err}");
+        }
+    }
+
+    #[cfg(feature = "kafka")]
+    #[tokio::test]
+    async fn kafka_urls_reach_the_kafka_backend() {
+        let mock = connect("kafka-mock://facade-test").await;
+        assert!(
+            mock.is_ok(),
+            "the embedded mock cluster needs no broker: {:?}",
+            mock.err()
+        );
+        let err = connect("kafka://127.0.0.1:9092?no_such_option=1")
             .await
             .err()
             .unwrap();

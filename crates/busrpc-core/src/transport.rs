@@ -212,9 +212,14 @@ impl Inbox {
         &self.address
     }
 
-    /// Closes the inbox and removes it from the broker.
-    pub async fn close(mut self) {
-        if let Some(cleanup) = self.on_close.take() {
+    /// Closes the inbox and removes it from the broker: stops reading
+    /// first, so nothing still reads what is being removed.
+    pub async fn close(self) {
+        let Inbox {
+            messages, on_close, ..
+        } = self;
+        drop(messages);
+        if let Some(cleanup) = on_close {
             cleanup.await;
         }
     }

@@ -1,0 +1,253 @@
+//! What only Kafka needs: faults injected into librdkafka's mock cluster,
+//! inbox topics removed on close, and a client written from
+//! docs/PROTOCOL.md alone (Python, kafka-python).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use busrpc_core::{Client, ClientConfig, Error, Router, RpcError, Server, ServerHandle, Transport};
+use busrpc_kafka::KafkaTransport;
+use rdkafka::types::RDKafkaRespErr;
+
+fn kafka_url() -> String {
+    std::env::var("BUSRPC_KAFKA_URL").unwrap_or_else(|_| "kafka://127.0.0.1:9092".to_owned())
+}
+
+fn mock_url(test: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!("kafka-mock://{test}-{}", N.fetch_add(1, Ordering::Relaxed))
+}
+
+fn echo_router() -> Router {
+    Router::new().method("echo", |(text,): (String,)| async move {
+        Ok::<_, RpcError>(format!("RPC {text}!"))
+    })
+}
+
+async fn serve(url: &str, service: &str) -> ServerHandle {
+    let transport = Arc::new(KafkaTransport::connect(url).await.expect("broker"));
+    Server::new(transport, service, echo_router())
+        .start()
+        .await
+        .expect("server")
+}
+
+/// Calls until one succeeds (the group joining, the broker coming back).
+async fn first_success(client: &Client, service: &str, within: Duration) -> String {
+    let give_up = tokio::time::Instant::now() + within;
+    loop {
+        match client.call::<String>(service, "echo", ("again",)).await {
+            Ok(reply) => return reply,
+            Err(e) => assert!(
+                tokio::time::Instant::now() < give_up,
+                "no success within {within:?}: {e}"
+            ),
+        }
+    }
+}
+
+/// The broker goes down for several seconds with calls in flight: every
+/// call resolves by its deadline (answered, or Timeout), nothing hangs, and
+/// the same client and server work again afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_down_for_seconds_then_back() {
+    let url = mock_url("down");
+    let server = serve(&url, "svc").await;
+    let transport = KafkaTransport::connect(&url).await.unwrap();
+    let cluster = transport.mock_cluster().expect("a mock cluster").clone();
+    let timeout = Duration::from_secs(2);
+    let client = Client::connect_with(
+        Arc::new(transport),
+        ClientConfig::default().timeout(timeout),
+    )
+    .await
+    .unwrap();
+    first_success(
+        &client.with_timeout(Duration::from_secs(5)),
+        "svc",
+        Duration::from_secs(60),
+    )
+    .await;
+
+    cluster.broker_down(1).unwrap();
+    let calls: Vec<_> = (0..20)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let started = tokio::time::Instant::now();
+                let outcome = client
+                    .call::<String>("svc", "echo", (format!("{i}"),))
+                    .await;
+                (outcome, started.elapsed())
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    cluster.broker_up(1).unwrap();
+    for call in calls {
+        let (outcome, took) = tokio::time::timeout(Duration::from_secs(10), call)
+            .await
+            .expect("no call hangs")
+            .unwrap();
+        assert!(
+            took < timeout + Duration::from_secs(1),
+            "resolved by its deadline, took {took:?}"
+        );
+        if let Err(e) = outcome {
+            assert!(matches!(e, Error::Timeout(_) | Error::Transport(_)), "{e}");
+        }
+    }
+    let reply = first_success(&client, "svc", Duration::from_secs(60)).await;
+    assert_eq!(reply, "RPC again!", "the same client and server work again");
+    server.shutdown().await;
+}
+
+/// Produce errors are retried when Kafka says they are retriable, and
+/// surfaced to the caller when not: never silently dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_errors_are_retried_or_surfaced() {
+    let url = mock_url("produce-errors");
+    let server = serve(&url, "svc").await;
+    let transport = KafkaTransport::connect(&url).await.unwrap();
+    let cluster = transport.mock_cluster().expect("a mock cluster").clone();
+    let client = Client::connect_with(
+        Arc::new(transport),
+        ClientConfig::default().timeout(Duration::from_secs(10)),
+    )
+    .await
+    .unwrap();
+    first_success(&client, "svc", Duration::from_secs(60)).await;
+
+    use RDKafkaRespErr::*;
+    let transient = vec![
+        RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
+        RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+    ];
+    cluster.fail_next_produces(transient).unwrap();
+    let reply: String = client
+        .call("svc", "echo", ("retried",))
+        .await
+        .expect("retried by librdkafka");
+    assert_eq!(reply, "RPC retried!");
+
+    cluster
+        .fail_next_produces(vec![RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE])
+        .unwrap();
+    let err = client
+        .call::<String>("svc", "echo", ("refused",))
+        .await
+        .expect_err("surfaced");
+    assert!(matches!(err, Error::Transport(_)), "{err}");
+    server.shutdown().await;
+}
+
+/// A clean close deletes the client's inbox topic, and the server, whose
+/// producer had written to it, goes on serving as its metadata refreshes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbox_topic_is_deleted_on_close() {
+    let url = format!("{}?topic.metadata.refresh.interval.ms=500", kafka_url());
+    let service = format!("inbox-close-{}", std::process::id());
+    let server = serve(&url, &service).await;
+    let transport = Arc::new(KafkaTransport::connect(&url).await.unwrap());
+    let client = Client::connect_with(
+        transport.clone(),
+        ClientConfig::default().timeout(Duration::from_secs(5)),
+    )
+    .await
+    .unwrap();
+    first_success(&client, &service, Duration::from_secs(60)).await;
+    let inbox = client.inbox_address().to_owned();
+    assert!(topics(&transport).await.contains(&inbox));
+    client.close().await;
+    assert!(
+        !topics(&transport).await.contains(&inbox),
+        "{inbox} was deleted"
+    );
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let next = Client::connect(transport).await.unwrap();
+    assert_eq!(
+        first_success(&next, &service, Duration::from_secs(30)).await,
+        "RPC again!"
+    );
+    server.shutdown().await;
+}
+
+async fn topics(transport: &Arc<KafkaTransport>) -> Vec<String> {
+    let url = kafka_url();
+    let _ = transport;
+    tokio::task::spawn_blocking(move || {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let bootstrap = url
+            .trim_start_matches("kafka://")
+            .split('?')
+            .next()
+            .unwrap()
+            .to_owned();
+        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .create()
+            .unwrap();
+        let metadata = consumer
+            .fetch_metadata(None, Duration::from_secs(10))
+            .unwrap();
+        metadata
+            .topics()
+            .iter()
+            .map(|t| t.name().to_owned())
+            .collect()
+    })
+    .await
+    .unwrap()
+}
+
+/// docs/PROTOCOL.md's recipe, followed by a Python client with kafka-python:
+/// it creates its inbox topic, produces a request with `reply-to`, and reads
+/// the answer. `BUSRPC_PYTHON` names a Python with kafka-python
+/// (scripts/test.sh makes one in a virtualenv).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_client_written_from_the_protocol_can_call() {
+    let Ok(python) = std::env::var("BUSRPC_PYTHON") else {
+        println!("skipped: a_python_client_written_from_the_protocol_can_call: BUSRPC_PYTHON is not set (scripts/test.sh sets it)");
+        return;
+    };
+    let service = format!("python-{}", std::process::id());
+    let server = serve(&kafka_url(), &service).await;
+    // Wait until the server takes requests, so the script's wait is short.
+    let warm = Client::connect(Arc::new(
+        KafkaTransport::connect(&kafka_url()).await.unwrap(),
+    ))
+    .await
+    .unwrap();
+    first_success(&warm, &service, Duration::from_secs(60)).await;
+    let bootstrap = kafka_url()
+        .trim_start_matches("kafka://")
+        .split('?')
+        .next()
+        .unwrap()
+        .to_owned();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python_client.py");
+    let output = tokio::process::Command::new(python)
+        .args([script, &bootstrap, &service])
+        .output()
+        .await
+        .expect("python runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        stdout.trim(),
+        r#"{"jsonrpc":"2.0","result":"RPC from python!","id":1}"#
+    );
+    server.shutdown().await;
+}
+
+#[test]
+fn transports_are_cheap_to_clone_and_debug() {
+    fn assert_transport<T: Transport + Clone + std::fmt::Debug>() {}
+    assert_transport::<KafkaTransport>();
+}
