@@ -251,3 +251,86 @@ fn transports_are_cheap_to_clone_and_debug() {
     fn assert_transport<T: Transport + Clone + std::fmt::Debug>() {}
     assert_transport::<KafkaTransport>();
 }
+
+/// The watermark at work. On one partition, a slow request is taken, then a
+/// fast one after it is answered and acknowledged; then the server dies.
+/// Committing the fast one's offset would have skipped the slow one; the
+/// watermark keeps it, and the next instance answers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fast_request_never_commits_past_a_slow_one() {
+    let url = format!("{}?partitions=1", mock_url("watermark"));
+    let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel::<&'static str>();
+    let router = |label: &'static str| {
+        let started = started_tx.clone();
+        Router::with_state((label, started))
+            .method(
+                "slow",
+                |(label, started): (
+                    &'static str,
+                    tokio::sync::mpsc::UnboundedSender<&'static str>,
+                ),
+                 (): ()| async move {
+                    let _ = started.send(label);
+                    if label == "a" {
+                        std::future::pending::<()>().await;
+                    }
+                    Ok::<_, RpcError>(label)
+                },
+            )
+            .method(
+                "fast",
+                |(label, _): (
+                    &'static str,
+                    tokio::sync::mpsc::UnboundedSender<&'static str>,
+                ),
+                 (): ()| async move { Ok::<_, RpcError>(label) },
+            )
+    };
+    let a = Server::new(
+        Arc::new(KafkaTransport::connect(&url).await.unwrap()),
+        "svc",
+        router("a"),
+    )
+    .start()
+    .await
+    .unwrap();
+    let client = Client::connect_with(
+        Arc::new(KafkaTransport::connect(&url).await.unwrap()),
+        ClientConfig::default().timeout(Duration::from_secs(60)),
+    )
+    .await
+    .unwrap();
+    let slow = tokio::spawn({
+        let client = client.clone();
+        async move { client.call::<String>("svc", "slow", ()).await }
+    });
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(30), started.recv())
+            .await
+            .unwrap(),
+        Some("a")
+    );
+    assert_eq!(
+        client.call::<String>("svc", "fast", ()).await.unwrap(),
+        "a",
+        "the later request finished first"
+    );
+    // Let the acknowledgement of the fast one reach the committer.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    a.abort();
+
+    let b = Server::new(
+        Arc::new(KafkaTransport::connect(&url).await.unwrap()),
+        "svc",
+        router("b"),
+    )
+    .start()
+    .await
+    .unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(60), slow)
+        .await
+        .expect("answered")
+        .unwrap();
+    assert_eq!(reply.unwrap(), "b", "the slow request was not skipped");
+    b.shutdown().await;
+}
