@@ -20,6 +20,18 @@ pub mod header {
     pub const DEADLINE: &str = "deadline";
     /// A W3C trace context, passed through and recorded in the server's span.
     pub const TRACEPARENT: &str = "traceparent";
+
+    /// A header name as stored in [`Headers`](super::Headers): borrowed for
+    /// busrpc's own names, so a transport decoding messages allocates no
+    /// name per message.
+    pub fn name(name: &str) -> std::borrow::Cow<'static, str> {
+        for known in [REPLY_TO, CONTENT_TYPE, DEADLINE, TRACEPARENT] {
+            if name == known {
+                return std::borrow::Cow::Borrowed(known);
+            }
+        }
+        std::borrow::Cow::Owned(name.to_owned())
+    }
 }
 
 /// Message headers: a short list of name/value pairs, in insertion order.

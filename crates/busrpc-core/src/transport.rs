@@ -77,6 +77,20 @@ pub trait Transport: Send + Sync + 'static {
     }
 }
 
+/// An id unlikely to repeat across processes and hosts (the time, the
+/// process id, and the randomness std seeds its hash maps with): for naming
+/// a transport's consumers and inboxes.
+pub fn unique_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    hasher.write_u128(nanos);
+    hasher.write_u32(std::process::id());
+    format!("{:016x}", hasher.finish())
+}
+
 /// Settles one delivery. Implemented by each transport.
 #[async_trait]
 pub trait Acknowledge: Send + Sync + 'static {

@@ -5,11 +5,10 @@ mod config;
 mod mock;
 mod watermark;
 
-use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use busrpc_core::transport::{Acknowledge, Deliveries, Delivery, Inbox, Transport, TransportError};
@@ -93,19 +92,6 @@ fn topic_is_gone(e: &KafkaError) -> bool {
     )
 }
 
-/// A name unlikely to repeat across processes and hosts.
-fn instance_id() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    hasher.write_u32(std::process::id());
-    format!("{:016x}", hasher.finish())
-}
-
 impl KafkaTransport {
     /// Connects to `kafka://host:port[,host:port...][?options]`, or starts (or
     /// joins) an in-process mock cluster for `kafka-mock://[NAME]`. See
@@ -130,7 +116,7 @@ impl KafkaTransport {
                 producer,
                 admin,
                 known_topics: Mutex::default(),
-                instance: instance_id(),
+                instance: busrpc_core::transport::unique_id(),
                 next_name: AtomicU64::new(1),
             }),
         };
@@ -257,27 +243,12 @@ impl Inner {
     }
 }
 
-/// Header names busrpc uses, without an allocation per message.
-fn header_name(name: &str) -> Cow<'static, str> {
-    for known in [
-        header::REPLY_TO,
-        header::CONTENT_TYPE,
-        header::DEADLINE,
-        header::TRACEPARENT,
-    ] {
-        if name == known {
-            return Cow::Borrowed(known);
-        }
-    }
-    Cow::Owned(name.to_owned())
-}
-
 fn to_message(record: &BorrowedMessage<'_>) -> Message {
     let mut headers = Headers::new();
     if let Some(kafka) = record.headers() {
         for h in kafka.iter() {
             let value = h.value.map(String::from_utf8_lossy).unwrap_or_default();
-            headers.insert(header_name(h.key), Arc::<str>::from(value));
+            headers.insert(header::name(h.key), Arc::<str>::from(value));
         }
     }
     Message {

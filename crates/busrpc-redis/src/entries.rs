@@ -62,21 +62,6 @@ fn text(value: &Value) -> Option<Cow<'_, str>> {
     }
 }
 
-/// Header names busrpc uses, without an allocation per message.
-fn header_name(name: Cow<'_, str>) -> Cow<'static, str> {
-    for known in [
-        header::REPLY_TO,
-        header::CONTENT_TYPE,
-        header::DEADLINE,
-        header::TRACEPARENT,
-    ] {
-        if name == known {
-            return Cow::Borrowed(known);
-        }
-    }
-    Cow::Owned(name.into_owned())
-}
-
 /// A message from an entry's flat field list; `None` without a `payload`
 /// (an inbox's creation marker, or an entry some other tool wrote).
 fn message(fields: Value) -> Option<Message> {
@@ -99,7 +84,7 @@ fn message(fields: Value) -> Option<Message> {
                 _ => None,
             };
         } else if let Some(value) = text(&value) {
-            headers.insert(header_name(name), Arc::<str>::from(value));
+            headers.insert(header::name(&name), Arc::<str>::from(value));
         }
     }
     Some(Message {

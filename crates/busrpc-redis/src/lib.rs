@@ -7,7 +7,7 @@ mod entries;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use busrpc_core::codec::Codec;
@@ -66,20 +66,6 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// A name unlikely to repeat across processes and hosts: time, process id
-/// and the randomness std seeds its hash maps with.
-fn instance_id() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    hasher.write_u32(std::process::id());
-    format!("{:016x}", hasher.finish())
-}
-
 impl RedisTransport {
     /// Connects to `redis://[user:password@]host:port[/db][?options]` (or
     /// `rediss://` with the `tls` feature); see [`RedisConfig`] for the options.
@@ -104,7 +90,7 @@ impl RedisTransport {
                 client,
                 commands,
                 config,
-                instance: instance_id(),
+                instance: busrpc_core::transport::unique_id(),
                 next_name: AtomicU64::new(1),
             }),
         })
