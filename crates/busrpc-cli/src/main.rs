@@ -1,0 +1,290 @@
+//! `busrpc`: call and notify busrpc services from the shell, the way grpcurl
+//! pokes gRPC, and run a demo service to poke.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use busrpc::{Client, ClientConfig, Error, Router, RpcError, Server, ServerConfig, Transport};
+use clap::{Parser, Subcommand};
+use serde_json::Value;
+
+/// What each failure exits with, so scripts can tell them apart.
+const EXIT_CODES: &str = "Exit codes: 0 success; 1 the service answered with a JSON-RPC error; \
+2 bad usage (arguments, params that are not a JSON array or object); 3 the broker is \
+unreachable or refused (or the URL is wrong); 4 no reply within the timeout; 5 anything else.";
+
+#[derive(Parser)]
+#[command(name = "busrpc", version, about = "JSON-RPC 2.0 over message brokers, from the shell", after_help = EXIT_CODES)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Calls METHOD of SERVICE and prints the result as JSON.
+    #[command(after_help = EXIT_CODES)]
+    Call {
+        #[command(flatten)]
+        target: Target,
+        /// How long to wait for the reply: 500ms, 10s, 2m (plain numbers are seconds).
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        timeout: Duration,
+    },
+    /// Sends METHOD of SERVICE as a notification: no reply, no waiting beyond the publish.
+    #[command(after_help = EXIT_CODES)]
+    Notify {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Serves a demo service (echo, add, sleep) until interrupted, then shuts
+    /// down gracefully.
+    ServeEcho {
+        /// The broker: memory://, redis://host:port, kafka://host:port, kafka-mock://
+        #[arg(long, default_value = "memory://")]
+        broker: String,
+        /// The service name to serve under.
+        #[arg(default_value = "echo")]
+        service: String,
+    },
+}
+
+#[derive(clap::Args)]
+struct Target {
+    /// The broker: memory://, redis://host:port, kafka://host:port, kafka-mock://
+    #[arg(long, default_value = "memory://")]
+    broker: String,
+    /// The service to call.
+    service: String,
+    /// The method to call.
+    method: String,
+    /// The params as JSON: an array (by position) or an object (by name).
+    params: Option<String>,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map_or((text, "s"), |i| text.split_at(i));
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 500ms, 10s or 2m"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        _ => return Err(format!("unknown unit {unit:?} in {text:?}: use ms, s or m")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
+}
+
+/// A failure and the exit code it gets.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl Failure {
+    fn usage(message: impl Into<String>) -> Self {
+        Failure {
+            code: 2,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        let code = match &e {
+            Error::Rpc(_) => 1,
+            Error::Encode(_) | Error::MessageTooLarge { .. } => 2,
+            Error::Transport(_) | Error::Closed => 3,
+            Error::Timeout(_) => 4,
+            _ => 5,
+        };
+        let message = match &e {
+            Error::Rpc(rpc) => match rpc.data() {
+                Some(data) => format!(
+                    "error {}: {}\ndata: {}",
+                    rpc.code(),
+                    rpc.message(),
+                    data.get()
+                ),
+                None => format!("error {}: {}", rpc.code(), rpc.message()),
+            },
+            Error::Timeout(after) => format!("no reply within {after:?}"),
+            other => other.to_string(),
+        };
+        Failure { code, message }
+    }
+}
+
+impl From<busrpc::TransportError> for Failure {
+    fn from(e: busrpc::TransportError) -> Self {
+        Failure {
+            code: 3,
+            message: e.to_string(),
+        }
+    }
+}
+
+/// The params as a JSON array or object; `Value::Null` (none) when absent.
+fn params(text: Option<&str>) -> Result<Value, Failure> {
+    let Some(text) = text else {
+        return Ok(Value::Null);
+    };
+    match serde_json::from_str::<Value>(text) {
+        Ok(value @ (Value::Array(_) | Value::Object(_))) => Ok(value),
+        Ok(_) => Err(Failure::usage(format!(
+            "params must be a JSON array (by position) or object (by name), like '[\"hello\"]'; got {text}"
+        ))),
+        Err(e) => Err(Failure::usage(format!("params are not valid JSON: {e}"))),
+    }
+}
+
+async fn connect(url: &str) -> Result<Arc<dyn Transport>, Failure> {
+    busrpc::connect(url).await.map_err(|e| Failure {
+        code: 3,
+        message: format!("cannot use broker {url}: {e}"),
+    })
+}
+
+async fn call(target: Target, timeout: Duration) -> Result<(), Failure> {
+    let params = params(target.params.as_deref())?;
+    let transport = connect(&target.broker).await?;
+    let client = Client::connect_with(transport, ClientConfig::default().timeout(timeout)).await?;
+    let outcome = client
+        .call_raw(&target.service, &target.method, params)
+        .await;
+    client.close().await;
+    println!("{}", outcome?.get());
+    Ok(())
+}
+
+async fn notify(target: Target) -> Result<(), Failure> {
+    let params = params(target.params.as_deref())?;
+    let transport = connect(&target.broker).await?;
+    let client = Client::connect(transport).await?;
+    let outcome = client.notify(&target.service, &target.method, params).await;
+    client.close().await;
+    outcome.map_err(Failure::from)
+}
+
+/// The demo service: `echo` returns its argument, `add` sums two integers,
+/// `sleep` waits that many milliseconds and returns them.
+fn demo_router() -> Router {
+    Router::new()
+        .method("echo", |(value,): (Value,)| async move {
+            Ok::<_, RpcError>(value)
+        })
+        .method("add", |(a, b): (i64, i64)| async move {
+            a.checked_add(b)
+                .ok_or_else(|| RpcError::new(1, "the sum overflows a 64-bit integer"))
+        })
+        .method("sleep", |(ms,): (u64,)| async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok::<_, RpcError>(ms)
+        })
+}
+
+async fn interrupted() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut terminate = signal(SignalKind::terminate()).expect("a SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+async fn serve_echo(broker: &str, service: &str) -> Result<(), Failure> {
+    let transport = connect(broker).await?;
+    let config = ServerConfig::default().shutdown_grace(Duration::from_secs(10));
+    let server = Server::new(transport, service, demo_router())
+        .with_config(config)
+        .start()
+        .await?;
+    println!("serving {service} (echo, add, sleep) on {broker}; Ctrl-C to stop");
+    interrupted().await;
+    println!("stopping: finishing the calls in hand");
+    let stats = server.stats();
+    server.shutdown().await;
+    println!(
+        "stopped after {} calls and {} notifications",
+        stats.calls, stats.notifications
+    );
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            report(&Failure {
+                code: 5,
+                message: format!("cannot start a runtime: {e}"),
+            });
+            return ExitCode::from(5);
+        }
+    };
+    let outcome = runtime.block_on(async {
+        match cli.command {
+            Command::Call { target, timeout } => call(target, timeout).await,
+            Command::Notify { target } => notify(target).await,
+            Command::ServeEcho { broker, service } => serve_echo(&broker, &service).await,
+        }
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            report(&failure);
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+#[allow(clippy::print_stderr)] // a command reports failures where they belong
+fn report(failure: &Failure) {
+    eprintln!("busrpc: {}", failure.message);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5h").unwrap_err().contains("unknown unit"));
+    }
+
+    #[test]
+    fn params_must_be_an_array_or_object() {
+        assert_eq!(params(None).ok(), Some(Value::Null));
+        assert!(params(Some("[1,2]")).is_ok());
+        assert!(params(Some(r#"{"a":1}"#)).is_ok());
+        assert_eq!(params(Some("3")).err().map(|f| f.code), Some(2));
+        assert_eq!(params(Some("[1,")).err().map(|f| f.code), Some(2));
+    }
+
+    #[test]
+    fn errors_map_to_distinct_exit_codes() {
+        let code = |e: Error| Failure::from(e).code;
+        assert_eq!(code(Error::Rpc(RpcError::method_not_found())), 1);
+        assert_eq!(code(Error::Transport(busrpc::TransportError::Closed)), 3);
+        assert_eq!(code(Error::Timeout(Duration::from_secs(1))), 4);
+        let rpc = Failure::from(Error::Rpc(RpcError::new(7, "no").with_data(&[1])));
+        assert_eq!(rpc.message, "error 7: no\ndata: [1]");
+    }
+}

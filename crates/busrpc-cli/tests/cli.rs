@@ -1,0 +1,244 @@
+//! The `busrpc` command as a user runs it: `serve-echo` in one process,
+//! `call` and `notify` in others, through a real broker.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use assert_cmd::Command as Cmd;
+
+fn redis_url() -> String {
+    std::env::var("BUSRPC_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+fn kafka_url() -> String {
+    std::env::var("BUSRPC_KAFKA_URL").unwrap_or_else(|_| "kafka://127.0.0.1:9092".to_owned())
+}
+
+fn busrpc() -> Cmd {
+    Cmd::cargo_bin("busrpc").expect("the busrpc binary")
+}
+
+/// `busrpc serve-echo` in the background, interrupted on drop.
+struct ServeEcho {
+    child: Option<Child>,
+    output: BufReader<std::process::ChildStdout>,
+}
+
+impl ServeEcho {
+    fn start(broker: &str, service: &str) -> Self {
+        let mut child = Command::new(assert_cmd::cargo::cargo_bin("busrpc"))
+            .args(["serve-echo", "--broker", broker, service])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("serve-echo starts");
+        let mut output = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        output.read_line(&mut line).unwrap();
+        assert!(line.starts_with(&format!("serving {service} ")), "{line}");
+        ServeEcho {
+            child: Some(child),
+            output,
+        }
+    }
+
+    /// Ctrl-C, then everything it printed while shutting down.
+    fn interrupt(mut self) -> String {
+        let mut child = self.child.take().unwrap();
+        let status = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let mut rest = String::new();
+        for line in (&mut self.output).lines() {
+            rest += &line.unwrap();
+            rest.push('\n');
+        }
+        assert!(
+            child.wait().unwrap().success(),
+            "serve-echo exits 0 after Ctrl-C"
+        );
+        rest
+    }
+}
+
+impl Drop for ServeEcho {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Calls until the service answers (a Kafka group takes a while to join).
+fn first_answer(broker: &str, service: &str) {
+    for _ in 0..60 {
+        let out = busrpc()
+            .args([
+                "call",
+                "--broker",
+                broker,
+                service,
+                "echo",
+                r#"["ping"]"#,
+                "--timeout",
+                "2s",
+            ])
+            .output()
+            .unwrap();
+        if out.status.success() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    panic!("{service} on {broker} never answered");
+}
+
+fn call_notify_and_errors(broker: &str, service: &str) {
+    let server = ServeEcho::start(broker, service);
+    first_answer(broker, service);
+    busrpc()
+        .args([
+            "call",
+            "--broker",
+            broker,
+            service,
+            "echo",
+            r#"[{"a":[1,2]}]"#,
+        ])
+        .assert()
+        .success()
+        .stdout("{\"a\":[1,2]}\n");
+    busrpc()
+        .args(["call", "--broker", broker, service, "add", "[2,3]"])
+        .assert()
+        .success()
+        .stdout("5\n");
+    // A JSON-RPC error: code and message, exit 1.
+    busrpc()
+        .args(["call", "--broker", broker, service, "nope"])
+        .assert()
+        .code(1)
+        .stderr("busrpc: error -32601: Method not found\n");
+    busrpc()
+        .args(["call", "--broker", broker, service, "add", r#"["x",1]"#])
+        .assert()
+        .code(1)
+        .stderr(predicates_str_contains("error -32602: Invalid params"));
+    // Too slow for the timeout: exit 4.
+    busrpc()
+        .args([
+            "call",
+            "--broker",
+            broker,
+            service,
+            "sleep",
+            "[3000]",
+            "--timeout",
+            "300ms",
+        ])
+        .assert()
+        .code(4)
+        .stderr("busrpc: no reply within 300ms\n");
+    busrpc()
+        .args([
+            "notify",
+            "--broker",
+            broker,
+            service,
+            "echo",
+            r#"["fire and forget"]"#,
+        ])
+        .assert()
+        .success()
+        .stdout("");
+    std::thread::sleep(Duration::from_secs(1));
+    let said = server.interrupt();
+    assert!(
+        said.contains("stopping: finishing the calls in hand"),
+        "{said}"
+    );
+    assert!(said.contains("and 1 notifications"), "{said}");
+}
+
+fn predicates_str_contains(needle: &'static str) -> impl predicates_core::Predicate<[u8]> {
+    struct Contains(&'static str);
+    impl predicates_core::reflection::PredicateReflection for Contains {}
+    impl std::fmt::Display for Contains {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "contains {:?}", self.0)
+        }
+    }
+    impl predicates_core::Predicate<[u8]> for Contains {
+        fn eval(&self, variable: &[u8]) -> bool {
+            String::from_utf8_lossy(variable).contains(self.0)
+        }
+    }
+    Contains(needle)
+}
+
+#[test]
+fn call_and_notify_through_redis() {
+    call_notify_and_errors(
+        &format!("{}?prefix=busrpc-cli-{}", redis_url(), std::process::id()),
+        "cli",
+    );
+}
+
+#[test]
+fn call_and_notify_through_kafka() {
+    call_notify_and_errors(
+        &format!("{}?prefix=busrpc-cli-{}", kafka_url(), std::process::id()),
+        "cli",
+    );
+}
+
+#[test]
+fn nobody_serving_on_memory_times_out() {
+    // memory:// is in-process: a second process finds nobody serving there.
+    busrpc()
+        .args([
+            "call",
+            "--broker",
+            "memory://",
+            "svc",
+            "echo",
+            "[1]",
+            "--timeout",
+            "200ms",
+        ])
+        .assert()
+        .code(4);
+}
+
+#[test]
+fn unreachable_brokers_and_bad_urls_exit_3() {
+    busrpc()
+        .args(["call", "--broker", "redis://127.0.0.1:1", "svc", "m"])
+        .assert()
+        .code(3)
+        .stderr(predicates_str_contains(
+            "cannot use broker redis://127.0.0.1:1",
+        ));
+    busrpc()
+        .args(["notify", "--broker", "amqp://somewhere", "svc", "m"])
+        .assert()
+        .code(3)
+        .stderr(predicates_str_contains("unknown scheme"));
+}
+
+#[test]
+fn bad_params_exit_2() {
+    busrpc()
+        .args(["call", "svc", "m", "3"])
+        .assert()
+        .code(2)
+        .stderr(predicates_str_contains("params must be a JSON array"));
+    busrpc().args(["call", "svc", "m", "[1,"]).assert().code(2);
+    busrpc()
+        .args(["call", "--timeout", "soon", "svc", "m"])
+        .assert()
+        .code(2);
+}
