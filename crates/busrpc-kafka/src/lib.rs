@@ -3,6 +3,7 @@
 
 mod config;
 mod mock;
+pub mod raw;
 mod watermark;
 
 use std::collections::HashSet;

@@ -3,6 +3,7 @@
 
 mod config;
 mod entries;
+pub mod raw;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
