@@ -1,5 +1,7 @@
 //! `busrpc`: call and notify busrpc services from the shell, the way grpcurl
-//! pokes gRPC, and run a demo service to poke.
+//! pokes gRPC, run a demo service to poke, and compare brokers.
+
+mod bench;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -37,6 +39,30 @@ enum Command {
     Notify {
         #[command(flatten)]
         target: Target,
+    },
+    /// Measures each broker: its raw round trip without busrpc, then the
+    /// busrpc call round trip, with the same settings; prints a table.
+    #[command(after_help = EXIT_CODES)]
+    Bench {
+        /// A broker to measure (repeatable). Default: the embedded ones,
+        /// memory:// and kafka-mock://, which need nothing installed.
+        #[arg(long = "broker")]
+        brokers: Vec<String>,
+        /// Round trips per side and broker.
+        #[arg(long, default_value_t = 2000)]
+        calls: u64,
+        /// Round trips in flight at once.
+        #[arg(long, default_value_t = 16)]
+        concurrency: u64,
+        /// Payload size in bytes.
+        #[arg(long, default_value_t = 64)]
+        payload: usize,
+        /// Print the results as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Also draw the latency distributions to this SVG file.
+        #[arg(long)]
+        plot: Option<std::path::PathBuf>,
     },
     /// Serves a demo service (echo, add, sleep) until interrupted, then shuts
     /// down gracefully.
@@ -222,6 +248,41 @@ async fn serve_echo(broker: &str, service: &str) -> Result<(), Failure> {
     Ok(())
 }
 
+/// The brokers `bench` measures when none is named: the embedded ones.
+fn embedded_brokers() -> Vec<String> {
+    let mut brokers = vec!["memory://".to_owned()];
+    if busrpc::SCHEMES.contains(&"kafka-mock://") {
+        brokers.push("kafka-mock://busrpc-bench".to_owned());
+    }
+    brokers
+}
+
+async fn run_bench(
+    brokers: Vec<String>,
+    settings: &bench::Settings,
+    json: bool,
+    plot: Option<&std::path::Path>,
+) -> Result<(), Failure> {
+    let brokers = if brokers.is_empty() {
+        embedded_brokers()
+    } else {
+        brokers
+    };
+    let mut outcomes = Vec::new();
+    for broker in &brokers {
+        outcomes.push(bench::measure(broker, settings).await?);
+    }
+    if json {
+        println!("{}", bench::to_json(&outcomes, settings));
+    } else {
+        print!("{}", bench::table(&outcomes, settings));
+    }
+    if let Some(path) = plot {
+        bench::plot(&outcomes, path)?;
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
@@ -239,8 +300,26 @@ fn main() -> ExitCode {
             Command::Call { target, timeout } => call(target, timeout).await,
             Command::Notify { target } => notify(target).await,
             Command::ServeEcho { broker, service } => serve_echo(&broker, &service).await,
+            Command::Bench {
+                brokers,
+                calls,
+                concurrency,
+                payload,
+                json,
+                plot,
+            } => {
+                let settings = bench::Settings {
+                    calls: calls.max(1),
+                    concurrency: concurrency.max(1),
+                    payload,
+                };
+                run_bench(brokers, &settings, json, plot.as_deref()).await
+            }
         }
     });
+    // Do not wait forever at exit for a broker client to say goodbye to a
+    // broker that has gone away.
+    runtime.shutdown_timeout(Duration::from_secs(5));
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {

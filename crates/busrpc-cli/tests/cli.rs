@@ -242,3 +242,103 @@ fn bad_params_exit_2() {
         .assert()
         .code(2);
 }
+
+/// With no --broker, bench measures the embedded brokers; --json gives every
+/// figure for raw and busrpc and their ratios; --plot draws an SVG.
+#[test]
+fn bench_on_the_embedded_brokers_writes_json_and_a_plot() {
+    let dir = std::env::temp_dir().join(format!("busrpc-cli-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let plot = dir.join("latency.svg");
+    let out = busrpc()
+        .args([
+            "bench",
+            "--calls",
+            "24",
+            "--concurrency",
+            "4",
+            "--payload",
+            "10",
+            "--json",
+            "--plot",
+        ])
+        .arg(&plot)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let results: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(
+        results["settings"],
+        serde_json::json!({"calls": 24, "concurrency": 4, "payload_bytes": 10})
+    );
+    let brokers = results["brokers"].as_array().unwrap();
+    let names: Vec<&str> = brokers
+        .iter()
+        .map(|b| b["broker"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["memory://", "kafka-mock://busrpc-bench"]);
+    for broker in brokers {
+        for side in ["raw", "busrpc"] {
+            for figure in ["p50_us", "p99_us", "p999_us", "calls_per_s"] {
+                assert!(
+                    broker[side][figure].as_f64().is_some_and(|v| v > 0.0),
+                    "{side}.{figure} in {broker}"
+                );
+            }
+        }
+        for ratio in ["p50", "p99", "p999", "throughput"] {
+            assert!(
+                broker["ratio"][ratio].as_f64().is_some_and(|v| v > 0.0),
+                "ratio.{ratio} in {broker}"
+            );
+        }
+    }
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(
+        svg.starts_with("<svg")
+            && svg.contains("memory:// busrpc")
+            && svg.contains("kafka-mock://busrpc-bench raw")
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The table, through the brokers the test script runs.
+#[test]
+fn bench_through_redis_and_kafka_prints_a_table() {
+    let prefix = format!("busrpc-cli-bench-{}", std::process::id());
+    let out = busrpc()
+        .args(["bench", "--calls", "16", "--concurrency", "4"])
+        .args(["--broker", &format!("{}?prefix={prefix}", redis_url())])
+        .args(["--broker", &format!("{}?prefix={prefix}", kafka_url())])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        table.starts_with("16 calls per side, 4 in flight, 64-byte payload"),
+        "{table}"
+    );
+    for broker in [redis_url(), kafka_url()] {
+        let rows = table.lines().filter(|l| l.starts_with(&broker)).count();
+        assert_eq!(rows, 3, "raw, busrpc and the ratio for {broker}:\n{table}");
+    }
+}
+
+#[test]
+fn bench_of_an_unreachable_broker_exits_3() {
+    busrpc()
+        .args(["bench", "--calls", "4", "--broker", "redis://127.0.0.1:1"])
+        .assert()
+        .code(3)
+        .stderr(predicates_str_contains(
+            "cannot use broker redis://127.0.0.1:1",
+        ));
+}

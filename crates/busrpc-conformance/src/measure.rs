@@ -1,10 +1,17 @@
 //! Measuring round trips the same way for every broker, so that a raw
 //! ping-pong and a busrpc call measured in the same run can be compared.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use busrpc_core::{header, Message, Transport, TransportError};
+use bytes::Bytes;
+use futures_util::StreamExt;
 use hdrhistogram::Histogram;
+use tokio::sync::oneshot;
 
 /// What one side (raw or busrpc) measured.
 #[derive(Clone, Copy, Debug)]
@@ -87,6 +94,153 @@ where
     count as f64 / start.elapsed().as_secs_f64()
 }
 
+/// Makes `calls` round trips with `concurrency` of them in flight, each lane a
+/// task running `lane(index)`; records every round trip's latency and
+/// calls `progress` after each. Returns the latencies and round trips per second.
+pub async fn under_load<F, L, Fut>(
+    calls: u64,
+    concurrency: u64,
+    mut lane: F,
+    progress: impl Fn() + Send + Sync + 'static,
+) -> (Histogram<u64>, f64)
+where
+    F: FnMut(u64) -> L,
+    L: FnMut(u64) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let concurrency = concurrency.clamp(1, calls.max(1));
+    let progress = std::sync::Arc::new(progress);
+    let lanes: Vec<L> = (0..concurrency).map(&mut lane).collect();
+    let start = Instant::now();
+    let tasks: Vec<_> = lanes
+        .into_iter()
+        .enumerate()
+        .map(|(index, mut one)| {
+            let progress = progress.clone();
+            // Spread the calls: the first lanes take one more when they do not divide evenly.
+            let share = calls / concurrency + u64::from((index as u64) < calls % concurrency);
+            tokio::spawn(async move {
+                let mut histogram =
+                    Histogram::<u64>::new(3).expect("3 significant figures is valid");
+                for n in 0..share {
+                    let begun = Instant::now();
+                    one(n).await;
+                    let nanos = u64::try_from(begun.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                    histogram
+                        .record(nanos)
+                        .expect("an auto-resizing histogram takes any value");
+                    progress();
+                }
+                histogram
+            })
+        })
+        .collect();
+    let mut all = Histogram::<u64>::new(3).expect("3 significant figures is valid");
+    for task in tasks {
+        all.add(task.await.expect("a lane does not panic"))
+            .expect("histograms of one precision add up");
+    }
+    let per_second = all.len() as f64 / start.elapsed().as_secs_f64();
+    (all, per_second)
+}
+
+/// A ping-pong through a [`Transport`] with no JSON-RPC: the memory broker's
+/// baseline. Publish to a queue -> a responder consumes it and publishes the
+/// payload back to one inbox -> a reader hands it to the waiting call by a
+/// correlation header, as a busrpc client does by id.
+pub struct TransportPingPong {
+    transport: Arc<dyn Transport>,
+    address: String,
+    reply_to: String,
+    waiting: Waiting,
+    next: AtomicU64,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+type Waiting = Arc<Mutex<HashMap<u64, oneshot::Sender<Bytes>>>>;
+
+const CORRELATION: &str = "n";
+
+impl TransportPingPong {
+    /// Starts a responder on queue `address` and a reader on a new inbox.
+    pub async fn start(
+        transport: Arc<dyn Transport>,
+        address: &str,
+    ) -> Result<Self, TransportError> {
+        let mut deliveries = transport.consume(address, "raw").await?;
+        let responder = transport.clone();
+        let respond = tokio::spawn(async move {
+            while let Some(Ok(delivery)) = deliveries.next().await {
+                let message = delivery.message();
+                let (Some(to), Some(n)) = (
+                    message.headers.get(header::REPLY_TO),
+                    message.headers.get(CORRELATION),
+                ) else {
+                    let _ = delivery.ack().await;
+                    continue;
+                };
+                let reply = Message::new(message.payload.clone()).with_header(CORRELATION, n);
+                let to = to.to_owned();
+                let _ = delivery.reply_and_ack(&*responder, &to, reply).await;
+            }
+        });
+        let mut inbox = transport.inbox().await?;
+        let reply_to = inbox.address().to_owned();
+        let waiting: Waiting = Arc::default();
+        let table = waiting.clone();
+        let read = tokio::spawn(async move {
+            while let Some(Ok(reply)) = inbox.next().await {
+                let n = reply
+                    .headers
+                    .get(CORRELATION)
+                    .and_then(|n| n.parse::<u64>().ok());
+                if let Some(waiter) =
+                    n.and_then(|n| table.lock().unwrap_or_else(|e| e.into_inner()).remove(&n))
+                {
+                    let _ = waiter.send(reply.payload);
+                }
+            }
+        });
+        Ok(Self {
+            transport,
+            address: address.to_owned(),
+            reply_to,
+            waiting,
+            next: AtomicU64::new(1),
+            tasks: vec![respond, read],
+        })
+    }
+
+    /// One round trip of `payload`.
+    pub async fn ping(&self, payload: &[u8]) -> Result<(), TransportError> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(n, tx);
+        let message = Message::new(Bytes::copy_from_slice(payload))
+            .with_header(header::REPLY_TO, self.reply_to.as_str())
+            .with_header(CORRELATION, n.to_string());
+        self.transport.publish(&self.address, message).await?;
+        match tokio::time::timeout(Duration::from_secs(30), rx).await {
+            Ok(Ok(reply)) if reply == payload => Ok(()),
+            Ok(Ok(_)) => Err(TransportError::Rejected(
+                "the raw reply differs from the request".into(),
+            )),
+            _ => Err(TransportError::Unavailable(
+                "no raw reply within 30 s".into(),
+            )),
+        }
+    }
+}
+
+impl Drop for TransportPingPong {
+    fn drop(&mut self) {
+        self.tasks.iter().for_each(tokio::task::JoinHandle::abort);
+    }
+}
+
 fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
@@ -132,11 +286,31 @@ mod tests {
         );
         let rate = throughput(4, 10, |_| |_| async {}).await;
         assert!(rate > 0.0);
+        let (loaded, per_second) = under_load(10, 3, |_| |_| async {}, || {}).await;
+        assert_eq!(
+            loaded.len(),
+            10,
+            "every call recorded, the calls spread over the lanes"
+        );
+        assert!(per_second > 0.0);
         let a = Figures::new(&histogram, rate);
         let text = report("t", &a, &a);
         assert!(
             text.contains("busrpc/raw: p50 1.00x, p99 1.00x, throughput 1.00x"),
             "{text}"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn transport_ping_pong_round_trips_concurrently() {
+        let transport: Arc<dyn Transport> = Arc::new(busrpc_core::memory::MemoryTransport::new());
+        let raw = Arc::new(TransportPingPong::start(transport, "raw").await.unwrap());
+        let pings = (0..50).map(|i| {
+            let raw = raw.clone();
+            async move { raw.ping(format!("payload {i}").as_bytes()).await }
+        });
+        for outcome in futures_util::future::join_all(pings).await {
+            outcome.unwrap();
+        }
     }
 }

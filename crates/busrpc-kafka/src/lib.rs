@@ -295,7 +295,11 @@ impl Transport for KafkaTransport {
             })
             .map_err(transport_error)?;
         consumer.subscribe(&[address]).map_err(transport_error)?;
-        let shared = Arc::new(GroupConsumer { consumer, tracker });
+        let shared = Arc::new(GroupConsumer {
+            consumer,
+            tracker,
+            _transport: inner.clone(),
+        });
         let (done, finished) = mpsc::unbounded_channel();
         tokio::spawn(commit_finished(shared.clone(), finished));
         let (again, retries) = mpsc::unbounded_channel();
@@ -334,12 +338,14 @@ impl Transport for KafkaTransport {
         // From the beginning of a fresh topic: a reply produced before the
         // first fetch is read all the same.
         consumer.assign(&assignment).map_err(transport_error)?;
-        let messages = stream::unfold(consumer, |consumer| async move {
-            let next = match consumer.recv().await {
+        // The consumer first, then the transport: a tuple drops in that
+        // order, so the brokers (a mock cluster) outlive the consumer's close.
+        let messages = stream::unfold((consumer, inner.clone()), |state| async move {
+            let next = match state.0.recv().await {
                 Ok(record) => Ok(to_message(&record)),
                 Err(e) => Err(transport_error(e)),
             };
-            Some((next, consumer))
+            Some((next, state))
         });
         let name = topic.clone();
         Ok(Inbox::new(topic, messages).on_close(async move {
@@ -397,6 +403,9 @@ impl ConsumerContext for GroupContext {
 struct GroupConsumer {
     consumer: StreamConsumer<GroupContext>,
     tracker: Arc<Mutex<Tracker>>,
+    /// Keeps the brokers (an in-process mock cluster above all) alive until
+    /// the consumer has left its group: closing waits for that.
+    _transport: Arc<Inner>,
 }
 
 /// A finished request: its partition, offset and assignment epoch.

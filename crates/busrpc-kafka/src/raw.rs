@@ -90,9 +90,13 @@ impl PingPong {
             .map_err(transport_error)?;
         responder.subscribe(&[&requests]).map_err(transport_error)?;
         let reply_producer = producer.clone();
+        // The tasks keep a mock cluster alive until their consumers have closed.
+        let (mock_for_responder, mock_for_reader) = (mock.clone(), mock.clone());
         let respond = tokio::spawn(async move {
+            // Consumer, then cluster: a tuple drops in that order.
+            let held = (responder, mock_for_responder);
             loop {
-                let Ok(request) = responder.recv().await else {
+                let Ok(request) = held.0.recv().await else {
                     continue;
                 };
                 let (Some(to), Some(n)) = (header(&request, "reply-to"), header(&request, "n"))
@@ -127,8 +131,9 @@ impl PingPong {
         let waiting: Waiting = Arc::default();
         let table = waiting.clone();
         let read = tokio::spawn(async move {
+            let held = (inbox, mock_for_reader);
             loop {
-                let Ok(reply) = inbox.recv().await else {
+                let Ok(reply) = held.0.recv().await else {
                     continue;
                 };
                 let n = header(&reply, "n")
