@@ -325,6 +325,7 @@ pub(crate) fn plot(outcomes: &[Outcome], path: &Path) -> Result<(), Failure> {
     chart
         .configure_mesh()
         .x_desc("percentile")
+        .x_labels(4)
         .y_desc("latency (µs, log scale)")
         .x_label_formatter(&|x| format!("{}%", ((1.0 - 10f64.powf(-x)) * 1000.0).round() / 10.0))
         .draw()
