@@ -60,6 +60,22 @@ pub const LIBRDKAFKA_DEFAULTS: &[(&str, &str)] = &[
     ("socket.nagle.disable", "true"),
 ];
 
+impl Brokers {
+    /// `bootstrap.servers` for these brokers, starting (or joining) the mock
+    /// cluster for [`Brokers::Mock`]; the cluster is returned to be kept alive.
+    pub fn resolve(
+        &self,
+    ) -> Result<(String, Option<std::sync::Arc<crate::MockBrokers>>), TransportError> {
+        match self {
+            Brokers::Bootstrap(servers) => Ok((servers.clone(), None)),
+            Brokers::Mock { name, brokers } => {
+                let mock = crate::MockBrokers::named(name, *brokers)?;
+                Ok((mock.bootstrap_servers().to_owned(), Some(mock)))
+            }
+        }
+    }
+}
+
 fn invalid(url: &str, reason: impl Into<String>) -> TransportError {
     TransportError::InvalidUrl {
         url: url.to_owned(),

@@ -99,13 +99,7 @@ impl KafkaTransport {
     /// [`KafkaConfig`] for the options.
     pub async fn connect(url: &str) -> Result<Self, TransportError> {
         let config = KafkaConfig::from_url(url)?;
-        let (bootstrap, mock) = match &config.brokers {
-            Brokers::Bootstrap(servers) => (servers.clone(), None),
-            Brokers::Mock { name, brokers } => {
-                let mock = MockBrokers::named(name, *brokers)?;
-                (mock.bootstrap_servers().to_owned(), Some(mock))
-            }
-        };
+        let (bootstrap, mock) = config.brokers.resolve()?;
         let base = base_config(&config, &bootstrap);
         let producer: FutureProducer = base.create().map_err(transport_error)?;
         let admin: AdminClient<DefaultClientContext> = base.create().map_err(transport_error)?;

@@ -22,7 +22,7 @@ use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::{base_config, transport_error, Brokers, KafkaConfig, MockBrokers};
+use crate::{base_config, transport_error, KafkaConfig, MockBrokers};
 
 type Waiting = Arc<Mutex<HashMap<u64, oneshot::Sender<Vec<u8>>>>>;
 
@@ -46,13 +46,7 @@ impl PingPong {
     /// (`kafka://…` or `kafka-mock://…`), on topics named after `tag`.
     pub async fn start(url: &str, tag: &str) -> Result<Self, TransportError> {
         let config = KafkaConfig::from_url(url)?;
-        let (bootstrap, mock) = match &config.brokers {
-            Brokers::Bootstrap(servers) => (servers.clone(), None),
-            Brokers::Mock { name, brokers } => {
-                let mock = MockBrokers::named(name, *brokers)?;
-                (mock.bootstrap_servers().to_owned(), Some(mock))
-            }
-        };
+        let (bootstrap, mock) = config.brokers.resolve()?;
         // busrpc's librdkafka defaults and the URL's options, as busrpc gets them.
         let base = || -> ClientConfig { base_config(&config, &bootstrap) };
         let requests = format!("raw-requests-{tag}");
