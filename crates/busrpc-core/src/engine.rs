@@ -77,11 +77,10 @@ impl Engine {
         }
     }
 
-    fn error(&self, id: Option<&RawValue>, error: &RpcError) -> Vec<u8> {
+    /// An error response, counted.
+    pub(crate) fn error(&self, id: Option<&RawValue>, error: &RpcError) -> Vec<u8> {
         bump(&self.counters.errors);
-        let mut buf = Vec::with_capacity(96);
-        jsonrpc::write_error(&mut buf, id, error);
-        buf
+        jsonrpc::error_response(id, error)
     }
 
     async fn answer(&self, item: Result<Request<'_>, InvalidRequest<'_>>) -> Option<Vec<u8>> {

@@ -343,7 +343,7 @@ pub(crate) fn answer_each(
     )
 }
 
-fn error_response(id: Option<&RawValue>, error: &RpcError) -> Vec<u8> {
+pub(crate) fn error_response(id: Option<&RawValue>, error: &RpcError) -> Vec<u8> {
     let mut buf = Vec::with_capacity(96);
     write_error(&mut buf, id, error);
     buf

@@ -444,14 +444,7 @@ fn reject(
     codec: Codec,
     error: &RpcError,
 ) -> Option<(Arc<str>, Message)> {
-    shared
-        .engine
-        .counters
-        .errors
-        .fetch_add(1, Ordering::Relaxed);
-    let mut buf = Vec::with_capacity(128);
-    crate::jsonrpc::write_error(&mut buf, None, error);
-    route(shared, reply_to, codec, buf)
+    route(shared, reply_to, codec, shared.engine.error(None, error))
 }
 
 fn route(
@@ -472,9 +465,8 @@ fn route(
         Ok(payload) => (payload, codec),
         Err(e) => {
             tracing::error!(error = %e, "re-encoding a response failed");
-            let mut buf = Vec::new();
-            crate::jsonrpc::write_error(&mut buf, None, &RpcError::internal_error());
-            (buf, Codec::Json)
+            let internal = crate::jsonrpc::error_response(None, &RpcError::internal_error());
+            (internal, Codec::Json)
         }
     };
     let mut reply = Message::new(payload);

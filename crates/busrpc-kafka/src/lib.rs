@@ -66,6 +66,8 @@ struct Inner {
     known_topics: Mutex<HashSet<String>>,
     instance: String,
     next_name: AtomicU64,
+    /// Where inbox addresses start, so a publish can tell replies from requests.
+    inbox_prefix: String,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -105,6 +107,7 @@ impl KafkaTransport {
         let admin: AdminClient<DefaultClientContext> = base.create().map_err(transport_error)?;
         let transport = Self {
             inner: Arc::new(Inner {
+                inbox_prefix: format!("{}.inbox.", config.prefix),
                 config,
                 bootstrap,
                 mock,
@@ -165,10 +168,6 @@ impl Inner {
     fn name(&self) -> String {
         let n = self.next_name.fetch_add(1, Ordering::Relaxed);
         format!("{}-{n}", self.instance)
-    }
-
-    fn inbox_prefix(&self) -> String {
-        format!("{}.inbox.", self.config.prefix)
     }
 
     /// Creates `topic` if it does not exist yet (brokers need not
@@ -260,7 +259,7 @@ fn bytes_of(payload: &[u8]) -> bytes::Bytes {
 impl Transport for KafkaTransport {
     async fn publish(&self, address: &str, message: Message) -> Result<(), TransportError> {
         let inner = &*self.inner;
-        if !address.starts_with(&inner.inbox_prefix()) {
+        if !address.starts_with(&inner.inbox_prefix) {
             inner
                 .ensure_topic(address, inner.config.partitions, None)
                 .await?;
@@ -313,7 +312,7 @@ impl Transport for KafkaTransport {
 
     async fn inbox(&self) -> Result<Inbox, TransportError> {
         let inner = self.inner.clone();
-        let topic = format!("{}{}", inner.inbox_prefix(), inner.name());
+        let topic = format!("{}{}", inner.inbox_prefix, inner.name());
         inner
             .ensure_topic(&topic, 1, Some(inner.config.inbox_retention_ms))
             .await?;

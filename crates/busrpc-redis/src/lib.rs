@@ -53,6 +53,8 @@ struct Inner {
     /// Unique to this transport: names its consumers and inboxes.
     instance: String,
     next_name: AtomicU64,
+    /// Where inbox addresses start, so a publish can tell replies from requests.
+    inbox_prefix: String,
 }
 
 fn unavailable(e: RedisError) -> TransportError {
@@ -90,6 +92,7 @@ impl RedisTransport {
             inner: Arc::new(Inner {
                 client,
                 commands,
+                inbox_prefix: format!("{}:inbox:", config.prefix),
                 config,
                 instance: busrpc_core::transport::unique_id(),
                 next_name: AtomicU64::new(1),
@@ -141,10 +144,6 @@ impl Inner {
     fn name(&self, kind: &str) -> String {
         let n = self.next_name.fetch_add(1, Ordering::Relaxed);
         format!("{kind}-{}-{n}", self.instance)
-    }
-
-    fn inbox_prefix(&self) -> String {
-        format!("{}:inbox:", self.config.prefix)
     }
 
     /// A connection of its own for blocking reads, which would otherwise
@@ -231,7 +230,7 @@ impl Inner {
 impl Transport for RedisTransport {
     async fn publish(&self, address: &str, message: Message) -> Result<(), TransportError> {
         let inner = &*self.inner;
-        if address.starts_with(&inner.inbox_prefix()) {
+        if address.starts_with(&inner.inbox_prefix) {
             inner
                 .query(&xadd_reply(address, &message, inner.config.inbox_max_len))
                 .await
@@ -267,7 +266,7 @@ impl Transport for RedisTransport {
 
     async fn inbox(&self) -> Result<Inbox, TransportError> {
         let inner = self.inner.clone();
-        let address = format!("{}{}", inner.inbox_prefix(), inner.name("client"));
+        let address = format!("{}{}", inner.inbox_prefix, inner.name("client"));
         let last_id = inner.create_inbox(&address).await?;
         let reader = InboxReader {
             connection: inner.blocking_connection().await?,
