@@ -145,7 +145,7 @@ impl Pending {
                 self.drop_reply("no caller waits for this id", response.id.get().as_bytes());
                 continue;
             };
-            // The caller counts the reply when it takes it (see `receive`).
+            // The caller counts the reply when it takes it (see `call_unbounded`).
             if waiter
                 .send(response.outcome.map(ToOwned::to_owned))
                 .is_err()
@@ -319,17 +319,37 @@ impl Client {
         method: &str,
         params: impl Serialize,
     ) -> Result<Box<RawValue>, Error> {
-        let started = Instant::now();
-        let deadline_at = started + self.timeout;
+        // One timer for the whole call, not one per step: the steps' own
+        // timers cost more than any other part of the call's bookkeeping.
+        let deadline_at = Instant::now() + self.timeout;
+        match timeout_at(deadline_at, self.call_unbounded(service, method, params)).await {
+            Ok(result) => result,
+            Err(_) => Err(self.timed_out()),
+        }
+    }
+
+    /// [`call_raw`](Self::call_raw) without its deadline.
+    async fn call_unbounded(
+        &self,
+        service: &str,
+        method: &str,
+        params: impl Serialize,
+    ) -> Result<Box<RawValue>, Error> {
         let shared = &*self.shared;
-        let _permit = self.slots(1, deadline_at).await?;
+        self.check_open()?;
+        let _permit = shared
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|_| Error::Closed)?;
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
         let mut json = Vec::with_capacity(128);
         jsonrpc::write_request(&mut json, method, &params, Some(id))?;
         let (receiver, registration) = self.register(id);
-        self.send_by(service, json, true, deadline_at).await?;
+        self.send(service, json, true).await?;
         shared.pending.calls.fetch_add(1, Ordering::Relaxed);
-        let outcome = self.receive(receiver, deadline_at).await?;
+        let outcome = receiver.await.map_err(|_| Error::Closed)?;
+        shared.pending.replies.fetch_add(1, Ordering::Relaxed);
         registration.answered();
         outcome.map_err(Error::Rpc)
     }
@@ -429,7 +449,7 @@ impl Client {
         let mut headers = Headers::new();
         if expects_reply {
             headers.insert(header::REPLY_TO, Arc::clone(&shared.inbox_address));
-            headers.insert(header::DEADLINE, Deadline::after(self.timeout).to_string());
+            headers.insert(header::DEADLINE, Deadline::after(self.timeout));
         }
         if codec != Codec::Json {
             headers.insert(header::CONTENT_TYPE, codec.content_type());
@@ -454,21 +474,6 @@ impl Client {
     ) -> Result<(), Error> {
         match timeout_at(deadline_at, self.send(service, json, expects_reply)).await {
             Ok(result) => result,
-            Err(_) => Err(self.timed_out()),
-        }
-    }
-
-    async fn receive(
-        &self,
-        receiver: oneshot::Receiver<Outcome>,
-        deadline_at: Instant,
-    ) -> Result<Outcome, Error> {
-        match timeout_at(deadline_at, receiver).await {
-            Ok(Ok(outcome)) => {
-                self.shared.pending.replies.fetch_add(1, Ordering::Relaxed);
-                Ok(outcome)
-            }
-            Ok(Err(_)) => Err(Error::Closed),
             Err(_) => Err(self.timed_out()),
         }
     }

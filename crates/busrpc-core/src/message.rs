@@ -171,6 +171,14 @@ impl fmt::Display for Deadline {
     }
 }
 
+impl From<Deadline> for Arc<str> {
+    /// The header value. One allocation, where `to_string()` and then
+    /// `Arc::from` take two; every call sends one.
+    fn from(deadline: Deadline) -> Self {
+        Arc::from(itoa::Buffer::new().format(deadline.0))
+    }
+}
+
 fn unix_ms_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -230,6 +238,8 @@ mod tests {
     fn deadline_header_parses_or_is_ignored() {
         let h = Headers::new().with(header::DEADLINE, "1700000000000");
         assert_eq!(h.deadline(), Some(Deadline(1_700_000_000_000)));
+        let written = Headers::new().with(header::DEADLINE, Deadline(1_700_000_000_000));
+        assert_eq!(written.get(header::DEADLINE), Some("1700000000000"));
         assert!(h.deadline().unwrap().has_passed());
         assert_eq!(
             Headers::new().with(header::DEADLINE, "soon").deadline(),
