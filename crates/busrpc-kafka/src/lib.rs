@@ -365,10 +365,25 @@ struct GroupContext {
 impl ClientContext for GroupContext {}
 
 impl ConsumerContext for GroupContext {
+    /// Only now are the partitions ours: librdkafka serves this callback
+    /// from the same poll that then returns their messages, so none of them
+    /// is read before its partition is tracked.
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Assign(assigned) = rebalance else {
+            return;
+        };
+        let mut tracker = lock(&self.tracker);
+        for element in assigned.elements() {
+            tracker.assigned((element.topic().into(), element.partition()));
+        }
+        tracing::debug!(partitions = assigned.count(), "partitions assigned");
+    }
+
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let Rebalance::Revoke(revoked) = rebalance else {
             return;
         };
+        tracing::debug!(partitions = revoked.count(), "partitions revoked");
         // Commit what is done before the partitions go to another member,
         // then forget them: later acknowledgements for them do not count.
         let mut commits = TopicPartitionList::new();
@@ -424,6 +439,7 @@ impl GroupReader {
     fn delivery(&self, retry: Retry) -> Delivery {
         let acker = KafkaAck {
             inner: self.inner.clone(),
+            tracker: self.shared.tracker.clone(),
             partition: retry.partition,
             offset: retry.offset,
             epoch: retry.epoch,
@@ -435,17 +451,28 @@ impl GroupReader {
     }
 
     async fn next(&mut self) -> Result<Delivery, TransportError> {
-        tokio::select! {
-            biased;
-            Some(retry) = self.retries.recv() => Ok(self.delivery(retry)),
-            record = self.shared.consumer.recv() => {
-                let record = record.map_err(transport_error)?;
-                let partition: Partition = (record.topic().into(), record.partition());
-                let offset = record.offset();
-                let epoch = lock(&self.shared.tracker).taken(&partition, offset);
-                let message = Arc::new(to_message(&record));
-                drop(record);
-                Ok(self.delivery(Retry { partition, offset, epoch, message }))
+        loop {
+            tokio::select! {
+                biased;
+                Some(retry) = self.retries.recv() => {
+                    // Released before a rebalance took its partition away:
+                    // the new owner has it.
+                    if lock(&self.shared.tracker).owns(&retry.partition, retry.epoch) {
+                        return Ok(self.delivery(retry));
+                    }
+                }
+                record = self.shared.consumer.recv() => {
+                    let record = record.map_err(transport_error)?;
+                    let partition: Partition = (record.topic().into(), record.partition());
+                    let offset = record.offset();
+                    let Some(epoch) = lock(&self.shared.tracker).taken(&partition, offset) else {
+                        tracing::debug!(topic = %partition.0, partition = partition.1, offset, "skipping a request of a partition no longer ours");
+                        continue;
+                    };
+                    let message = Arc::new(to_message(&record));
+                    drop(record);
+                    return Ok(self.delivery(Retry { partition, offset, epoch, message }));
+                }
             }
         }
     }
@@ -499,6 +526,7 @@ fn offsets_of(progress: &[(Partition, i64)]) -> Option<TopicPartitionList> {
 
 struct KafkaAck {
     inner: Arc<Inner>,
+    tracker: Arc<Mutex<Tracker>>,
     partition: Partition,
     offset: i64,
     epoch: u64,
@@ -532,12 +560,26 @@ impl Acknowledge for KafkaAck {
     /// Produces the reply (awaiting its delivery report), then acknowledges.
     /// A reply to an inbox topic that no longer exists has no reader left:
     /// the request is acknowledged, not retried forever.
+    ///
+    /// If a rebalance gave the request's partition to another member while
+    /// the handler ran, the reply is not sent: the partition was committed
+    /// below this unfinished request, so its new owner reads it again and
+    /// answers it. Sending this reply too would answer the call twice.
     async fn reply_and_ack(
         self: Box<Self>,
         _transport: &dyn Transport,
         address: &str,
         reply: Message,
     ) -> Result<(), TransportError> {
+        if !lock(&self.tracker).owns(&self.partition, self.epoch) {
+            tracing::debug!(
+                topic = %self.partition.0,
+                partition = self.partition.1,
+                offset = self.offset,
+                "the partition went to another member during the call; it answers instead"
+            );
+            return Ok(());
+        }
         match self.inner.produce(address, &reply).await {
             Ok(()) => self.ack().await,
             Err(e) if topic_is_gone(&e) => {

@@ -71,16 +71,23 @@ impl Tracker {
         mark.advance()
     }
 
-    /// Records a message taken; returns the epoch its acknowledgement must carry.
-    pub(crate) fn taken(&mut self, partition: &Partition, offset: i64) -> u64 {
-        if !self.partitions.contains_key(partition) {
-            // Messages can arrive before the assignment callback is seen
-            // (static assignment, or the inbox's assign()).
-            self.assigned(partition.clone());
-        }
-        let (epoch, mark) = self.partitions.get_mut(partition).expect("just ensured");
+    /// Records a message taken; returns the epoch its acknowledgement must
+    /// carry, or `None` if the partition is not ours: a message fetched
+    /// before a revocation and read after it. Its new owner reads it again
+    /// from the last commit, so it must be left alone here. Handling it
+    /// would answer it twice, and worse, tracking it would let this member
+    /// commit the partition past requests the new owner has not finished.
+    pub(crate) fn taken(&mut self, partition: &Partition, offset: i64) -> Option<u64> {
+        let (epoch, mark) = self.partitions.get_mut(partition)?;
         mark.taken(offset);
-        *epoch
+        Some(*epoch)
+    }
+
+    /// Whether `epoch` is the partition's current assignment.
+    pub(crate) fn owns(&self, partition: &Partition, epoch: u64) -> bool {
+        self.partitions
+            .get(partition)
+            .is_some_and(|(current, _)| *current == epoch)
     }
 
     /// Records a message done; `false` if it belongs to an earlier assignment.
@@ -144,12 +151,16 @@ mod tests {
     #[test]
     fn stale_acknowledgements_are_ignored_after_a_revocation() {
         let mut t = Tracker::default();
-        let old = t.taken(&p(0), 10);
-        t.taken(&p(1), 3);
-        assert_eq!(t.revoked(&p(0)), Some(10));
         t.assigned(p(0));
-        let new = t.taken(&p(0), 10);
+        t.assigned(p(1));
+        let old = t.taken(&p(0), 10).unwrap();
+        t.taken(&p(1), 3).unwrap();
+        assert_eq!(t.revoked(&p(0)), Some(10));
+        assert!(!t.owns(&p(0), old));
+        t.assigned(p(0));
+        let new = t.taken(&p(0), 10).unwrap();
         assert_ne!(old, new);
+        assert!(t.owns(&p(0), new) && !t.owns(&p(0), old));
         assert!(
             !t.done(&p(0), 10, old),
             "the old delivery of offset 10 does not finish the new one"
@@ -159,5 +170,19 @@ mod tests {
         assert_eq!(progress, vec![(p(0), 10), (p(1), 3)]);
         assert!(t.done(&p(0), 10, new));
         assert_eq!(t.advance(), vec![(p(0), 11)]);
+    }
+
+    #[test]
+    fn messages_of_a_partition_not_ours_are_refused() {
+        let mut t = Tracker::default();
+        assert_eq!(t.taken(&p(0), 5), None, "never assigned");
+        t.assigned(p(0));
+        t.taken(&p(0), 5).unwrap();
+        t.done(&p(0), 5, 1);
+        assert_eq!(t.revoked(&p(0)), Some(6));
+        // Fetched before the revocation, read after it: not ours to handle
+        // or to commit, however far it would move the watermark.
+        assert_eq!(t.taken(&p(0), 9), None);
+        assert_eq!(t.advance(), vec![], "nothing to commit for it");
     }
 }

@@ -334,3 +334,102 @@ async fn a_fast_request_never_commits_past_a_slow_one() {
     assert_eq!(reply.unwrap(), "b", "the slow request was not skipped");
     b.shutdown().await;
 }
+
+/// A rebalance moves a partition while a request of it is being handled.
+/// The partition was committed below the request, so whoever owns it next
+/// reads the request again and answers; the member that lost it must then
+/// keep its own answer to itself, or the caller hears twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_in_flight_during_a_rebalance_is_answered_once() {
+    let url = format!("{}?partitions=1", mock_url("rebalance"));
+    let runs = Arc::new(AtomicU64::new(0));
+    let first_entered = Arc::new(tokio::sync::Notify::new());
+    let first_may_finish = Arc::new(tokio::sync::Notify::new());
+    let first_done = Arc::new(tokio::sync::Notify::new());
+    let router = || {
+        let state = (
+            runs.clone(),
+            first_entered.clone(),
+            first_may_finish.clone(),
+            first_done.clone(),
+        );
+        Router::with_state(state).method(
+            "work",
+            |(runs, entered, may_finish, done): (
+                Arc<AtomicU64>,
+                Arc<tokio::sync::Notify>,
+                Arc<tokio::sync::Notify>,
+                Arc<tokio::sync::Notify>,
+            ),
+             (): ()| async move {
+                let run = runs.fetch_add(1, Ordering::SeqCst) + 1;
+                if run == 1 {
+                    // Held until the request has been handed out again.
+                    entered.notify_one();
+                    may_finish.notified().await;
+                    done.notify_one();
+                }
+                Ok::<_, RpcError>(run)
+            },
+        )
+    };
+    let start = |router: Router<_>| {
+        let url = url.clone();
+        async move {
+            Server::new(
+                Arc::new(KafkaTransport::connect(&url).await.unwrap()),
+                "svc",
+                router,
+            )
+            .start()
+            .await
+            .unwrap()
+        }
+    };
+    let a = start(router()).await;
+    let client = Client::connect_with(
+        Arc::new(KafkaTransport::connect(&url).await.unwrap()),
+        ClientConfig::default().timeout(Duration::from_secs(60)),
+    )
+    .await
+    .unwrap();
+    let call = tokio::spawn({
+        let client = client.clone();
+        async move { client.call::<u64>("svc", "work", ()).await }
+    });
+    tokio::time::timeout(Duration::from_secs(30), first_entered.notified())
+        .await
+        .expect("the request reached a handler");
+
+    // A second member joins: the group rebalances, and the request is read
+    // again by whoever owns its partition now, and answered by that run.
+    let b = start(router()).await;
+    let reply = tokio::time::timeout(Duration::from_secs(60), call)
+        .await
+        .expect("answered after the rebalance")
+        .unwrap()
+        .unwrap();
+    assert_eq!(reply, 2, "the second run answered");
+
+    // Now the first run finishes, on a partition no longer its own.
+    first_may_finish.notify_one();
+    tokio::time::timeout(Duration::from_secs(10), first_done.notified())
+        .await
+        .unwrap();
+    let settled = tokio::time::Instant::now() + Duration::from_secs(10);
+    while a.stats().acked + b.stats().acked < 2 {
+        assert!(tokio::time::Instant::now() < settled, "both runs settle");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Time for a second reply, were one sent, to reach the client.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let stats = client.stats();
+    assert_eq!(
+        (stats.replies, stats.replies_dropped),
+        (1, 0),
+        "one answer, no duplicate"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+    a.shutdown().await;
+    b.shutdown().await;
+}
