@@ -94,6 +94,44 @@ where
     count as f64 / start.elapsed().as_secs_f64()
 }
 
+/// Throughput of a baseline and of busrpc measured in `rounds` alternating
+/// rounds (baseline, busrpc, baseline, ...), each as [`throughput`]; returns
+/// the median rate of each. On a shared machine, load that comes and goes
+/// then falls on both sides alike, and one disturbed round does not decide
+/// the ratio.
+pub async fn paired_throughput<FA, LA, FutA, FB, LB, FutB>(
+    rounds: u64,
+    lanes: u64,
+    per_lane: u64,
+    mut baseline: FA,
+    mut busrpc: FB,
+) -> (f64, f64)
+where
+    FA: FnMut(u64) -> LA,
+    LA: FnMut(u64) -> FutA + Send + 'static,
+    FutA: Future<Output = ()> + Send,
+    FB: FnMut(u64) -> LB,
+    LB: FnMut(u64) -> FutB + Send + 'static,
+    FutB: Future<Output = ()> + Send,
+{
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..rounds.max(1) {
+        a.push(throughput(lanes, per_lane, &mut baseline).await);
+        b.push(throughput(lanes, per_lane, &mut busrpc).await);
+    }
+    (median(a), median(b))
+}
+
+fn median(mut rates: Vec<f64>) -> f64 {
+    rates.sort_by(f64::total_cmp);
+    let mid = rates.len() / 2;
+    if rates.len() % 2 == 0 {
+        (rates[mid - 1] + rates[mid]) / 2.0
+    } else {
+        rates[mid]
+    }
+}
+
 /// Makes `calls` round trips with `concurrency` of them in flight, each lane a
 /// task running `lane(index)`; records every round trip's latency and
 /// calls `progress` after each. Returns the latencies and round trips per second.
@@ -286,6 +324,18 @@ mod tests {
         );
         let rate = throughput(4, 10, |_| |_| async {}).await;
         assert!(rate > 0.0);
+        // The slow side is slower whatever the rounds' order.
+        let (fast, slow) = paired_throughput(
+            3,
+            2,
+            5,
+            |_| |_| async {},
+            |_| |_| tokio::time::sleep(Duration::from_millis(2)),
+        )
+        .await;
+        assert!(fast > slow && slow < 1_000.0, "{fast} vs {slow}");
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
         let (loaded, per_second) = under_load(10, 3, |_| |_| async {}, || {}).await;
         assert_eq!(
             loaded.len(),

@@ -35,8 +35,8 @@ pub struct RedisConfig {
     /// `read_count`: most entries one read takes (default 64).
     pub read_count: u64,
     /// `queue_max_len`: request streams are capped near this many entries
-    /// (default 1000000). Answered requests are deleted at once; the cap only
-    /// bounds a backlog that no server drains.
+    /// (default 1000000). Answered requests are trimmed as they are
+    /// acknowledged; the cap only bounds a backlog that no server drains.
     pub queue_max_len: u64,
     /// `response_timeout_ms`: how long a non-blocking command may take before
     /// it fails (default 5000).

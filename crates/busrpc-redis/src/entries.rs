@@ -24,27 +24,44 @@ pub(crate) struct Entry {
 
 /// `XADD address MAXLEN ~ max_len * payload … header value …`.
 pub(crate) fn xadd(address: &str, message: &Message, max_len: u64) -> redis::Cmd {
-    let mut cmd = redis::cmd("XADD");
-    cmd.arg(address).arg("MAXLEN").arg("~").arg(max_len);
-    add_entry(&mut cmd, message);
-    cmd
+    entry_cmd(address, &["MAXLEN", "~"], max_len, message)
 }
 
 /// `XADD address NOMKSTREAM MAXLEN ~ max_len * …`: to a stream that must
 /// exist already (an inbox), or not at all.
 pub(crate) fn xadd_reply(address: &str, message: &Message, max_len: u64) -> redis::Cmd {
-    let mut cmd = redis::cmd("XADD");
-    cmd.arg(address)
-        .arg("NOMKSTREAM")
-        .arg("MAXLEN")
-        .arg("~")
-        .arg(max_len);
-    add_entry(&mut cmd, message);
-    cmd
+    entry_cmd(address, &["NOMKSTREAM", "MAXLEN", "~"], max_len, message)
 }
 
-fn add_entry(cmd: &mut redis::Cmd, message: &Message) {
-    cmd.arg("*").arg(PAYLOAD).arg(&message.payload[..]);
+/// `XADD address options… max_len * payload … header value …`, built in
+/// buffers sized up front: growing them argument by argument cost several
+/// allocations per message, on every request and every reply.
+fn entry_cmd(address: &str, options: &[&str], max_len: u64, message: &Message) -> redis::Cmd {
+    const XADD: &str = "XADD";
+    // XADD, the address, the options, max_len, "*", "payload", the payload,
+    // then a name and a value per header.
+    let args = 6 + options.len() + 2 * message.headers.len();
+    let bytes = XADD.len()
+        + address.len()
+        + options.iter().map(|o| o.len()).sum::<usize>()
+        + 20 // max_len's digits, at most
+        + 1 // "*"
+        + PAYLOAD.len()
+        + message.payload.len()
+        + message
+            .headers
+            .iter()
+            .map(|(n, v)| n.len() + v.len())
+            .sum::<usize>();
+    let mut cmd = redis::Cmd::with_capacity(args, bytes);
+    cmd.arg(XADD).arg(address);
+    for option in options {
+        cmd.arg(*option);
+    }
+    cmd.arg(max_len)
+        .arg("*")
+        .arg(PAYLOAD)
+        .arg(&message.payload[..]);
     for (name, value) in message.headers.iter() {
         if name == PAYLOAD {
             tracing::warn!("a header named \"payload\" cannot travel on Redis and was left out");
@@ -52,6 +69,7 @@ fn add_entry(cmd: &mut redis::Cmd, message: &Message) {
         }
         cmd.arg(name).arg(value);
     }
+    cmd
 }
 
 fn text(value: &Value) -> Option<Cow<'_, str>> {
@@ -65,18 +83,10 @@ fn text(value: &Value) -> Option<Cow<'_, str>> {
 /// A message from an entry's flat field list; `None` without a `payload`
 /// (an inbox's creation marker, or an entry some other tool wrote).
 fn message(fields: Value) -> Option<Message> {
-    let pairs: Vec<(Value, Value)> = match fields {
-        Value::Array(items) => {
-            let mut items = items.into_iter();
-            std::iter::from_fn(|| Some((items.next()?, items.next()?))).collect()
-        }
-        Value::Map(pairs) => pairs,
-        _ => return None,
-    };
     let mut payload = None;
     let mut headers = Headers::new();
-    for (name, value) in pairs {
-        let Some(name) = text(&name) else { continue };
+    let mut field = |name: Value, value: Value| {
+        let Some(name) = text(&name) else { return };
         if name == PAYLOAD {
             payload = match value {
                 Value::BulkString(bytes) => Some(Bytes::from(bytes)),
@@ -86,11 +96,31 @@ fn message(fields: Value) -> Option<Message> {
         } else if let Some(value) = text(&value) {
             headers.insert(header::name(&name), Arc::<str>::from(value));
         }
+    };
+    match fields {
+        Value::Array(items) => {
+            let mut items = items.into_iter();
+            while let (Some(name), Some(value)) = (items.next(), items.next()) {
+                field(name, value);
+            }
+        }
+        Value::Map(pairs) => pairs.into_iter().for_each(|(n, v)| field(n, v)),
+        _ => return None,
     }
     Some(Message {
         payload: payload?,
         headers,
     })
+}
+
+/// An entry id, taken rather than copied when it is valid UTF-8 (always,
+/// from Redis).
+fn id(value: Value) -> Option<String> {
+    match value {
+        Value::BulkString(bytes) => String::from_utf8(bytes).ok(),
+        Value::SimpleString(s) => Some(s),
+        _ => None,
+    }
 }
 
 /// Entries from `[[id, fields], ...]`; `None` where the entry has been
@@ -101,17 +131,17 @@ pub(crate) fn entries(list: Value) -> Vec<Option<Entry>> {
     };
     list.into_iter()
         .map(|item| {
-            let Value::Array(mut pair) = item else {
+            let Value::Array(pair) = item else {
                 return None;
             };
-            if pair.len() != 2 {
+            let mut pair = pair.into_iter();
+            let (Some(id_value), Some(fields), None) = (pair.next(), pair.next(), pair.next())
+            else {
                 return None;
-            }
-            let fields = pair.pop()?;
-            let id = text(&pair[0])?.into_owned();
+            };
             Some(Entry {
+                id: id(id_value)?,
                 message: message(fields)?,
-                id,
             })
         })
         .collect()
@@ -209,14 +239,24 @@ mod tests {
         assert!(entries_of_first_stream(Value::Nil).is_empty());
     }
 
+    /// The command as Redis receives it (RESP), with `|` for CRLF.
+    fn wire(cmd: &redis::Cmd) -> String {
+        String::from_utf8(cmd.get_packed_command())
+            .unwrap()
+            .replace("\r\n", "|")
+    }
+
     #[test]
     fn xadd_writes_payload_then_headers() {
-        let message = Message::new("p").with_header("reply-to", "r");
-        let packed = xadd("k", &message, 10).get_packed_command();
-        let text = String::from_utf8_lossy(&packed);
-        for part in ["XADD", "MAXLEN", "~", "payload", "reply-to"] {
-            assert!(text.contains(part), "{text}");
-        }
+        let message = Message::new("{}").with_header("reply-to", "r");
+        assert_eq!(
+            wire(&xadd("k", &message, 10)),
+            "*10|$4|XADD|$1|k|$6|MAXLEN|$1|~|$2|10|$1|*|$7|payload|$2|{}|$8|reply-to|$1|r|"
+        );
+        assert_eq!(
+            wire(&xadd_reply("in", &Message::new("[]"), 10_000)),
+            "*9|$4|XADD|$2|in|$10|NOMKSTREAM|$6|MAXLEN|$1|~|$5|10000|$1|*|$7|payload|$2|[]|"
+        );
     }
 
     #[test]

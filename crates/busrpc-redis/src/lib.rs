@@ -191,15 +191,18 @@ impl Inner {
     /// Adds a reply to `pipe`, capped. `NOMKSTREAM`: a reply to an inbox that
     /// no longer exists (its client gone, its expiry passed) is discarded
     /// rather than creating a stream nobody reads.
+    ///
+    /// Not `.ignore()`d: the pipelines here are run for their errors only
+    /// (which Redis reports either way), and every ignored command costs the
+    /// pipeline a hash set insertion.
     fn add_reply(&self, pipe: &mut redis::Pipeline, address: &str, message: &Message) {
-        pipe.add_command(xadd_reply(address, message, self.config.inbox_max_len))
-            .ignore();
+        pipe.add_command(xadd_reply(address, message, self.config.inbox_max_len));
     }
 
-    fn add_settle(&self, pipe: &mut redis::Pipeline, address: &str, group: &str, id: &str) {
+    /// Acknowledges and deletes a dead-lettered request: it lives on in the
+    /// dead-letter stream, and (being rare) is not worth leaving to a trim.
+    fn add_dead_settle(&self, pipe: &mut redis::Pipeline, address: &str, group: &str, id: &str) {
         pipe.cmd("XACK").arg(address).arg(group).arg(id).ignore();
-        // Answered requests are deleted at once: the stream holds only work
-        // not yet done. (One group per service stream, so no one else needs it.)
         pipe.cmd("XDEL").arg(address).arg(id).ignore();
     }
 
@@ -290,7 +293,13 @@ impl Transport for RedisTransport {
     }
 
     fn service_address(&self, service: &str) -> String {
-        format!("{}:{service}", self.inner.config.prefix)
+        // Called on every call: one allocation, where format! takes two.
+        let prefix = &self.inner.config.prefix;
+        let mut address = String::with_capacity(prefix.len() + 1 + service.len());
+        address.push_str(prefix);
+        address.push(':');
+        address.push_str(service);
+        address
     }
 }
 
@@ -454,7 +463,7 @@ impl GroupReader {
         ) {
             inner.add_reply(&mut pipe, &reply_to, &reply);
         }
-        inner.add_settle(&mut pipe, &self.address, &self.group, &entry.id);
+        inner.add_dead_settle(&mut pipe, &self.address, &self.group, &entry.id);
         inner.run(&pipe).await
     }
 }
@@ -588,18 +597,34 @@ type Settlement = (
 
 /// The replies and acknowledgements of one consumer, coalesced. A task
 /// takes everything queued while its previous round trip was out and sends
-/// it as one pipeline: every reply's `XADD`, then one `XACK` and one `XDEL`
-/// for all the ids. Redis runs a connection's commands in order, so no
-/// request is acknowledged before its reply is written. A lone request
-/// costs one round trip, as it would alone; under load, one write and one
-/// round trip settle many, sparing Redis and the client the per-command
-/// work that otherwise dominates. Each caller waits for its batch's
-/// outcome, so "acknowledged" still means acknowledged.
+/// it as one pipeline: every reply's `XADD`, then one `XACK` for all the
+/// ids. Redis runs a connection's commands in order, so no request is
+/// acknowledged before its reply is written. A lone request costs one round
+/// trip, as it would alone; under load, one write and one round trip settle
+/// many, sparing Redis and the client the per-command work that otherwise
+/// dominates. Each caller waits for its batch's outcome, so "acknowledged"
+/// still means acknowledged.
+///
+/// Answered requests then leave the stream in bulk rather than one `XDEL`
+/// each (which cost Redis more than the `XACK`s): after every
+/// [`TRIM_EVERY`] settlements, and once the queue has been quiet for
+/// [`TRIM_WHEN_QUIET`], the task trims the stream's head of everything
+/// acknowledged ([`TRIM_SCRIPT`]).
 #[derive(Clone)]
 struct SettleQueue(mpsc::UnboundedSender<Settlement>);
 
 /// Most requests settled in one round trip.
 const MAX_SETTLE_BATCH: usize = 256;
+
+/// Settlements after which a consumer trims its stream.
+const TRIM_EVERY: usize = 512;
+
+/// Quiet after which a consumer trims what it settled since its last trim.
+const TRIM_WHEN_QUIET: Duration = Duration::from_millis(100);
+
+/// `EVAL`'d with the stream as its key: removes, atomically, the entries at
+/// the stream's head that every group has acknowledged (see the script).
+const TRIM_SCRIPT: &str = include_str!("trim.lua");
 
 impl SettleQueue {
     fn start(inner: Arc<Inner>, address: Arc<str>, group: Arc<str>) -> Self {
@@ -607,23 +632,37 @@ impl SettleQueue {
         // Ends when the consumer and every delivery of it are gone.
         tokio::spawn(async move {
             let mut batch = Vec::new();
-            while rx.recv_many(&mut batch, MAX_SETTLE_BATCH).await > 0 {
-                let mut pipe = redis::pipe();
-                let mut xack = redis::cmd("XACK");
-                xack.arg(&*address).arg(&*group);
-                let mut xdel = redis::cmd("XDEL");
-                xdel.arg(&*address);
-                for (id, reply, _) in &batch {
-                    if let Some((to, message)) = reply {
-                        inner.add_reply(&mut pipe, to, message);
+            let mut untrimmed = 0;
+            loop {
+                let received = if untrimmed == 0 {
+                    rx.recv_many(&mut batch, MAX_SETTLE_BATCH).await
+                } else {
+                    let next = rx.recv_many(&mut batch, MAX_SETTLE_BATCH);
+                    match tokio::time::timeout(TRIM_WHEN_QUIET, next).await {
+                        Ok(received) => received,
+                        Err(_quiet) => {
+                            trim(&inner, &address).await;
+                            untrimmed = 0;
+                            continue;
+                        }
                     }
-                    xack.arg(id);
-                    xdel.arg(id);
+                };
+                if received == 0 {
+                    if untrimmed > 0 {
+                        trim(&inner, &address).await;
+                    }
+                    return;
                 }
-                pipe.add_command(xack).ignore().add_command(xdel).ignore();
-                let outcome = inner.run(&pipe).await.map_err(|e| e.to_string());
+                let outcome = settle_batch(&inner, &address, &group, &batch).await;
+                if outcome.is_ok() {
+                    untrimmed += batch.len();
+                }
                 for (_, _, done) in batch.drain(..) {
                     let _ = done.send(outcome.clone());
+                }
+                if untrimmed >= TRIM_EVERY {
+                    trim(&inner, &address).await;
+                    untrimmed = 0;
                 }
             }
         });
@@ -643,6 +682,45 @@ impl SettleQueue {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(TransportError::Unavailable(e.into())),
             Err(_) => Err(TransportError::Closed),
+        }
+    }
+}
+
+/// Writes a batch's replies, then acknowledges all its requests, in one
+/// pipeline.
+async fn settle_batch(
+    inner: &Inner,
+    address: &str,
+    group: &str,
+    batch: &[Settlement],
+) -> Result<(), String> {
+    let mut pipe = redis::Pipeline::with_capacity(batch.len() + 1);
+    let mut xack = redis::Cmd::with_capacity(
+        3 + batch.len(),
+        4 + address.len() + group.len() + batch.len() * 16,
+    );
+    xack.arg("XACK").arg(address).arg(group);
+    for (id, reply, _) in batch {
+        if let Some((to, message)) = reply {
+            inner.add_reply(&mut pipe, to, message);
+        }
+        xack.arg(id);
+    }
+    pipe.add_command(xack);
+    inner.run(&pipe).await.map_err(|e| e.to_string())
+}
+
+/// Removes the answered requests at the head of the stream at `address`.
+/// A failure costs only memory until the next trim, so it is logged, not
+/// reported.
+async fn trim(inner: &Inner, address: &str) {
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(TRIM_SCRIPT).arg(1).arg(address);
+    match inner.query(&cmd).await {
+        Ok(Value::Int(removed)) => tracing::trace!(address, removed, "trimmed answered requests"),
+        Ok(_) => {}
+        Err(e) => {
+            tracing::debug!(address, error = %e, "trimming answered requests failed; the next trim will")
         }
     }
 }

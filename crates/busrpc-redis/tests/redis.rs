@@ -75,10 +75,112 @@ async fn claim_after_a_consumer_dies() {
     );
     delivery.ack().await.unwrap();
     assert_eq!(
-        query::<u64>(redis::cmd("XLEN").arg(&address)).await,
+        stream_settles_at(&address, 0).await,
         0,
-        "answered requests are deleted"
+        "answered requests leave the stream"
     );
+}
+
+/// The length of the stream at `address` once it stops changing towards
+/// `expected`: polled for up to 10 s, as the trim runs in the background.
+async fn stream_settles_at(address: &str, expected: u64) -> u64 {
+    let mut len = u64::MAX;
+    for _ in 0..100 {
+        len = query::<u64>(redis::cmd("XLEN").arg(address)).await;
+        if len == expected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    len
+}
+
+/// The payloads of the entries of the stream at `address`, oldest first.
+async fn stream_payloads(address: &str) -> Vec<String> {
+    let entries: Vec<(String, Vec<(String, String)>)> =
+        query(redis::cmd("XRANGE").arg(address).arg("-").arg("+")).await;
+    entries
+        .into_iter()
+        .map(|(_, fields)| {
+            let payload = fields.into_iter().find(|(name, _)| name == "payload");
+            payload.map(|(_, value)| value).unwrap_or_default()
+        })
+        .collect()
+}
+
+/// Answered requests are trimmed from the head of the stream in bulk; what
+/// is pending (in a server's hands) or unread stays, whichever group it
+/// belongs to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trimming_keeps_what_is_pending_or_unread() {
+    let prefix = Prefix::new("trim");
+    // One entry per read, so that the third request stays unread.
+    let transport = prefix.connect("&read_count=1").await;
+    let address = transport.service_address("svc");
+    let mut consumer = transport.consume(&address, "svc").await.unwrap();
+    for payload in ["one", "two", "three"] {
+        transport
+            .publish(&address, Message::new(payload))
+            .await
+            .unwrap();
+    }
+    let first = consumer.next().await.unwrap().unwrap();
+    let second = consumer.next().await.unwrap().unwrap();
+    assert_eq!(
+        (&first.message().payload[..], &second.message().payload[..]),
+        (&b"one"[..], &b"two"[..])
+    );
+
+    // "two" is answered, but "one", older, is still pending: nothing goes.
+    second.ack().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(stream_payloads(&address).await, ["one", "two", "three"]);
+
+    // With "one" answered too, both go; "three", never read, stays.
+    first.ack().await.unwrap();
+    assert_eq!(stream_settles_at(&address, 1).await, 1);
+    assert_eq!(stream_payloads(&address).await, ["three"]);
+
+    // Another group on the stream that has read nothing keeps everything.
+    let _: redis::Value = query(
+        redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&address)
+            .arg("audit")
+            .arg("0"),
+    )
+    .await;
+    let third = consumer.next().await.unwrap().unwrap();
+    third.ack().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(stream_payloads(&address).await, ["three"]);
+
+    // Once that group has read "three", it goes; "four", answered by the
+    // servers but not yet read by that group, stays.
+    let _: redis::Value = query(
+        redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg("audit")
+            .arg("auditor")
+            .arg("NOACK")
+            .arg("STREAMS")
+            .arg(&address)
+            .arg(">"),
+    )
+    .await;
+    transport
+        .publish(&address, Message::new("four"))
+        .await
+        .unwrap();
+    let fourth = consumer.next().await.unwrap().unwrap();
+    fourth.ack().await.unwrap();
+    assert_eq!(
+        stream_settles_at(&address, 1).await,
+        1,
+        "{:?}",
+        stream_payloads(&address).await
+    );
+    assert_eq!(stream_payloads(&address).await, ["four"]);
 }
 
 /// A request delivered more than `max_deliveries` times goes to the
