@@ -17,6 +17,9 @@
 //! A test whose capability the broker lacks prints `skipped: <test>: <reason>`
 //! and passes.
 //!
+//! Set `BUSRPC_TEST_LOG` to a tracing filter (`busrpc_kafka=debug`) to see
+//! what the transports log during a run.
+//!
 //! [`measure`] is what the benches share: latency histograms, throughput
 //! with many calls in flight, and the raw-against-busrpc report.
 
@@ -28,6 +31,20 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use busrpc_core::Transport;
+
+/// Logs to the test output when `BUSRPC_TEST_LOG` holds a filter (as
+/// `RUST_LOG` would, e.g. `busrpc_kafka=debug`): how a flaky run is seen
+/// from the inside. Without it the suite logs nothing.
+pub fn log_if_asked() {
+    let Ok(filter) = std::env::var("BUSRPC_TEST_LOG") else {
+        return;
+    };
+    // Every test calls this; the first one installs the subscriber.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_test_writer()
+        .try_init();
+}
 
 /// What the broker under test can do, and how fast, so that the suite's
 /// waits fit it.
@@ -121,6 +138,7 @@ macro_rules! suite {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
+                $crate::log_if_asked();
                 let harness = $harness;
                 $crate::tests::$name(&harness).await;
             }
