@@ -39,6 +39,12 @@ pub struct KafkaConfig {
     /// 3600000). Kafka cannot expire a topic, so an inbox its client abandoned
     /// (killed, not closed) keeps an empty topic; its messages go after this.
     pub inbox_retention_ms: u64,
+    /// `join_wait_ms`: how long joining a service's consumer group may hold
+    /// up a server's start (default 30000). Starting returns once the group
+    /// has given the new member its share of the partitions, so servers
+    /// started one after another join one after another, and a server that
+    /// has started is serving. `0` returns at once and joins in the background.
+    pub join_wait: std::time::Duration,
     /// Everything passed to librdkafka, busrpc's defaults first, then the URL's.
     pub librdkafka: Vec<(String, String)>,
 }
@@ -101,6 +107,7 @@ impl KafkaConfig {
             partitions: 8,
             replication: 1,
             inbox_retention_ms: 3_600_000,
+            join_wait: std::time::Duration::from_secs(30),
             librdkafka: LIBRDKAFKA_DEFAULTS
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -126,6 +133,12 @@ impl KafkaConfig {
                 "partitions" => config.partitions = i32::try_from(number()?).unwrap_or(i32::MAX),
                 "replication" => config.replication = i32::try_from(number()?).unwrap_or(i32::MAX),
                 "inbox_retention_ms" => config.inbox_retention_ms = number()?.unsigned_abs(),
+                "join_wait_ms" => {
+                    let ms = value.parse::<u64>().map_err(|_| {
+                        invalid(url, format!("join_wait_ms must be a whole number of milliseconds, got {value:?}"))
+                    })?;
+                    config.join_wait = std::time::Duration::from_millis(ms);
+                }
                 "brokers" if scheme == "kafka-mock" => mock_brokers = i32::try_from(number()?).unwrap_or(1),
                 _ if key.contains('.') => {
                     config.librdkafka.retain(|(k, _)| k != key);
@@ -167,9 +180,14 @@ mod tests {
     #[test]
     fn bootstrap_lists_and_options() {
         let c = KafkaConfig::from_url(
-            "kafka://a:9092,b:9092?partitions=3&prefix=app&security.protocol=ssl&fetch.wait.max.ms=100",
+            "kafka://a:9092,b:9092?partitions=3&prefix=app&security.protocol=ssl&fetch.wait.max.ms=100&join_wait_ms=0",
         )
         .unwrap();
+        assert_eq!(c.join_wait, std::time::Duration::ZERO);
+        assert_eq!(
+            KafkaConfig::from_url("kafka://a:9092").unwrap().join_wait,
+            std::time::Duration::from_secs(30)
+        );
         assert_eq!(c.brokers, Brokers::Bootstrap("a:9092,b:9092".into()));
         assert_eq!((c.partitions, c.prefix.as_str()), (3, "app"));
         assert_eq!(c.librdkafka_value("security.protocol"), Some("ssl"));
@@ -209,6 +227,10 @@ mod tests {
             ("kafka://h:1?partition=2", "unknown option \"partition\""),
             ("kafka://h:1?prefix=a b", "prefix may hold only"),
             ("kafka://h:1?linger.ms", "needs a value"),
+            (
+                "kafka://h:1?join_wait_ms=soon",
+                "join_wait_ms must be a whole number",
+            ),
             ("redis://h", "expected kafka://"),
         ] {
             let err = KafkaConfig::from_url(url).unwrap_err().to_string();

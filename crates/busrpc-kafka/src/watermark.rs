@@ -17,6 +17,8 @@ pub(crate) struct Watermark {
     next: Option<i64>,
     /// The last offset committed (or handed to the commit call).
     committed: Option<i64>,
+    /// Replies being sent for requests of this partition.
+    answering: usize,
 }
 
 impl Watermark {
@@ -83,11 +85,51 @@ impl Tracker {
         Some(*epoch)
     }
 
+    /// How many partitions are ours now.
+    #[cfg(test)]
+    pub(crate) fn owned(&self) -> usize {
+        self.partitions.len()
+    }
+
     /// Whether `epoch` is the partition's current assignment.
     pub(crate) fn owns(&self, partition: &Partition, epoch: u64) -> bool {
         self.partitions
             .get(partition)
             .is_some_and(|(current, _)| *current == epoch)
+    }
+
+    /// A reply to a request of the partition is about to be sent; `false`
+    /// (and it must not be sent) if the partition is no longer ours under
+    /// `epoch`. Until [`Tracker::answered`], a revocation of the partition
+    /// waits for it (see [`Tracker::answering`]).
+    pub(crate) fn answer(&mut self, partition: &Partition, epoch: u64) -> bool {
+        match self.partitions.get_mut(partition) {
+            Some((current, mark)) if *current == epoch => {
+                mark.answering += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The reply begun by [`Tracker::answer`] was sent (the request `offset`
+    /// is done), or `sent` is false and it was not.
+    pub(crate) fn answered(&mut self, partition: &Partition, offset: i64, epoch: u64, sent: bool) {
+        if let Some((current, mark)) = self.partitions.get_mut(partition) {
+            if *current == epoch {
+                mark.answering -= 1;
+                if sent {
+                    mark.done(offset);
+                }
+            }
+        }
+    }
+
+    /// Whether a reply to a request of the partition is being sent.
+    pub(crate) fn answering(&self, partition: &Partition) -> bool {
+        self.partitions
+            .get(partition)
+            .is_some_and(|(_, mark)| mark.answering > 0)
     }
 
     /// Records a message done; `false` if it belongs to an earlier assignment.
@@ -170,6 +212,26 @@ mod tests {
         assert_eq!(progress, vec![(p(0), 10), (p(1), 3)]);
         assert!(t.done(&p(0), 10, new));
         assert_eq!(t.advance(), vec![(p(0), 11)]);
+    }
+
+    #[test]
+    fn a_reply_being_sent_finishes_its_request_only_when_sent() {
+        let mut t = Tracker::default();
+        t.assigned(p(0));
+        let epoch = t.taken(&p(0), 4).unwrap();
+        t.taken(&p(0), 5).unwrap();
+        assert!(t.answer(&p(0), epoch));
+        assert!(t.answer(&p(0), epoch));
+        assert!(t.answering(&p(0)));
+        t.answered(&p(0), 5, epoch, false);
+        assert!(t.answering(&p(0)), "one reply still on its way");
+        t.answered(&p(0), 4, epoch, true);
+        assert!(!t.answering(&p(0)));
+        assert_eq!(t.advance(), vec![(p(0), 5)], "5 was not answered");
+        assert_eq!(t.revoked(&p(0)), None);
+        assert!(!t.answer(&p(0), epoch), "not ours: no reply");
+        t.answered(&p(0), 5, epoch, true);
+        assert!(!t.answering(&p(0)));
     }
 
     #[test]
