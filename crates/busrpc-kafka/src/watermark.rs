@@ -67,10 +67,13 @@ impl Tracker {
             .insert(partition, (self.next_epoch, Watermark::default()));
     }
 
-    /// The partition is no longer ours; returns what may still be committed.
+    /// The partition is no longer ours; returns the offset to commit for
+    /// it: every request below it is done. Returned even if that offset
+    /// was handed to an asynchronous commit already, because that commit
+    /// may have failed unseen, and this is the last chance to make it.
     pub(crate) fn revoked(&mut self, partition: &Partition) -> Option<i64> {
-        let (_, mut mark) = self.partitions.remove(partition)?;
-        mark.advance()
+        let (_, mark) = self.partitions.remove(partition)?;
+        mark.committable()
     }
 
     /// Records a message taken; returns the epoch its acknowledgement must
@@ -228,7 +231,11 @@ mod tests {
         t.answered(&p(0), 4, epoch, true);
         assert!(!t.answering(&p(0)));
         assert_eq!(t.advance(), vec![(p(0), 5)], "5 was not answered");
-        assert_eq!(t.revoked(&p(0)), None);
+        assert_eq!(
+            t.revoked(&p(0)),
+            Some(5),
+            "5 still runs: committed below it"
+        );
         assert!(!t.answer(&p(0), epoch), "not ours: no reply");
         t.answered(&p(0), 5, epoch, true);
         assert!(!t.answering(&p(0)));
@@ -241,7 +248,12 @@ mod tests {
         t.assigned(p(0));
         t.taken(&p(0), 5).unwrap();
         t.done(&p(0), 5, 1);
-        assert_eq!(t.revoked(&p(0)), Some(6));
+        assert_eq!(t.advance(), vec![(p(0), 6)]);
+        assert_eq!(
+            t.revoked(&p(0)),
+            Some(6),
+            "committed once already, and again at the revocation"
+        );
         // Fetched before the revocation, read after it: not ours to handle
         // or to commit, however far it would move the watermark.
         assert_eq!(t.taken(&p(0), 9), None);

@@ -339,9 +339,15 @@ async fn a_fast_request_never_commits_past_a_slow_one() {
 /// The partition was committed below the request, so whoever owns it next
 /// reads the request again and answers; the member that lost it must then
 /// keep its own answer to itself, or the caller hears twice.
+///
+/// On the Kafka broker, not the mock cluster: the mock refuses commits while
+/// its group rebalances, so a second rebalance close behind the first (its
+/// joins race its session timer on a loaded machine) reruns whatever was
+/// answered in between, which is the mock's doing, not the behaviour tested.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_in_flight_during_a_rebalance_is_answered_once() {
-    let url = format!("{}?partitions=1", mock_url("rebalance"));
+    let service = busrpc_conformance::unique_service("rebalance");
+    let url = format!("{}?partitions=1", kafka_url());
     let runs = Arc::new(AtomicU64::new(0));
     let first_entered = Arc::new(tokio::sync::Notify::new());
     let first_may_finish = Arc::new(tokio::sync::Notify::new());
@@ -374,11 +380,11 @@ async fn a_call_in_flight_during_a_rebalance_is_answered_once() {
         )
     };
     let start = |router: Router<_>| {
-        let url = url.clone();
+        let (url, service) = (url.clone(), service.clone());
         async move {
             Server::new(
                 Arc::new(KafkaTransport::connect(&url).await.unwrap()),
-                "svc",
+                &service,
                 router,
             )
             .start()
@@ -394,8 +400,8 @@ async fn a_call_in_flight_during_a_rebalance_is_answered_once() {
     .await
     .unwrap();
     let call = tokio::spawn({
-        let client = client.clone();
-        async move { client.call::<u64>("svc", "work", ()).await }
+        let (client, service) = (client.clone(), service.clone());
+        async move { client.call::<u64>(&service, "work", ()).await }
     });
     tokio::time::timeout(Duration::from_secs(30), first_entered.notified())
         .await
