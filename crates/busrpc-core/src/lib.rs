@@ -21,5 +21,5 @@ pub use message::{header, Deadline, Headers, Limits, Message};
 pub use router::{Handler, Router};
 pub use server::{Server, ServerConfig, ServerHandle, ServerStats};
 pub use transport::{
-    Acknowledge, BoxError, Deliveries, Delivery, Inbox, Transport, TransportError,
+    Acknowledge, BoxError, Deliveries, Delivery, Inbox, OnSettled, Transport, TransportError,
 };

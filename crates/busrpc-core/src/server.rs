@@ -1,23 +1,25 @@
 //! Serving a [`Router`] under a service name through a [`Transport`].
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::codec::Codec;
-use crate::engine::Engine;
+use crate::engine::{panic_message, Engine};
 use crate::error::Error;
 use crate::jsonrpc::RpcError;
 use crate::message::{header, Limits, Message};
 use crate::router::Router;
-use crate::transport::{Deliveries, Delivery, Transport};
+use crate::transport::{Deliveries, Delivery, Transport, TransportError};
 
 /// How a server runs.
 #[derive(Clone, Debug)]
@@ -31,6 +33,15 @@ pub struct ServerConfig {
     /// How long a graceful shutdown waits for calls in hand before releasing
     /// them to other instances (default 30 s).
     pub shutdown_grace: Duration,
+    /// Whether a request's handler starts in the task that takes requests
+    /// off the queue (default `true`). A handler that finishes without
+    /// waiting for anything then costs no task of its own and no wake-up
+    /// of another worker; one that waits goes on in a task of its own from
+    /// its first wait. Set `false` when handlers compute for long before
+    /// their first `.await`: each request then starts in its own task, so
+    /// the runtime's workers run such handlers side by side while the
+    /// server goes on taking requests.
+    pub run_inline: bool,
 }
 
 impl Default for ServerConfig {
@@ -39,6 +50,7 @@ impl Default for ServerConfig {
             concurrency: 128,
             limits: Limits::default(),
             shutdown_grace: Duration::from_secs(30),
+            run_inline: true,
         }
     }
 }
@@ -62,6 +74,13 @@ impl ServerConfig {
     #[must_use]
     pub fn shutdown_grace(mut self, grace: Duration) -> Self {
         self.shutdown_grace = grace;
+        self
+    }
+
+    /// Sets [`run_inline`](Self::run_inline).
+    #[must_use]
+    pub fn run_inline(mut self, inline: bool) -> Self {
+        self.run_inline = inline;
         self
     }
 }
@@ -270,7 +289,13 @@ async fn serve(
     config: ServerConfig,
     stop: CancellationToken,
 ) {
-    let permits = Arc::new(Semaphore::new(config.concurrency));
+    // A request holds its permit until its settlement is reported, which
+    // may be after its task ends (see `Acknowledge::settle_then`): so the
+    // permits, not the tasks, tell when everything in hand is done.
+    let concurrency = config
+        .concurrency
+        .clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
+    let permits = Arc::new(Semaphore::new(concurrency));
     // Owned here so that aborting this task aborts every handler with it.
     let mut tasks = JoinSet::new();
     let mut failures = 0u32;
@@ -293,11 +318,12 @@ async fn serve(
             Some(Ok(delivery)) => {
                 failures = 0;
                 bump(&shared.counters.received);
-                let shared = shared.clone();
-                tasks.spawn(async move {
-                    handle(&shared, delivery).await;
-                    drop(permit);
-                });
+                let request = handle(shared.clone(), delivery, permit);
+                if config.run_inline {
+                    start_inline(&mut tasks, request);
+                } else {
+                    tasks.spawn(request);
+                }
             }
             Some(Err(e)) => {
                 // A transient broker failure: back off (up to 1 s) and go on.
@@ -318,37 +344,61 @@ async fn serve(
             log_task_failure(done);
         }
     }
-    let in_hand = tasks.len();
+    let in_hand = concurrency - permits.available_permits();
     if in_hand > 0 {
         tracing::info!(in_hand, grace = ?config.shutdown_grace, "finishing requests in hand");
     }
     let give_up_at = tokio::time::Instant::now() + config.shutdown_grace;
-    loop {
-        match tokio::time::timeout_at(give_up_at, tasks.join_next()).await {
-            Ok(Some(done)) => log_task_failure(done),
-            Ok(None) => break,
-            Err(_) => {
-                // Stop what is still running. Its deliveries were never
-                // settled, so the broker hands them to another member once
-                // this one leaves the group, just below: released, in effect.
-                let released = tasks.len() as u64;
-                tracing::warn!(
-                    released,
-                    "shutdown grace ran out; releasing what is still running"
-                );
-                tasks.abort_all();
-                while tasks.join_next().await.is_some() {}
-                shared
-                    .counters
-                    .released
-                    .fetch_add(released, Ordering::Relaxed);
-                break;
+    let everything = u32::try_from(concurrency).expect("clamped to u32 above");
+    let settled = tokio::time::timeout_at(give_up_at, permits.acquire_many(everything)).await;
+    while let Some(done) = tasks.try_join_next() {
+        log_task_failure(done);
+    }
+    if settled.is_err() {
+        // Stop what is still running. Its deliveries were never settled,
+        // so the broker hands them to another member once this one leaves
+        // the group, just below: released, in effect. Settlements already
+        // handed to the transport complete on their own.
+        tasks.abort_all();
+        let mut released = 0;
+        while let Some(done) = tasks.join_next().await {
+            match done {
+                Err(e) if e.is_cancelled() => released += 1,
+                done => log_task_failure(done),
             }
         }
+        tracing::warn!(
+            released,
+            "shutdown grace ran out; releasing what is still running"
+        );
+        shared
+            .counters
+            .released
+            .fetch_add(released, Ordering::Relaxed);
     }
     // Only now leave the group, so nothing finished is handed out again.
     drop(deliveries);
     tracing::info!("stopped");
+}
+
+/// Runs `request` here until it first has to wait, then in a task of its
+/// own. Most requests never wait (their handler is ready at once and the
+/// transport queues their settlement): they cost no task, and no wake-up
+/// of another worker to run it.
+fn start_inline(tasks: &mut JoinSet<()>, request: impl Future<Output = ()> + Send + 'static) {
+    let mut request = Box::pin(request);
+    let mut cx = std::task::Context::from_waker(futures_util::task::noop_waker_ref());
+    // A panic outside a handler (those the engine catches) ends this
+    // request only, as it would end the request's task.
+    match std::panic::catch_unwind(AssertUnwindSafe(|| request.as_mut().poll(&mut cx))) {
+        Ok(Poll::Ready(())) => {}
+        // Polled again at once in its task, which registers the task's
+        // waker with whatever it waits for.
+        Ok(Poll::Pending) => drop(tasks.spawn(request)),
+        Err(panic) => {
+            tracing::error!(panic = panic_message(&*panic), "a request task failed");
+        }
+    }
 }
 
 fn log_task_failure(done: Result<(), tokio::task::JoinError>) {
@@ -360,27 +410,29 @@ fn log_task_failure(done: Result<(), tokio::task::JoinError>) {
 }
 
 /// Handles one delivery: skip, or answer then acknowledge; the transport
-/// releases it if the answer cannot be published.
-async fn handle(shared: &Shared, delivery: Delivery) {
-    let counters = &shared.counters;
-    match process(shared, delivery.message()).await {
-        None => match delivery.ack().await {
-            Ok(()) => bump(&counters.acked),
-            Err(e) => tracing::warn!(service = %shared.service, error = %e, "acknowledging failed"),
-        },
-        Some((reply_to, reply)) => {
-            match delivery
-                .reply_and_ack(&*shared.transport, &reply_to, reply)
-                .await
-            {
-                Ok(()) => bump(&counters.acked),
-                Err(e) => {
-                    bump(&counters.reply_failures);
-                    tracing::warn!(service = %shared.service, error = %e, %reply_to, "answering failed; the request stays with the broker for another try");
-                }
+/// releases it if the answer cannot be published. `permit` is given back
+/// when the transport reports the settlement.
+async fn handle(shared: Arc<Shared>, delivery: Delivery, permit: OwnedSemaphorePermit) {
+    let reply = process(&shared, delivery.message()).await;
+    let reply_to = reply.as_ref().map(|(to, _)| to.clone());
+    let server = shared.clone();
+    let on_settled = Box::new(move |outcome: Result<(), TransportError>| {
+        let (service, counters) = (&server.service, &server.counters);
+        match (outcome, reply_to) {
+            (Ok(()), _) => bump(&counters.acked),
+            (Err(e), None) => {
+                tracing::warn!(%service, error = %e, "acknowledging failed");
+            }
+            (Err(e), Some(reply_to)) => {
+                bump(&counters.reply_failures);
+                tracing::warn!(%service, error = %e, %reply_to, "answering failed; the request stays with the broker for another try");
             }
         }
-    }
+        drop(permit);
+    });
+    delivery
+        .settle_then(&*shared.transport, reply, on_settled)
+        .await;
 }
 
 /// The reply to one message and where it goes, or `None` when there is
@@ -476,4 +528,261 @@ fn route(
             .insert(header::CONTENT_TYPE, codec.content_type());
     }
     Some((Arc::clone(reply_to), reply))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::jsonrpc::RpcError;
+    use crate::transport::{Acknowledge, Inbox, OnSettled};
+
+    type Held = Arc<Mutex<Vec<OnSettled>>>;
+
+    /// A broker whose settlements are reported only when the test says so,
+    /// as a transport that settles in batches reports them after the
+    /// request's task has ended.
+    struct HeldSettlements {
+        queue: Mutex<Option<mpsc::UnboundedReceiver<Message>>>,
+        held: Held,
+    }
+
+    impl HeldSettlements {
+        fn new() -> (Arc<Self>, mpsc::UnboundedSender<Message>) {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let transport = Self {
+                queue: Mutex::new(Some(rx)),
+                held: Held::default(),
+            };
+            (Arc::new(transport), tx)
+        }
+
+        fn held(&self) -> usize {
+            self.held.lock().unwrap().len()
+        }
+
+        /// Reports every settlement held so far as done.
+        fn report(&self) {
+            let held = std::mem::take(&mut *self.held.lock().unwrap());
+            for on_settled in held {
+                on_settled(Ok(()));
+            }
+        }
+    }
+
+    struct HeldAck(Held);
+
+    #[async_trait]
+    impl Acknowledge for HeldAck {
+        async fn ack(self: Box<Self>) -> Result<(), TransportError> {
+            unreachable!("the server settles through settle_then")
+        }
+
+        async fn release(self: Box<Self>) -> Result<(), TransportError> {
+            unreachable!("the server settles through settle_then")
+        }
+
+        async fn settle_then(
+            self: Box<Self>,
+            _transport: &dyn Transport,
+            _reply: Option<(Arc<str>, Message)>,
+            on_settled: OnSettled,
+        ) {
+            self.0.lock().unwrap().push(on_settled);
+        }
+    }
+
+    #[async_trait]
+    impl Transport for HeldSettlements {
+        async fn publish(&self, _: &str, _: Message) -> Result<(), TransportError> {
+            Ok(())
+        }
+
+        async fn consume(&self, _: &str, _: &str) -> Result<Deliveries, TransportError> {
+            let queue = self.queue.lock().unwrap().take().expect("one consumer");
+            let held = self.held.clone();
+            Ok(Box::pin(futures_util::stream::unfold(
+                queue,
+                move |mut queue| {
+                    let held = held.clone();
+                    async move {
+                        let message = queue.recv().await?;
+                        Some((Ok(Delivery::new(message, HeldAck(held))), queue))
+                    }
+                },
+            )))
+        }
+
+        async fn inbox(&self) -> Result<Inbox, TransportError> {
+            Err(TransportError::Closed)
+        }
+    }
+
+    fn call(n: u64) -> Message {
+        let json = format!(r#"{{"jsonrpc":"2.0","method":"echo","params":[{n}],"id":{n}}}"#);
+        Message::new(json.into_bytes()).with_header(header::REPLY_TO, "inbox")
+    }
+
+    async fn start(transport: Arc<HeldSettlements>, config: ServerConfig) -> ServerHandle {
+        let router =
+            Router::new().method("echo", |(n,): (u64,)| async move { Ok::<_, RpcError>(n) });
+        Server::new(transport, "held", router)
+            .with_config(config)
+            .start()
+            .await
+            .unwrap()
+    }
+
+    /// Waits (yielding, not sleeping) until `done` holds; a bound on the
+    /// yields, not on time, turns "never" into a failure.
+    async fn until(what: &str, mut done: impl FnMut() -> bool) {
+        for _ in 0..100_000 {
+            if done() {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("never came true: {what}");
+    }
+
+    #[tokio::test]
+    async fn a_request_holds_its_permit_until_its_settlement_is_reported() {
+        let (transport, queue) = HeldSettlements::new();
+        let server = start(transport.clone(), ServerConfig::default().concurrency(2)).await;
+        for n in 1..=3 {
+            queue.send(call(n)).unwrap();
+        }
+        until("two settlements held", || transport.held() == 2).await;
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(server.stats().received, 2, "two permits, both held");
+        assert_eq!(server.stats().acked, 0, "nothing reported yet");
+
+        transport.report();
+        until("one settlement held", || transport.held() == 1).await;
+        let stats = server.stats();
+        assert_eq!((stats.received, stats.acked), (3, 2));
+        transport.report();
+        assert_eq!(server.stats().acked, 3);
+        server.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn shutdown_waits_for_settlements_reported_after_their_task() {
+        let (transport, queue) = HeldSettlements::new();
+        let server = start(transport.clone(), ServerConfig::default()).await;
+        queue.send(call(1)).unwrap();
+        until("one settlement held", || transport.held() == 1).await;
+
+        let stats = server.shared.clone();
+        let shutdown = tokio::spawn(server.shutdown());
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            !shutdown.is_finished(),
+            "shutdown returned with a settlement unreported"
+        );
+        transport.report();
+        shutdown.await.unwrap();
+        assert_eq!(stats.stats().acked, 1);
+        assert_eq!(stats.stats().released, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_stops_waiting_for_settlements_when_its_grace_runs_out() {
+        let (transport, queue) = HeldSettlements::new();
+        let config = ServerConfig::default().shutdown_grace(Duration::from_secs(5));
+        let server = start(transport.clone(), config).await;
+        queue.send(call(1)).unwrap();
+        until("one settlement held", || transport.held() == 1).await;
+        let stats = server.shared.clone();
+        // The paused clock jumps to the end of the grace once all is idle.
+        server.shutdown().await;
+        // Handed to the transport, not released: it is the transport's to finish.
+        assert_eq!((stats.stats().acked, stats.stats().released), (0, 0));
+        transport.report();
+        assert_eq!(stats.stats().acked, 1);
+    }
+
+    /// The id of the task each call's handler ran in, for three calls.
+    async fn handler_tasks(config: ServerConfig) -> Vec<String> {
+        let transport = Arc::new(crate::memory::MemoryTransport::new());
+        let router = Router::new().method("task", |(): ()| async move {
+            Ok::<_, RpcError>(tokio::task::try_id().map(|id| id.to_string()))
+        });
+        let server = Server::new(transport.clone(), "tasks", router)
+            .with_config(config)
+            .start()
+            .await
+            .unwrap();
+        let client = crate::Client::connect(transport).await.unwrap();
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            let id: Option<String> = client.call("tasks", "task", ()).await.unwrap();
+            ids.push(id.expect("handlers run in a task"));
+        }
+        server.shutdown().await;
+        ids
+    }
+
+    #[tokio::test]
+    async fn ready_handlers_run_in_the_serving_task_unless_told_otherwise() {
+        let inline = handler_tasks(ServerConfig::default()).await;
+        assert!(inline.iter().all(|id| *id == inline[0]), "{inline:?}");
+        let spawned = handler_tasks(ServerConfig::default().run_inline(false)).await;
+        let distinct: std::collections::HashSet<_> = spawned.iter().collect();
+        assert_eq!(distinct.len(), 3, "{spawned:?}");
+    }
+
+    #[tokio::test]
+    async fn a_handler_that_waits_goes_on_in_its_own_task() {
+        // "wait" returns only once "wake" has run: were a waiting handler
+        // kept in the serving task, "wake" would never be taken.
+        let transport = Arc::new(crate::memory::MemoryTransport::new());
+        let woken = Arc::new(tokio::sync::Notify::new());
+        let (w1, w2) = (woken.clone(), woken);
+        let router = Router::new()
+            .method("wait", move |(): ()| {
+                let woken = w1.clone();
+                async move {
+                    woken.notified().await;
+                    Ok::<_, RpcError>("waited")
+                }
+            })
+            .method("wake", move |(): ()| {
+                let woken = w2.clone();
+                async move {
+                    woken.notify_one();
+                    Ok::<_, RpcError>("woke")
+                }
+            });
+        let server = Server::new(transport.clone(), "waits", router)
+            .start()
+            .await
+            .unwrap();
+        let client = crate::Client::connect_with(
+            transport,
+            crate::ClientConfig::default().timeout(Duration::from_secs(10)),
+        )
+        .await
+        .unwrap();
+        let wait = client.call::<String>("waits", "wait", ());
+        let wake = async {
+            // Sent once "wait" is in hand, so that it is taken first.
+            until("the first call taken", || server.stats().received == 1).await;
+            client.call::<String>("waits", "wake", ()).await
+        };
+        let (waited, woke) = tokio::join!(wait, wake);
+        assert_eq!(
+            (waited.unwrap(), woke.unwrap()),
+            ("waited".into(), "woke".into())
+        );
+        server.shutdown().await;
+    }
 }

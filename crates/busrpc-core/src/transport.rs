@@ -91,6 +91,10 @@ pub fn unique_id() -> String {
     format!("{:016x}", hasher.finish())
 }
 
+/// Called once with the outcome of a settlement that the server hands to
+/// the transport instead of awaiting (see [`Acknowledge::settle_then`]).
+pub type OnSettled = Box<dyn FnOnce(Result<(), TransportError>) + Send + Sync + 'static>;
+
 /// Settles one delivery. Implemented by each transport.
 #[async_trait]
 pub trait Acknowledge: Send + Sync + 'static {
@@ -122,6 +126,29 @@ pub trait Acknowledge: Send + Sync + 'static {
                 Err(e)
             }
         }
+    }
+
+    /// Settles the delivery, replying first if `reply` holds an address and
+    /// a message (as [`reply_and_ack`](Self::reply_and_ack)) or only
+    /// acknowledging (as [`ack`](Self::ack)), and calls `on_settled` with
+    /// the outcome. A failed reply leaves the delivery with the broker for
+    /// another try, as `reply_and_ack` does.
+    ///
+    /// The default awaits the settlement and then reports it. A transport
+    /// that settles many deliveries in one round trip (Redis) overrides
+    /// this to return at once: the task that sends a batch then reports
+    /// every outcome in it, instead of waking each request's task in turn.
+    async fn settle_then(
+        self: Box<Self>,
+        transport: &dyn Transport,
+        reply: Option<(Arc<str>, Message)>,
+        on_settled: OnSettled,
+    ) {
+        let outcome = match reply {
+            Some((address, message)) => self.reply_and_ack(transport, &address, message).await,
+            None => self.ack().await,
+        };
+        on_settled(outcome);
     }
 }
 
@@ -174,6 +201,18 @@ impl Delivery {
         reply: Message,
     ) -> Result<(), TransportError> {
         self.acker.reply_and_ack(transport, address, reply).await
+    }
+
+    /// Settles the delivery, replying first if there is a reply, and calls
+    /// `on_settled` with the outcome, perhaps after this returns (see
+    /// [`Acknowledge::settle_then`]).
+    pub async fn settle_then(
+        self,
+        transport: &dyn Transport,
+        reply: Option<(Arc<str>, Message)>,
+        on_settled: OnSettled,
+    ) {
+        self.acker.settle_then(transport, reply, on_settled).await;
     }
 }
 

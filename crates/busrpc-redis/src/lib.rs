@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use busrpc_core::codec::Codec;
 use busrpc_core::jsonrpc::{self, RpcError, DEAD_LETTER_CODE};
-use busrpc_core::transport::{Acknowledge, Deliveries, Delivery, Inbox, Transport, TransportError};
+use busrpc_core::transport::{
+    Acknowledge, Deliveries, Delivery, Inbox, OnSettled, Transport, TransportError,
+};
 use busrpc_core::{header, Message};
 use futures_util::stream;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -250,10 +252,17 @@ impl Transport for RedisTransport {
         let inner = self.inner.clone();
         inner.create_group(address, group).await?;
         let (address, group): (Arc<str>, Arc<str>) = (address.into(), group.into());
+        let consumer: Arc<str> = inner.name("consumer").into();
+        let settle = SettleQueue::start(
+            inner.clone(),
+            address.clone(),
+            group.clone(),
+            consumer.clone(),
+        );
         let reader = GroupReader {
             connection: inner.blocking_connection().await?,
-            consumer: inner.name("consumer").into(),
-            settle: SettleQueue::start(inner.clone(), address.clone(), group.clone()),
+            consumer,
+            settle,
             address,
             group,
             buffer: VecDeque::new(),
@@ -551,7 +560,7 @@ struct RedisAck {
 #[async_trait]
 impl Acknowledge for RedisAck {
     async fn ack(self: Box<Self>) -> Result<(), TransportError> {
-        self.settle.settle(self.id, None).await
+        self.settle.confirmed(self.id, None).await
     }
 
     async fn release(self: Box<Self>) -> Result<(), TransportError> {
@@ -574,8 +583,8 @@ impl Acknowledge for RedisAck {
         address: &str,
         reply: Message,
     ) -> Result<(), TransportError> {
-        let reply = Some((address.to_owned(), reply));
-        match self.settle.settle(self.id.clone(), reply).await {
+        let reply = Some((address.into(), reply));
+        match self.settle.confirmed(self.id.clone(), reply).await {
             Ok(()) => Ok(()),
             Err(e) => {
                 if let Err(release) = self.release().await {
@@ -585,15 +594,47 @@ impl Acknowledge for RedisAck {
             }
         }
     }
+
+    /// Queues the settlement and returns: the settling task reports the
+    /// outcome, and on a failed reply hands the request back for another
+    /// try (see [`SettleQueue`]).
+    async fn settle_then(
+        self: Box<Self>,
+        _transport: &dyn Transport,
+        reply: Option<(Arc<str>, Message)>,
+        on_settled: OnSettled,
+    ) {
+        let settlement = Settlement {
+            id: self.id,
+            reply,
+            waiter: Waiter::Report(on_settled),
+        };
+        if let Err(mpsc::error::SendError(settlement)) = self.settle.0.send(settlement) {
+            // The settling task is gone with its consumer: nothing to settle with.
+            if let Waiter::Report(on_settled) = settlement.waiter {
+                on_settled(Err(TransportError::Closed));
+            }
+        }
+    }
 }
 
 /// A request to settle: its id, the reply to write first if any, and who
-/// waits for the outcome.
-type Settlement = (
-    String,
-    Option<(String, Message)>,
-    oneshot::Sender<Result<(), String>>,
-);
+/// learns the outcome.
+struct Settlement {
+    id: String,
+    reply: Option<(Arc<str>, Message)>,
+    waiter: Waiter,
+}
+
+/// Who learns how a settlement went.
+enum Waiter {
+    /// A caller awaiting the outcome ([`Acknowledge::ack`],
+    /// [`Acknowledge::reply_and_ack`]); it releases on failure itself.
+    Confirm(oneshot::Sender<Result<(), String>>),
+    /// The server, through [`Acknowledge::settle_then`]: the settling task
+    /// reports, and releases a failed reply's request itself.
+    Report(OnSettled),
+}
 
 /// The replies and acknowledgements of one consumer, coalesced. A task
 /// takes everything queued while its previous round trip was out and sends
@@ -602,8 +643,12 @@ type Settlement = (
 /// acknowledged before its reply is written. A lone request costs one round
 /// trip, as it would alone; under load, one write and one round trip settle
 /// many, sparing Redis and the client the per-command work that otherwise
-/// dominates. Each caller waits for its batch's outcome, so "acknowledged"
-/// still means acknowledged.
+/// dominates. The task reports each batch's outcome to every request in it
+/// (to the server's [`OnSettled`], or to a caller awaiting
+/// [`Acknowledge::ack`]) only once Redis has answered, so "acknowledged"
+/// still means acknowledged; a server request holds its concurrency permit
+/// until then. Reporting from here, rather than waking each request's task
+/// to learn its outcome, spares a wake-up per request.
 ///
 /// Answered requests then leave the stream in bulk rather than one `XDEL`
 /// each (which cost Redis more than the `XACK`s): after every
@@ -627,7 +672,7 @@ const TRIM_WHEN_QUIET: Duration = Duration::from_millis(100);
 const TRIM_SCRIPT: &str = include_str!("trim.lua");
 
 impl SettleQueue {
-    fn start(inner: Arc<Inner>, address: Arc<str>, group: Arc<str>) -> Self {
+    fn start(inner: Arc<Inner>, address: Arc<str>, group: Arc<str>, consumer: Arc<str>) -> Self {
         let (tx, mut rx) = mpsc::unbounded_channel::<Settlement>();
         // Ends when the consumer and every delivery of it are gone.
         tokio::spawn(async move {
@@ -657,8 +702,20 @@ impl SettleQueue {
                 if outcome.is_ok() {
                     untrimmed += batch.len();
                 }
-                for (_, _, done) in batch.drain(..) {
-                    let _ = done.send(outcome.clone());
+                if outcome.is_err() {
+                    hand_back_failed_replies(&inner, &address, &group, &consumer, &batch).await;
+                }
+                for settlement in batch.drain(..) {
+                    match settlement.waiter {
+                        Waiter::Confirm(done) => {
+                            let _ = done.send(outcome.clone());
+                        }
+                        Waiter::Report(on_settled) => on_settled(
+                            outcome
+                                .clone()
+                                .map_err(|e| TransportError::Unavailable(e.into())),
+                        ),
+                    }
                 }
                 if untrimmed >= TRIM_EVERY {
                     trim(&inner, &address).await;
@@ -669,14 +726,16 @@ impl SettleQueue {
         SettleQueue(tx)
     }
 
-    async fn settle(
+    /// Settles and waits for the outcome.
+    async fn confirmed(
         &self,
         id: String,
-        reply: Option<(String, Message)>,
+        reply: Option<(Arc<str>, Message)>,
     ) -> Result<(), TransportError> {
         let (done, confirmed) = oneshot::channel();
+        let waiter = Waiter::Confirm(done);
         self.0
-            .send((id, reply, done))
+            .send(Settlement { id, reply, waiter })
             .map_err(|_| TransportError::Closed)?;
         match confirmed.await {
             Ok(Ok(())) => Ok(()),
@@ -700,7 +759,7 @@ async fn settle_batch(
         4 + address.len() + group.len() + batch.len() * 16,
     );
     xack.arg("XACK").arg(address).arg(group);
-    for (id, reply, _) in batch {
+    for Settlement { id, reply, .. } in batch {
         if let Some((to, message)) = reply {
             inner.add_reply(&mut pipe, to, message);
         }
@@ -708,6 +767,30 @@ async fn settle_batch(
     }
     pipe.add_command(xack);
     inner.run(&pipe).await.map_err(|e| e.to_string())
+}
+
+/// After a batch failed: makes the requests whose replies the server left
+/// to this task claimable at once (see [`release_cmd`]), as a caller of
+/// [`Acknowledge::reply_and_ack`] does for its own.
+async fn hand_back_failed_replies(
+    inner: &Inner,
+    address: &str,
+    group: &str,
+    consumer: &str,
+    batch: &[Settlement],
+) {
+    let ids: Vec<String> = batch
+        .iter()
+        .filter(|s| s.reply.is_some() && matches!(s.waiter, Waiter::Report(_)))
+        .map(|s| s.id.clone())
+        .collect();
+    if ids.is_empty() {
+        return;
+    }
+    let cmd = release_cmd(inner, address, group, consumer, &ids);
+    if let Err(e) = inner.query(&cmd).await {
+        tracing::debug!(error = %e, "releasing after failed replies failed; they will be claimed after claim_idle");
+    }
 }
 
 /// Removes the answered requests at the head of the stream at `address`.
