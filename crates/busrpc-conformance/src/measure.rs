@@ -67,6 +67,49 @@ where
     task.await.expect("the sampling task does not panic")
 }
 
+/// Records `samples` round trips of a baseline and of busrpc taken in turn
+/// (baseline, busrpc, baseline, ...), after a tenth as many of each to warm
+/// up, in one task on the current runtime's workers. Load that comes and
+/// goes on a shared machine then falls on both sides alike, where two runs
+/// one after the other would each catch a different part of it. Returns
+/// the baseline's latencies and busrpc's (nanoseconds).
+pub async fn paired_latencies<FA, FutA, FB, FutB>(
+    samples: u64,
+    mut baseline: FA,
+    mut busrpc: FB,
+) -> (Histogram<u64>, Histogram<u64>)
+where
+    FA: FnMut(u64) -> FutA + Send + 'static,
+    FutA: Future<Output = ()> + Send,
+    FB: FnMut(u64) -> FutB + Send + 'static,
+    FutB: Future<Output = ()> + Send,
+{
+    let task = tokio::spawn(async move {
+        let new = || Histogram::<u64>::new(3).expect("3 significant figures is valid");
+        let (mut a, mut b) = (new(), new());
+        for n in 0..samples / 10 {
+            baseline(n).await;
+            busrpc(n).await;
+        }
+        for n in 0..samples {
+            for (side, histogram) in [(true, &mut a), (false, &mut b)] {
+                let start = Instant::now();
+                if side {
+                    baseline(n).await;
+                } else {
+                    busrpc(n).await;
+                }
+                let nanos = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                histogram
+                    .record(nanos)
+                    .expect("an auto-resizing histogram takes any value");
+            }
+        }
+        (a, b)
+    });
+    task.await.expect("the sampling task does not panic")
+}
+
 /// Runs `lanes` concurrent loops, each a task making `per_lane` round trips
 /// with its own `lane(index)`; returns round trips per second.
 pub async fn throughput<F, L, Fut>(lanes: u64, per_lane: u64, mut lane: F) -> f64
@@ -321,6 +364,20 @@ mod tests {
         assert!(
             histogram.value_at_quantile(0.5) >= 1_000_000,
             "slept 2 ms each"
+        );
+        // Each side in its own histogram, the warm-ups in neither.
+        let (fast, slow) = paired_latencies(
+            20,
+            |_| async {},
+            |_| tokio::time::sleep(Duration::from_millis(2)),
+        )
+        .await;
+        assert_eq!((fast.len(), slow.len()), (20, 20));
+        assert!(
+            slow.min() >= 1_000_000 && fast.max() < slow.min(),
+            "{} vs {}",
+            fast.max(),
+            slow.min()
         );
         let rate = throughput(4, 10, |_| |_| async {}).await;
         assert!(rate > 0.0);

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use busrpc_conformance::measure::{latencies, paired_throughput, report, Figures};
+use busrpc_conformance::measure::{paired_latencies, paired_throughput, report, Figures};
 use busrpc_core::{Client, ClientConfig, Router, RpcError, Server};
 use busrpc_redis::raw::PingPong;
 use busrpc_redis::RedisTransport;
@@ -59,11 +59,11 @@ fn main() {
             }
         };
 
-        let (samples, rounds, per_lane) = if full { (20_000, 5, 400) } else { (50, 1, 4) };
+        let (samples, rounds, per_lane) = if full { (20_000, 9, 400) } else { (50, 1, 4) };
         let samples = if std::env::var_os("BUSRPC_BENCH_SKIP_LATENCY").is_some() { 10 } else { samples };
         const LANES: u64 = 64;
-        let raw_latencies = latencies(samples, raw_once(raw.clone())).await;
-        let rpc_latencies = latencies(samples, rpc_once(rpc.clone())).await;
+        let (raw_latencies, rpc_latencies) =
+            paired_latencies(samples, raw_once(raw.clone()), rpc_once(rpc.clone())).await;
         let (raw_rate, rpc_rate) = paired_throughput(
             rounds,
             LANES,
@@ -76,7 +76,7 @@ fn main() {
             "{}",
             report(
                 &format!(
-                    "Redis Streams at {} ({samples} round trips at 1 in flight; calls/s: median of {rounds} alternating rounds of {LANES} in flight x {per_lane}; 2 worker threads)",
+                    "Redis Streams at {} ({samples} round trips each at 1 in flight, raw and busrpc in turn; calls/s: median of {rounds} alternating rounds of {LANES} in flight x {per_lane}; 2 worker threads)",
                     redis_url()
                 ),
                 &Figures::new(&raw_latencies, raw_rate),
