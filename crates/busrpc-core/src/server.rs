@@ -78,6 +78,27 @@ impl ServerConfig {
     }
 
     /// Sets [`run_inline`](Self::run_inline).
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use busrpc_core::{memory::MemoryTransport, Client, Router, RpcError, Server, ServerConfig};
+    /// # #[tokio::main] async fn main() -> Result<(), busrpc_core::Error> {
+    /// # let transport = Arc::new(MemoryTransport::new());
+    /// // A handler that computes before it ever awaits: start each request
+    /// // in a task of its own, so that the runtime's workers share them.
+    /// let router = Router::new().method("digits", |(n,): (u32,)| async move {
+    ///     let digits: u64 = (1..=u64::from(n)).map(|i| i.to_string().len() as u64).sum();
+    ///     Ok::<_, RpcError>(digits)
+    /// });
+    /// let server = Server::new(transport.clone(), "math", router)
+    ///     .with_config(ServerConfig::default().run_inline(false))
+    ///     .start()
+    ///     .await?;
+    /// let client = Client::connect(transport).await?;
+    /// assert_eq!(client.call::<u64>("math", "digits", (12,)).await?, 15);
+    /// server.shutdown().await;
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn run_inline(mut self, inline: bool) -> Self {
         self.run_inline = inline;
