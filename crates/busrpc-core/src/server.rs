@@ -129,8 +129,10 @@ pub struct ServerStats {
     /// Messages counted and dropped: bad input or a response with no
     /// `reply-to` to send it to.
     pub dropped: u64,
-    /// Replies that could not be published and acknowledged; the request
-    /// stays with the broker for another try.
+    /// Replies that could not be published and acknowledged. The request
+    /// stays with the broker for another try, unless the broker refused the
+    /// reply itself where another try would be refused alike (Redis: a
+    /// `reply-to` naming a key that is not a stream); the logged error says.
     pub reply_failures: u64,
 }
 
@@ -446,7 +448,7 @@ async fn handle(shared: Arc<Shared>, delivery: Delivery, permit: OwnedSemaphoreP
             }
             (Err(e), Some(reply_to)) => {
                 bump(&counters.reply_failures);
-                tracing::warn!(%service, error = %e, %reply_to, "answering failed; the request stays with the broker for another try");
+                tracing::warn!(%service, error = %e, %reply_to, "answering failed");
             }
         }
         drop(permit);

@@ -560,7 +560,10 @@ struct RedisAck {
 #[async_trait]
 impl Acknowledge for RedisAck {
     async fn ack(self: Box<Self>) -> Result<(), TransportError> {
-        self.settle.confirmed(self.id, None).await
+        self.settle
+            .confirmed(self.id, None)
+            .await
+            .map_err(Into::into)
     }
 
     async fn release(self: Box<Self>) -> Result<(), TransportError> {
@@ -586,11 +589,12 @@ impl Acknowledge for RedisAck {
         let reply = Some((address.into(), reply));
         match self.settle.confirmed(self.id.clone(), reply).await {
             Ok(()) => Ok(()),
+            Err(e @ SettleError::ReplyRefused(_)) => Err(e.into()),
             Err(e) => {
                 if let Err(release) = self.release().await {
                     tracing::debug!(error = %release, "releasing after a failed reply failed; it will be claimed after claim_idle");
                 }
-                Err(e)
+                Err(e.into())
             }
         }
     }
@@ -618,6 +622,27 @@ impl Acknowledge for RedisAck {
     }
 }
 
+/// Why a settlement failed.
+#[derive(Clone, Debug)]
+enum SettleError {
+    /// The pipeline failed as a whole (Redis unreachable, the connection
+    /// lost): its requests are handed back for another try.
+    Batch(String),
+    /// Redis refused this request's reply (its `reply-to` names a key that
+    /// is not a stream). The request is acknowledged with its batch: another
+    /// try would be refused alike.
+    ReplyRefused(String),
+}
+
+impl From<SettleError> for TransportError {
+    fn from(e: SettleError) -> Self {
+        match e {
+            SettleError::Batch(e) => TransportError::Unavailable(e.into()),
+            SettleError::ReplyRefused(e) => TransportError::Rejected(e),
+        }
+    }
+}
+
 /// A request to settle: its id, the reply to write first if any, and who
 /// learns the outcome.
 struct Settlement {
@@ -630,7 +655,7 @@ struct Settlement {
 enum Waiter {
     /// A caller awaiting the outcome ([`Acknowledge::ack`],
     /// [`Acknowledge::reply_and_ack`]); it releases on failure itself.
-    Confirm(oneshot::Sender<Result<(), String>>),
+    Confirm(oneshot::Sender<Result<(), SettleError>>),
     /// The server, through [`Acknowledge::settle_then`]: the settling task
     /// reports, and releases a failed reply's request itself.
     Report(OnSettled),
@@ -699,22 +724,25 @@ impl SettleQueue {
                     return;
                 }
                 let outcome = settle_batch(&inner, &address, &group, &batch).await;
-                if outcome.is_ok() {
-                    untrimmed += batch.len();
+                match &outcome {
+                    Ok(_) => untrimmed += batch.len(),
+                    Err(_) => {
+                        hand_back_failed_replies(&inner, &address, &group, &consumer, &batch).await;
+                    }
                 }
-                if outcome.is_err() {
-                    hand_back_failed_replies(&inner, &address, &group, &consumer, &batch).await;
-                }
-                for settlement in batch.drain(..) {
+                for (n, settlement) in batch.drain(..).enumerate() {
+                    let result = match &outcome {
+                        Err(e) => Err(SettleError::Batch(e.clone())),
+                        Ok(refused) => match refused.get(n).cloned().flatten() {
+                            Some(e) => Err(SettleError::ReplyRefused(e)),
+                            None => Ok(()),
+                        },
+                    };
                     match settlement.waiter {
                         Waiter::Confirm(done) => {
-                            let _ = done.send(outcome.clone());
+                            let _ = done.send(result);
                         }
-                        Waiter::Report(on_settled) => on_settled(
-                            outcome
-                                .clone()
-                                .map_err(|e| TransportError::Unavailable(e.into())),
-                        ),
+                        Waiter::Report(on_settled) => on_settled(result.map_err(Into::into)),
                     }
                 }
                 if untrimmed >= TRIM_EVERY {
@@ -731,28 +759,26 @@ impl SettleQueue {
         &self,
         id: String,
         reply: Option<(Arc<str>, Message)>,
-    ) -> Result<(), TransportError> {
+    ) -> Result<(), SettleError> {
+        let closed = || SettleError::Batch("the consumer is closed".to_owned());
         let (done, confirmed) = oneshot::channel();
         let waiter = Waiter::Confirm(done);
         self.0
             .send(Settlement { id, reply, waiter })
-            .map_err(|_| TransportError::Closed)?;
-        match confirmed.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(TransportError::Unavailable(e.into())),
-            Err(_) => Err(TransportError::Closed),
-        }
+            .map_err(|_| closed())?;
+        confirmed.await.unwrap_or_else(|_| Err(closed()))
     }
 }
 
 /// Writes a batch's replies, then acknowledges all its requests, in one
-/// pipeline.
+/// pipeline. `Err` if the pipeline failed as a whole (or its `XACK` did);
+/// otherwise, per settlement in order, why Redis refused its reply if it did.
 async fn settle_batch(
     inner: &Inner,
     address: &str,
     group: &str,
     batch: &[Settlement],
-) -> Result<(), String> {
+) -> Result<Vec<Option<String>>, String> {
     let mut pipe = redis::Pipeline::with_capacity(batch.len() + 1);
     let mut xack = redis::Cmd::with_capacity(
         3 + batch.len(),
@@ -766,7 +792,31 @@ async fn settle_batch(
         xack.arg(id);
     }
     pipe.add_command(xack);
-    inner.run(&pipe).await.map_err(|e| e.to_string())
+    // Each command's own outcome: one reply refused must not fail the
+    // others, whose replies were written all the same.
+    pipe.ignore_errors();
+    let results: Vec<redis::RedisResult<Value>> = pipe
+        .query_async(&mut inner.commands.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    match results.last() {
+        Some(Ok(_)) => {}
+        Some(Err(e)) => return Err(e.to_string()),
+        None => return Err("Redis answered the pipeline with nothing".to_owned()),
+    }
+    let mut replies = results.into_iter();
+    Ok(batch
+        .iter()
+        .map(|settlement| {
+            let (to, _) = settlement.reply.as_ref()?;
+            match replies.next() {
+                Some(Err(e)) => Some(format!(
+                    "Redis refused the reply to {to:?} ({e}); the request is acknowledged, as another try would be refused alike"
+                )),
+                _ => None,
+            }
+        })
+        .collect())
 }
 
 /// After a batch failed: makes the requests whose replies the server left

@@ -531,3 +531,64 @@ async fn calls_over_tls() {
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A request whose `reply-to` names a key that is not a stream: Redis
+/// refuses that reply, and only that one. The request read in the same
+/// batch is answered and counted as answered; the refused one is counted
+/// as a reply failure and acknowledged (another try would fail alike).
+#[tokio::test(flavor = "current_thread")]
+async fn a_refused_reply_fails_only_its_own_request() {
+    let prefix = Prefix::new("refused");
+    let transport = Arc::new(prefix.connect("").await);
+    let service = format!("{}:test", prefix.0);
+    let not_a_stream = format!("{}:a-string", prefix.0);
+    let inbox = format!("{}:my-inbox", prefix.0);
+    query::<()>(redis::cmd("SET").arg(&not_a_stream).arg("x")).await;
+    query::<String>(
+        redis::cmd("XADD")
+            .arg(&inbox)
+            .arg("MAXLEN")
+            .arg(0)
+            .arg("*")
+            .arg("created")
+            .arg(1),
+    )
+    .await;
+    // Both queued before the server starts, so that one read takes both
+    // and (on this one thread) one pipeline settles both.
+    for (id, reply_to) in [(1, &not_a_stream), (2, &inbox)] {
+        let request = format!(r#"{{"jsonrpc":"2.0","method":"echo","params":["{id}"],"id":{id}}}"#);
+        let message =
+            Message::new(request.into_bytes()).with_header(header::REPLY_TO, reply_to.as_str());
+        transport.publish(&service, message).await.unwrap();
+    }
+    let server = Server::new(transport, "test", echo_router())
+        .start()
+        .await
+        .unwrap();
+    let settled = async {
+        loop {
+            let stats = server.stats();
+            if stats.acked + stats.reply_failures == 2 {
+                return stats;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    let stats = tokio::time::timeout(Duration::from_secs(10), settled)
+        .await
+        .expect("both requests settled");
+    assert_eq!((stats.acked, stats.reply_failures), (1, 1), "{stats:?}");
+    let replies: Vec<String> = stream_payloads(&inbox).await;
+    assert_eq!(
+        replies,
+        [r#"{"jsonrpc":"2.0","result":"RPC 2!","id":2}"#],
+        "the other reply was written"
+    );
+    let pending: redis::Value = query(redis::cmd("XPENDING").arg(&service).arg("test")).await;
+    assert!(
+        matches!(&pending, redis::Value::Array(summary) if summary.first() == Some(&redis::Value::Int(0))),
+        "both acknowledged: {pending:?}"
+    );
+    server.shutdown().await;
+}
