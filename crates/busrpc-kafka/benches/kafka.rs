@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use busrpc_conformance::measure::{paired_latencies, report, throughput, Figures};
+use busrpc_conformance::measure::{paired_latencies, paired_throughput, report, Figures};
 use busrpc_core::{Client, ClientConfig, Router, RpcError, Server};
 use busrpc_kafka::raw::PingPong;
 use busrpc_kafka::KafkaTransport;
@@ -62,15 +62,21 @@ async fn measure(url: &str, full: bool) -> String {
     raw_once(raw.clone())(0).await;
     rpc_once(rpc.clone())(0).await;
 
-    let (samples, per_lane) = if full { (300, 20) } else { (10, 2) };
+    let (samples, rounds, per_lane) = if full { (300, 5, 20) } else { (10, 1, 2) };
     let (raw_latencies, rpc_latencies) =
         paired_latencies(samples, raw_once(raw.clone()), rpc_once(rpc.clone())).await;
-    let raw_rate = throughput(64, per_lane, |_| raw_once(raw.clone())).await;
-    let rpc_rate = throughput(64, per_lane, |_| rpc_once(rpc.clone())).await;
+    let (raw_rate, rpc_rate) = paired_throughput(
+        rounds,
+        64,
+        per_lane,
+        |_| raw_once(raw.clone()),
+        |_| rpc_once(rpc.clone()),
+    )
+    .await;
     server.shutdown().await;
     report(
         &format!(
-            "Kafka at {url} ({samples} round trips each at 1 in flight, raw and busrpc in turn; 64 in flight x {per_lane} for calls/s; fetch.wait.max.ms={fetch_wait})"
+            "Kafka at {url} ({samples} round trips each at 1 in flight, raw and busrpc in turn; calls/s: median of {rounds} alternating rounds of 64 in flight x {per_lane}; fetch.wait.max.ms={fetch_wait})"
         ),
         &Figures::new(&raw_latencies, raw_rate),
         &Figures::new(&rpc_latencies, rpc_rate),
