@@ -132,7 +132,9 @@ pub trait Acknowledge: Send + Sync + 'static {
     /// a message (as [`reply_and_ack`](Self::reply_and_ack)) or only
     /// acknowledging (as [`ack`](Self::ack)), and calls `on_settled` with
     /// the outcome. A failed reply leaves the delivery with the broker for
-    /// another try, as `reply_and_ack` does.
+    /// another try, as `reply_and_ack` does, unless the broker refused the
+    /// reply itself ([`TransportError::Rejected`]) where another try would
+    /// be refused alike and the transport may settle the delivery.
     ///
     /// The default awaits the settlement and then reports it. A transport
     /// that settles many deliveries in one round trip (Redis) overrides

@@ -632,6 +632,8 @@ enum SettleError {
     /// is not a stream). The request is acknowledged with its batch: another
     /// try would be refused alike.
     ReplyRefused(String),
+    /// The settling task is gone with its consumer.
+    Closed,
 }
 
 impl From<SettleError> for TransportError {
@@ -639,6 +641,7 @@ impl From<SettleError> for TransportError {
         match e {
             SettleError::Batch(e) => TransportError::Unavailable(e.into()),
             SettleError::ReplyRefused(e) => TransportError::Rejected(e),
+            SettleError::Closed => TransportError::Closed,
         }
     }
 }
@@ -760,13 +763,12 @@ impl SettleQueue {
         id: String,
         reply: Option<(Arc<str>, Message)>,
     ) -> Result<(), SettleError> {
-        let closed = || SettleError::Batch("the consumer is closed".to_owned());
         let (done, confirmed) = oneshot::channel();
         let waiter = Waiter::Confirm(done);
         self.0
             .send(Settlement { id, reply, waiter })
-            .map_err(|_| closed())?;
-        confirmed.await.unwrap_or_else(|_| Err(closed()))
+            .map_err(|_| SettleError::Closed)?;
+        confirmed.await.unwrap_or(Err(SettleError::Closed))
     }
 }
 
