@@ -132,6 +132,8 @@ macro_rules! suite {
             server_bounds_concurrent_handlers,
             stray_replies_are_dropped_and_counted,
             closed_client_fails_pending_calls,
+            msgpack_with_trailing_bytes_is_a_parse_error,
+            malformed_deadline_is_an_invalid_request,
         );
     };
     (@each $harness:expr; $($name:ident),* $(,)?) => {

@@ -1037,3 +1037,68 @@ pub async fn closed_client_fails_pending_calls(h: &dyn Harness) {
     ));
     server.handle.shutdown().await;
 }
+
+/// MessagePack with bytes after its one value is -32700, as JSON with
+/// trailing bytes is: the rest would otherwise be silently dropped.
+pub async fn msgpack_with_trailing_bytes_is_a_parse_error(h: &dyn Harness) {
+    let service = unique_service("msgpack-trailing");
+    let server = serve(h, &service, "a", ServerConfig::default()).await;
+    let mut peer = RawPeer::new(h, &service).await;
+    let mut payload = Codec::MessagePack
+        .from_json(br#"{"jsonrpc":"2.0","method":"sum","params":[2,3],"id":7}"#.to_vec())
+        .unwrap();
+    let len = payload.len() + 1;
+    payload.push(0xc0); // a MessagePack nil after the request
+    peer.send(
+        peer.request(payload)
+            .with_header(header::CONTENT_TYPE, MSGPACK),
+    )
+    .await;
+    let reply = peer.next_reply().await;
+    assert_eq!(reply.headers.get(header::CONTENT_TYPE), Some(MSGPACK));
+    let json = Codec::MessagePack.to_json(&reply.payload).unwrap();
+    assert_eq!(
+        std::str::from_utf8(&json).unwrap(),
+        format!(
+            r#"{{"jsonrpc":"2.0","error":{{"code":-32700,"message":"Parse error","data":"payload is not valid MessagePack: trailing bytes after the value (1 of {len})"}},"id":null}}"#
+        )
+    );
+    assert_eq!(server.handle.stats().calls, 0, "nothing ran");
+    server.handle.shutdown().await;
+}
+
+/// A `deadline` header that is not Unix milliseconds is -32600 under the
+/// call's own id, saying why; the call does not run.
+pub async fn malformed_deadline_is_an_invalid_request(h: &dyn Harness) {
+    let service = unique_service("bad-deadline");
+    let server = serve(h, &service, "a", ServerConfig::default()).await;
+    let mut peer = RawPeer::new(h, &service).await;
+    let too_long = "9".repeat(26);
+    for bad in ["soon", "-5", "1.5", too_long.as_str()] {
+        let request = peer
+            .request(r#"{"jsonrpc":"2.0","method":"sum","params":[1],"id":3}"#)
+            .with_header(header::DEADLINE, bad);
+        peer.send(request).await;
+        let reply = peer.next_reply().await;
+        let quoted = serde_json::to_string(bad).unwrap().replace('"', "\\\"");
+        assert_eq!(
+            std::str::from_utf8(&reply.payload).unwrap(),
+            format!(
+                r#"{{"jsonrpc":"2.0","error":{{"code":-32600,"message":"Invalid Request","data":"the deadline header {quoted} is not a Unix time in milliseconds (1 to 20 digits)"}},"id":3}}"#
+            )
+        );
+    }
+    // A notification with a bad deadline is not run either, and not answered.
+    let notification = Message::new(r#"{"jsonrpc":"2.0","method":"sleep","params":[1]}"#)
+        .with_header(header::DEADLINE, "soon");
+    peer.send(notification).await;
+    peer.assert_silence(&server.handle, 5).await;
+    let stats = server.handle.stats();
+    assert_eq!(
+        (stats.calls, stats.notifications),
+        (1, 0),
+        "only the sentinel ran"
+    );
+    assert_eq!(stats.dropped, 1);
+    server.handle.shutdown().await;
+}

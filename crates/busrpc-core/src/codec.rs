@@ -69,12 +69,25 @@ impl Codec {
             Codec::Json => Ok(Cow::Borrowed(payload)),
             Codec::MessagePack => {
                 let mut out = Vec::with_capacity(payload.len() * 2);
-                let mut de = rmp_serde::Deserializer::from_read_ref(payload);
+                let mut de = rmp_serde::Deserializer::new(std::io::Cursor::new(payload));
                 let mut ser = serde_json::Serializer::new(&mut out);
                 serde_transcode::transcode(&mut de, &mut ser).map_err(|e| CodecError::Invalid {
                     codec: "MessagePack",
                     reason: e.to_string(),
                 })?;
+                // One value, as JSON's parser insists: bytes after it would
+                // be a second message silently dropped.
+                let read = usize::try_from(de.position()).unwrap_or(usize::MAX);
+                if read < payload.len() {
+                    return Err(CodecError::Invalid {
+                        codec: "MessagePack",
+                        reason: format!(
+                            "trailing bytes after the value ({} of {})",
+                            payload.len() - read,
+                            payload.len()
+                        ),
+                    });
+                }
                 Ok(Cow::Owned(out))
             }
         }
@@ -134,6 +147,13 @@ mod tests {
     #[test]
     fn garbage_msgpack_is_an_error() {
         assert!(Codec::MessagePack.to_json(&[0xc1]).is_err());
+        // 1, then a stray 2: one value and trailing bytes.
+        let err = Codec::MessagePack.to_json(&[0x01, 0x02]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "payload is not valid MessagePack: trailing bytes after the value (1 of 2)"
+        );
+        assert_eq!(&*Codec::MessagePack.to_json(&[0x01]).unwrap(), b"1");
         assert!(matches!(
             Codec::Json.to_json(b"{}").unwrap(),
             Cow::Borrowed(_)

@@ -17,7 +17,7 @@ pub use client::{Batch, BatchCall, BatchReplies, Client, ClientConfig, ClientSta
 pub use codec::Codec;
 pub use error::Error;
 pub use jsonrpc::{Id, RpcError};
-pub use message::{header, Deadline, Headers, Limits, Message};
+pub use message::{header, Deadline, Headers, InvalidDeadline, Limits, Message};
 pub use router::{Handler, Router};
 pub use server::{Server, ServerConfig, ServerHandle, ServerStats};
 pub use transport::{

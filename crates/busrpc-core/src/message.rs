@@ -90,9 +90,11 @@ impl Headers {
         self.0.is_empty()
     }
 
-    /// The `deadline` header, if present and well-formed.
-    pub fn deadline(&self) -> Option<Deadline> {
-        self.get(header::DEADLINE)?.parse().ok().map(Deadline)
+    /// The `deadline` header: `None` when absent, an error when it is not
+    /// a Unix time in milliseconds (a server answers such a request -32600
+    /// rather than guess what the caller meant).
+    pub fn deadline(&self) -> Result<Option<Deadline>, InvalidDeadline> {
+        self.get(header::DEADLINE).map(str::parse).transpose()
     }
 }
 
@@ -162,6 +164,25 @@ impl Deadline {
     /// Time left until the deadline, zero when passed.
     pub fn remaining(self) -> Duration {
         Duration::from_millis(self.0.saturating_sub(unix_ms_now()))
+    }
+}
+
+/// A `deadline` header that is not a Unix time in milliseconds.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the deadline header {0:?} is not a Unix time in milliseconds (1 to 20 digits)")]
+pub struct InvalidDeadline(pub String);
+
+impl std::str::FromStr for Deadline {
+    type Err = InvalidDeadline;
+
+    /// Decimal digits only: no sign, no fraction, no exponent, no spaces,
+    /// and within a `u64`.
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        let digits = !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit());
+        match value.parse() {
+            Ok(ms) if digits => Ok(Deadline(ms)),
+            _ => Err(InvalidDeadline(value.chars().take(64).collect())),
+        }
     }
 }
 
@@ -235,15 +256,20 @@ mod tests {
     }
 
     #[test]
-    fn deadline_header_parses_or_is_ignored() {
+    fn deadline_header_parses_or_is_refused() {
         let h = Headers::new().with(header::DEADLINE, "1700000000000");
-        assert_eq!(h.deadline(), Some(Deadline(1_700_000_000_000)));
+        assert_eq!(h.deadline(), Ok(Some(Deadline(1_700_000_000_000))));
         let written = Headers::new().with(header::DEADLINE, Deadline(1_700_000_000_000));
         assert_eq!(written.get(header::DEADLINE), Some("1700000000000"));
-        assert!(h.deadline().unwrap().has_passed());
+        assert!(h.deadline().unwrap().unwrap().has_passed());
+        assert_eq!(Headers::new().deadline(), Ok(None));
+        for bad in ["soon", "-5", "+5", "1.5", "1e3", " 5", "", &"9".repeat(26)] {
+            let got = Headers::new().with(header::DEADLINE, bad).deadline();
+            assert_eq!(got, Err(InvalidDeadline(bad.to_owned())), "{bad:?}");
+        }
         assert_eq!(
-            Headers::new().with(header::DEADLINE, "soon").deadline(),
-            None
+            InvalidDeadline("soon".into()).to_string(),
+            r#"the deadline header "soon" is not a Unix time in milliseconds (1 to 20 digits)"#
         );
         let d = Deadline::after(Duration::from_secs(60));
         assert!(!d.has_passed());

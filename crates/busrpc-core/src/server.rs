@@ -462,12 +462,23 @@ async fn handle(shared: Arc<Shared>, delivery: Delivery, permit: OwnedSemaphoreP
 /// nothing to send.
 async fn process(shared: &Shared, message: &Message) -> Option<(Arc<str>, Message)> {
     let headers = &message.headers;
-    if headers.deadline().is_some_and(|d| d.has_passed()) {
+    let reply_to = headers.get_shared(header::REPLY_TO);
+    let deadline = match headers.deadline() {
+        Ok(deadline) => deadline,
+        Err(e) => {
+            // Executing it would guess: ignoring the header might run work
+            // nobody waits for; treating it as passed, drop work someone does.
+            let codec =
+                Codec::from_content_type(headers.get(header::CONTENT_TYPE)).unwrap_or_default();
+            let error = RpcError::invalid_request().with_data(&e.to_string());
+            return refuse(shared, reply_to, codec, &message.payload, &error);
+        }
+    };
+    if deadline.is_some_and(|d| d.has_passed()) {
         bump(&shared.counters.expired);
         tracing::debug!("skipping a request whose deadline has passed");
         return None;
     }
-    let reply_to = headers.get_shared(header::REPLY_TO);
     let codec = match Codec::from_content_type(headers.get(header::CONTENT_TYPE)) {
         Ok(codec) => codec,
         Err(e) => {
@@ -520,6 +531,30 @@ fn reject(
     error: &RpcError,
 ) -> Option<(Arc<str>, Message)> {
     route(shared, reply_to, codec, shared.engine.error(None, error))
+}
+
+/// Answers every call of a request the server will not run with `error`,
+/// each under its own id where the payload can be read (so that a caller
+/// matching replies by id learns why); a notification gets nothing and is
+/// counted as dropped.
+fn refuse(
+    shared: &Shared,
+    reply_to: Option<&Arc<str>>,
+    codec: Codec,
+    payload: &[u8],
+    error: &RpcError,
+) -> Option<(Arc<str>, Message)> {
+    let answer = match codec.to_json(payload) {
+        Ok(json) => crate::jsonrpc::answer_all(&json, error),
+        Err(_) => Some(crate::jsonrpc::error_response(None, error)),
+    };
+    let Some(answer) = answer else {
+        bump(&shared.counters.dropped);
+        tracing::debug!(code = error.code(), "a refused notification; dropped");
+        return None;
+    };
+    bump(&shared.engine.counters.errors);
+    route(shared, reply_to, codec, answer)
 }
 
 fn route(
