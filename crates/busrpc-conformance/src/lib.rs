@@ -134,6 +134,7 @@ macro_rules! suite {
             closed_client_fails_pending_calls,
             msgpack_with_trailing_bytes_is_a_parse_error,
             malformed_deadline_is_an_invalid_request,
+            empty_message_is_an_invalid_request,
         );
     };
     (@each $harness:expr; $($name:ident),* $(,)?) => {

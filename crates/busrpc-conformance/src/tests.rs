@@ -1102,3 +1102,25 @@ pub async fn malformed_deadline_is_an_invalid_request(h: &dyn Harness) {
     assert_eq!(stats.dropped, 1);
     server.handle.shutdown().await;
 }
+
+/// A message with no payload at all is -32600 when it says where to reply,
+/// and acknowledged and counted when not: settled either way.
+pub async fn empty_message_is_an_invalid_request(h: &dyn Harness) {
+    let service = unique_service("empty");
+    let server = serve(h, &service, "a", ServerConfig::default()).await;
+    let mut peer = RawPeer::new(h, &service).await;
+    peer.send(peer.request(Vec::new())).await;
+    assert_eq!(
+        std::str::from_utf8(&peer.next_reply().await.payload).unwrap(),
+        r#"{"jsonrpc":"2.0","error":{"code":-32600,"message":"Invalid Request","data":"the message has no payload"},"id":null}"#
+    );
+    peer.send(Message::new(Vec::new()).with_header("x-other", "field"))
+        .await;
+    peer.assert_silence(&server.handle, 2).await;
+    wait_until("all three are acknowledged", patient(h), || {
+        server.handle.stats().acked == 3
+    })
+    .await;
+    assert_eq!(server.handle.stats().dropped, 1);
+    server.handle.shutdown().await;
+}

@@ -503,6 +503,13 @@ async fn process(shared: &Shared, message: &Message) -> Option<(Arc<str>, Messag
             &RpcError::invalid_request().with_data(&reason),
         );
     }
+    if message.payload.is_empty() {
+        // No request at all (a Redis entry without a `payload` field, a
+        // Kafka record with a null value): answered if it says where,
+        // settled either way.
+        let error = RpcError::invalid_request().with_data("the message has no payload");
+        return reject(shared, reply_to, codec, &error);
+    }
     let json = match codec.to_json(&message.payload) {
         Ok(json) => json,
         Err(e) => {

@@ -80,18 +80,21 @@ fn text(value: &Value) -> Option<Cow<'_, str>> {
     }
 }
 
-/// A message from an entry's flat field list; `None` without a `payload`
-/// (an inbox's creation marker, or an entry some other tool wrote).
-fn message(fields: Value) -> Option<Message> {
-    let mut payload = None;
+/// A message from an entry's flat field list. An entry without a `payload`
+/// field (an inbox's creation marker, an entry some other tool wrote, one
+/// deleted while pending) gives an empty payload, which a server answers
+/// -32600 or counts and acknowledges: every entry read must be settled, or
+/// it stays pending and stops the stream's trimming for good.
+fn message(fields: Value) -> Message {
+    let mut payload = Bytes::new();
     let mut headers = Headers::new();
     let mut field = |name: Value, value: Value| {
         let Some(name) = text(&name) else { return };
         if name == PAYLOAD {
             payload = match value {
-                Value::BulkString(bytes) => Some(Bytes::from(bytes)),
-                Value::SimpleString(s) => Some(Bytes::from(s)),
-                _ => None,
+                Value::BulkString(bytes) => Bytes::from(bytes),
+                Value::SimpleString(s) => Bytes::from(s),
+                _ => Bytes::new(),
             };
         } else if let Some(value) = text(&value) {
             headers.insert(header::name(&name), Arc::<str>::from(value));
@@ -105,12 +108,9 @@ fn message(fields: Value) -> Option<Message> {
             }
         }
         Value::Map(pairs) => pairs.into_iter().for_each(|(n, v)| field(n, v)),
-        _ => return None,
+        _ => {}
     }
-    Some(Message {
-        payload: payload?,
-        headers,
-    })
+    Message { payload, headers }
 }
 
 /// An entry id, taken rather than copied when it is valid UTF-8 (always,
@@ -123,25 +123,25 @@ fn id(value: Value) -> Option<String> {
     }
 }
 
-/// Entries from `[[id, fields], ...]`; `None` where the entry has been
-/// deleted or holds no payload.
-pub(crate) fn entries(list: Value) -> Vec<Option<Entry>> {
+/// Entries from `[[id, fields], ...]`, one for every item with an id,
+/// whatever its fields hold (see [`message`]).
+pub(crate) fn entries(list: Value) -> Vec<Entry> {
     let Value::Array(list) = list else {
         return Vec::new();
     };
     list.into_iter()
-        .map(|item| {
+        .filter_map(|item| {
             let Value::Array(pair) = item else {
+                tracing::warn!(?item, "Redis sent a stream entry that is not [id, fields]");
                 return None;
             };
             let mut pair = pair.into_iter();
-            let (Some(id_value), Some(fields), None) = (pair.next(), pair.next(), pair.next())
-            else {
+            let (Some(id_value), fields) = (pair.next(), pair.next().unwrap_or(Value::Nil)) else {
                 return None;
             };
             Some(Entry {
                 id: id(id_value)?,
-                message: message(fields)?,
+                message: message(fields),
             })
         })
         .collect()
@@ -149,7 +149,7 @@ pub(crate) fn entries(list: Value) -> Vec<Option<Entry>> {
 
 /// The entries of the first (only) stream of an `XREAD`/`XREADGROUP`
 /// reply: `[[key, entries]]` in RESP2, `{key: entries}` in RESP3, nil on timeout.
-pub(crate) fn entries_of_first_stream(reply: Value) -> Vec<Option<Entry>> {
+pub(crate) fn entries_of_first_stream(reply: Value) -> Vec<Entry> {
     match reply {
         Value::Array(streams) => match streams.into_iter().next() {
             Some(Value::Array(mut key_and_entries)) if key_and_entries.len() == 2 => {
@@ -230,12 +230,21 @@ mod tests {
         ])]);
         let got = entries_of_first_stream(reply);
         assert_eq!(got.len(), 3);
-        let first = got[0].as_ref().unwrap();
+        let first = &got[0];
         assert_eq!(first.id, "1-0");
         assert_eq!(first.message.payload, "{}");
         assert_eq!(first.message.headers.get("reply-to"), Some("in"));
         assert_eq!(first.message.headers.get("x-custom"), Some("v"));
-        assert!(got[1].is_none() && got[2].is_none());
+        // Deleted, and without a payload: kept with their ids, to be settled.
+        assert_eq!(
+            (got[1].id.as_str(), got[1].message.payload.len()),
+            ("2-0", 0)
+        );
+        assert_eq!(
+            (got[2].id.as_str(), got[2].message.payload.len()),
+            ("3-0", 0)
+        );
+        assert_eq!(got[2].message.headers.get("created"), Some("1"));
         assert!(entries_of_first_stream(Value::Nil).is_empty());
     }
 

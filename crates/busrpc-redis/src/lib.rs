@@ -208,6 +208,37 @@ impl Inner {
         pipe.cmd("XDEL").arg(address).arg(id).ignore();
     }
 
+    /// How many times each of `ids` (pending in `group`) has been
+    /// delivered: one `XPENDING key group id id 1` per id, pipelined, so each
+    /// count is that entry's own. (One range query over all of them also
+    /// returns whatever else is pending between them, and its count then
+    /// cuts off some of the ids asked for.) An id no longer pending has no
+    /// count.
+    async fn delivery_counts(
+        &self,
+        address: &str,
+        group: &str,
+        ids: &[&str],
+    ) -> Result<HashMap<String, u64>, TransportError> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let mut pipe = redis::Pipeline::with_capacity(ids.len());
+        for id in ids {
+            pipe.cmd("XPENDING")
+                .arg(address)
+                .arg(group)
+                .arg(*id)
+                .arg(*id)
+                .arg(1);
+        }
+        let rows: Vec<Value> = pipe
+            .query_async(&mut self.commands.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(rows.into_iter().flat_map(entries::pending_counts).collect())
+    }
+
     /// Creates an inbox stream (empty, expiring) and returns the id reading starts after.
     async fn create_inbox(&self, address: &str) -> Result<String, TransportError> {
         let mut pipe = redis::pipe();
@@ -384,8 +415,7 @@ impl GroupReader {
             .arg(&*self.address)
             .arg(">");
         let reply = self.query(&cmd).await?;
-        self.buffer
-            .extend(entries_of_first_stream(reply).into_iter().flatten());
+        self.buffer.extend(entries_of_first_stream(reply));
         Ok(())
     }
 
@@ -413,10 +443,15 @@ impl GroupReader {
         if claimed.is_empty() {
             return Ok(());
         }
-        let deliveries = self.delivery_counts(&claimed).await?;
+        let ids: Vec<&str> = claimed.iter().map(|e| e.id.as_str()).collect();
+        let deliveries = inner
+            .delivery_counts(&self.address, &self.group, &ids)
+            .await?;
         for entry in claimed {
-            let Some(entry) = entry else { continue };
-            let count = deliveries.get(&entry.id).copied().unwrap_or(1);
+            let Some(&count) = deliveries.get(&entry.id) else {
+                // Acknowledged since the claim: nobody's to run any more.
+                continue;
+            };
             if count > config.max_deliveries {
                 self.dead_letter(entry, count).await?;
             } else {
@@ -425,28 +460,6 @@ impl GroupReader {
             }
         }
         Ok(())
-    }
-
-    /// How many times each claimed entry has been delivered, this claim included.
-    async fn delivery_counts(
-        &mut self,
-        claimed: &[Option<Entry>],
-    ) -> Result<HashMap<String, u64>, TransportError> {
-        let ids: Vec<&str> = claimed.iter().flatten().map(|e| e.id.as_str()).collect();
-        let (Some(first), Some(last)) = (
-            ids.iter().min_by(|a, b| entries::cmp_ids(a, b)),
-            ids.iter().max_by(|a, b| entries::cmp_ids(a, b)),
-        ) else {
-            return Ok(HashMap::new());
-        };
-        let mut cmd = redis::cmd("XPENDING");
-        cmd.arg(&*self.address)
-            .arg(&*self.group)
-            .arg(*first)
-            .arg(*last)
-            .arg(ids.len())
-            .arg(&*self.consumer);
-        Ok(entries::pending_counts(self.query(&cmd).await?))
     }
 
     /// Moves a request to the dead-letter stream and answers its caller with
@@ -903,9 +916,10 @@ impl InboxReader {
                     return Err(unavailable(e));
                 }
             };
-            for entry in entries_of_first_stream(reply).into_iter().flatten() {
+            for entry in entries_of_first_stream(reply) {
                 self.last_id.clone_from(&entry.id);
-                if !entry.message.payload.is_empty() || !entry.message.headers.is_empty() {
+                // The creation marker, or an entry with no reply in it.
+                if !entry.message.payload.is_empty() {
                     self.buffer.push_back(entry.message);
                 }
             }
@@ -927,5 +941,90 @@ impl InboxReader {
         }
         self.recreate = false;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The Redis of the integration tests (scripts/test.sh starts one).
+    async fn transport(test: &str) -> RedisTransport {
+        let base =
+            std::env::var("BUSRPC_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let prefix = format!("busrpc-unit-{test}-{}", busrpc_core::transport::unique_id());
+        RedisTransport::connect(&format!("{base}?prefix={prefix}"))
+            .await
+            .expect("Redis at BUSRPC_REDIS_URL")
+    }
+
+    /// Ids claimed in a later round, with this consumer's own pending
+    /// entries between them: each gets its own count, none a default.
+    #[tokio::test]
+    async fn delivery_counts_are_exact_for_interleaved_ids() {
+        let t = transport("counts").await;
+        let inner = &t.inner;
+        let address = t.service_address("svc");
+        inner.create_group(&address, "svc").await.unwrap();
+        let mut ids = Vec::new();
+        for n in 0..4 {
+            let message = Message::new(format!("{n}"));
+            let id: String = xadd(&address, &message, 100)
+                .query_async(&mut inner.commands.clone())
+                .await
+                .unwrap();
+            ids.push(id);
+        }
+        // One consumer holds all four; two have been delivered many times.
+        let _: Value = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg("svc")
+            .arg("me")
+            .arg("STREAMS")
+            .arg(&address)
+            .arg(">")
+            .query_async(&mut inner.commands.clone())
+            .await
+            .unwrap();
+        for (id, count) in [(&ids[1], 7), (&ids[3], 9)] {
+            let _: Value = redis::cmd("XCLAIM")
+                .arg(&address)
+                .arg("svc")
+                .arg("me")
+                .arg(0)
+                .arg(id)
+                .arg("RETRYCOUNT")
+                .arg(count)
+                .query_async(&mut inner.commands.clone())
+                .await
+                .unwrap();
+        }
+        // Asked for the second and fourth only, with the third in between.
+        let asked = [ids[1].as_str(), ids[3].as_str()];
+        let counts = inner
+            .delivery_counts(&address, "svc", &asked)
+            .await
+            .unwrap();
+        assert_eq!(counts.get(&ids[1]), Some(&7));
+        assert_eq!(counts.get(&ids[3]), Some(&9));
+        assert_eq!(counts.len(), 2);
+        // An id no longer pending has no count.
+        let _: Value = redis::cmd("XACK")
+            .arg(&address)
+            .arg("svc")
+            .arg(&ids[3])
+            .query_async(&mut inner.commands.clone())
+            .await
+            .unwrap();
+        let counts = inner
+            .delivery_counts(&address, "svc", &asked)
+            .await
+            .unwrap();
+        assert_eq!(counts.get(&ids[3]), None);
+        let _: Value = redis::cmd("DEL")
+            .arg(&address)
+            .query_async(&mut inner.commands.clone())
+            .await
+            .unwrap();
     }
 }

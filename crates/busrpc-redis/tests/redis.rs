@@ -592,3 +592,57 @@ async fn a_refused_reply_fails_only_its_own_request() {
     );
     server.shutdown().await;
 }
+
+/// Entries with no `payload` field (PROTOCOL.md's inbox marker written to
+/// the wrong key, an entry another tool wrote) are settled like any other:
+/// answered -32600 when they name a `reply-to`, acknowledged and counted
+/// when not. None stays pending, so the stream is trimmed back to empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_without_a_payload_are_settled_and_trimmed() {
+    let prefix = Prefix::new("no-payload");
+    let transport = Arc::new(prefix.connect("").await);
+    let address = transport.service_address("svc");
+    let server = Server::new(transport.clone(), "svc", echo_router())
+        .start()
+        .await
+        .unwrap();
+    let mut inbox = transport.inbox().await.unwrap();
+    let _: String = query(
+        redis::cmd("XADD")
+            .arg(&address)
+            .arg("*")
+            .arg("created")
+            .arg(1),
+    )
+    .await;
+    let _: String = query(
+        redis::cmd("XADD")
+            .arg(&address)
+            .arg("*")
+            .arg("reply-to")
+            .arg(inbox.address())
+            .arg("note")
+            .arg("no payload here"),
+    )
+    .await;
+    let reply = tokio::time::timeout(Duration::from_secs(10), inbox.next())
+        .await
+        .expect("answered")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        std::str::from_utf8(&reply.payload).unwrap(),
+        r#"{"jsonrpc":"2.0","error":{"code":-32600,"message":"Invalid Request","data":"the message has no payload"},"id":null}"#
+    );
+    let client = Client::connect(transport.clone()).await.unwrap();
+    let echoed: String = client.call("svc", "echo", ("after",)).await.unwrap();
+    assert_eq!(echoed, "RPC after!");
+    assert_eq!(stream_settles_at(&address, 0).await, 0, "trimmed to empty");
+    let stats = server.stats();
+    assert_eq!((stats.acked, stats.dropped), (3, 1));
+    let pending: (u64, redis::Value, redis::Value, redis::Value) =
+        query(redis::cmd("XPENDING").arg(&address).arg("svc")).await;
+    assert_eq!(pending.0, 0, "nothing left pending");
+    client.close().await;
+    server.shutdown().await;
+}
