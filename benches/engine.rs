@@ -81,7 +81,10 @@ struct Raw {
 impl Raw {
     async fn start(transport: Arc<dyn Transport>) -> Self {
         let address = "raw-bench".to_owned();
-        let mut deliveries = transport.consume(&address, "raw").await.expect("consume");
+        let mut deliveries = transport
+            .consume(&address, "raw", busrpc_core::Demand::unbounded())
+            .await
+            .expect("consume");
         let responder = transport.clone();
         tokio::spawn(async move {
             while let Some(Ok(delivery)) = deliveries.next().await {

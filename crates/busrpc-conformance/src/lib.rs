@@ -57,6 +57,11 @@ pub struct Capabilities {
     /// A generous bound on one message's trip from publish to consumer on
     /// this broker, used to size timeouts (never asserted on).
     pub latency: Duration,
+    /// How long a delivery may stay unsettled before the broker would hand
+    /// it to another member were its consumer not keeping it (Redis:
+    /// `claim_idle_ms`); `None` where the broker never takes deliveries
+    /// from a live consumer. Tests of slow handlers outlast it.
+    pub lease: Option<Duration>,
 }
 
 impl Capabilities {
@@ -66,7 +71,15 @@ impl Capabilities {
         Self {
             redelivery,
             latency,
+            lease: None,
         }
+    }
+
+    /// Sets [`lease`](Self::lease).
+    #[must_use]
+    pub fn with_lease(mut self, lease: Duration) -> Self {
+        self.lease = Some(lease);
+        self
     }
 }
 
@@ -135,6 +148,8 @@ macro_rules! suite {
             msgpack_with_trailing_bytes_is_a_parse_error,
             malformed_deadline_is_an_invalid_request,
             empty_message_is_an_invalid_request,
+            a_handler_slower_than_the_lease_runs_once,
+            queued_requests_run_once_each,
         );
     };
     (@each $harness:expr; $($name:ident),* $(,)?) => {

@@ -248,7 +248,9 @@ impl TransportPingPong {
         transport: Arc<dyn Transport>,
         address: &str,
     ) -> Result<Self, TransportError> {
-        let mut deliveries = transport.consume(address, "raw").await?;
+        let mut deliveries = transport
+            .consume(address, "raw", busrpc_core::Demand::unbounded())
+            .await?;
         let responder = transport.clone();
         let respond = tokio::spawn(async move {
             while let Some(Ok(delivery)) = deliveries.next().await {

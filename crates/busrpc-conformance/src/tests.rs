@@ -52,6 +52,8 @@ struct Probe {
     started: mpsc::UnboundedSender<String>,
     running: Arc<AtomicUsize>,
     most_running: Arc<AtomicUsize>,
+    /// The argument of every `once` call run, in order.
+    ran: Arc<Mutex<Vec<u64>>>,
     label: &'static str,
 }
 
@@ -62,6 +64,7 @@ impl Probe {
             started,
             running: Arc::default(),
             most_running: Arc::default(),
+            ran: Arc::default(),
             label,
         };
         (probe, rx)
@@ -104,6 +107,11 @@ fn router(probe: Probe) -> Router<Probe> {
             tokio::time::sleep(Duration::from_millis(ms)).await;
             p.running.fetch_sub(1, Ordering::SeqCst);
             Ok::<_, RpcError>(p.label)
+        })
+        .method("once", |p: Probe, (n, ms): (u64, u64)| async move {
+            p.ran.lock().unwrap().push(n);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok::<_, RpcError>(n)
         })
         .method("hang_on_a", |p: Probe, (): ()| async move {
             let _ = p.started.send(p.label.to_owned());
@@ -1123,4 +1131,48 @@ pub async fn empty_message_is_an_invalid_request(h: &dyn Harness) {
     .await;
     assert_eq!(server.handle.stats().dropped, 1);
     server.handle.shutdown().await;
+}
+
+/// A handler slower than the broker's lease (Redis: `claim_idle_ms`) is
+/// run once and answered once: the live server holding it keeps it, and
+/// the idle peer beside it never takes it over.
+pub async fn a_handler_slower_than_the_lease_runs_once(h: &dyn Harness) {
+    let caps = h.capabilities();
+    let slow = caps.lease.unwrap_or(caps.latency * 5) * 3;
+    let service = unique_service("slow");
+    let a = serve(h, &service, "a", ServerConfig::default()).await;
+    let b = serve(h, &service, "b", ServerConfig::default()).await;
+    let client = client(h, ClientConfig::default().timeout(patient(h) + slow * 2)).await;
+    let slow_ms = u64::try_from(slow.as_millis()).unwrap();
+    let answer: u64 = client
+        .call(&service, "once", (7, slow_ms))
+        .await
+        .expect("answered");
+    assert_eq!(answer, 7);
+    // Shutdown finishes what each holds: a second run would be counted.
+    a.handle.shutdown().await;
+    b.handle.shutdown().await;
+    let runs = a.probe.ran.lock().unwrap().len() + b.probe.ran.lock().unwrap().len();
+    assert_eq!(runs, 1, "the slow call ran {runs} times");
+    assert_eq!(client.stats().replies_dropped, 0, "a second reply came");
+}
+
+/// With two handler slots and 200 calls queued, each runs exactly once: a
+/// server reads no more than it can start, and what waits in its hands is
+/// not taken over by anyone.
+pub async fn queued_requests_run_once_each(h: &dyn Harness) {
+    let service = unique_service("queued");
+    let server = serve(h, &service, "a", ServerConfig::default().concurrency(2)).await;
+    let (calls, ms) = (200u64, 20u64);
+    let backlog = Duration::from_millis(calls * ms / 2);
+    let client = client(h, ClientConfig::default().timeout(patient(h) + backlog * 3)).await;
+    let replies = join_all((0..calls).map(|n| client.call::<u64>(&service, "once", (n, ms)))).await;
+    for (n, reply) in replies.into_iter().enumerate() {
+        assert_eq!(reply.expect("answered"), n as u64);
+    }
+    server.handle.shutdown().await;
+    let mut ran = server.probe.ran.lock().unwrap().clone();
+    ran.sort_unstable();
+    assert_eq!(ran, (0..calls).collect::<Vec<_>>(), "each call runs once");
+    assert_eq!(client.stats().replies_dropped, 0);
 }

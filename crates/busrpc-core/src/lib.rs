@@ -21,5 +21,6 @@ pub use message::{header, Deadline, Headers, InvalidDeadline, Limits, Message};
 pub use router::{Handler, Router};
 pub use server::{Server, ServerConfig, ServerHandle, ServerStats};
 pub use transport::{
-    Acknowledge, BoxError, Deliveries, Delivery, Inbox, OnSettled, Transport, TransportError,
+    Acknowledge, BoxError, Deliveries, Delivery, Demand, Inbox, OnSettled, Transport,
+    TransportError,
 };

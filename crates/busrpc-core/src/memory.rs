@@ -23,7 +23,9 @@ use futures_util::stream::{self, Stream};
 use tokio::sync::{mpsc, Notify};
 
 use crate::message::Message;
-use crate::transport::{Acknowledge, Deliveries, Delivery, Inbox, Transport, TransportError};
+use crate::transport::{
+    Acknowledge, Deliveries, Delivery, Demand, Inbox, Transport, TransportError,
+};
 
 /// Inbox addresses start with this, so that a reply to a closed inbox is
 /// recognisable and does not create a queue nobody reads.
@@ -232,7 +234,13 @@ impl Transport for MemoryTransport {
         }
     }
 
-    async fn consume(&self, address: &str, group: &str) -> Result<Deliveries, TransportError> {
+    /// Hands out one message per poll, never ahead, so `demand` needs no heed.
+    async fn consume(
+        &self,
+        address: &str,
+        group: &str,
+        _demand: Demand,
+    ) -> Result<Deliveries, TransportError> {
         if address.starts_with(INBOX_PREFIX) {
             return Err(TransportError::Rejected(format!(
                 "{address} is an inbox, not a queue"
@@ -401,9 +409,9 @@ mod tests {
     #[tokio::test]
     async fn competing_consumers_share_and_groups_each_get_all() {
         let t = MemoryTransport::new();
-        let mut a = t.consume("q", "g1").await.unwrap();
-        let mut b = t.consume("q", "g1").await.unwrap();
-        let mut other = t.consume("q", "g2").await.unwrap();
+        let mut a = t.consume("q", "g1", Demand::unbounded()).await.unwrap();
+        let mut b = t.consume("q", "g1", Demand::unbounded()).await.unwrap();
+        let mut other = t.consume("q", "g2", Demand::unbounded()).await.unwrap();
         t.publish("q", Message::new("1")).await.unwrap();
         t.publish("q", Message::new("2")).await.unwrap();
         let first = next(&mut a).await;
@@ -418,8 +426,8 @@ mod tests {
     #[tokio::test]
     async fn unsettled_deliveries_go_to_another_member_when_their_consumer_goes() {
         let t = MemoryTransport::new();
-        let mut dying = t.consume("q", "g").await.unwrap();
-        let mut live = t.consume("q", "g").await.unwrap();
+        let mut dying = t.consume("q", "g", Demand::unbounded()).await.unwrap();
+        let mut live = t.consume("q", "g", Demand::unbounded()).await.unwrap();
         t.publish("q", Message::new("a")).await.unwrap();
         t.publish("q", Message::new("b")).await.unwrap();
         let a = next(&mut dying).await;
@@ -438,7 +446,7 @@ mod tests {
     #[tokio::test]
     async fn released_deliveries_come_back_first() {
         let t = MemoryTransport::new();
-        let mut c = t.consume("q", "g").await.unwrap();
+        let mut c = t.consume("q", "g", Demand::unbounded()).await.unwrap();
         for p in ["x", "y"] {
             t.publish("q", Message::new(p)).await.unwrap();
         }
@@ -457,7 +465,7 @@ mod tests {
             t.publish("q", Message::new("x")).await,
             Err(TransportError::Rejected(_))
         ));
-        let mut c = t.consume("q", "g").await.unwrap();
+        let mut c = t.consume("q", "g", Demand::unbounded()).await.unwrap();
         assert_eq!(next(&mut c).await.message().payload, "early");
     }
 

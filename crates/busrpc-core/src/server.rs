@@ -19,7 +19,7 @@ use crate::error::Error;
 use crate::jsonrpc::RpcError;
 use crate::message::{header, Limits, Message};
 use crate::router::Router;
-use crate::transport::{Deliveries, Delivery, Transport, TransportError};
+use crate::transport::{Deliveries, Delivery, Demand, Transport, TransportError};
 
 /// How a server runs.
 #[derive(Clone, Debug)]
@@ -226,7 +226,21 @@ impl Server {
     /// received by this instance or its peers.
     pub async fn start(self) -> Result<ServerHandle, Error> {
         let address = self.transport.service_address(&self.service);
-        let deliveries = self.transport.consume(&address, &self.service).await?;
+        // A request holds its permit until its settlement is reported, which
+        // may be after its task ends (see `Acknowledge::settle_then`): so the
+        // permits, not the tasks, tell when everything in hand is done.
+        let concurrency = self
+            .config
+            .concurrency
+            .clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
+        let permits = Arc::new(Semaphore::new(concurrency));
+        // The deliveries are polled while holding one permit, hence the 1.
+        let free = permits.clone();
+        let demand = Demand::new(move || free.available_permits() + 1);
+        let deliveries = self
+            .transport
+            .consume(&address, &self.service, demand)
+            .await?;
         let shared = Arc::new(Shared {
             engine: Engine::new(self.router, self.config.limits.max_batch_len),
             transport: self.transport,
@@ -236,9 +250,14 @@ impl Server {
         });
         let stop = CancellationToken::new();
         let span = tracing::info_span!("busrpc.server", service = %shared.service);
-        let task = tokio::spawn(
-            serve(deliveries, shared.clone(), self.config, stop.clone()).instrument(span),
+        let serving = serve(
+            deliveries,
+            shared.clone(),
+            self.config,
+            permits,
+            stop.clone(),
         );
+        let task = tokio::spawn(serving.instrument(span));
         tracing::info!(service = %shared.service, %address, "serving");
         Ok(ServerHandle { shared, stop, task })
     }
@@ -310,15 +329,10 @@ async fn serve(
     mut deliveries: Deliveries,
     shared: Arc<Shared>,
     config: ServerConfig,
+    permits: Arc<Semaphore>,
     stop: CancellationToken,
 ) {
-    // A request holds its permit until its settlement is reported, which
-    // may be after its task ends (see `Acknowledge::settle_then`): so the
-    // permits, not the tasks, tell when everything in hand is done.
-    let concurrency = config
-        .concurrency
-        .clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
-    let permits = Arc::new(Semaphore::new(concurrency));
+    let concurrency = permits.available_permits();
     // Owned here so that aborting this task aborts every handler with it.
     let mut tasks = JoinSet::new();
     let mut failures = 0u32;
@@ -667,7 +681,7 @@ mod tests {
             Ok(())
         }
 
-        async fn consume(&self, _: &str, _: &str) -> Result<Deliveries, TransportError> {
+        async fn consume(&self, _: &str, _: &str, _: Demand) -> Result<Deliveries, TransportError> {
             let queue = self.queue.lock().unwrap().take().expect("one consumer");
             let held = self.held.clone();
             Ok(Box::pin(futures_util::stream::unfold(

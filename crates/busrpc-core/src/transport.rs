@@ -64,8 +64,18 @@ pub trait Transport: Send + Sync + 'static {
     /// Joins `group` as one more competing consumer of the queue at `address`:
     /// each message goes to one member of each group. A delivery that its
     /// consumer neither acknowledges nor releases goes to another member once
-    /// that consumer is gone (the stream dropped, the process dead).
-    async fn consume(&self, address: &str, group: &str) -> Result<Deliveries, TransportError>;
+    /// that consumer is gone (the stream dropped, the process dead), and
+    /// never while it lives: a transport whose broker hands idle deliveries
+    /// over (Redis) keeps the ones in hand alive.
+    ///
+    /// `demand` tells how many more deliveries the consumer's owner can take
+    /// now; a transport that reads ahead reads no more than that.
+    async fn consume(
+        &self,
+        address: &str,
+        group: &str,
+        demand: Demand,
+    ) -> Result<Deliveries, TransportError>;
 
     /// Opens a private inbox: an address only this inbox reads, ready to
     /// receive before this returns.
@@ -89,6 +99,43 @@ pub fn unique_id() -> String {
     hasher.write_u128(nanos);
     hasher.write_u32(std::process::id());
     format!("{:016x}", hasher.finish())
+}
+
+/// How many more deliveries a consumer's owner can take now: a server's
+/// free handler slots. A transport that reads a batch per round trip reads
+/// no more than this, so that what a server holds is what it works on, not
+/// a backlog ageing in its buffer while its peers idle.
+#[derive(Clone)]
+pub struct Demand(Arc<dyn Fn() -> usize + Send + Sync + 'static>);
+
+impl Demand {
+    /// The demand `now` reports each time it is asked.
+    pub fn new(now: impl Fn() -> usize + Send + Sync + 'static) -> Self {
+        Self(Arc::new(now))
+    }
+
+    /// No bound: take whatever the transport reads at once.
+    pub fn unbounded() -> Self {
+        Self::new(|| usize::MAX)
+    }
+
+    /// How many deliveries are wanted now; at least 1, as the deliveries
+    /// are polled only by someone who wants one.
+    pub fn now(&self) -> usize {
+        (self.0)().max(1)
+    }
+}
+
+impl Default for Demand {
+    fn default() -> Self {
+        Self::unbounded()
+    }
+}
+
+impl fmt::Debug for Demand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Demand").field(&self.now()).finish()
+    }
 }
 
 /// Called once with the outcome of a settlement that the server hands to

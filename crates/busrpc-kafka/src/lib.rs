@@ -12,7 +12,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use busrpc_core::transport::{Acknowledge, Deliveries, Delivery, Inbox, Transport, TransportError};
+use busrpc_core::transport::{
+    Acknowledge, Deliveries, Delivery, Demand, Inbox, Transport, TransportError,
+};
 use busrpc_core::{header, Headers, Message};
 use futures_util::stream;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -313,7 +315,14 @@ impl Transport for KafkaTransport {
             .map_err(transport_error)
     }
 
-    async fn consume(&self, address: &str, group: &str) -> Result<Deliveries, TransportError> {
+    /// librdkafka fetches ahead on its own (bounded by its queue settings),
+    /// so `demand` is not consulted here yet.
+    async fn consume(
+        &self,
+        address: &str,
+        group: &str,
+        _demand: Demand,
+    ) -> Result<Deliveries, TransportError> {
         let reader = self.join_group(address, group).await?;
         Ok(Box::pin(stream::unfold(reader, |mut reader| async move {
             let next = reader.next().await;

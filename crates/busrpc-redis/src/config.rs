@@ -15,8 +15,9 @@ pub struct RedisConfig {
     /// Requests of service `S` go to the stream `{prefix}:S`.
     pub prefix: String,
     /// `claim_idle_ms`: how long a request may stay pending with a consumer
-    /// before a live server claims it (default 30000). The time a dead
-    /// server's requests wait; keep it above your slowest handler.
+    /// that stopped before a live server claims it (default 30000): the time
+    /// a dead server's requests wait. A live server keeps what it holds
+    /// every `claim_idle_ms / 3`, so handlers may run longer than this.
     pub claim_idle: Duration,
     /// `max_deliveries`: after this many deliveries without an answer, a
     /// request is moved to the dead-letter stream `{prefix}:S:dead` and its

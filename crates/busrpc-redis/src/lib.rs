@@ -5,7 +5,7 @@ mod config;
 mod entries;
 pub mod raw;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use busrpc_core::codec::Codec;
 use busrpc_core::jsonrpc::{self, RpcError, DEAD_LETTER_CODE};
 use busrpc_core::transport::{
-    Acknowledge, Deliveries, Delivery, Inbox, OnSettled, Transport, TransportError,
+    Acknowledge, Deliveries, Delivery, Demand, Inbox, OnSettled, Transport, TransportError,
 };
 use busrpc_core::{header, Message};
 use futures_util::stream;
@@ -279,7 +279,12 @@ impl Transport for RedisTransport {
         }
     }
 
-    async fn consume(&self, address: &str, group: &str) -> Result<Deliveries, TransportError> {
+    async fn consume(
+        &self,
+        address: &str,
+        group: &str,
+        demand: Demand,
+    ) -> Result<Deliveries, TransportError> {
         let inner = self.inner.clone();
         inner.create_group(address, group).await?;
         let (address, group): (Arc<str>, Arc<str>) = (address.into(), group.into());
@@ -290,6 +295,14 @@ impl Transport for RedisTransport {
             group.clone(),
             consumer.clone(),
         );
+        let in_hand = Arc::new(InHand::default());
+        let (stop_keeping, stopped) = oneshot::channel();
+        tokio::spawn(keep_alive(
+            inner.clone(),
+            [address.clone(), group.clone(), consumer.clone()],
+            in_hand.clone(),
+            stopped,
+        ));
         let reader = GroupReader {
             connection: inner.blocking_connection().await?,
             consumer,
@@ -298,6 +311,9 @@ impl Transport for RedisTransport {
             group,
             buffer: VecDeque::new(),
             next_claim: Instant::now(),
+            in_hand,
+            demand,
+            _stop_keeping: stop_keeping,
             inner,
         };
         tracing::debug!(address = %reader.address, group = %reader.group, consumer = %reader.consumer, "joined the group");
@@ -343,8 +359,66 @@ impl Transport for RedisTransport {
     }
 }
 
+/// The ids of the entries a consumer holds: read (buffered, or handed out
+/// and running) and not yet settled.
+#[derive(Default)]
+struct InHand(std::sync::Mutex<HashSet<String>>);
+
+impl InHand {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn ids(&self) -> Vec<String> {
+        self.lock().iter().cloned().collect()
+    }
+}
+
+/// Keeps the entries a live consumer holds from being claimed: every
+/// `claim_idle / 3`, `XCLAIM … 0 <ids> JUSTID` to itself resets their idle
+/// time (JUSTID leaves their delivery counts alone). A handler slower than
+/// `claim_idle`, or a request waiting in the buffer for a handler slot,
+/// is then never taken and run again by another server, nor dead-lettered
+/// while it runs; only a consumer that stopped (its process dead, so this
+/// task too) leaves entries to claim. Ends when the consumer is dropped.
+async fn keep_alive(
+    inner: Arc<Inner>,
+    [address, group, consumer]: [Arc<str>; 3],
+    in_hand: Arc<InHand>,
+    mut stopped: oneshot::Receiver<()>,
+) {
+    let period = (inner.config.claim_idle / 3).max(Duration::from_millis(10));
+    let mut failed = false;
+    loop {
+        tokio::select! {
+            _ = &mut stopped => return,
+            () = tokio::time::sleep(period) => {}
+        }
+        let ids = in_hand.ids();
+        if ids.is_empty() {
+            continue;
+        }
+        let mut cmd = redis::cmd("XCLAIM");
+        cmd.arg(&*address).arg(&*group).arg(&*consumer).arg(0);
+        for id in &ids {
+            cmd.arg(id);
+        }
+        cmd.arg("JUSTID");
+        match inner.query(&cmd).await {
+            Ok(_) => failed = false,
+            // Once per outage, not every period.
+            Err(e) if !failed => {
+                failed = true;
+                tracing::warn!(%address, in_hand = ids.len(), error = %e, "keeping requests in hand failed; past claim_idle another server may take them");
+            }
+            Err(_) => {}
+        }
+    }
+}
+
 /// One consumer of a service's group: claims what dead consumers left
-/// pending, then reads new entries.
+/// pending, then reads new entries, no more at a time than its server can
+/// take now.
 struct GroupReader {
     inner: Arc<Inner>,
     settle: SettleQueue,
@@ -354,9 +428,25 @@ struct GroupReader {
     consumer: Arc<str>,
     buffer: VecDeque<Entry>,
     next_claim: Instant,
+    in_hand: Arc<InHand>,
+    demand: Demand,
+    /// Dropped with the reader: stops [`keep_alive`].
+    _stop_keeping: oneshot::Sender<()>,
 }
 
 impl GroupReader {
+    /// Most entries to read or claim now: what the server can take.
+    fn wanted(&self) -> u64 {
+        let demand = u64::try_from(self.demand.now()).unwrap_or(u64::MAX);
+        self.inner.config.read_count.min(demand).max(1)
+    }
+
+    /// Adds `entry` to what this consumer holds and will hand out.
+    fn hold(&mut self, entry: Entry) {
+        self.in_hand.lock().insert(entry.id.clone());
+        self.buffer.push_back(entry);
+    }
+
     fn claim_interval(&self) -> Duration {
         (self.inner.config.claim_idle / 2).clamp(Duration::from_millis(50), Duration::from_secs(5))
     }
@@ -371,6 +461,7 @@ impl GroupReader {
                     consumer: self.consumer.clone(),
                     id: entry.id,
                     settle: self.settle.clone(),
+                    in_hand: self.in_hand.clone(),
                 };
                 return Ok(Delivery::new(entry.message, acker));
             }
@@ -408,14 +499,16 @@ impl GroupReader {
             .arg(&*self.group)
             .arg(&*self.consumer)
             .arg("COUNT")
-            .arg(self.inner.config.read_count)
+            .arg(self.wanted())
             .arg("BLOCK")
             .arg(millis(block))
             .arg("STREAMS")
             .arg(&*self.address)
             .arg(">");
         let reply = self.query(&cmd).await?;
-        self.buffer.extend(entries_of_first_stream(reply));
+        for entry in entries_of_first_stream(reply) {
+            self.hold(entry);
+        }
         Ok(())
     }
 
@@ -431,7 +524,7 @@ impl GroupReader {
             .arg(millis(config.claim_idle))
             .arg("0-0")
             .arg("COUNT")
-            .arg(config.read_count);
+            .arg(self.wanted());
         let reply = self.query(&cmd).await?;
         let Value::Array(mut parts) = reply else {
             return Ok(());
@@ -456,7 +549,7 @@ impl GroupReader {
                 self.dead_letter(entry, count).await?;
             } else {
                 tracing::info!(address = %self.address, id = %entry.id, deliveries = count, "claimed a request a dead consumer left");
-                self.buffer.push_back(entry);
+                self.hold(entry);
             }
         }
         Ok(())
@@ -516,15 +609,18 @@ fn dead_letter_reply(
 
 impl Drop for GroupReader {
     fn drop(&mut self) {
-        // Entries read but never handed out: make them claimable at once
-        // rather than after `claim_idle`.
-        if self.buffer.is_empty() {
+        // Entries read but never handed out, and any handed out still
+        // unsettled (a server drops its deliveries only once everything
+        // finished is settled): make them claimable at once rather than
+        // after `claim_idle`.
+        self.buffer.clear();
+        let ids = self.in_hand.ids();
+        if ids.is_empty() {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let ids: Vec<String> = self.buffer.drain(..).map(|e| e.id).collect();
         let (inner, address, group, consumer) = (
             self.inner.clone(),
             self.address.clone(),
@@ -568,19 +664,36 @@ struct RedisAck {
     consumer: Arc<str>,
     id: String,
     settle: SettleQueue,
+    in_hand: Arc<InHand>,
+}
+
+impl RedisAck {
+    /// The id, no longer kept alive: it is being settled, or was dropped
+    /// unsettled and is left to be claimed after `claim_idle`.
+    fn take_id(&mut self) -> String {
+        let id = std::mem::take(&mut self.id);
+        self.in_hand.lock().remove(&id);
+        id
+    }
+}
+
+impl Drop for RedisAck {
+    fn drop(&mut self) {
+        if !self.id.is_empty() {
+            self.take_id();
+        }
+    }
 }
 
 #[async_trait]
 impl Acknowledge for RedisAck {
-    async fn ack(self: Box<Self>) -> Result<(), TransportError> {
-        self.settle
-            .confirmed(self.id, None)
-            .await
-            .map_err(Into::into)
+    async fn ack(mut self: Box<Self>) -> Result<(), TransportError> {
+        let id = self.take_id();
+        self.settle.confirmed(id, None).await.map_err(Into::into)
     }
 
-    async fn release(self: Box<Self>) -> Result<(), TransportError> {
-        let ids = [self.id.clone()];
+    async fn release(mut self: Box<Self>) -> Result<(), TransportError> {
+        let ids = [self.take_id()];
         let cmd = release_cmd(
             &self.inner,
             &self.address,
@@ -594,16 +707,18 @@ impl Acknowledge for RedisAck {
     /// The reply's XADD and the acknowledgement go out in one pipeline,
     /// coalesced with the requests finishing alongside (see [`SettleQueue`]).
     async fn reply_and_ack(
-        self: Box<Self>,
+        mut self: Box<Self>,
         _transport: &dyn Transport,
         address: &str,
         reply: Message,
     ) -> Result<(), TransportError> {
         let reply = Some((address.into(), reply));
-        match self.settle.confirmed(self.id.clone(), reply).await {
+        let id = self.take_id();
+        match self.settle.confirmed(id.clone(), reply).await {
             Ok(()) => Ok(()),
             Err(e @ SettleError::ReplyRefused(_)) => Err(e.into()),
             Err(e) => {
+                self.id = id;
                 if let Err(release) = self.release().await {
                     tracing::debug!(error = %release, "releasing after a failed reply failed; it will be claimed after claim_idle");
                 }
@@ -616,13 +731,13 @@ impl Acknowledge for RedisAck {
     /// outcome, and on a failed reply hands the request back for another
     /// try (see [`SettleQueue`]).
     async fn settle_then(
-        self: Box<Self>,
+        mut self: Box<Self>,
         _transport: &dyn Transport,
         reply: Option<(Arc<str>, Message)>,
         on_settled: OnSettled,
     ) {
         let settlement = Settlement {
-            id: self.id,
+            id: self.take_id(),
             reply,
             waiter: Waiter::Report(on_settled),
         };

@@ -23,6 +23,7 @@ impl Harness for Redis {
         // A dead consumer's requests are claimed once idle for claim_idle_ms
         // (500 here), checked every claim_idle/2.
         Capabilities::new(Ok(Duration::from_secs(3)), Duration::from_millis(100))
+            .with_lease(Duration::from_millis(500))
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use busrpc_core::jsonrpc::DEAD_LETTER_CODE;
 use busrpc_core::{
-    header, Client, ClientConfig, Error, Message, Router, RpcError, Server, Transport,
+    header, Client, ClientConfig, Demand, Error, Message, Router, RpcError, Server, Transport,
 };
 use busrpc_redis::RedisTransport;
 use common::{redis_url, Prefix};
@@ -35,7 +35,10 @@ async fn claim_after_a_consumer_dies() {
     let prefix = Prefix::new("claim");
     let transport = prefix.connect("").await;
     let address = transport.service_address("svc");
-    let mut dying = transport.consume(&address, "svc").await.unwrap();
+    let mut dying = transport
+        .consume(&address, "svc", Demand::unbounded())
+        .await
+        .unwrap();
     transport
         .publish(&address, Message::new("req"))
         .await
@@ -46,7 +49,10 @@ async fn claim_after_a_consumer_dies() {
     drop(dying);
 
     let other = prefix.connect("").await;
-    let mut live = other.consume(&address, "svc").await.unwrap();
+    let mut live = other
+        .consume(&address, "svc", Demand::unbounded())
+        .await
+        .unwrap();
     let delivery = tokio::time::timeout(Duration::from_secs(10), live.next())
         .await
         .expect("claimed within claim_idle")
@@ -117,7 +123,10 @@ async fn trimming_keeps_what_is_pending_or_unread() {
     // One entry per read, so that the third request stays unread.
     let transport = prefix.connect("&read_count=1").await;
     let address = transport.service_address("svc");
-    let mut consumer = transport.consume(&address, "svc").await.unwrap();
+    let mut consumer = transport
+        .consume(&address, "svc", Demand::unbounded())
+        .await
+        .unwrap();
     for payload in ["one", "two", "three"] {
         transport
             .publish(&address, Message::new(payload))
@@ -203,7 +212,11 @@ async fn too_many_deliveries_dead_letter_and_answer_the_caller() {
     for _ in 0..2 {
         let transport = prefix.connect(options).await;
         let mut consumer = transport
-            .consume(&transport.service_address("svc"), "svc")
+            .consume(
+                &transport.service_address("svc"),
+                "svc",
+                Demand::unbounded(),
+            )
             .await
             .unwrap();
         let delivery = tokio::time::timeout(Duration::from_secs(10), consumer.next())
@@ -214,7 +227,10 @@ async fn too_many_deliveries_dead_letter_and_answer_the_caller() {
     // The third finds it delivered twice already and dead-letters it.
     let transport = prefix.connect(options).await;
     let address = transport.service_address("svc");
-    let mut third = transport.consume(&address, "svc").await.unwrap();
+    let mut third = transport
+        .consume(&address, "svc", Demand::unbounded())
+        .await
+        .unwrap();
     let poll = tokio::spawn(async move {
         tokio::time::timeout(Duration::from_secs(10), third.next())
             .await
