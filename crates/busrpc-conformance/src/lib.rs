@@ -150,6 +150,8 @@ macro_rules! suite {
             empty_message_is_an_invalid_request,
             a_handler_slower_than_the_lease_runs_once,
             queued_requests_run_once_each,
+            oversized_reply_is_answered_with_an_error_once,
+            batch_calls_count_against_concurrency,
         );
     };
     (@each $harness:expr; $($name:ident),* $(,)?) => {

@@ -113,6 +113,10 @@ fn router(probe: Probe) -> Router<Probe> {
             tokio::time::sleep(Duration::from_millis(ms)).await;
             Ok::<_, RpcError>(n)
         })
+        .method("big", |p: Probe, (n,): (u64,)| async move {
+            p.ran.lock().unwrap().push(n);
+            Ok::<_, RpcError>("x".repeat(usize::try_from(n).unwrap_or(0)))
+        })
         .method("hang_on_a", |p: Probe, (): ()| async move {
             let _ = p.started.send(p.label.to_owned());
             if p.label == "a" {
@@ -1175,4 +1179,58 @@ pub async fn queued_requests_run_once_each(h: &dyn Harness) {
     ran.sort_unstable();
     assert_eq!(ran, (0..calls).collect::<Vec<_>>(), "each call runs once");
     assert_eq!(client.stats().replies_dropped, 0);
+}
+
+/// A reply over the size limit is not sent (the broker would refuse it, and
+/// a refused reply used to send the request round again): the call is
+/// answered once with a small -32603 giving both sizes, runs once, and the
+/// server goes on.
+pub async fn oversized_reply_is_answered_with_an_error_once(h: &dyn Harness) {
+    let service = unique_service("big-reply");
+    let limits = Limits::default().max_message_bytes(1024);
+    let server = serve(h, &service, "a", ServerConfig::default().limits(limits)).await;
+    let client = client(h, ClientConfig::default().timeout(patient(h))).await;
+    let err = client
+        .call::<String>(&service, "big", (4096,))
+        .await
+        .unwrap_err();
+    let rpc = err
+        .rpc()
+        .unwrap_or_else(|| panic!("an RPC error, not {err}"));
+    assert_eq!((rpc.code(), rpc.message()), (-32603, "Internal error"));
+    let data: Value = rpc.data_as().unwrap().unwrap();
+    assert_eq!(data["error"], "the reply is larger than the limit");
+    assert_eq!(data["max_bytes"], 1024);
+    // {"jsonrpc":"2.0","result":"xxx…","id":N}: the result and 30-odd bytes.
+    let reply_bytes = data["reply_bytes"].as_u64().unwrap();
+    assert!((4096 + 30..4096 + 50).contains(&reply_bytes), "{data}");
+    let next: String = client.call(&service, "echo", ("next",)).await.unwrap();
+    assert_eq!(next, "RPC next!");
+    let stats = server.handle.stats();
+    server.handle.shutdown().await;
+    assert_eq!(*server.probe.ran.lock().unwrap(), [4096], "ran once");
+    assert_eq!(stats.oversized_replies, 1);
+    assert_eq!(client.stats().replies_dropped, 0);
+}
+
+/// Every call of a batch counts against the server's concurrency: a batch
+/// of eight at concurrency 2 runs two at a time, and is answered whole.
+pub async fn batch_calls_count_against_concurrency(h: &dyn Harness) {
+    let service = unique_service("batch-concurrency");
+    let server = serve(h, &service, "a", ServerConfig::default().concurrency(2)).await;
+    let client = client(h, ClientConfig::default().timeout(patient(h))).await;
+    let mut batch = client.batch(&service);
+    let calls: Vec<_> = (0..8)
+        .map(|_| batch.call("sleep", (50,)).unwrap())
+        .collect();
+    let replies = batch.send().await.expect("answered");
+    for call in calls {
+        assert_eq!(replies.get::<String>(call).unwrap(), "a");
+    }
+    let most = server.probe.most_running.load(Ordering::SeqCst);
+    assert!(
+        (1..=2).contains(&most),
+        "{most} calls of the batch ran at once"
+    );
+    server.handle.shutdown().await;
 }

@@ -158,10 +158,15 @@ impl Pending {
         }
     }
 
-    /// Fails every waiting call with [`Error::Closed`].
+    /// Fails every waiting call with [`Error::Closed`], and every later
+    /// registration.
     fn close(&self) {
+        // Under the lock that `register` takes: a call registering as the
+        // client closes either is cleared here or sees `closed`, never
+        // neither (it would wait out its whole timeout).
+        let mut waiting = self.waiting();
         self.closed.store(true, Ordering::SeqCst);
-        self.waiting().clear();
+        waiting.clear();
     }
 }
 
@@ -321,8 +326,12 @@ impl Client {
     ) -> Result<Box<RawValue>, Error> {
         // One timer for the whole call, not one per step: the steps' own
         // timers cost more than any other part of the call's bookkeeping.
+        // Taken now, before waiting for a slot: the deadline the server
+        // sees is the caller's own.
         let deadline_at = Instant::now() + self.timeout;
-        match timeout_at(deadline_at, self.call_unbounded(service, method, params)).await {
+        let deadline = Deadline::after(self.timeout);
+        let call = self.call_unbounded(service, method, params, deadline);
+        match timeout_at(deadline_at, call).await {
             Ok(result) => result,
             Err(_) => Err(self.timed_out()),
         }
@@ -334,6 +343,7 @@ impl Client {
         service: &str,
         method: &str,
         params: impl Serialize,
+        deadline: Deadline,
     ) -> Result<Box<RawValue>, Error> {
         let shared = &*self.shared;
         self.check_open()?;
@@ -345,8 +355,8 @@ impl Client {
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
         let mut json = Vec::with_capacity(128);
         jsonrpc::write_request(&mut json, method, &params, Some(id))?;
-        let (receiver, registration) = self.register(id);
-        self.send(service, json, true).await?;
+        let (receiver, registration) = self.register(id)?;
+        self.send(service, json, true, Some(deadline)).await?;
         shared.pending.calls.fetch_add(1, Ordering::Relaxed);
         let outcome = receiver.await.map_err(|_| Error::Closed)?;
         shared.pending.replies.fetch_add(1, Ordering::Relaxed);
@@ -364,7 +374,7 @@ impl Client {
         self.check_open()?;
         let mut json = Vec::with_capacity(128);
         jsonrpc::write_request(&mut json, method, &params, None)?;
-        let publish = self.send(service, json, false);
+        let publish = self.send(service, json, false, None);
         match tokio::time::timeout(self.timeout, publish).await {
             Ok(result) => result,
             Err(_) => Err(Error::Timeout(self.timeout)),
@@ -386,6 +396,10 @@ impl Client {
     /// Closes the client: calls still waiting fail with [`Error::Closed`],
     /// and the inbox is removed from the broker.
     pub async fn close(&self) {
+        // Calls waiting for a reply or for a slot fail now, and later ones
+        // at once, not after the inbox is gone.
+        self.shared.pending.close();
+        self.shared.in_flight.close();
         self.shared.stop.cancel();
         let reader = self
             .shared
@@ -427,15 +441,28 @@ impl Client {
         Error::Timeout(self.timeout)
     }
 
-    fn register(&self, id: u64) -> (oneshot::Receiver<Outcome>, Registration<'_>) {
+    fn register(&self, id: u64) -> Result<(oneshot::Receiver<Outcome>, Registration<'_>), Error> {
         let (sender, receiver) = oneshot::channel();
         let pending = &*self.shared.pending;
-        pending.waiting().insert(id, sender);
-        (receiver, Registration { pending, id })
+        let mut waiting = pending.waiting();
+        if pending.closed.load(Ordering::SeqCst) {
+            return Err(Error::Closed);
+        }
+        waiting.insert(id, sender);
+        drop(waiting);
+        Ok((receiver, Registration { pending, id }))
     }
 
-    /// Encodes and publishes a request, notification or batch.
-    async fn send(&self, service: &str, json: Vec<u8>, expects_reply: bool) -> Result<(), Error> {
+    /// Encodes and publishes a request, notification or batch; one that
+    /// `expects_reply` carries the inbox's address, and `deadline` (when the
+    /// caller stops waiting) travels with it.
+    async fn send(
+        &self,
+        service: &str,
+        json: Vec<u8>,
+        expects_reply: bool,
+        deadline: Option<Deadline>,
+    ) -> Result<(), Error> {
         let shared = &*self.shared;
         let codec = shared.config.codec;
         let payload = codec.from_json(json)?;
@@ -449,7 +476,9 @@ impl Client {
         let mut headers = Headers::new();
         if expects_reply {
             headers.insert(header::REPLY_TO, Arc::clone(&shared.inbox_address));
-            headers.insert(header::DEADLINE, Deadline::after(self.timeout));
+        }
+        if let Some(deadline) = deadline {
+            headers.insert(header::DEADLINE, deadline);
         }
         if codec != Codec::Json {
             headers.insert(header::CONTENT_TYPE, codec.content_type());
@@ -470,9 +499,11 @@ impl Client {
         service: &str,
         json: Vec<u8>,
         expects_reply: bool,
+        deadline: Option<Deadline>,
         deadline_at: Instant,
     ) -> Result<(), Error> {
-        match timeout_at(deadline_at, self.send(service, json, expects_reply)).await {
+        let send = self.send(service, json, expects_reply, deadline);
+        match timeout_at(deadline_at, send).await {
             Ok(result) => result,
             Err(_) => Err(self.timed_out()),
         }
@@ -521,9 +552,21 @@ async fn read_replies(
     Some(inbox)
 }
 
-/// One call's place in a [`Batch`], to pick its result from [`BatchReplies`].
+/// One call of a [`Batch`], to pick its result from [`BatchReplies`]: its
+/// place in the batch and its request id, so that a handle looked up in
+/// another batch's replies is an error, not that batch's result.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BatchCall(usize);
+pub struct BatchCall {
+    index: usize,
+    id: u64,
+}
+
+impl BatchCall {
+    /// The call's JSON-RPC id on the wire.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+}
 
 /// Calls and notifications sent together as one JSON-RPC batch.
 ///
@@ -570,7 +613,10 @@ impl Batch {
         let id = self.client.shared.next_id.fetch_add(1, Ordering::Relaxed);
         self.push(method, params, Some(id))?;
         self.ids.push(id);
-        Ok(BatchCall(self.ids.len() - 1))
+        Ok(BatchCall {
+            index: self.ids.len() - 1,
+            id,
+        })
     }
 
     /// Adds a notification.
@@ -613,20 +659,31 @@ impl Batch {
         }
         self.json.push(b']');
         let json = std::mem::take(&mut self.json);
+        let deadline_at = Instant::now() + client.timeout;
+        let deadline = Deadline::after(client.timeout);
         if calls == 0 {
+            // Only notifications: nothing to wait for but the publish, and
+            // that within the timeout, as for a lone notification.
             client.check_open()?;
-            client.send(&self.service, json, false).await?;
+            client
+                .send_by(&self.service, json, false, None, deadline_at)
+                .await?;
             return Ok(BatchReplies {
+                ids: Vec::new(),
                 outcomes: Vec::new(),
             });
         }
-        let deadline_at = Instant::now() + client.timeout;
         let n = u32::try_from(calls).unwrap_or(u32::MAX);
         let _permits = client.slots(n, deadline_at).await?;
-        let (receivers, registrations): (Vec<_>, Vec<_>) =
-            self.ids.iter().map(|&id| client.register(id)).unzip();
+        let mut receivers = Vec::with_capacity(calls);
+        let mut registrations = Vec::with_capacity(calls);
+        for &id in &self.ids {
+            let (receiver, registration) = client.register(id)?;
+            receivers.push(receiver);
+            registrations.push(registration);
+        }
         client
-            .send_by(&self.service, json, true, deadline_at)
+            .send_by(&self.service, json, true, Some(deadline), deadline_at)
             .await?;
         client
             .shared
@@ -648,38 +705,37 @@ impl Batch {
             .pending
             .replies
             .fetch_add(calls as u64, Ordering::Relaxed);
-        Ok(BatchReplies { outcomes })
+        Ok(BatchReplies {
+            ids: std::mem::take(&mut self.ids),
+            outcomes,
+        })
     }
 }
 
 /// The replies to a batch's calls.
 #[derive(Debug)]
 pub struct BatchReplies {
+    ids: Vec<u64>,
     outcomes: Vec<Outcome>,
 }
 
 impl BatchReplies {
-    /// The result of `call`, deserialized into `R`, or its error.
-    ///
-    /// # Panics
-    ///
-    /// If `call` belongs to another batch with more calls than this one.
+    /// The result of `call`, deserialized into `R`, or its error;
+    /// [`Error::NotInBatch`] if `call` belongs to another batch.
     pub fn get<R: DeserializeOwned>(&self, call: BatchCall) -> Result<R, Error> {
         match self.raw(call) {
-            Ok(raw) => serde_json::from_str(raw.get()).map_err(Error::Decode),
-            Err(e) => Err(Error::Rpc(e.clone())),
+            Some(Ok(raw)) => serde_json::from_str(raw.get()).map_err(Error::Decode),
+            Some(Err(e)) => Err(Error::Rpc(e.clone())),
+            None => Err(Error::NotInBatch { id: call.id }),
         }
     }
 
-    /// The raw outcome of `call`.
-    ///
-    /// # Panics
-    ///
-    /// If `call` belongs to another batch with more calls than this one.
-    pub fn raw(&self, call: BatchCall) -> &Result<Box<RawValue>, RpcError> {
-        self.outcomes
-            .get(call.0)
-            .expect("a BatchCall of another batch")
+    /// The raw outcome of `call`; `None` if `call` belongs to another batch.
+    pub fn raw(&self, call: BatchCall) -> Option<&Result<Box<RawValue>, RpcError>> {
+        match self.ids.get(call.index) {
+            Some(&id) if id == call.id => self.outcomes.get(call.index),
+            _ => None,
+        }
     }
 
     /// How many calls were answered.
@@ -690,5 +746,100 @@ impl BatchReplies {
     /// Whether the batch held no calls.
     pub fn is_empty(&self) -> bool {
         self.outcomes.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::memory::MemoryTransport;
+    use crate::transport::{Deliveries, Demand, TransportError};
+    use crate::{Router, Server};
+
+    /// A broker that takes inboxes but never confirms a publish.
+    struct Stalled(MemoryTransport);
+
+    #[async_trait]
+    impl Transport for Stalled {
+        async fn publish(&self, _: &str, _: Message) -> Result<(), TransportError> {
+            std::future::pending().await
+        }
+
+        async fn consume(&self, a: &str, g: &str, d: Demand) -> Result<Deliveries, TransportError> {
+            self.0.consume(a, g, d).await
+        }
+
+        async fn inbox(&self) -> Result<Inbox, TransportError> {
+            self.0.inbox().await
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_of_notifications_waits_no_longer_than_the_timeout() {
+        let transport = Arc::new(Stalled(MemoryTransport::new()));
+        let config = ClientConfig::default().timeout(Duration::from_secs(3));
+        let client = Client::connect_with(transport, config).await.unwrap();
+        let mut batch = client.batch("svc");
+        batch.notify("a", [1]).unwrap();
+        batch.notify("b", [2]).unwrap();
+        let sent = tokio::time::timeout(Duration::from_secs(60), batch.send()).await;
+        let err = sent.expect("the batch returned").unwrap_err();
+        assert!(err.is_timeout(), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_batch_call_from_another_batch_is_refused() {
+        let transport = Arc::new(MemoryTransport::new());
+        let router = Router::new().method("id", |(n,): (u64,)| async move { Ok::<_, RpcError>(n) });
+        let server = Server::new(transport.clone(), "calc", router)
+            .start()
+            .await
+            .unwrap();
+        let client = Client::connect(transport).await.unwrap();
+        let mut a = client.batch("calc");
+        let in_a = a.call("id", (1,)).unwrap();
+        let mut b = client.batch("calc");
+        let in_b = b.call("id", (2,)).unwrap();
+        let a = a.send().await.unwrap();
+        let b = b.send().await.unwrap();
+        assert_eq!(a.get::<u64>(in_a).unwrap(), 1);
+        assert_eq!(b.get::<u64>(in_b).unwrap(), 2);
+        // The same place in its batch, but not the same call.
+        let err = a.get::<u64>(in_b).unwrap_err();
+        assert!(
+            matches!(err, Error::NotInBatch { id } if id == in_b.id()),
+            "{err}"
+        );
+        assert!(b.raw(in_a).is_none());
+        server.shutdown().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_waiting_for_a_slot_fails_when_the_client_closes() {
+        // The broker never confirms: the first call holds the only slot,
+        // stuck in its publish, until its timeout; the second waits for
+        // that slot, and gets it only after the client has closed.
+        let transport = Arc::new(Stalled(MemoryTransport::new()));
+        let config = ClientConfig::default()
+            .max_in_flight(1)
+            .timeout(Duration::from_secs(30));
+        let client = Client::connect_with(transport, config).await.unwrap();
+        let first = tokio::spawn({
+            let client = client.clone();
+            async move { client.call::<u64>("svc", "m", ()).await }
+        });
+        tokio::task::yield_now().await;
+        let second = tokio::spawn({
+            let client = client.clone();
+            async move { client.call::<u64>("svc", "m", ()).await }
+        });
+        tokio::task::yield_now().await;
+        client.close().await;
+        let second = second.await.unwrap();
+        assert!(matches!(second, Err(Error::Closed)), "{second:?}");
+        let first = first.await.unwrap();
+        assert!(first.is_err(), "{first:?}");
     }
 }

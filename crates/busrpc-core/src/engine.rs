@@ -3,8 +3,12 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use futures_util::future::{join_all, FutureExt};
+use std::sync::Arc;
+
+use futures_util::future::FutureExt;
+use futures_util::stream::{FuturesOrdered, StreamExt};
 use serde_json::value::RawValue;
+use tokio::sync::Semaphore;
 
 use crate::jsonrpc::{self, decode_incoming, Incoming, InvalidRequest, Request, RpcError};
 use crate::router::Methods;
@@ -21,6 +25,9 @@ pub(crate) struct EngineCounters {
 pub(crate) struct Engine {
     methods: Methods,
     max_batch_len: usize,
+    /// The server's handler slots, which every call of a batch counts
+    /// against; `None`: unbounded.
+    slots: Option<Arc<Semaphore>>,
     pub(crate) counters: EngineCounters,
 }
 
@@ -37,10 +44,15 @@ pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
 }
 
 impl Engine {
-    pub(crate) fn new(methods: Methods, max_batch_len: usize) -> Self {
+    pub(crate) fn new(
+        methods: Methods,
+        max_batch_len: usize,
+        slots: Option<Arc<Semaphore>>,
+    ) -> Self {
         Self {
             methods,
             max_batch_len,
+            slots,
             counters: EngineCounters::default(),
         }
     }
@@ -71,7 +83,36 @@ impl Engine {
                 jsonrpc::answer_each(&items, &error)
             }
             Ok(Incoming::Batch(items)) => {
-                let answers = join_all(items.into_iter().map(|item| self.answer(item))).await;
+                // Every call counts against the server's concurrency: the
+                // message's own slot covers one, and the batch takes as many
+                // more as are free now (never waiting for one, which could
+                // wait on itself), running its calls in waves that wide.
+                let wanted = items.len() - 1;
+                let extra = self.slots.as_ref().map(|slots| {
+                    let free = slots.available_permits().min(wanted);
+                    let free = u32::try_from(free).unwrap_or(u32::MAX);
+                    slots.try_acquire_many(free).ok()
+                });
+                let width = match &extra {
+                    None => items.len(),
+                    Some(permit) => 1 + permit.as_ref().map_or(0, |p| p.num_permits()),
+                };
+                let mut answers = Vec::with_capacity(items.len());
+                let mut items = items.into_iter();
+                // Not `stream::iter(..).map(..).buffered(..)`: its closure
+                // over borrowed requests defeats the `Send` proof the
+                // server's tasks need.
+                let mut running = FuturesOrdered::new();
+                for item in items.by_ref().take(width) {
+                    running.push_back(self.answer(item));
+                }
+                while let Some(answer) = running.next().await {
+                    answers.push(answer);
+                    if let Some(item) = items.next() {
+                        running.push_back(self.answer(item));
+                    }
+                }
+                drop(extra);
                 jsonrpc::join_batch(answers.into_iter().flatten())
             }
         }
@@ -149,7 +190,7 @@ mod tests {
                 |(): ()| -> std::future::Ready<Result<(), RpcError>> { panic!("before any await") },
             )
             .into_methods();
-        Engine::new(methods, max_batch_len)
+        Engine::new(methods, max_batch_len, None)
     }
 
     async fn respond(e: &Engine, payload: &str) -> Option<String> {

@@ -40,6 +40,13 @@ pub enum Error {
     /// A payload could not be transcoded.
     #[error(transparent)]
     Codec(#[from] CodecError),
+    /// A [`BatchCall`](crate::BatchCall) was looked up in the replies of
+    /// another batch than its own.
+    #[error("the call with id {id} is not in this batch")]
+    NotInBatch {
+        /// The id of the call asked for.
+        id: u64,
+    },
 }
 
 impl Error {

@@ -210,7 +210,11 @@ fn unix_ms_now() -> u64 {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Limits {
-    /// Largest payload in bytes. Default 1 MiB, Kafka's default too.
+    /// Largest payload in bytes, of a request and of a reply (default
+    /// 1 MiB). A transport may have a smaller limit of its own (Kafka:
+    /// librdkafka's `message.max.bytes`, 1,000,000 bytes by default, less
+    /// room for headers); a server answers a reply over either with a small
+    /// -32603 instead of sending it.
     pub max_message_bytes: usize,
     /// Most requests in one batch. Default 1000.
     pub max_batch_len: usize,

@@ -25,8 +25,10 @@ use crate::transport::{Deliveries, Delivery, Demand, Transport, TransportError};
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct ServerConfig {
-    /// Most messages handled at once by this instance (default 128). The
-    /// server takes no more deliveries while this many are in hand.
+    /// Most calls handled at once by this instance (default 128), each
+    /// call of a batch counting as one: a batch runs as many of its calls
+    /// at once as there are free slots (at least one), in waves. The server
+    /// takes no more deliveries while every slot is in use.
     pub concurrency: usize,
     /// Largest message and batch accepted (see [`Limits`]).
     pub limits: Limits,
@@ -131,9 +133,14 @@ pub struct ServerStats {
     pub dropped: u64,
     /// Replies that could not be published and acknowledged. The request
     /// stays with the broker for another try, unless the broker refused the
-    /// reply itself where another try would be refused alike (Redis: a
-    /// `reply-to` naming a key that is not a stream); the logged error says.
+    /// reply itself (too large for it, a full inbox, a Redis `reply-to`
+    /// naming a key that is not a stream): that is final, the request is
+    /// acknowledged, and the caller is sent a small -32603 saying why where
+    /// the broker takes it. The logged error says which.
     pub reply_failures: u64,
+    /// Replies larger than the server's or the transport's limit, answered
+    /// with a small -32603 giving both sizes instead of being sent.
+    pub oversized_replies: u64,
 }
 
 #[derive(Default)]
@@ -144,6 +151,7 @@ struct ServerCounters {
     expired: AtomicU64,
     dropped: AtomicU64,
     reply_failures: AtomicU64,
+    oversized_replies: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -156,6 +164,9 @@ struct Shared {
     engine: Engine,
     counters: ServerCounters,
     limits: Limits,
+    /// The largest reply payload sent: the smaller of the server's and the
+    /// transport's limits.
+    max_reply_bytes: usize,
 }
 
 impl Shared {
@@ -173,6 +184,7 @@ impl Shared {
             expired: get(&s.expired),
             dropped: get(&s.dropped),
             reply_failures: get(&s.reply_failures),
+            oversized_replies: get(&s.oversized_replies),
         }
     }
 }
@@ -242,7 +254,17 @@ impl Server {
             .consume(&address, &self.service, demand)
             .await?;
         let shared = Arc::new(Shared {
-            engine: Engine::new(self.router, self.config.limits.max_batch_len),
+            engine: Engine::new(
+                self.router,
+                self.config.limits.max_batch_len,
+                Some(permits.clone()),
+            ),
+            max_reply_bytes: self
+                .transport
+                .max_payload_bytes()
+                .map_or(self.config.limits.max_message_bytes, |t| {
+                    t.min(self.config.limits.max_message_bytes)
+                }),
             transport: self.transport,
             service: self.service,
             counters: ServerCounters::default(),
@@ -453,12 +475,25 @@ async fn handle(shared: Arc<Shared>, delivery: Delivery, permit: OwnedSemaphoreP
     let reply = process(&shared, delivery.message()).await;
     let reply_to = reply.as_ref().map(|(to, _)| to.clone());
     let server = shared.clone();
+    // Kept (a reference count, no copy) to tell the caller if the broker
+    // refuses the reply.
+    let request = delivery.message();
+    let codec =
+        Codec::from_content_type(request.headers.get(header::CONTENT_TYPE)).unwrap_or_default();
+    let request = request.payload.clone();
     let on_settled = Box::new(move |outcome: Result<(), TransportError>| {
         let (service, counters) = (&server.service, &server.counters);
         match (outcome, reply_to) {
             (Ok(()), _) => bump(&counters.acked),
             (Err(e), None) => {
                 tracing::warn!(%service, error = %e, "acknowledging failed");
+            }
+            (Err(TransportError::Rejected(why)), Some(reply_to)) => {
+                // Final: the transport acknowledged the request.
+                bump(&counters.acked);
+                bump(&counters.reply_failures);
+                tracing::warn!(%service, error = %why, %reply_to, "the broker refused the reply; the request is acknowledged and its caller told");
+                tell_refused(&server, &reply_to, codec, &request, &why);
             }
             (Err(e), Some(reply_to)) => {
                 bump(&counters.reply_failures);
@@ -470,6 +505,35 @@ async fn handle(shared: Arc<Shared>, delivery: Delivery, permit: OwnedSemaphoreP
     delivery
         .settle_then(&*shared.transport, reply, on_settled)
         .await;
+}
+
+/// Sends the caller of a request whose reply the broker refused a small
+/// -32603 saying why, once, without waiting: the broker may refuse that
+/// too (a full inbox), and then there is no one left to tell.
+fn tell_refused(
+    shared: &Arc<Shared>,
+    reply_to: &Arc<str>,
+    codec: Codec,
+    request: &[u8],
+    why: &str,
+) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let why: String = why.chars().take(200).collect();
+    let error = RpcError::internal_error().with_data(&serde_json::json!({
+        "error": "the broker refused the reply",
+        "reason": why,
+    }));
+    let Some((to, message)) = refuse(shared, Some(reply_to), codec, request, &error) else {
+        return;
+    };
+    let transport = shared.transport.clone();
+    runtime.spawn(async move {
+        if let Err(e) = transport.publish(&to, message).await {
+            tracing::debug!(reply_to = %to, error = %e, "telling the caller of a refused reply failed too");
+        }
+    });
 }
 
 /// The reply to one message and where it goes, or `None` when there is
@@ -542,7 +606,21 @@ async fn process(shared: &Shared, message: &Message) -> Option<(Arc<str>, Messag
         }
         None => shared.engine.respond(&json).await?,
     };
-    route(shared, reply_to, codec, response)
+    let reply = route(shared, reply_to, codec, response)?;
+    let size = reply.1.payload.len();
+    if size > shared.max_reply_bytes {
+        // The broker would refuse it, or the caller's own limit would.
+        bump(&shared.counters.oversized_replies);
+        let limit = shared.max_reply_bytes;
+        tracing::warn!(service = %shared.service, size, limit, "a reply is over the size limit; its caller is told instead");
+        let error = RpcError::internal_error().with_data(&serde_json::json!({
+            "error": "the reply is larger than the limit",
+            "reply_bytes": size,
+            "max_bytes": limit,
+        }));
+        return refuse(shared, reply_to, codec, &message.payload, &error);
+    }
+    Some(reply)
 }
 
 fn reject(
@@ -726,6 +804,42 @@ mod tests {
             tokio::task::yield_now().await;
         }
         panic!("never came true: {what}");
+    }
+
+    /// A reply the broker refuses (here: a full inbox) is final: the
+    /// request is acknowledged and counted, not released to run again in a
+    /// loop, and the server goes on.
+    #[tokio::test]
+    async fn a_refused_reply_is_final() {
+        let transport = Arc::new(crate::memory::MemoryTransport::with_capacity(2));
+        let runs = Arc::new(AtomicU64::new(0));
+        let counted = runs.clone();
+        let router = Router::new().method("echo", move |(n,): (u64,)| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async move { Ok::<_, RpcError>(n) }
+        });
+        let server = Server::new(transport.clone(), "full", router)
+            .start()
+            .await
+            .unwrap();
+        // Nobody reads this inbox: it holds two replies, then is full.
+        let inbox = transport.inbox().await.unwrap();
+        let address = transport.service_address("full");
+        for n in 1..=3 {
+            let request = call(n).with_header(header::REPLY_TO, inbox.address());
+            transport.publish(&address, request).await.unwrap();
+            let acked = n;
+            for _ in 0..10_000 {
+                if server.stats().acked >= acked {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            assert_eq!(server.stats().acked, acked, "request {n} settled");
+        }
+        server.shutdown().await;
+        assert_eq!(runs.load(Ordering::SeqCst), 3, "each ran once");
+        drop(inbox);
     }
 
     #[tokio::test]

@@ -85,6 +85,15 @@ pub trait Transport: Send + Sync + 'static {
     fn service_address(&self, service: &str) -> String {
         format!("busrpc.{service}")
     }
+
+    /// The largest payload this transport publishes, if it has a limit of
+    /// its own (Kafka: `message.max.bytes`). A server checks every reply
+    /// against it, and its own [`Limits`](crate::Limits), before publishing,
+    /// and answers a reply over it with a small error instead: the broker
+    /// would refuse it, and the caller would hear nothing.
+    fn max_payload_bytes(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// An id unlikely to repeat across processes and hosts (the time, the
@@ -153,7 +162,11 @@ pub trait Acknowledge: Send + Sync + 'static {
 
     /// Publishes `reply` to `address`, then acknowledges: the order that
     /// makes delivery at-least-once. If the publish fails the delivery is
-    /// released and the publish error returned.
+    /// released and the publish error returned, unless the broker refused
+    /// the reply itself ([`TransportError::Rejected`]: too large, a full
+    /// inbox, not allowed): another try would be refused alike, and a
+    /// release would run the request again at once, in a loop. Such a
+    /// delivery is acknowledged, and the refusal returned.
     ///
     /// A transport that can do both in one round trip (Redis: one
     /// MULTI/EXEC pipeline) overrides this; `transport` is the one the
@@ -166,6 +179,12 @@ pub trait Acknowledge: Send + Sync + 'static {
     ) -> Result<(), TransportError> {
         match transport.publish(address, reply).await {
             Ok(()) => self.ack().await,
+            Err(e @ TransportError::Rejected(_)) => {
+                if let Err(ack) = self.ack().await {
+                    tracing::warn!(error = %ack, "acknowledging a request whose reply was refused failed");
+                }
+                Err(e)
+            }
             Err(e) => {
                 if let Err(release) = self.release().await {
                     tracing::warn!(error = %release, "releasing a delivery failed");
@@ -180,8 +199,8 @@ pub trait Acknowledge: Send + Sync + 'static {
     /// acknowledging (as [`ack`](Self::ack)), and calls `on_settled` with
     /// the outcome. A failed reply leaves the delivery with the broker for
     /// another try, as `reply_and_ack` does, unless the broker refused the
-    /// reply itself ([`TransportError::Rejected`]) where another try would
-    /// be refused alike and the transport may settle the delivery.
+    /// reply itself ([`TransportError::Rejected`]): that is final, and the
+    /// transport acknowledges the delivery.
     ///
     /// The default awaits the settlement and then reports it. A transport
     /// that settles many deliveries in one round trip (Redis) overrides

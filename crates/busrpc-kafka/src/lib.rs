@@ -77,6 +77,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// Errors a caller can retry (the broker is away or busy) against those it cannot.
+/// Room left under `message.max.bytes` for a reply record's headers (a
+/// `content-type` at most) and framing.
+const RECORD_OVERHEAD_BYTES: usize = 1024;
+
 fn transport_error(e: KafkaError) -> TransportError {
     use RDKafkaErrorCode as Code;
     match e.rdkafka_error_code() {
@@ -313,6 +317,19 @@ impl Transport for KafkaTransport {
             .produce(address, &message)
             .await
             .map_err(transport_error)
+    }
+
+    /// librdkafka's `message.max.bytes` (1,000,000 unless the URL sets it),
+    /// less room for the record's key and headers: librdkafka refuses a
+    /// record whose payload, key and headers together exceed it.
+    fn max_payload_bytes(&self) -> Option<usize> {
+        let limit = self
+            .inner
+            .config
+            .librdkafka_value("message.max.bytes")
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(1_000_000);
+        Some(limit.saturating_sub(RECORD_OVERHEAD_BYTES))
     }
 
     /// librdkafka fetches ahead on its own (bounded by its queue settings),
@@ -708,15 +725,23 @@ impl Acknowledge for KafkaAck {
                 );
                 Ok(())
             }
-            produced => produced,
+            produced => produced.map_err(transport_error),
         };
-        answering.sent = produced.is_ok();
+        // A reply the broker refuses (too large, not allowed) is final: the
+        // request is done, or its redelivery would run it again at once,
+        // forever, and pin the partition's commits meanwhile.
+        let refused = matches!(produced, Err(TransportError::Rejected(_)));
+        answering.sent = produced.is_ok() || refused;
         drop(answering);
         match produced {
             Ok(()) => self.done.send(()).map_err(|_| TransportError::Closed),
+            Err(e) if refused => {
+                let _ = self.done.send(());
+                Err(e)
+            }
             Err(e) => {
                 let _ = self.release().await;
-                Err(transport_error(e))
+                Err(e)
             }
         }
     }
