@@ -108,14 +108,20 @@ pub fn unique_service(test: &str) -> String {
 }
 
 /// Expands to one `#[tokio::test]` per conformance test, each calling
-/// [`tests`]`::<name>(&harness)` with a harness built by `$harness`.
+/// [`tests`]`::<name>(&harness)` with a harness built by `$harness`, on a
+/// 2-worker runtime.
+///
+/// `suite!(harness, current_thread)` also runs the failure-path cases
+/// (slow handlers, refused replies, shutdown, bad input, bounds) again on a
+/// current-thread runtime, in a module `current_thread`: services embed
+/// busrpc in either flavour, and a transport that blocks its worker, or
+/// leans on another worker to make progress, fails there.
 #[macro_export]
 macro_rules! suite {
     ($harness:expr) => {
-        $crate::suite!(@each $harness;
+        $crate::suite!(@each multi_thread $harness;
             call_and_response,
             typed_errors_reach_the_caller,
-            panicking_handler_answers_internal_error_and_server_goes_on,
             notification_gets_no_reply,
             client_batch,
             spec_positional_params,
@@ -131,6 +137,22 @@ macro_rules! suite {
             spec_batch,
             spec_batch_all_notifications,
             concurrent_clients_reach_their_own_replies,
+            msgpack_calls,
+        );
+        $crate::suite!(@failure_paths multi_thread $harness);
+    };
+    ($harness:expr, current_thread) => {
+        $crate::suite!($harness);
+        /// The failure-path cases again, on a current-thread runtime.
+        mod current_thread {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::suite!(@failure_paths current_thread $harness);
+        }
+    };
+    (@failure_paths $flavor:ident $harness:expr) => {
+        $crate::suite!(@each $flavor $harness;
+            panicking_handler_answers_internal_error_and_server_goes_on,
             slow_handler_times_out_and_late_reply_is_dropped,
             expired_request_is_not_executed,
             server_death_leaves_request_to_another_instance,
@@ -140,7 +162,6 @@ macro_rules! suite {
             oversized_batch_is_refused_per_call,
             bad_input_without_reply_to_is_counted_and_dropped,
             unsupported_content_type_is_a_parse_error,
-            msgpack_calls,
             client_bounds_calls_in_flight,
             server_bounds_concurrent_handlers,
             stray_replies_are_dropped_and_counted,
@@ -154,9 +175,19 @@ macro_rules! suite {
             batch_calls_count_against_concurrency,
         );
     };
-    (@each $harness:expr; $($name:ident),* $(,)?) => {
+    (@each multi_thread $harness:expr; $($name:ident),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                $crate::log_if_asked();
+                let harness = $harness;
+                $crate::tests::$name(&harness).await;
+            }
+        )*
+    };
+    (@each current_thread $harness:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "current_thread")]
             async fn $name() {
                 $crate::log_if_asked();
                 let harness = $harness;

@@ -22,4 +22,4 @@ impl Harness for Memory {
     }
 }
 
-busrpc_conformance::suite!(Memory(MemoryTransport::new()));
+busrpc_conformance::suite!(Memory(MemoryTransport::new()), current_thread);

@@ -27,4 +27,4 @@ impl Harness for Redis {
     }
 }
 
-busrpc_conformance::suite!(Redis(Prefix::new("conformance")));
+busrpc_conformance::suite!(Redis(Prefix::new("conformance")), current_thread);
