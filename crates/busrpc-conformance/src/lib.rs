@@ -173,6 +173,10 @@ macro_rules! suite {
             queued_requests_run_once_each,
             oversized_reply_is_answered_with_an_error_once,
             batch_calls_count_against_concurrency,
+            a_handler_past_its_deadline_is_cancelled,
+            handlers_see_their_deadline,
+            stale_notifications_are_not_run,
+            a_stopped_server_leaves_nothing_to_answer_twice,
         );
     };
     (@each multi_thread $harness:expr; $($name:ident),* $(,)?) => {

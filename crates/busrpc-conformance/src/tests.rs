@@ -113,6 +113,9 @@ fn router(probe: Probe) -> Router<Probe> {
             tokio::time::sleep(Duration::from_millis(ms)).await;
             Ok::<_, RpcError>(n)
         })
+        .method("deadline", |_: Probe, (): ()| async move {
+            Ok::<_, RpcError>(Deadline::current().map(|d| d.0))
+        })
         .method("big", |p: Probe, (n,): (u64,)| async move {
             p.ran.lock().unwrap().push(n);
             Ok::<_, RpcError>("x".repeat(usize::try_from(n).unwrap_or(0)))
@@ -683,11 +686,13 @@ pub async fn concurrent_clients_reach_their_own_replies(h: &dyn Harness) {
     }
 }
 
-/// A handler slower than the caller's timeout: the caller gets Timeout, and
-/// the late reply is dropped and counted, not handed to anyone.
+/// A handler slower than the caller's timeout, on a server that lets it run
+/// to the end: the caller gets Timeout, and the late reply is dropped and
+/// counted, not handed to anyone.
 pub async fn slow_handler_times_out_and_late_reply_is_dropped(h: &dyn Harness) {
     let service = unique_service("late");
-    let server = serve(h, &service, "a", ServerConfig::default()).await;
+    let config = ServerConfig::default().cancel_on_deadline(false);
+    let server = serve(h, &service, "a", config).await;
     let timeout = h.capabilities().latency * 4;
     let client = client(h, ClientConfig::default().timeout(timeout)).await;
     // First make sure the server takes requests (joining a Kafka group takes
@@ -1233,4 +1238,123 @@ pub async fn batch_calls_count_against_concurrency(h: &dyn Harness) {
         "{most} calls of the batch ran at once"
     );
     server.handle.shutdown().await;
+}
+
+/// A handler still running when its deadline passes is stopped: the caller
+/// has its Timeout, nothing is sent after it, and the request is
+/// acknowledged and counted.
+pub async fn a_handler_past_its_deadline_is_cancelled(h: &dyn Harness) {
+    let service = unique_service("cancel");
+    let server = serve(h, &service, "a", ServerConfig::default()).await;
+    let timeout = h.capabilities().latency * 4;
+    let client = client(h, ClientConfig::default().timeout(timeout)).await;
+    let ready: String = client
+        .with_timeout(patient(h))
+        .call(&service, "echo", ("ready",))
+        .await
+        .unwrap();
+    assert_eq!(ready, "RPC ready!");
+    let slow_ms = u64::try_from((timeout * 3).as_millis()).unwrap();
+    let err = client
+        .call::<u64>(&service, "once", (1, slow_ms))
+        .await
+        .unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    wait_until("the handler was stopped", patient(h), || {
+        server.handle.stats().cancelled == 1
+    })
+    .await;
+    wait_until("the request was acknowledged", patient(h), || {
+        server.handle.stats().acked == 2
+    })
+    .await;
+    // Had the handler gone on, its reply would come by now: the next call
+    // is answered after the slow one's sleep would have ended.
+    tokio::time::sleep(timeout * 3).await;
+    let again: String = client
+        .with_timeout(patient(h))
+        .call(&service, "echo", ("again",))
+        .await
+        .unwrap();
+    assert_eq!(again, "RPC again!");
+    assert_eq!(client.stats().replies_dropped, 0, "nothing sent late");
+    assert_eq!(*server.probe.ran.lock().unwrap(), [1]);
+    server.handle.shutdown().await;
+}
+
+/// A handler reads its request's deadline: the caller's own, in Unix ms.
+pub async fn handlers_see_their_deadline(h: &dyn Harness) {
+    let service = unique_service("sees-deadline");
+    let server = serve(h, &service, "a", ServerConfig::default()).await;
+    let timeout = patient(h);
+    let client = client(h, ClientConfig::default().timeout(timeout)).await;
+    let ms = u64::try_from(timeout.as_millis()).unwrap();
+    let before = Deadline::after(Duration::ZERO).0 + ms;
+    let seen: Option<u64> = client.call(&service, "deadline", ()).await.unwrap();
+    let after = Deadline::after(Duration::ZERO).0 + ms;
+    let seen = seen.expect("the handler sees a deadline");
+    assert!(
+        (before..=after).contains(&seen),
+        "{before} <= {seen} <= {after}"
+    );
+    // A request without one: none.
+    let mut peer = RawPeer::new(h, &service).await;
+    assert_eq!(
+        peer.ask(r#"{"jsonrpc":"2.0","method":"deadline","id":1}"#)
+            .await,
+        r#"{"jsonrpc":"2.0","result":null,"id":1}"#
+    );
+    server.handle.shutdown().await;
+}
+
+/// A notification sent with a time-to-live that passed while it waited in
+/// the queue is skipped; one without runs.
+pub async fn stale_notifications_are_not_run(h: &dyn Harness) {
+    let service = unique_service("stale");
+    let short = Duration::from_millis(1);
+    let stale = client(h, ClientConfig::default().notification_ttl(short)).await;
+    stale.notify(&service, "once", (1, 0)).await.unwrap();
+    let fresh = client(h, ClientConfig::default()).await;
+    fresh.notify(&service, "once", (2, 0)).await.unwrap();
+    // Both wait in the queue until a server starts, the first past its TTL.
+    tokio::time::sleep(short * 20).await;
+    let server = serve(h, &service, "a", ServerConfig::default()).await;
+    wait_until("both were settled", patient(h), || {
+        let stats = server.handle.stats();
+        stats.expired == 1 && stats.notifications == 1
+    })
+    .await;
+    assert_eq!(*server.probe.ran.lock().unwrap(), [2]);
+    server.handle.shutdown().await;
+}
+
+/// One of two servers stops under load: once its `shutdown()` returns,
+/// everything it answered is settled on the broker, so its peer, taking
+/// over, runs none of it again. Every call runs exactly once.
+pub async fn a_stopped_server_leaves_nothing_to_answer_twice(h: &dyn Harness) {
+    let service = unique_service("stop-under-load");
+    let a = serve(h, &service, "a", ServerConfig::default()).await;
+    let b = serve(h, &service, "b", ServerConfig::default()).await;
+    let calls = 200u64;
+    let client = client(h, ClientConfig::default().timeout(patient(h) * 3)).await;
+    let load = tokio::spawn({
+        let (client, service) = (client.clone(), service.clone());
+        async move { join_all((0..calls).map(|n| client.call::<u64>(&service, "once", (n, 10)))).await }
+    });
+    let a_ran = a.probe.ran.clone();
+    wait_until("a is busy", patient(h), || {
+        a_ran.lock().unwrap().len() >= 10
+    })
+    .await;
+    within("a's shutdown", patient(h), a.handle.shutdown()).await;
+    let replies = within("the calls", patient(h) * 4, load).await.unwrap();
+    for (n, reply) in replies.into_iter().enumerate() {
+        assert_eq!(reply.expect("answered"), n as u64);
+    }
+    b.handle.shutdown().await;
+    let mut ran = a.probe.ran.lock().unwrap().clone();
+    ran.extend(b.probe.ran.lock().unwrap().iter());
+    ran.sort_unstable();
+    assert_eq!(ran, (0..calls).collect::<Vec<_>>(), "each call runs once");
+    assert_eq!(client.stats().replies_dropped, 0);
 }

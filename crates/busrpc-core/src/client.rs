@@ -36,6 +36,11 @@ pub struct ClientConfig {
     pub limits: Limits,
     /// Encoding of requests (default JSON).
     pub codec: Codec,
+    /// How long a notification stays worth running (default: forever).
+    /// It travels as the `deadline` header, so a server skips notifications
+    /// that waited longer in the queue (after an outage, say) instead of
+    /// running a backlog of stale ones.
+    pub notification_ttl: Option<Duration>,
 }
 
 impl Default for ClientConfig {
@@ -45,6 +50,7 @@ impl Default for ClientConfig {
             max_in_flight: 1024,
             limits: Limits::default(),
             codec: Codec::Json,
+            notification_ttl: None,
         }
     }
 }
@@ -75,6 +81,13 @@ impl ClientConfig {
     #[must_use]
     pub fn codec(mut self, codec: Codec) -> Self {
         self.codec = codec;
+        self
+    }
+
+    /// Sets [`notification_ttl`](Self::notification_ttl).
+    #[must_use]
+    pub fn notification_ttl(mut self, ttl: Duration) -> Self {
+        self.notification_ttl = Some(ttl);
         self
     }
 }
@@ -374,7 +387,8 @@ impl Client {
         self.check_open()?;
         let mut json = Vec::with_capacity(128);
         jsonrpc::write_request(&mut json, method, &params, None)?;
-        let publish = self.send(service, json, false, None);
+        let ttl = self.shared.config.notification_ttl.map(Deadline::after);
+        let publish = self.send(service, json, false, ttl);
         match tokio::time::timeout(self.timeout, publish).await {
             Ok(result) => result,
             Err(_) => Err(Error::Timeout(self.timeout)),
@@ -665,8 +679,9 @@ impl Batch {
             // Only notifications: nothing to wait for but the publish, and
             // that within the timeout, as for a lone notification.
             client.check_open()?;
+            let ttl = client.shared.config.notification_ttl.map(Deadline::after);
             client
-                .send_by(&self.service, json, false, None, deadline_at)
+                .send_by(&self.service, json, false, ttl, deadline_at)
                 .await?;
             return Ok(BatchReplies {
                 ids: Vec::new(),

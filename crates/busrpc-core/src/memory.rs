@@ -265,10 +265,13 @@ impl Transport for MemoryTransport {
             g.next_consumer
         };
         let member = Member { group, consumer };
-        Ok(Box::pin(stream::unfold(member, |member| async move {
-            let delivery = member.next().await;
-            Some((Ok(delivery), member))
-        })))
+        Ok(Deliveries::new(stream::unfold(
+            member,
+            |member| async move {
+                let delivery = member.next().await;
+                Some((Ok(delivery), member))
+            },
+        )))
     }
 
     async fn inbox(&self) -> Result<Inbox, TransportError> {

@@ -149,7 +149,35 @@ impl Message {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Deadline(pub u64);
 
+tokio::task_local! {
+    /// The deadline of the request whose handler runs in this task.
+    static CURRENT: Deadline;
+}
+
 impl Deadline {
+    /// The deadline of the request being handled, when called from a
+    /// handler (or anything it awaits) and the caller sent one: a handler
+    /// can size its own work or timeouts to it, e.g. pass
+    /// [`remaining`](Self::remaining) to a database call. `None` elsewhere,
+    /// and for a request without a `deadline` header.
+    ///
+    /// ```
+    /// # use busrpc_core::{Deadline, Router, RpcError};
+    /// let router = Router::new().method("budget", |(): ()| async move {
+    ///     let left = Deadline::current().map(|d| d.remaining().as_millis() as u64);
+    ///     Ok::<_, RpcError>(left)
+    /// });
+    /// # let _ = router;
+    /// ```
+    pub fn current() -> Option<Deadline> {
+        CURRENT.try_with(|d| *d).ok()
+    }
+
+    /// Runs `f` with `deadline` as [`current`](Self::current).
+    pub(crate) async fn scope<F: std::future::Future>(deadline: Deadline, f: F) -> F::Output {
+        CURRENT.scope(deadline, f).await
+    }
+
     /// `timeout` from now.
     pub fn after(timeout: Duration) -> Self {
         let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);

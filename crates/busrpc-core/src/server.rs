@@ -17,7 +17,7 @@ use crate::codec::Codec;
 use crate::engine::{panic_message, Engine};
 use crate::error::Error;
 use crate::jsonrpc::RpcError;
-use crate::message::{header, Limits, Message};
+use crate::message::{header, Deadline, Headers, Limits, Message};
 use crate::router::Router;
 use crate::transport::{Deliveries, Delivery, Demand, Transport, TransportError};
 
@@ -44,6 +44,16 @@ pub struct ServerConfig {
     /// the runtime's workers run such handlers side by side while the
     /// server goes on taking requests.
     pub run_inline: bool,
+    /// Whether a handler still running when its request's deadline passes
+    /// is stopped (default `true`): its future is dropped at its next
+    /// `.await`, nothing is sent (the caller has stopped waiting), the
+    /// request is acknowledged and counted in
+    /// [`ServerStats::cancelled`]. Stale work then costs nothing past the
+    /// deadline, which is when an overloaded server most needs its slots.
+    /// Set `false` for handlers that must not be interrupted between two
+    /// awaits; they then run to the end and their late reply is dropped by
+    /// the caller.
+    pub cancel_on_deadline: bool,
 }
 
 impl Default for ServerConfig {
@@ -53,6 +63,7 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             shutdown_grace: Duration::from_secs(30),
             run_inline: true,
+            cancel_on_deadline: true,
         }
     }
 }
@@ -106,6 +117,13 @@ impl ServerConfig {
         self.run_inline = inline;
         self
     }
+
+    /// Sets [`cancel_on_deadline`](Self::cancel_on_deadline).
+    #[must_use]
+    pub fn cancel_on_deadline(mut self, cancel: bool) -> Self {
+        self.cancel_on_deadline = cancel;
+        self
+    }
 }
 
 /// What a server instance has done so far.
@@ -128,6 +146,9 @@ pub struct ServerStats {
     pub panics: u64,
     /// Messages skipped because their deadline had passed on arrival.
     pub expired: u64,
+    /// Messages whose handlers were stopped when their deadline passed
+    /// (see [`ServerConfig::cancel_on_deadline`]); acknowledged, unanswered.
+    pub cancelled: u64,
     /// Messages counted and dropped: bad input or a response with no
     /// `reply-to` to send it to.
     pub dropped: u64,
@@ -149,6 +170,7 @@ struct ServerCounters {
     acked: AtomicU64,
     released: AtomicU64,
     expired: AtomicU64,
+    cancelled: AtomicU64,
     dropped: AtomicU64,
     reply_failures: AtomicU64,
     oversized_replies: AtomicU64,
@@ -167,6 +189,7 @@ struct Shared {
     /// The largest reply payload sent: the smaller of the server's and the
     /// transport's limits.
     max_reply_bytes: usize,
+    cancel_on_deadline: bool,
 }
 
 impl Shared {
@@ -182,6 +205,7 @@ impl Shared {
             errors: get(&e.errors),
             panics: get(&e.panics),
             expired: get(&s.expired),
+            cancelled: get(&s.cancelled),
             dropped: get(&s.dropped),
             reply_failures: get(&s.reply_failures),
             oversized_replies: get(&s.oversized_replies),
@@ -259,6 +283,7 @@ impl Server {
                 self.config.limits.max_batch_len,
                 Some(permits.clone()),
             ),
+            cancel_on_deadline: self.config.cancel_on_deadline,
             max_reply_bytes: self
                 .transport
                 .max_payload_bytes()
@@ -281,7 +306,11 @@ impl Server {
         );
         let task = tokio::spawn(serving.instrument(span));
         tracing::info!(service = %shared.service, %address, "serving");
-        Ok(ServerHandle { shared, stop, task })
+        Ok(ServerHandle {
+            shared,
+            stop,
+            task: Some(task),
+        })
     }
 
     /// Serves until `signal` completes, then shuts down gracefully.
@@ -304,10 +333,16 @@ impl Server {
 }
 
 /// A running server instance.
+///
+/// Dropping the handle stops the server gracefully in the background (as
+/// [`shutdown`](Self::shutdown) does, without waiting); to serve on without
+/// a handle, call [`detach`](Self::detach).
+#[must_use = "dropping a ServerHandle stops the server; call shutdown().await, or detach() to serve on"]
 pub struct ServerHandle {
     shared: Arc<Shared>,
     stop: CancellationToken,
-    task: JoinHandle<()>,
+    /// `None` once shut down, aborted or detached.
+    task: Option<JoinHandle<()>>,
 }
 
 impl ServerHandle {
@@ -324,17 +359,42 @@ impl ServerHandle {
     /// Stops taking requests, finishes the ones in hand (releasing those
     /// still running when the grace period ends), leaves the group, and
     /// returns.
-    pub async fn shutdown(self) {
+    ///
+    /// When it returns, every finished request is committed or acknowledged
+    /// on the broker, what was not started is handed back, and this member
+    /// has left its group (see [`Deliveries::close`]): the process may exit,
+    /// and no peer answers again what this instance answered.
+    pub async fn shutdown(mut self) {
         self.stop.cancel();
-        if let Err(e) = self.task.await {
-            tracing::error!(error = %e, "server task failed");
+        if let Some(task) = self.task.take() {
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "server task failed");
+            }
         }
     }
 
-    /// Stops at once, as if the process died: nothing in hand is answered,
-    /// acknowledged or released, so the broker hands it to another instance.
-    pub fn abort(self) {
-        self.task.abort();
+    /// Stops at once, as if the process died: nothing in hand is answered
+    /// or acknowledged, so the broker hands it to another instance.
+    pub fn abort(mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+
+    /// Lets the server serve on without this handle, until the runtime
+    /// ends: for a server meant to run as long as its process.
+    pub fn detach(mut self) {
+        self.task.take();
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        if self.task.is_some() {
+            // Graceful, in the background: the serving task finishes what
+            // it holds and leaves its group on its own.
+            self.stop.cancel();
+        }
     }
 }
 
@@ -435,8 +495,9 @@ async fn serve(
             .released
             .fetch_add(released, Ordering::Relaxed);
     }
-    // Only now leave the group, so nothing finished is handed out again.
-    drop(deliveries);
+    // Only now leave the group, so nothing finished is handed out again;
+    // `shutdown()` returns once it has.
+    deliveries.close().await;
     tracing::info!("stopped");
 }
 
@@ -599,13 +660,24 @@ async fn process(shared: &Shared, message: &Message) -> Option<(Arc<str>, Messag
             )
         }
     };
-    let response = match headers.get(header::TRACEPARENT) {
-        Some(traceparent) => {
-            let span = tracing::debug_span!("busrpc.request", traceparent);
-            shared.engine.respond(&json).instrument(span).await?
+    let response = match deadline {
+        Some(deadline) => {
+            let respond = Deadline::scope(deadline, respond(shared, headers, &json));
+            if shared.cancel_on_deadline {
+                match until(deadline, respond).await {
+                    Some(response) => response,
+                    None => {
+                        bump(&shared.counters.cancelled);
+                        tracing::debug!(%deadline, "a handler ran past its deadline; stopped");
+                        return None;
+                    }
+                }
+            } else {
+                respond.await
+            }
         }
-        None => shared.engine.respond(&json).await?,
-    };
+        None => respond(shared, headers, &json).await,
+    }?;
     let reply = route(shared, reply_to, codec, response)?;
     let size = reply.1.payload.len();
     if size > shared.max_reply_bytes {
@@ -621,6 +693,30 @@ async fn process(shared: &Shared, message: &Message) -> Option<(Arc<str>, Messag
         return refuse(shared, reply_to, codec, &message.payload, &error);
     }
     Some(reply)
+}
+
+/// The engine's response to `json`, in a span carrying the caller's trace
+/// context if it sent one.
+async fn respond(shared: &Shared, headers: &Headers, json: &[u8]) -> Option<Vec<u8>> {
+    match headers.get(header::TRACEPARENT) {
+        Some(traceparent) => {
+            let span = tracing::debug_span!("busrpc.request", traceparent);
+            shared.engine.respond(json).instrument(span).await
+        }
+        None => shared.engine.respond(json).await,
+    }
+}
+
+/// `work`'s output, or `None` if `deadline` passes first. The timer is set
+/// only if `work` has to wait: most handlers finish in their first poll,
+/// and a timer per request would cost every one of them.
+async fn until<F: Future>(deadline: Deadline, work: F) -> Option<F::Output> {
+    let mut work = std::pin::pin!(work);
+    let first = std::future::poll_fn(|cx| Poll::Ready(work.as_mut().poll(cx))).await;
+    match first {
+        Poll::Ready(output) => Some(output),
+        Poll::Pending => tokio::time::timeout(deadline.remaining(), work).await.ok(),
+    }
 }
 
 fn reject(
@@ -762,7 +858,7 @@ mod tests {
         async fn consume(&self, _: &str, _: &str, _: Demand) -> Result<Deliveries, TransportError> {
             let queue = self.queue.lock().unwrap().take().expect("one consumer");
             let held = self.held.clone();
-            Ok(Box::pin(futures_util::stream::unfold(
+            Ok(Deliveries::new(futures_util::stream::unfold(
                 queue,
                 move |mut queue| {
                     let held = held.clone();
@@ -804,6 +900,38 @@ mod tests {
             tokio::task::yield_now().await;
         }
         panic!("never came true: {what}");
+    }
+
+    /// Dropping a handle stops its server (gracefully, in the background);
+    /// a detached one serves on.
+    #[tokio::test]
+    async fn a_dropped_handle_stops_its_server_and_a_detached_one_serves_on() {
+        let transport = Arc::new(crate::memory::MemoryTransport::new());
+        let router =
+            || Router::new().method("echo", |(n,): (u64,)| async move { Ok::<_, RpcError>(n) });
+        let dropped = Server::new(transport.clone(), "dropped", router())
+            .start()
+            .await
+            .unwrap();
+        drop(dropped);
+        Server::new(transport.clone(), "detached", router())
+            .start()
+            .await
+            .unwrap()
+            .detach();
+        let config = crate::ClientConfig::default().timeout(Duration::from_millis(300));
+        let client = crate::Client::connect_with(transport, config)
+            .await
+            .unwrap();
+        let err = client
+            .call::<u64>("dropped", "echo", (1,))
+            .await
+            .unwrap_err();
+        assert!(err.is_timeout(), "{err}");
+        assert_eq!(
+            client.call::<u64>("detached", "echo", (2,)).await.unwrap(),
+            2
+        );
     }
 
     /// A reply the broker refuses (here: a full inbox) is final: the

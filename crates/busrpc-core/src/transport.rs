@@ -292,9 +292,67 @@ impl fmt::Debug for Delivery {
     }
 }
 
-/// The deliveries of a consumer. Ends when the consumer is closed; an `Err`
-/// item is a transient failure and the stream goes on.
-pub type Deliveries = BoxStream<'static, Result<Delivery, TransportError>>;
+/// The deliveries of a consumer: a stream that ends when the consumer is
+/// closed, where an `Err` item is a transient failure and the stream goes on.
+///
+/// Finish with [`close`](Self::close) once every delivery taken is settled:
+/// it returns when the consumer has left its group, its settlements are
+/// final on the broker (Kafka: the last commit; Redis: what it still held
+/// made claimable), so nothing it answered is handed out again. Dropping
+/// it instead does the same in the background, as far as the transport
+/// can, like a process that exits.
+pub struct Deliveries {
+    stream: BoxStream<'static, Result<Delivery, TransportError>>,
+    on_close: Option<BoxFuture<'static, ()>>,
+}
+
+impl Deliveries {
+    /// The deliveries of `stream`.
+    pub fn new(
+        stream: impl Stream<Item = Result<Delivery, TransportError>> + Send + 'static,
+    ) -> Self {
+        Self {
+            stream: Box::pin(stream),
+            on_close: None,
+        }
+    }
+
+    /// Work a clean [`close`](Self::close) awaits once the stream is dropped:
+    /// the last commit, leaving the group.
+    #[must_use]
+    pub fn on_close(
+        mut self,
+        finish: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Self {
+        self.on_close = Some(Box::pin(finish));
+        self
+    }
+
+    /// Stops reading, then waits until the consumer has finished and left.
+    /// Deliveries still unsettled when it is called keep it waiting until
+    /// they are settled or dropped.
+    pub async fn close(self) {
+        let Deliveries { stream, on_close } = self;
+        drop(stream);
+        if let Some(finish) = on_close {
+            finish.await;
+        }
+    }
+}
+
+impl Stream for Deliveries {
+    type Item = Result<Delivery, TransportError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.stream.as_mut().poll_next(cx)
+    }
+}
+
+impl fmt::Debug for Deliveries {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Deliveries").finish_non_exhaustive()
+    }
+}
 
 /// A client's private reply address and the stream of messages sent to it.
 pub struct Inbox {

@@ -185,7 +185,7 @@ impl KafkaTransport {
             _transport: inner.clone(),
         });
         let (done, finished) = mpsc::unbounded_channel();
-        tokio::spawn(commit_finished(shared.clone(), finished));
+        let committed = tokio::spawn(commit_finished(shared.clone(), finished));
         let (again, retries) = mpsc::unbounded_channel();
         let mut reader = GroupReader {
             inner: inner.clone(),
@@ -194,6 +194,7 @@ impl KafkaTransport {
             again,
             retries,
             early: None,
+            committed: Some(committed),
         };
         reader.join(&joined, inner.config.join_wait).await;
         tracing::debug!(address, group, "joined the group");
@@ -340,11 +341,21 @@ impl Transport for KafkaTransport {
         group: &str,
         _demand: Demand,
     ) -> Result<Deliveries, TransportError> {
-        let reader = self.join_group(address, group).await?;
-        Ok(Box::pin(stream::unfold(reader, |mut reader| async move {
+        let mut reader = self.join_group(address, group).await?;
+        let committed = reader.committed.take();
+        let deliveries = Deliveries::new(stream::unfold(reader, |mut reader| async move {
             let next = reader.next().await;
             Some((next, reader))
-        })))
+        }));
+        // A clean close returns once the last commit is made and the member
+        // has left the group: a process may exit right after.
+        Ok(deliveries.on_close(async move {
+            if let Some(committed) = committed {
+                if let Err(e) = committed.await {
+                    tracing::warn!(error = %e, "the last commit did not finish");
+                }
+            }
+        }))
     }
 
     async fn inbox(&self) -> Result<Inbox, TransportError> {
@@ -522,6 +533,10 @@ struct GroupReader {
     retries: mpsc::UnboundedReceiver<Retry>,
     /// A request read while joining, handed out first.
     early: Option<Delivery>,
+    /// The task committing finished requests; it ends, after a last
+    /// synchronous commit and with the consumer leaving its group, once
+    /// this reader and every delivery of it are gone.
+    committed: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl GroupReader {

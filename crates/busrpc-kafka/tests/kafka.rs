@@ -439,3 +439,80 @@ async fn a_call_in_flight_during_a_rebalance_is_answered_once() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// `shutdown()` returns only once the last commit is made and the member
+/// has left. The server runs in a runtime of its own, ended the moment
+/// `shutdown()` returns, as a process exits: the group's committed offset,
+/// read then, covers every request the server took (one partition, so
+/// that is their count), and its successor answers none of them again.
+#[test]
+fn shutdown_returns_with_everything_committed() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let url = format!("{}?partitions=1", mock_url("last-commit"));
+    let runs = Arc::new(AtomicU64::new(0));
+    let process = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (transport, load) = process.block_on({
+        let runs = runs.clone();
+        async move {
+            let transport = Arc::new(KafkaTransport::connect(&url).await.unwrap());
+            let counted = runs.clone();
+            let router = Router::new().method("nap", move |(n,): (u64,)| {
+                counted.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    Ok::<_, RpcError>(n)
+                }
+            });
+            let server = Server::new(transport.clone(), "svc", router)
+                .start()
+                .await
+                .unwrap();
+            let client = Client::connect_with(
+                transport.clone(),
+                ClientConfig::default().timeout(Duration::from_secs(60)),
+            )
+            .await
+            .unwrap();
+            let load = tokio::spawn(async move {
+                let calls = (0..400u64).map(|n| client.call::<u64>("svc", "nap", (n,)));
+                futures_util::future::join_all(calls).await
+            });
+            while server.stats().acked < 50 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            server.shutdown().await;
+            (transport, load)
+        }
+    });
+    // The process exits: whatever it left running stops here.
+    drop(load);
+    process.shutdown_background();
+    // Every request it took ran to the end: it stopped taking, then finished.
+    let taken = runs.load(Ordering::SeqCst);
+
+    let bootstrap = transport
+        .mock_cluster()
+        .unwrap()
+        .bootstrap_servers()
+        .to_owned();
+    let reader: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("group.id", "busrpc.svc")
+        .create()
+        .unwrap();
+    let mut partitions = rdkafka::TopicPartitionList::new();
+    partitions.add_partition("busrpc.svc", 0);
+    let committed = reader
+        .committed_offsets(partitions, Duration::from_secs(10))
+        .unwrap();
+    let offset = committed.elements()[0].offset();
+    assert_eq!(
+        offset,
+        rdkafka::Offset::Offset(taken as i64),
+        "{committed:?}"
+    );
+}

@@ -297,6 +297,7 @@ impl Transport for RedisTransport {
         );
         let in_hand = Arc::new(InHand::default());
         let (stop_keeping, stopped) = oneshot::channel();
+        let (closing, left_in_hand) = oneshot::channel();
         tokio::spawn(keep_alive(
             inner.clone(),
             [address.clone(), group.clone(), consumer.clone()],
@@ -314,13 +315,20 @@ impl Transport for RedisTransport {
             in_hand,
             demand,
             _stop_keeping: stop_keeping,
-            inner,
+            closing: Some(closing),
+            inner: inner.clone(),
         };
+        let names = [
+            reader.address.clone(),
+            reader.group.clone(),
+            reader.consumer.clone(),
+        ];
         tracing::debug!(address = %reader.address, group = %reader.group, consumer = %reader.consumer, "joined the group");
-        Ok(Box::pin(stream::unfold(reader, |mut reader| async move {
+        let deliveries = Deliveries::new(stream::unfold(reader, |mut reader| async move {
             let next = reader.next().await;
             Some((next, reader))
-        })))
+        }));
+        Ok(deliveries.on_close(leave(inner, names, left_in_hand)))
     }
 
     async fn inbox(&self) -> Result<Inbox, TransportError> {
@@ -432,7 +440,51 @@ struct GroupReader {
     demand: Demand,
     /// Dropped with the reader: stops [`keep_alive`].
     _stop_keeping: oneshot::Sender<()>,
+    /// Where the reader, dropped, hands what it still holds to a clean
+    /// close ([`leave`]) instead of handing it back in the background.
+    closing: Option<oneshot::Sender<Vec<String>>>,
 }
+
+/// A clean close of a consumer: makes what it still held claimable at once
+/// and, if nothing is left pending with it, removes it from the group, so
+/// that restarts do not pile up consumers (`XGROUP DELCONSUMER` drops a
+/// consumer's pending entries, hence only when it has none; the check and
+/// the removal are one script).
+async fn leave(
+    inner: Arc<Inner>,
+    [address, group, consumer]: [Arc<str>; 3],
+    left_in_hand: oneshot::Receiver<Vec<String>>,
+) {
+    let ids = left_in_hand.await.unwrap_or_default();
+    if !ids.is_empty() {
+        let cmd = release_cmd(&inner, &address, &group, &consumer, &ids);
+        if let Err(e) = inner.query(&cmd).await {
+            tracing::warn!(%address, error = %e, "handing back requests in hand failed; they will be claimed after claim_idle");
+        }
+        return;
+    }
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(LEAVE_SCRIPT)
+        .arg(1)
+        .arg(&*address)
+        .arg(&*group)
+        .arg(&*consumer);
+    match inner.query(&cmd).await {
+        Ok(Value::Int(0..)) => tracing::debug!(%address, %consumer, "left the group"),
+        Ok(_) => {
+            tracing::debug!(%address, %consumer, "requests still pending; staying in the group until claimed")
+        }
+        Err(e) => tracing::warn!(%address, %consumer, error = %e, "leaving the group failed"),
+    }
+}
+
+/// `EVAL`'d with the stream as its key and the group and consumer as
+/// arguments: deletes the consumer if nothing is pending with it.
+const LEAVE_SCRIPT: &str = "\
+if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) == 0 then
+  return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+end
+return -1";
 
 impl GroupReader {
     /// Most entries to read or claim now: what the server can take.
@@ -615,6 +667,16 @@ impl Drop for GroupReader {
         // after `claim_idle`.
         self.buffer.clear();
         let ids = self.in_hand.ids();
+        let ids = match self.closing.take().map(|closing| closing.send(ids.clone())) {
+            Some(Ok(())) => return, // a clean close hands them back
+            _ => ids,
+        };
+        self.hand_back_in_background(ids);
+    }
+}
+
+impl GroupReader {
+    fn hand_back_in_background(&self, ids: Vec<String>) {
         if ids.is_empty() {
             return;
         }

@@ -663,3 +663,35 @@ async fn entries_without_a_payload_are_settled_and_trimmed() {
     client.close().await;
     server.shutdown().await;
 }
+
+/// A server's clean shutdown removes its consumer from the group (nothing
+/// being pending with it), so restarts do not pile up consumers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_shutdown_leaves_the_group() {
+    let prefix = Prefix::new("leave");
+    let transport = Arc::new(prefix.connect("").await);
+    let address = transport.service_address("svc");
+    let consumers = || async {
+        let info: Vec<redis::Value> = query(
+            redis::cmd("XINFO")
+                .arg("CONSUMERS")
+                .arg(&address)
+                .arg("svc"),
+        )
+        .await;
+        info.len()
+    };
+    for _ in 0..3 {
+        let server = Server::new(transport.clone(), "svc", echo_router())
+            .start()
+            .await
+            .unwrap();
+        let client = Client::connect(transport.clone()).await.unwrap();
+        let echoed: String = client.call("svc", "echo", ("x",)).await.unwrap();
+        assert_eq!(echoed, "RPC x!");
+        assert_eq!(consumers().await, 1, "the running server");
+        client.close().await;
+        server.shutdown().await;
+        assert_eq!(consumers().await, 0, "gone when shutdown() returns");
+    }
+}
