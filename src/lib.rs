@@ -40,8 +40,9 @@ use std::sync::Arc;
 
 pub use busrpc_core::{
     codec, header, jsonrpc, memory, transport, Batch, BatchCall, BatchReplies, Client,
-    ClientConfig, ClientStats, Codec, Deadline, Error, Handler, Headers, Id, Limits, Message,
-    Router, RpcError, Server, ServerConfig, ServerHandle, ServerStats, Transport, TransportError,
+    ClientConfig, ClientStats, Codec, Deadline, Error, Handler, Headers, Id, InvalidDeadline,
+    Limits, Message, Router, RpcError, Server, ServerConfig, ServerHandle, ServerStats,
+    ServerStatus, Transport, TransportError,
 };
 
 #[cfg(feature = "redis")]

@@ -127,7 +127,7 @@ impl Pending {
 
     fn drop_reply(&self, why: &str, payload: &[u8]) {
         self.dropped.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(why, reply = %String::from_utf8_lossy(payload), "reply dropped");
+        tracing::debug!(why, reply = %crate::log::Excerpt(payload), "reply dropped");
     }
 
     fn deliver(&self, message: &Message) {

@@ -9,6 +9,7 @@ pub mod transport;
 mod client;
 mod engine;
 mod error;
+mod log;
 mod message;
 mod router;
 mod server;
@@ -19,7 +20,9 @@ pub use error::Error;
 pub use jsonrpc::{Id, RpcError};
 pub use message::{header, Deadline, Headers, InvalidDeadline, Limits, Message};
 pub use router::{Handler, Router};
-pub use server::{Server, ServerConfig, ServerHandle, ServerStats};
+pub use server::{
+    Server, ServerConfig, ServerHandle, ServerStats, ServerStatus, FATAL_ERRORS_TO_STOP,
+};
 pub use transport::{
     Acknowledge, BoxError, Deliveries, Delivery, Demand, Inbox, OnSettled, Transport,
     TransportError,

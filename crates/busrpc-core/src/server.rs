@@ -17,6 +17,7 @@ use crate::codec::Codec;
 use crate::engine::{panic_message, Engine};
 use crate::error::Error;
 use crate::jsonrpc::RpcError;
+use crate::log::{Excerpt, Throttle};
 use crate::message::{header, Deadline, Headers, Limits, Message};
 use crate::router::Router;
 use crate::transport::{Deliveries, Delivery, Demand, Transport, TransportError};
@@ -176,12 +177,41 @@ struct ServerCounters {
     oversized_replies: AtomicU64,
 }
 
+/// How often a repeated warning is let through.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
 fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
+/// Where a server instance is in its life.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum ServerStatus {
+    /// Taking and handling requests.
+    Serving,
+    /// Shutting down: finishing what it holds, taking nothing new.
+    Stopping,
+    /// Stopped as asked, or its handle dropped.
+    Stopped,
+    /// Stopped by itself: the broker kept failing in a way retrying cannot
+    /// mend (no permission, the queue deleted, the consumer closed), after
+    /// [`FATAL_ERRORS_TO_STOP`] such failures in a row.
+    Failed(Arc<TransportError>),
+}
+
+/// Fatal transport errors in a row (no delivery between them) after which
+/// a server stops and reports [`ServerStatus::Failed`].
+pub const FATAL_ERRORS_TO_STOP: u32 = 5;
+
 struct Shared {
     transport: Arc<dyn Transport>,
+    status: tokio::sync::watch::Sender<ServerStatus>,
+    /// One warning per interval for failed reads and for responses with
+    /// nowhere to go: a broker down or a flood of bad input must not
+    /// flood the logs too.
+    receive_warnings: Throttle,
+    dropped_warnings: Throttle,
     service: String,
     engine: Engine,
     counters: ServerCounters,
@@ -278,6 +308,9 @@ impl Server {
             .consume(&address, &self.service, demand)
             .await?;
         let shared = Arc::new(Shared {
+            status: tokio::sync::watch::Sender::new(ServerStatus::Serving),
+            receive_warnings: Throttle::new(WARN_EVERY),
+            dropped_warnings: Throttle::new(WARN_EVERY),
             engine: Engine::new(
                 self.router,
                 self.config.limits.max_batch_len,
@@ -356,6 +389,26 @@ impl ServerHandle {
         &self.shared.service
     }
 
+    /// Where the server is in its life now: a health check's answer.
+    pub fn status(&self) -> ServerStatus {
+        self.shared.status.borrow().clone()
+    }
+
+    /// Resolves when the server has stopped: `Ok` when it was asked to (or
+    /// its handle dropped elsewhere), the error when it stopped by itself
+    /// (see [`ServerStatus::Failed`]). An application awaits it beside its
+    /// own work, to exit or alert rather than leave callers timing out.
+    pub async fn stopped(&self) -> Result<(), Arc<TransportError>> {
+        let mut status = self.shared.status.subscribe();
+        let status = status
+            .wait_for(|s| matches!(s, ServerStatus::Stopped | ServerStatus::Failed(_)))
+            .await;
+        match status.as_deref() {
+            Ok(ServerStatus::Failed(e)) => Err(e.clone()),
+            _ => Ok(()),
+        }
+    }
+
     /// Stops taking requests, finishes the ones in hand (releasing those
     /// still running when the grace period ends), leaves the group, and
     /// returns.
@@ -418,6 +471,8 @@ async fn serve(
     // Owned here so that aborting this task aborts every handler with it.
     let mut tasks = JoinSet::new();
     let mut failures = 0u32;
+    let mut fatal = 0u32;
+    let mut failure = None;
     // One waiter for the whole loop: a fresh `cancelled()` per select would
     // register and deregister with the token's lock twice per request.
     let stopped = stop.cancelled();
@@ -435,7 +490,7 @@ async fn serve(
         };
         match next {
             Some(Ok(delivery)) => {
-                failures = 0;
+                (failures, fatal) = (0, 0);
                 bump(&shared.counters.received);
                 let request = handle(shared.clone(), delivery, permit);
                 if config.run_inline {
@@ -445,17 +500,29 @@ async fn serve(
                 }
             }
             Some(Err(e)) => {
-                // A transient broker failure: back off (up to 1 s) and go on.
+                drop(permit);
+                if !e.is_transient() {
+                    fatal += 1;
+                    if fatal >= FATAL_ERRORS_TO_STOP {
+                        tracing::error!(error = %e, fatal, "the broker keeps refusing to hand out requests; serving stops");
+                        failure = Some(e);
+                        break;
+                    }
+                }
+                // Back off (up to 1 s) and go on.
                 failures = failures.saturating_add(1);
                 let pause = Duration::from_millis(10u64 << failures.min(7));
-                tracing::warn!(error = %e, ?pause, "receiving requests failed");
+                if let Some(held_back) = shared.receive_warnings.allow() {
+                    tracing::warn!(error = %e, ?pause, held_back, "receiving requests failed");
+                }
                 tokio::select! {
                     () = &mut stopped => break,
                     () = tokio::time::sleep(pause) => {}
                 }
             }
             None => {
-                tracing::warn!("the transport closed the request queue; serving stops");
+                tracing::error!("the transport closed the request queue; serving stops");
+                failure = Some(TransportError::Closed);
                 break;
             }
         }
@@ -463,6 +530,10 @@ async fn serve(
             log_task_failure(done);
         }
     }
+    shared.status.send_replace(match failure {
+        Some(e) => ServerStatus::Failed(Arc::new(e)),
+        None => ServerStatus::Stopping,
+    });
     let in_hand = concurrency - permits.available_permits();
     if in_hand > 0 {
         tracing::info!(in_hand, grace = ?config.shutdown_grace, "finishing requests in hand");
@@ -498,6 +569,13 @@ async fn serve(
     // Only now leave the group, so nothing finished is handed out again;
     // `shutdown()` returns once it has.
     deliveries.close().await;
+    shared.status.send_if_modified(|status| {
+        let stopping = matches!(status, ServerStatus::Stopping);
+        if stopping {
+            *status = ServerStatus::Stopped;
+        }
+        stopping
+    });
     tracing::info!("stopped");
 }
 
@@ -760,10 +838,13 @@ fn route(
 ) -> Option<(Arc<str>, Message)> {
     let Some(reply_to) = reply_to else {
         bump(&shared.counters.dropped);
-        tracing::warn!(
-            response = %String::from_utf8_lossy(&json),
-            "a response has no reply-to address; dropped"
-        );
+        if let Some(held_back) = shared.dropped_warnings.allow() {
+            tracing::warn!(
+                response = %Excerpt(&json),
+                held_back,
+                "a response has no reply-to address; dropped"
+            );
+        }
         return None;
     };
     let (payload, codec) = match codec.from_json(json) {
@@ -900,6 +981,54 @@ mod tests {
             tokio::task::yield_now().await;
         }
         panic!("never came true: {what}");
+    }
+
+    /// A broker that only ever fails, in the way given.
+    struct Failing(fn() -> TransportError);
+
+    #[async_trait]
+    impl Transport for Failing {
+        async fn publish(&self, _: &str, _: Message) -> Result<(), TransportError> {
+            Err((self.0)())
+        }
+
+        async fn consume(&self, _: &str, _: &str, _: Demand) -> Result<Deliveries, TransportError> {
+            let error = self.0;
+            Ok(Deliveries::new(futures_util::stream::repeat_with(
+                move || Err(error()),
+            )))
+        }
+
+        async fn inbox(&self) -> Result<Inbox, TransportError> {
+            Err((self.0)())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn fatal_errors_stop_the_server_and_say_why() {
+        let refused = || TransportError::Rejected("NOPERM no permission to read".into());
+        let server = Server::new(Arc::new(Failing(refused)), "denied", Router::new())
+            .start()
+            .await
+            .unwrap();
+        let stopped = tokio::time::timeout(Duration::from_secs(3600), server.stopped());
+        let stopped = stopped.await.expect("stopped by itself").unwrap_err();
+        assert!(stopped.to_string().contains("NOPERM"), "{stopped}");
+        assert!(matches!(server.status(), ServerStatus::Failed(_)));
+        server.shutdown().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transient_errors_do_not_stop_the_server() {
+        let down = || TransportError::Unavailable("connection refused".into());
+        let server = Server::new(Arc::new(Failing(down)), "down", Router::new())
+            .start()
+            .await
+            .unwrap();
+        // A minute of failed reads, backing off.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(matches!(server.status(), ServerStatus::Serving));
+        server.shutdown().await;
     }
 
     /// Dropping a handle stops its server (gracefully, in the background);

@@ -48,6 +48,18 @@ pub enum TransportError {
     Other(BoxError),
 }
 
+impl TransportError {
+    /// Whether the same operation may succeed if tried again later: only
+    /// [`Unavailable`](Self::Unavailable). Every other error is fatal for
+    /// it (no permission, a deleted queue, a closed consumer, a bad URL): a
+    /// server that keeps getting one stops and reports it (see
+    /// [`ServerHandle::stopped`](crate::ServerHandle::stopped)) rather
+    /// than retry forever while its callers time out.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, TransportError::Unavailable(_))
+    }
+}
+
 /// A broker as the engine sees it. Implementations: [`MemoryTransport`]
 /// here, Kafka and Redis in their own crates.
 ///

@@ -109,8 +109,14 @@ impl KafkaTransport {
         let config = KafkaConfig::from_url(url)?;
         let (bootstrap, mock) = config.brokers.resolve()?;
         let base = base_config(&config, &bootstrap);
-        let producer: FutureProducer = base.create().map_err(transport_error)?;
-        let admin: AdminClient<DefaultClientContext> = base.create().map_err(transport_error)?;
+        // librdkafka checks every option as the client is made: a typo or a
+        // bad value in the URL is the URL's fault, not the broker's.
+        let invalid = |e: KafkaError| TransportError::InvalidUrl {
+            url: url.to_owned(),
+            reason: format!("librdkafka refused the options: {e}"),
+        };
+        let producer: FutureProducer = base.create().map_err(invalid)?;
+        let admin: AdminClient<DefaultClientContext> = base.create().map_err(invalid)?;
         let transport = Self {
             inner: Arc::new(Inner {
                 inbox_prefix: format!("{}.inbox.", config.prefix),

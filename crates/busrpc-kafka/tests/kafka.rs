@@ -516,3 +516,20 @@ fn shutdown_returns_with_everything_committed() {
         "{committed:?}"
     );
 }
+
+/// A librdkafka option that does not exist, or a bad value, is the URL's
+/// fault: `InvalidUrl` saying so, not "broker unavailable".
+#[tokio::test]
+async fn bad_librdkafka_options_are_an_invalid_url() {
+    for options in ["no.such.option=1", "fetch.wait.max.ms=banana"] {
+        let url = format!("{}?{options}", mock_url("bad-option"));
+        let err = KafkaTransport::connect(&url).await.unwrap_err();
+        let busrpc_core::TransportError::InvalidUrl { reason, .. } = &err else {
+            panic!("{options}: {err}");
+        };
+        assert!(
+            reason.starts_with("librdkafka refused the options"),
+            "{reason}"
+        );
+    }
+}

@@ -59,11 +59,21 @@ struct Inner {
     inbox_prefix: String,
 }
 
+/// What a Redis error means for busrpc: worth another try later (the
+/// connection, a timeout, Redis loading or failing over), or not (no
+/// permission, a wrong password, a key of the wrong type): a server stops
+/// after a few of those in a row and reports why.
 fn unavailable(e: RedisError) -> TransportError {
-    if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() {
-        TransportError::Unavailable(Box::new(e))
-    } else {
-        TransportError::Other(Box::new(e))
+    use redis::{ErrorKind, RetryMethod};
+    let lost = e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal();
+    if lost || e.is_timeout() {
+        return TransportError::Unavailable(Box::new(e));
+    }
+    match (e.kind(), e.retry_method()) {
+        (ErrorKind::AuthenticationFailed, _) | (_, RetryMethod::NoRetry) => {
+            TransportError::Rejected(e.to_string())
+        }
+        _ => TransportError::Unavailable(Box::new(e)),
     }
 }
 

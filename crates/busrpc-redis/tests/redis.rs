@@ -695,3 +695,41 @@ async fn a_clean_shutdown_leaves_the_group() {
         assert_eq!(consumers().await, 0, "gone when shutdown() returns");
     }
 }
+
+/// A consumer Redis refuses (here an ACL user without XREADGROUP) does not
+/// retry forever: the server stops after a few refusals, and its handle
+/// says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_consumer_stops_and_says_why() {
+    let prefix = Prefix::new("noperm");
+    let user = format!("{}-user", prefix.0);
+    let _: String = query(
+        redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg(&user)
+            .arg("on")
+            .arg(">secret")
+            .arg("~*")
+            .arg("&*")
+            .arg("+@all")
+            .arg("-xreadgroup"),
+    )
+    .await;
+    let url = prefix
+        .url("")
+        .replacen("redis://", &format!("redis://{user}:secret@"), 1);
+    let transport = Arc::new(RedisTransport::connect(&url).await.unwrap());
+    let server = Server::new(transport, "svc", echo_router())
+        .start()
+        .await
+        .unwrap();
+    let stopped = tokio::time::timeout(Duration::from_secs(20), server.stopped()).await;
+    let _: u64 = query(redis::cmd("ACL").arg("DELUSER").arg(&user)).await;
+    let err = stopped.expect("stopped in time").unwrap_err();
+    assert!(err.to_string().contains("no permissions"), "{err}");
+    assert!(matches!(
+        server.status(),
+        busrpc_core::ServerStatus::Failed(_)
+    ));
+    server.shutdown().await;
+}
