@@ -91,6 +91,15 @@ pub trait Harness: Send + Sync + 'static {
 
     /// What the broker can do.
     fn capabilities(&self) -> Capabilities;
+
+    /// A connection to a broker whose request queues each hold at most
+    /// `bound` messages, for the overload contract; `None` (the default)
+    /// where queues have no bound of their own (Kafka's are logs, bounded
+    /// by retention), and the test skips.
+    async fn connect_bounded(&self, bound: usize) -> Option<Arc<dyn Transport>> {
+        let _ = bound;
+        None
+    }
 }
 
 /// A service name no other test (in this or another process) uses.
@@ -177,6 +186,7 @@ macro_rules! suite {
             handlers_see_their_deadline,
             stale_notifications_are_not_run,
             a_stopped_server_leaves_nothing_to_answer_twice,
+            a_publish_beyond_the_queue_bound_is_rejected,
         );
     };
     (@each multi_thread $harness:expr; $($name:ident),* $(,)?) => {

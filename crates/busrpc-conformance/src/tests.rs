@@ -1358,3 +1358,54 @@ pub async fn a_stopped_server_leaves_nothing_to_answer_twice(h: &dyn Harness) {
     assert_eq!(ran, (0..calls).collect::<Vec<_>>(), "each call runs once");
     assert_eq!(client.stats().replies_dropped, 0);
 }
+
+/// The overload contract: a publish beyond a request queue's bound fails
+/// with `Rejected`, and nothing admitted is evicted to make room; once the
+/// queue drains, publishes are admitted again.
+pub async fn a_publish_beyond_the_queue_bound_is_rejected(h: &dyn Harness) {
+    let bound = 5;
+    let Some(transport) = h.connect_bounded(bound).await else {
+        println!("skipped: a_publish_beyond_the_queue_bound_is_rejected: the broker's queues have no bound");
+        return;
+    };
+    let service = unique_service("bounded");
+    let client = Client::connect_with(transport.clone(), ClientConfig::default())
+        .await
+        .expect("client connects");
+    for n in 0..bound as u64 {
+        client
+            .notify(&service, "once", (n, 0))
+            .await
+            .expect("admitted");
+    }
+    let err = client.notify(&service, "once", (99, 0)).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Transport(busrpc_core::TransportError::Rejected(_))
+        ),
+        "{err}"
+    );
+    let (probe, _started) = Probe::new("a");
+    let server = Server::new(transport, &service, router(probe.clone()))
+        .start()
+        .await
+        .expect("server starts");
+    wait_until("the admitted ones ran", patient(h), || {
+        server.stats().notifications == bound as u64
+    })
+    .await;
+    let mut ran = probe.ran.lock().unwrap().clone();
+    ran.sort_unstable();
+    assert_eq!(ran, (0..bound as u64).collect::<Vec<_>>(), "none evicted");
+    // Drained (and, where the broker trims, trimmed): admitted again.
+    let give_up = tokio::time::Instant::now() + patient(h);
+    while client.notify(&service, "once", (100, 0)).await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < give_up,
+            "never admitted again"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.shutdown().await;
+}

@@ -20,6 +20,10 @@ impl Harness for Memory {
         // Redelivery is immediate when a consumer goes away.
         Capabilities::new(Ok(Duration::from_secs(1)), Duration::from_millis(50))
     }
+
+    async fn connect_bounded(&self, bound: usize) -> Option<Arc<dyn Transport>> {
+        Some(Arc::new(MemoryTransport::with_capacity(bound)))
+    }
 }
 
 busrpc_conformance::suite!(Memory(MemoryTransport::new()), current_thread);

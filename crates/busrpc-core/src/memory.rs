@@ -148,6 +148,9 @@ struct GroupState {
     in_flight: HashMap<u64, (u64, Arc<Message>)>,
     next_tag: u64,
     next_consumer: u64,
+    /// Consumers now in the group: one whose members have all gone and
+    /// that holds nothing is removed (see `Member`'s drop).
+    members: usize,
 }
 
 /// Locks, shrugging off poisoning: every critical section here leaves the
@@ -262,9 +265,16 @@ impl Transport for MemoryTransport {
         let consumer = {
             let mut g = lock(&group.state);
             g.next_consumer += 1;
+            g.members += 1;
             g.next_consumer
         };
-        let member = Member { group, consumer };
+        let member = Member {
+            group,
+            consumer,
+            queue,
+            address: address.to_owned(),
+            broker: Arc::downgrade(&self.broker),
+        };
         Ok(Deliveries::new(stream::unfold(
             member,
             |member| async move {
@@ -292,6 +302,9 @@ impl Transport for MemoryTransport {
 struct Member {
     group: Arc<Group>,
     consumer: u64,
+    queue: Arc<Queue>,
+    address: String,
+    broker: Weak<Broker>,
 }
 
 impl Member {
@@ -337,6 +350,43 @@ impl Drop for Member {
             if let Some((_, message)) = g.in_flight.remove(&tag) {
                 g.ready.push_front(message);
                 self.group.available.notify_one();
+            }
+        }
+        g.members -= 1;
+        let reapable = g.members == 0 && g.ready.is_empty() && g.in_flight.is_empty();
+        drop(g);
+        if reapable {
+            self.reap();
+        }
+    }
+}
+
+impl Member {
+    /// Removes this member's group, now without members and holding
+    /// nothing, and its queue once no group and no backlog is left: what
+    /// nobody reads is not kept. A group with messages waits for its next
+    /// member, within the capacity.
+    fn reap(&self) {
+        let Some(broker) = self.broker.upgrade() else {
+            return;
+        };
+        // The broker's map before the queue's lock, as `queue()` takes them.
+        let mut queues = write(&broker.queues);
+        let mut state = lock(&self.queue.state);
+        state.groups.retain(|(_, g)| {
+            let g_state = lock(&g.state);
+            !(Arc::ptr_eq(g, &self.group)
+                && g_state.members == 0
+                && g_state.ready.is_empty()
+                && g_state.in_flight.is_empty())
+        });
+        if state.groups.is_empty() && state.backlog.is_empty() {
+            drop(state);
+            if queues
+                .get(&self.address)
+                .is_some_and(|q| Arc::ptr_eq(q, &self.queue))
+            {
+                queues.remove(&self.address);
             }
         }
     }
@@ -491,6 +541,30 @@ mod tests {
         assert!(!read(&t.broker.inboxes).contains_key(&address));
         // A late reply to a closed inbox is discarded, not queued forever.
         t.publish(&address, Message::new("late")).await.unwrap();
+        assert!(read(&t.broker.queues).is_empty());
+    }
+
+    #[tokio::test]
+    async fn groups_and_queues_nobody_reads_are_reaped() {
+        let t = MemoryTransport::new();
+        let a = t.consume("q", "g", Demand::unbounded()).await.unwrap();
+        let mut b = t.consume("q", "g", Demand::unbounded()).await.unwrap();
+        t.publish("q", Message::new("m")).await.unwrap();
+        let delivery = next(&mut b).await;
+        drop(a);
+        assert_eq!(read(&t.broker.queues).len(), 1, "b is still a member");
+        drop(b);
+        assert_eq!(read(&t.broker.queues).len(), 1, "the unsettled one waits");
+        let mut c = t.consume("q", "g", Demand::unbounded()).await.unwrap();
+        let again = next(&mut c).await;
+        assert_eq!(again.message().payload, "m");
+        again.ack().await.unwrap();
+        drop(delivery);
+        drop(c);
+        assert!(read(&t.broker.queues).is_empty(), "nothing left to read");
+        // A member-less group that empties is reaped when its last member goes.
+        let d = t.consume("other", "g", Demand::unbounded()).await.unwrap();
+        drop(d);
         assert!(read(&t.broker.queues).is_empty());
     }
 

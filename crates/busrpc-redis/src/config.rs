@@ -35,9 +35,11 @@ pub struct RedisConfig {
     pub block: Duration,
     /// `read_count`: most entries one read takes (default 64).
     pub read_count: u64,
-    /// `queue_max_len`: request streams are capped near this many entries
-    /// (default 1000000). Answered requests are trimmed as they are
-    /// acknowledged; the cap only bounds a backlog that no server drains.
+    /// `queue_max_len`: a request stream holds at most this many entries
+    /// (default 1000000); a publish beyond it fails with `Rejected`, and
+    /// nothing admitted is evicted. Answered requests are trimmed as they
+    /// are acknowledged, so the bound is reached only by a backlog no
+    /// server drains.
     pub queue_max_len: u64,
     /// `response_timeout_ms`: how long a non-blocking command may take before
     /// it fails (default 5000).

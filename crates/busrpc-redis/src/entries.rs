@@ -33,6 +33,47 @@ pub(crate) fn xadd_reply(address: &str, message: &Message, max_len: u64) -> redi
     entry_cmd(address, &["NOMKSTREAM", "MAXLEN", "~"], max_len, message)
 }
 
+/// `EVALSHA sha 1 address bound payload … header value …` (or `EVAL` with
+/// the script itself): a request added unless its stream holds `bound`
+/// entries already (see `bounded_xadd.lua`).
+pub(crate) fn bounded_xadd(
+    eval: &str,
+    script: &str,
+    address: &str,
+    message: &Message,
+    bound: u64,
+) -> redis::Cmd {
+    let args = 6 + 2 * message.headers.len();
+    let bytes = eval.len()
+        + script.len()
+        + 1
+        + address.len()
+        + 20
+        + PAYLOAD.len()
+        + message.payload.len()
+        + message
+            .headers
+            .iter()
+            .map(|(n, v)| n.len() + v.len())
+            .sum::<usize>();
+    let mut cmd = redis::Cmd::with_capacity(args, bytes);
+    cmd.arg(eval)
+        .arg(script)
+        .arg(1)
+        .arg(address)
+        .arg(bound)
+        .arg(PAYLOAD)
+        .arg(&message.payload[..]);
+    for (name, value) in message.headers.iter() {
+        if name == PAYLOAD {
+            tracing::warn!("a header named \"payload\" cannot travel on Redis and was left out");
+            continue;
+        }
+        cmd.arg(name).arg(value);
+    }
+    cmd
+}
+
 /// `XADD address options… max_len * payload … header value …`, built in
 /// buffers sized up front: growing them argument by argument cost several
 /// allocations per message, on every request and every reply.

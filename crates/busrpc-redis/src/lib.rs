@@ -23,7 +23,7 @@ use redis::{RedisError, Value};
 use tokio::sync::{mpsc, oneshot};
 
 pub use config::RedisConfig;
-use entries::{entries_of_first_stream, xadd, xadd_reply, Entry};
+use entries::{bounded_xadd, entries_of_first_stream, xadd, xadd_reply, Entry};
 
 /// The Redis Streams transport.
 ///
@@ -57,7 +57,12 @@ struct Inner {
     next_name: AtomicU64,
     /// Where inbox addresses start, so a publish can tell replies from requests.
     inbox_prefix: String,
+    /// The SHA1 of [`BOUNDED_XADD_SCRIPT`], for `EVALSHA`.
+    bounded_xadd_sha: String,
 }
+
+/// The script every request is added with (see [`Inner::add_request`]).
+const BOUNDED_XADD_SCRIPT: &str = include_str!("bounded_xadd.lua");
 
 /// What a Redis error means for busrpc: worth another try later (the
 /// connection, a timeout, Redis loading or failing over), or not (no
@@ -100,11 +105,19 @@ impl RedisTransport {
             .get_connection_manager_with_config(manager)
             .await
             .map_err(unavailable)?;
+        // Redis hashes the script; the hash is what every request names.
+        let bounded_xadd_sha: String = redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(BOUNDED_XADD_SCRIPT)
+            .query_async(&mut commands.clone())
+            .await
+            .map_err(unavailable)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 client,
                 commands,
                 inbox_prefix: format!("{}:inbox:", config.prefix),
+                bounded_xadd_sha,
                 config,
                 instance: busrpc_core::transport::unique_id(),
                 next_name: AtomicU64::new(1),
@@ -249,6 +262,34 @@ impl Inner {
         Ok(rows.into_iter().flat_map(entries::pending_counts).collect())
     }
 
+    /// Adds a request to its stream, refused with `Rejected` when the
+    /// stream already holds `queue_max_len` entries (see
+    /// `bounded_xadd.lua`). `EVALSHA` first; `EVAL` once if Redis does not
+    /// know the script (a restart flushed it), which caches it again.
+    async fn add_request(&self, address: &str, message: &Message) -> Result<(), TransportError> {
+        let bound = self.config.queue_max_len;
+        let evalsha = bounded_xadd("EVALSHA", &self.bounded_xadd_sha, address, message, bound);
+        let added = match evalsha
+            .query_async::<Value>(&mut self.commands.clone())
+            .await
+        {
+            Err(e) if e.code() == Some("NOSCRIPT") => {
+                let eval = bounded_xadd("EVAL", BOUNDED_XADD_SCRIPT, address, message, bound);
+                eval.query_async::<Value>(&mut self.commands.clone()).await
+            }
+            added => added,
+        };
+        match added {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some("BUSRPCFULL") => Err(TransportError::Rejected(
+                e.detail()
+                    .unwrap_or("the request stream is full")
+                    .to_owned(),
+            )),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
     /// Creates an inbox stream (empty, expiring) and returns the id reading starts after.
     async fn create_inbox(&self, address: &str) -> Result<String, TransportError> {
         let mut pipe = redis::pipe();
@@ -282,10 +323,7 @@ impl Transport for RedisTransport {
                 .await
                 .map(drop)
         } else {
-            inner
-                .query(&xadd(address, &message, inner.config.queue_max_len))
-                .await
-                .map(drop)
+            inner.add_request(address, &message).await
         }
     }
 

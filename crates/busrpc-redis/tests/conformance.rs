@@ -25,6 +25,12 @@ impl Harness for Redis {
         Capabilities::new(Ok(Duration::from_secs(3)), Duration::from_millis(100))
             .with_lease(Duration::from_millis(500))
     }
+
+    async fn connect_bounded(&self, bound: usize) -> Option<Arc<dyn Transport>> {
+        Some(Arc::new(
+            self.0.connect(&format!("&queue_max_len={bound}")).await,
+        ))
+    }
 }
 
 busrpc_conformance::suite!(Redis(Prefix::new("conformance")), current_thread);
