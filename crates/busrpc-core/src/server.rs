@@ -212,6 +212,7 @@ struct Shared {
     /// flood the logs too.
     receive_warnings: Throttle,
     dropped_warnings: Throttle,
+    oversized_warnings: Throttle,
     service: String,
     engine: Engine,
     counters: ServerCounters,
@@ -311,6 +312,7 @@ impl Server {
             status: tokio::sync::watch::Sender::new(ServerStatus::Serving),
             receive_warnings: Throttle::new(WARN_EVERY),
             dropped_warnings: Throttle::new(WARN_EVERY),
+            oversized_warnings: Throttle::new(WARN_EVERY),
             engine: Engine::new(
                 self.router,
                 self.config.limits.max_batch_len,
@@ -762,7 +764,9 @@ async fn process(shared: &Shared, message: &Message) -> Option<(Arc<str>, Messag
         // The broker would refuse it, or the caller's own limit would.
         bump(&shared.counters.oversized_replies);
         let limit = shared.max_reply_bytes;
-        tracing::warn!(service = %shared.service, size, limit, "a reply is over the size limit; its caller is told instead");
+        if let Some(held_back) = shared.oversized_warnings.allow() {
+            tracing::warn!(service = %shared.service, size, limit, held_back, "a reply is over the size limit; its caller is told instead");
+        }
         let error = RpcError::internal_error().with_data(&serde_json::json!({
             "error": "the reply is larger than the limit",
             "reply_bytes": size,

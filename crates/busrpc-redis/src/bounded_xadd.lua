@@ -2,9 +2,11 @@
 -- a publish beyond the bound is refused, and nothing admitted is evicted
 -- (XADD MAXLEN would drop the oldest entries, read or not, pending or not).
 -- KEYS[1]: the stream. ARGV[1]: the bound. ARGV[2..]: field, value, ...
+-- Returns the stream's length with the request added.
 local bound = tonumber(ARGV[1])
 if redis.call('XLEN', KEYS[1]) >= bound then
   return redis.error_reply('BUSRPCFULL ' .. KEYS[1] .. ' holds ' .. ARGV[1] ..
     ' requests (its queue_max_len); none is evicted to make room')
 end
-return redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))
+redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))
+return redis.call('XLEN', KEYS[1])

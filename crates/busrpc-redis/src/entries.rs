@@ -24,13 +24,23 @@ pub(crate) struct Entry {
 
 /// `XADD address MAXLEN ~ max_len * payload … header value …`.
 pub(crate) fn xadd(address: &str, message: &Message, max_len: u64) -> redis::Cmd {
-    entry_cmd(address, &["MAXLEN", "~"], max_len, message)
+    entry_cmd(address, &["MAXLEN", "~"], Some(max_len), message)
+}
+
+/// `XADD address * payload … header value …`: never trims the stream.
+pub(crate) fn xadd_uncapped(address: &str, message: &Message) -> redis::Cmd {
+    entry_cmd(address, &[], None, message)
 }
 
 /// `XADD address NOMKSTREAM MAXLEN ~ max_len * …`: to a stream that must
 /// exist already (an inbox), or not at all.
 pub(crate) fn xadd_reply(address: &str, message: &Message, max_len: u64) -> redis::Cmd {
-    entry_cmd(address, &["NOMKSTREAM", "MAXLEN", "~"], max_len, message)
+    entry_cmd(
+        address,
+        &["NOMKSTREAM", "MAXLEN", "~"],
+        Some(max_len),
+        message,
+    )
 }
 
 /// `EVALSHA sha 1 address bound payload … header value …` (or `EVAL` with
@@ -77,7 +87,12 @@ pub(crate) fn bounded_xadd(
 /// `XADD address options… max_len * payload … header value …`, built in
 /// buffers sized up front: growing them argument by argument cost several
 /// allocations per message, on every request and every reply.
-fn entry_cmd(address: &str, options: &[&str], max_len: u64, message: &Message) -> redis::Cmd {
+fn entry_cmd(
+    address: &str,
+    options: &[&str],
+    max_len: Option<u64>,
+    message: &Message,
+) -> redis::Cmd {
     const XADD: &str = "XADD";
     // XADD, the address, the options, max_len, "*", "payload", the payload,
     // then a name and a value per header.
@@ -99,10 +114,10 @@ fn entry_cmd(address: &str, options: &[&str], max_len: u64, message: &Message) -
     for option in options {
         cmd.arg(*option);
     }
-    cmd.arg(max_len)
-        .arg("*")
-        .arg(PAYLOAD)
-        .arg(&message.payload[..]);
+    if let Some(max_len) = max_len {
+        cmd.arg(max_len);
+    }
+    cmd.arg("*").arg(PAYLOAD).arg(&message.payload[..]);
     for (name, value) in message.headers.iter() {
         if name == PAYLOAD {
             tracing::warn!("a header named \"payload\" cannot travel on Redis and was left out");
@@ -294,6 +309,19 @@ mod tests {
         String::from_utf8(cmd.get_packed_command())
             .unwrap()
             .replace("\r\n", "|")
+    }
+
+    #[test]
+    fn requests_are_added_uncapped_or_through_the_bounding_script() {
+        let message = Message::new("{}").with_header("reply-to", "r");
+        assert_eq!(
+            wire(&xadd_uncapped("k", &message)),
+            "*7|$4|XADD|$1|k|$1|*|$7|payload|$2|{}|$8|reply-to|$1|r|"
+        );
+        assert_eq!(
+            wire(&bounded_xadd("EVALSHA", "abc", "k", &message, 5)),
+            "*9|$7|EVALSHA|$3|abc|$1|1|$1|k|$1|5|$7|payload|$2|{}|$8|reply-to|$1|r|"
+        );
     }
 
     #[test]
