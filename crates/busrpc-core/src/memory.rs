@@ -77,6 +77,7 @@ impl MemoryTransport {
                 inboxes: RwLock::default(),
                 next_inbox: AtomicU64::new(1),
                 capacity: capacity.max(1),
+                skipped: AtomicU64::new(0),
             }),
         }
     }
@@ -93,6 +94,13 @@ impl MemoryTransport {
         let transport = Self::new();
         named.insert(name.to_owned(), Arc::downgrade(&transport.broker));
         transport
+    }
+
+    /// Messages not queued for a group because it was full and had no
+    /// members left (its consumers gone): such a group keeps what it holds
+    /// for its next member, but does not block the live groups of its queue.
+    pub fn skipped(&self) -> u64 {
+        self.broker.skipped.load(Ordering::Relaxed)
     }
 
     /// Connects to `memory://` (the default broker) or `memory://NAME`.
@@ -121,6 +129,8 @@ struct Broker {
     inboxes: RwLock<HashMap<String, mpsc::Sender<Message>>>,
     next_inbox: AtomicU64,
     capacity: usize,
+    /// Messages not queued for a full group without members.
+    skipped: AtomicU64,
 }
 
 #[derive(Default)]
@@ -202,13 +212,20 @@ impl Broker {
             .iter()
             .map(|(_, g)| (g, lock(&g.state)))
             .collect();
-        if groups
-            .iter()
-            .any(|(_, g)| g.ready.len() + g.in_flight.len() >= self.capacity)
-        {
+        let full = |g: &GroupState| g.ready.len() + g.in_flight.len() >= self.capacity;
+        // A full group with members refuses the publish. A full one whose
+        // members have all gone must not block the live groups beside it:
+        // it keeps what it holds for its next member, and is skipped.
+        let blocked = groups.iter().any(|(_, g)| full(g) && g.members > 0);
+        let open = groups.iter().filter(|(_, g)| !full(g)).count();
+        if blocked || open == 0 {
             return Err(self.full(address));
         }
         for (group, g) in &mut groups {
+            if full(g) {
+                self.skipped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
             g.ready.push_back(message.clone());
             group.available.notify_one();
         }
@@ -566,6 +583,33 @@ mod tests {
         let d = t.consume("other", "g", Demand::unbounded()).await.unwrap();
         drop(d);
         assert!(read(&t.broker.queues).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_full_group_without_members_does_not_block_the_others() {
+        let t = MemoryTransport::with_capacity(2);
+        let mut live = t.consume("q", "live", Demand::unbounded()).await.unwrap();
+        let gone = t.consume("q", "gone", Demand::unbounded()).await.unwrap();
+        for p in ["1", "2"] {
+            t.publish("q", Message::new(p)).await.unwrap();
+        }
+        // Its consumer goes, leaving two unread: kept for its next member.
+        drop(gone);
+        for p in ["1", "2"] {
+            let d = next(&mut live).await;
+            assert_eq!(d.message().payload, p);
+            d.ack().await.unwrap();
+        }
+        // "gone" holds two, its capacity, and has no member: skipped.
+        t.publish("q", Message::new("3")).await.unwrap();
+        assert_eq!(next(&mut live).await.message().payload, "3");
+        assert_eq!(t.skipped(), 1);
+        // A live full group still refuses.
+        t.publish("q", Message::new("4")).await.unwrap();
+        assert!(matches!(
+            t.publish("q", Message::new("5")).await,
+            Err(TransportError::Rejected(_))
+        ));
     }
 
     #[tokio::test]

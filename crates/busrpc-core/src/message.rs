@@ -149,9 +149,21 @@ impl Message {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Deadline(pub u64);
 
-tokio::task_local! {
-    /// The deadline of the request whose handler runs in this task.
-    static CURRENT: Deadline;
+thread_local! {
+    /// The deadline of the request whose handler is being polled on this
+    /// thread: set around each poll (see [`Deadline::scope`]), so it follows
+    /// the handler from thread to thread. A `Cell` rather than tokio's
+    /// task-local, which cost the engine bench 4% of its throughput.
+    static CURRENT: std::cell::Cell<Option<Deadline>> = const { std::cell::Cell::new(None) };
+}
+
+/// Puts back the deadline a poll found, even if the poll panics.
+struct Restore(Option<Deadline>);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        CURRENT.with(|current| current.set(self.0));
+    }
 }
 
 impl Deadline {
@@ -170,12 +182,18 @@ impl Deadline {
     /// # let _ = router;
     /// ```
     pub fn current() -> Option<Deadline> {
-        CURRENT.try_with(|d| *d).ok()
+        CURRENT.with(std::cell::Cell::get)
     }
 
-    /// Runs `f` with `deadline` as [`current`](Self::current).
+    /// Runs `f` with `deadline` as [`current`](Self::current) while it is
+    /// polled.
     pub(crate) async fn scope<F: std::future::Future>(deadline: Deadline, f: F) -> F::Output {
-        CURRENT.scope(deadline, f).await
+        let mut f = std::pin::pin!(f);
+        std::future::poll_fn(|cx| {
+            let _restore = Restore(CURRENT.with(|current| current.replace(Some(deadline))));
+            f.as_mut().poll(cx)
+        })
+        .await
     }
 
     /// `timeout` from now.
