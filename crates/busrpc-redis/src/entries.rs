@@ -53,27 +53,32 @@ pub(crate) fn bounded_xadd(
     message: &Message,
     bound: u64,
 ) -> redis::Cmd {
-    let args = 6 + 2 * message.headers.len();
-    let bytes = eval.len()
-        + script.len()
-        + 1
-        + address.len()
-        + 20
-        + PAYLOAD.len()
+    let args = 4 + FIELDS_ARGS + 2 * message.headers.len();
+    let bytes = eval.len() + script.len() + 1 + address.len() + 20 + fields_bytes(message);
+    let mut cmd = redis::Cmd::with_capacity(args, bytes);
+    cmd.arg(eval).arg(script).arg(1).arg(address).arg(bound);
+    add_fields(&mut cmd, message);
+    cmd
+}
+
+/// Arguments of [`add_fields`] before the headers: `payload` and its value.
+const FIELDS_ARGS: usize = 2;
+
+/// The bytes [`add_fields`] writes.
+fn fields_bytes(message: &Message) -> usize {
+    PAYLOAD.len()
         + message.payload.len()
         + message
             .headers
             .iter()
             .map(|(n, v)| n.len() + v.len())
-            .sum::<usize>();
-    let mut cmd = redis::Cmd::with_capacity(args, bytes);
-    cmd.arg(eval)
-        .arg(script)
-        .arg(1)
-        .arg(address)
-        .arg(bound)
-        .arg(PAYLOAD)
-        .arg(&message.payload[..]);
+            .sum::<usize>()
+}
+
+/// Appends an entry's fields: `payload` and its bytes, then a name and a
+/// value per header.
+fn add_fields(cmd: &mut redis::Cmd, message: &Message) {
+    cmd.arg(PAYLOAD).arg(&message.payload[..]);
     for (name, value) in message.headers.iter() {
         if name == PAYLOAD {
             tracing::warn!("a header named \"payload\" cannot travel on Redis and was left out");
@@ -81,7 +86,6 @@ pub(crate) fn bounded_xadd(
         }
         cmd.arg(name).arg(value);
     }
-    cmd
 }
 
 /// `XADD address options… max_len * payload … header value …`, built in
@@ -94,21 +98,14 @@ fn entry_cmd(
     message: &Message,
 ) -> redis::Cmd {
     const XADD: &str = "XADD";
-    // XADD, the address, the options, max_len, "*", "payload", the payload,
-    // then a name and a value per header.
-    let args = 6 + options.len() + 2 * message.headers.len();
+    // XADD, the address, the options, max_len, "*", then the fields.
+    let args = 4 + options.len() + FIELDS_ARGS + 2 * message.headers.len();
     let bytes = XADD.len()
         + address.len()
         + options.iter().map(|o| o.len()).sum::<usize>()
         + 20 // max_len's digits, at most
         + 1 // "*"
-        + PAYLOAD.len()
-        + message.payload.len()
-        + message
-            .headers
-            .iter()
-            .map(|(n, v)| n.len() + v.len())
-            .sum::<usize>();
+        + fields_bytes(message);
     let mut cmd = redis::Cmd::with_capacity(args, bytes);
     cmd.arg(XADD).arg(address);
     for option in options {
@@ -117,14 +114,8 @@ fn entry_cmd(
     if let Some(max_len) = max_len {
         cmd.arg(max_len);
     }
-    cmd.arg("*").arg(PAYLOAD).arg(&message.payload[..]);
-    for (name, value) in message.headers.iter() {
-        if name == PAYLOAD {
-            tracing::warn!("a header named \"payload\" cannot travel on Redis and was left out");
-            continue;
-        }
-        cmd.arg(name).arg(value);
-    }
+    cmd.arg("*");
+    add_fields(&mut cmd, message);
     cmd
 }
 
