@@ -13,8 +13,9 @@ use serde_json::Value;
 
 /// What each failure exits with, so scripts can tell them apart.
 const EXIT_CODES: &str = "Exit codes: 0 success; 1 the service answered with a JSON-RPC error; \
-2 bad usage (arguments, params that are not a JSON array or object); 3 the broker is \
-unreachable or refused (or the URL is wrong); 4 no reply within the timeout; 5 anything else.";
+2 bad usage (arguments, a malformed or unsupported broker URL, memory:// for call or notify, \
+params that are not a JSON array or object); 3 the broker is unreachable or refused; 4 no reply \
+within the timeout; 5 anything else.";
 
 #[derive(Parser)]
 #[command(name = "busrpc", version, about = "JSON-RPC 2.0 over message brokers, from the shell", after_help = EXIT_CODES)]
@@ -30,7 +31,7 @@ enum Command {
     Call {
         #[command(flatten)]
         target: Target,
-        /// How long to wait for the reply: 500ms, 10s, 2m (plain numbers are seconds).
+        /// How long to wait for the reply: 500ms, 10s, 1m30s (plain numbers are seconds).
         #[arg(long, default_value = "10s", value_parser = parse_duration)]
         timeout: Duration,
     },
@@ -78,9 +79,14 @@ enum Command {
 
 #[derive(clap::Args)]
 struct Target {
-    /// The broker: memory://, redis://host:port, kafka://host:port, kafka-mock://
-    #[arg(long, default_value = "memory://")]
+    /// The broker the service is on: redis://host:port, kafka://host:port.
+    /// memory:// lives inside one process, so no other process can be
+    /// reached through it.
+    #[arg(long, env = "BUSRPC_BROKER")]
     broker: String,
+    /// How long to wait for the broker before giving up on it.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    connect_timeout: Duration,
     /// The service to call.
     service: String,
     /// The method to call.
@@ -89,21 +95,24 @@ struct Target {
     params: Option<String>,
 }
 
+/// A duration as humantime writes it (`500ms`, `10s`, `1m30s`, `2h`), or
+/// a plain number of seconds; more than zero.
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let (number, unit) = text
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .map_or((text, "s"), |i| text.split_at(i));
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 500ms, 10s or 2m"))?;
-    let seconds = match unit {
-        "ms" => value / 1000.0,
-        "s" => value,
-        "m" => value * 60.0,
-        _ => return Err(format!("unknown unit {unit:?} in {text:?}: use ms, s or m")),
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
+    let parsed = match text.parse::<f64>() {
+        Ok(seconds) if seconds.is_finite() && seconds >= 0.0 => {
+            Ok(Duration::from_secs_f64(seconds))
+        }
+        Ok(_) => Err(format!(
+            "{text:?} is not a duration: it must be more than zero"
+        )),
+        Err(_) => humantime::parse_duration(text)
+            .map_err(|e| format!("{text:?} is not a duration like 500ms, 10s or 1m30s ({e})")),
+    }?;
+    if parsed.is_zero() {
+        return Err(format!("{text:?}: the duration must be more than zero"));
+    }
+    Ok(parsed)
 }
 
 /// A failure and the exit code it gets.
@@ -172,15 +181,48 @@ fn params(text: Option<&str>) -> Result<Value, Failure> {
 
 async fn connect(url: &str) -> Result<Arc<dyn Transport>, Failure> {
     busrpc::connect(url).await.map_err(|e| Failure {
-        code: 3,
+        // A URL that cannot be right is the caller's mistake, not an outage.
+        code: if matches!(e, busrpc::TransportError::InvalidUrl { .. }) {
+            2
+        } else {
+            3
+        },
         message: format!("cannot use broker {url}: {e}"),
     })
 }
 
+/// A client of the broker `target` names, within its connect timeout: an
+/// unreachable broker is reported as such, not waited on.
+async fn client_for(target: &Target, config: ClientConfig) -> Result<Client, Failure> {
+    let url = &target.broker;
+    if url.starts_with("memory://") {
+        return Err(Failure::usage(format!(
+            "cannot call through {url}: the memory broker lives inside one process, and no \
+             service of another process is on it; name the broker the service runs on, \
+             e.g. --broker redis://127.0.0.1:6379 (or set BUSRPC_BROKER)"
+        )));
+    }
+    let connecting = async {
+        let transport = connect(url).await?;
+        Client::connect_with(transport, config)
+            .await
+            .map_err(Failure::from)
+    };
+    match tokio::time::timeout(target.connect_timeout, connecting).await {
+        Ok(client) => client,
+        Err(_) => Err(Failure {
+            code: 3,
+            message: format!(
+                "cannot use broker {url}: no answer within {} (--connect-timeout)",
+                humantime::format_duration(target.connect_timeout)
+            ),
+        }),
+    }
+}
+
 async fn call(target: Target, timeout: Duration) -> Result<(), Failure> {
     let params = params(target.params.as_deref())?;
-    let transport = connect(&target.broker).await?;
-    let client = Client::connect_with(transport, ClientConfig::default().timeout(timeout)).await?;
+    let client = client_for(&target, ClientConfig::default().timeout(timeout)).await?;
     let outcome = client
         .call_raw(&target.service, &target.method, params)
         .await;
@@ -191,8 +233,7 @@ async fn call(target: Target, timeout: Duration) -> Result<(), Failure> {
 
 async fn notify(target: Target) -> Result<(), Failure> {
     let params = params(target.params.as_deref())?;
-    let transport = connect(&target.broker).await?;
-    let client = Client::connect(transport).await?;
+    let client = client_for(&target, ClientConfig::default()).await?;
     let outcome = client.notify(&target.service, &target.method, params).await;
     client.close().await;
     outcome.map_err(Failure::from)
@@ -344,8 +385,13 @@ mod tests {
         assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("5h").unwrap(), Duration::from_secs(5 * 3600));
         assert!(parse_duration("soon").is_err());
-        assert!(parse_duration("5h").unwrap_err().contains("unknown unit"));
+        for zero_or_less in ["0", "0s", "0ms", "-5", "-5s"] {
+            assert!(parse_duration(zero_or_less).is_err(), "{zero_or_less}");
+        }
+        assert!(parse_duration("0").unwrap_err().contains("more than zero"));
     }
 
     #[test]

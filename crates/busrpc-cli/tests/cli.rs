@@ -17,7 +17,9 @@ fn kafka_url() -> String {
 }
 
 fn busrpc() -> Cmd {
-    Cmd::cargo_bin("busrpc").expect("the busrpc binary")
+    let mut cmd = Cmd::cargo_bin("busrpc").expect("the busrpc binary");
+    cmd.env_remove("BUSRPC_BROKER");
+    cmd
 }
 
 /// `busrpc serve-echo` in the background, interrupted on drop.
@@ -181,25 +183,30 @@ fn call_and_notify_through_kafka() {
 }
 
 #[test]
-fn nobody_serving_on_memory_times_out() {
-    // memory:// is in-process: a second process finds nobody serving there.
+fn memory_is_refused_for_calls_and_the_broker_is_required() {
+    // memory:// is in-process: a second process can never be reached on it.
     busrpc()
-        .args([
-            "call",
-            "--broker",
-            "memory://",
-            "svc",
-            "echo",
-            "[1]",
-            "--timeout",
-            "200ms",
-        ])
+        .args(["call", "--broker", "memory://", "svc", "echo", "[1]"])
         .assert()
-        .code(4);
+        .code(2)
+        .stderr(contains("the memory broker lives inside one process"));
+    busrpc()
+        .args(["notify", "svc", "echo"])
+        .env_remove("BUSRPC_BROKER")
+        .assert()
+        .code(2)
+        .stderr(contains("--broker"));
+    // BUSRPC_BROKER stands in for --broker.
+    busrpc()
+        .args(["call", "svc", "echo", "[1]"])
+        .env("BUSRPC_BROKER", "memory://")
+        .assert()
+        .code(2)
+        .stderr(contains("the memory broker"));
 }
 
 #[test]
-fn unreachable_brokers_and_bad_urls_exit_3() {
+fn unreachable_brokers_exit_3_and_bad_urls_exit_2() {
     busrpc()
         .args(["call", "--broker", "redis://127.0.0.1:1", "svc", "m"])
         .assert()
@@ -208,20 +215,85 @@ fn unreachable_brokers_and_bad_urls_exit_3() {
     busrpc()
         .args(["notify", "--broker", "amqp://somewhere", "svc", "m"])
         .assert()
-        .code(3)
+        .code(2)
         .stderr(contains("unknown scheme"));
+    busrpc()
+        .args([
+            "call",
+            "--broker",
+            "redis://127.0.0.1:6379?no_such_option=1",
+            "svc",
+            "m",
+        ])
+        .assert()
+        .code(2)
+        .stderr(contains("no_such_option"));
+}
+
+#[test]
+fn a_broker_that_does_not_answer_exits_3_within_the_connect_timeout() {
+    // A listener that accepts and never speaks: connecting can only hang.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("redis://{}", silent.local_addr().unwrap());
+    let started = std::time::Instant::now();
+    busrpc()
+        .args([
+            "call",
+            "--broker",
+            &url,
+            "--connect-timeout",
+            "1s",
+            "svc",
+            "m",
+        ])
+        .assert()
+        .code(3)
+        .stderr(contains("no answer within 1s"));
+    // Not a timing assertion on the machine's speed: only that it gave up
+    // instead of waiting for the 10 s call timeout.
+    assert!(started.elapsed() < std::time::Duration::from_secs(9));
+    drop(silent);
+}
+
+#[test]
+fn durations_are_humantime_and_more_than_zero() {
+    for bad in ["0", "-5s", "soon"] {
+        busrpc()
+            .args([
+                "call",
+                "--broker",
+                "redis://127.0.0.1:1",
+                "svc",
+                "m",
+                "--timeout",
+                bad,
+            ])
+            .assert()
+            .code(2);
+    }
 }
 
 #[test]
 fn bad_params_exit_2() {
     busrpc()
-        .args(["call", "svc", "m", "3"])
+        .args(["call", "--broker", "redis://127.0.0.1:1", "svc", "m", "3"])
         .assert()
         .code(2)
         .stderr(contains("params must be a JSON array"));
-    busrpc().args(["call", "svc", "m", "[1,"]).assert().code(2);
     busrpc()
-        .args(["call", "--timeout", "soon", "svc", "m"])
+        .args(["call", "--broker", "redis://127.0.0.1:1", "svc", "m", "[1,"])
+        .assert()
+        .code(2);
+    busrpc()
+        .args([
+            "call",
+            "--broker",
+            "redis://127.0.0.1:1",
+            "--timeout",
+            "soon",
+            "svc",
+            "m",
+        ])
         .assert()
         .code(2);
 }
