@@ -13,7 +13,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::codec::Codec;
+use crate::codec::{Codec, CodecError};
 use crate::engine::{panic_message, Engine};
 use crate::error::Error;
 use crate::jsonrpc::RpcError;
@@ -190,7 +190,8 @@ fn bump(counter: &AtomicU64) {
 pub enum ServerStatus {
     /// Taking and handling requests.
     Serving,
-    /// Shutting down: finishing what it holds, taking nothing new.
+    /// Shutting down, as asked or after a fatal error: finishing what it
+    /// holds, taking nothing new.
     Stopping,
     /// Stopped as asked, or its handle dropped.
     Stopped,
@@ -532,10 +533,7 @@ async fn serve(
             log_task_failure(done);
         }
     }
-    shared.status.send_replace(match failure {
-        Some(e) => ServerStatus::Failed(Arc::new(e)),
-        None => ServerStatus::Stopping,
-    });
+    shared.status.send_replace(ServerStatus::Stopping);
     let in_hand = concurrency - permits.available_permits();
     if in_hand > 0 {
         tracing::info!(in_hand, grace = ?config.shutdown_grace, "finishing requests in hand");
@@ -571,12 +569,10 @@ async fn serve(
     // Only now leave the group, so nothing finished is handed out again;
     // `shutdown()` returns once it has.
     deliveries.close().await;
-    shared.status.send_if_modified(|status| {
-        let stopping = matches!(status, ServerStatus::Stopping);
-        if stopping {
-            *status = ServerStatus::Stopped;
-        }
-        stopping
+    // Only now: `stopped()` resolves once what was in hand is settled.
+    shared.status.send_replace(match failure {
+        Some(e) => ServerStatus::Failed(Arc::new(e)),
+        None => ServerStatus::Stopped,
     });
     tracing::info!("stopped");
 }
@@ -613,15 +609,16 @@ fn log_task_failure(done: Result<(), tokio::task::JoinError>) {
 /// releases it if the answer cannot be published. `permit` is given back
 /// when the transport reports the settlement.
 async fn handle(shared: Arc<Shared>, delivery: Delivery, permit: OwnedSemaphorePermit) {
-    let reply = process(&shared, delivery.message()).await;
+    let request = delivery.message();
+    // Read once: `process` answers in it, and a refused reply is told in it.
+    let codec = Codec::from_content_type(request.headers.get(header::CONTENT_TYPE));
+    let told_in = codec.as_ref().map_or(Codec::Json, |c| *c);
+    let reply = process(&shared, request, codec).await;
     let reply_to = reply.as_ref().map(|(to, _)| to.clone());
     let server = shared.clone();
     // Kept (a reference count, no copy) to tell the caller if the broker
     // refuses the reply.
-    let request = delivery.message();
-    let codec =
-        Codec::from_content_type(request.headers.get(header::CONTENT_TYPE)).unwrap_or_default();
-    let request = request.payload.clone();
+    let request = delivery.message().payload.clone();
     let on_settled = Box::new(move |outcome: Result<(), TransportError>| {
         let (service, counters) = (&server.service, &server.counters);
         match (outcome, reply_to) {
@@ -634,7 +631,7 @@ async fn handle(shared: Arc<Shared>, delivery: Delivery, permit: OwnedSemaphoreP
                 bump(&counters.acked);
                 bump(&counters.reply_failures);
                 tracing::warn!(%service, error = %why, %reply_to, "the broker refused the reply; the request is acknowledged and its caller told");
-                tell_refused(&server, &reply_to, codec, &request, &why);
+                tell_refused(&server, &reply_to, told_in, &request, &why);
             }
             (Err(e), Some(reply_to)) => {
                 bump(&counters.reply_failures);
@@ -679,7 +676,11 @@ fn tell_refused(
 
 /// The reply to one message and where it goes, or `None` when there is
 /// nothing to send.
-async fn process(shared: &Shared, message: &Message) -> Option<(Arc<str>, Message)> {
+async fn process(
+    shared: &Shared,
+    message: &Message,
+    codec: Result<Codec, CodecError>,
+) -> Option<(Arc<str>, Message)> {
     let headers = &message.headers;
     let reply_to = headers.get_shared(header::REPLY_TO);
     let deadline = match headers.deadline() {
@@ -687,8 +688,7 @@ async fn process(shared: &Shared, message: &Message) -> Option<(Arc<str>, Messag
         Err(e) => {
             // Executing it would guess: ignoring the header might run work
             // nobody waits for; treating it as passed, drop work someone does.
-            let codec =
-                Codec::from_content_type(headers.get(header::CONTENT_TYPE)).unwrap_or_default();
+            let codec = codec.unwrap_or_default();
             let error = RpcError::invalid_request().with_data(&e.to_string());
             return refuse(shared, reply_to, codec, &message.payload, &error);
         }
@@ -698,7 +698,7 @@ async fn process(shared: &Shared, message: &Message) -> Option<(Arc<str>, Messag
         tracing::debug!("skipping a request whose deadline has passed");
         return None;
     }
-    let codec = match Codec::from_content_type(headers.get(header::CONTENT_TYPE)) {
+    let codec = match codec {
         Ok(codec) => codec,
         Err(e) => {
             return reject(

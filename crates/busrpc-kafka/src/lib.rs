@@ -164,8 +164,15 @@ impl KafkaTransport {
     }
 
     /// Joins `group` as a consumer of the topic `address`, returning once
-    /// the group has given this member its share (see [`GroupReader::join`]).
-    async fn join_group(&self, address: &str, group: &str) -> Result<GroupReader, TransportError> {
+    /// the group has given this member its share (see [`GroupReader::join`]),
+    /// with the task committing its finished requests: it ends, after a last
+    /// synchronous commit and with the consumer leaving its group, once the
+    /// reader and every delivery of it are gone.
+    async fn join_group(
+        &self,
+        address: &str,
+        group: &str,
+    ) -> Result<(GroupReader, tokio::task::JoinHandle<()>), TransportError> {
         let inner = self.inner.clone();
         inner
             .ensure_topic(address, inner.config.partitions, None)
@@ -200,11 +207,10 @@ impl KafkaTransport {
             again,
             retries,
             early: None,
-            committed: Some(committed),
         };
         reader.join(&joined, inner.config.join_wait).await;
         tracing::debug!(address, group, "joined the group");
-        Ok(reader)
+        Ok((reader, committed))
     }
 }
 
@@ -347,8 +353,7 @@ impl Transport for KafkaTransport {
         group: &str,
         _demand: Demand,
     ) -> Result<Deliveries, TransportError> {
-        let mut reader = self.join_group(address, group).await?;
-        let committed = reader.committed.take();
+        let (reader, committed) = self.join_group(address, group).await?;
         let deliveries = Deliveries::new(stream::unfold(reader, |mut reader| async move {
             let next = reader.next().await;
             Some((next, reader))
@@ -356,10 +361,8 @@ impl Transport for KafkaTransport {
         // A clean close returns once the last commit is made and the member
         // has left the group: a process may exit right after.
         Ok(deliveries.on_close(async move {
-            if let Some(committed) = committed {
-                if let Err(e) = committed.await {
-                    tracing::warn!(error = %e, "the last commit did not finish");
-                }
+            if let Err(e) = committed.await {
+                tracing::warn!(error = %e, "the last commit did not finish");
             }
         }))
     }
@@ -539,10 +542,6 @@ struct GroupReader {
     retries: mpsc::UnboundedReceiver<Retry>,
     /// A request read while joining, handed out first.
     early: Option<Delivery>,
-    /// The task committing finished requests; it ends, after a last
-    /// synchronous commit and with the consumer leaving its group, once
-    /// this reader and every delivery of it are gone.
-    committed: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl GroupReader {
@@ -854,14 +853,14 @@ mod tests {
             .await
             .unwrap();
         let owned = |reader: &GroupReader| reader.shared.ledger.lock().owned();
-        let mut first = transport.join_group("busrpc.join", "join").await.unwrap();
+        let (mut first, _) = transport.join_group("busrpc.join", "join").await.unwrap();
         assert_eq!(owned(&first), 2);
         let keep_polling = tokio::spawn(async move {
             loop {
                 let _ = first.next().await;
             }
         });
-        let second = transport.join_group("busrpc.join", "join").await.unwrap();
+        let (second, _) = transport.join_group("busrpc.join", "join").await.unwrap();
         assert_eq!(owned(&second), 1);
         keep_polling.abort();
     }

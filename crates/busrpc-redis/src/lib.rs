@@ -57,8 +57,10 @@ struct Inner {
     next_name: AtomicU64,
     /// Where inbox addresses start, so a publish can tell replies from requests.
     inbox_prefix: String,
-    /// The SHA1 of [`BOUNDED_XADD_SCRIPT`], for `EVALSHA`.
-    bounded_xadd_sha: String,
+    /// The SHA1 of [`BOUNDED_XADD_SCRIPT`], for `EVALSHA`: asked of Redis
+    /// (`SCRIPT LOAD`) by the first request that needs the script, not at
+    /// connect, where servers and consumers never need it.
+    bounded_xadd_sha: tokio::sync::OnceCell<String>,
     /// What this transport last measured of each request stream it
     /// publishes to (see [`Inner::add_request`]).
     lengths: std::sync::Mutex<HashMap<String, KnownLength>>,
@@ -133,19 +135,12 @@ impl RedisTransport {
             .get_connection_manager_with_config(manager)
             .await
             .map_err(unavailable)?;
-        // Redis hashes the script; the hash is what every request names.
-        let bounded_xadd_sha: String = redis::cmd("SCRIPT")
-            .arg("LOAD")
-            .arg(BOUNDED_XADD_SCRIPT)
-            .query_async(&mut commands.clone())
-            .await
-            .map_err(unavailable)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 client,
                 commands,
                 inbox_prefix: format!("{}:inbox:", config.prefix),
-                bounded_xadd_sha,
+                bounded_xadd_sha: tokio::sync::OnceCell::new(),
                 lengths: std::sync::Mutex::default(),
                 config,
                 instance: busrpc_core::transport::unique_id(),
@@ -314,6 +309,7 @@ impl Inner {
                             <= bound / 2 =>
                 {
                     known.added += 1;
+                    // Half-way through its freshness: measure again.
                     if !known.measuring && known.at.elapsed() >= LENGTH_FRESH / 2 {
                         known.measuring = true;
                         AddPlan::AddAndMeasure
@@ -368,7 +364,18 @@ impl Inner {
         message: &Message,
         bound: u64,
     ) -> Result<u64, TransportError> {
-        let evalsha = bounded_xadd("EVALSHA", &self.bounded_xadd_sha, address, message, bound);
+        let sha = self
+            .bounded_xadd_sha
+            .get_or_try_init(|| async {
+                redis::cmd("SCRIPT")
+                    .arg("LOAD")
+                    .arg(BOUNDED_XADD_SCRIPT)
+                    .query_async::<String>(&mut self.commands.clone())
+                    .await
+                    .map_err(unavailable)
+            })
+            .await?;
+        let evalsha = bounded_xadd("EVALSHA", sha, address, message, bound);
         let added = match evalsha.query_async::<u64>(&mut self.commands.clone()).await {
             Err(e) if e.code() == Some("NOSCRIPT") => {
                 let eval = bounded_xadd("EVAL", BOUNDED_XADD_SCRIPT, address, message, bound);
@@ -820,9 +827,13 @@ impl Drop for GroupReader {
         // after `claim_idle`.
         self.buffer.clear();
         let ids = self.in_hand.ids();
-        let ids = match self.closing.take().map(|closing| closing.send(ids.clone())) {
-            Some(Ok(())) => return, // a clean close hands them back
-            _ => ids,
+        let ids = match self.closing.take() {
+            // A clean close hands them back, and waits for it.
+            Some(closing) => match closing.send(ids) {
+                Ok(()) => return,
+                Err(ids) => ids,
+            },
+            None => ids,
         };
         self.hand_back_in_background(ids);
     }
