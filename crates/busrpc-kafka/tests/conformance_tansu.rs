@@ -31,4 +31,4 @@ impl Harness for Broker {
     }
 }
 
-busrpc_conformance::suite!(Broker);
+busrpc_conformance::suite!(Broker, current_thread);
