@@ -15,7 +15,8 @@ use serde_json::Value;
 const EXIT_CODES: &str = "Exit codes: 0 success; 1 the service answered with a JSON-RPC error; \
 2 bad usage (arguments, a malformed or unsupported broker URL, memory:// for call or notify, \
 params that are not a JSON array or object); 3 the broker is unreachable or refused; 4 no reply \
-within the timeout; 5 anything else.";
+within the timeout; 5 anything else; 6 no such service on this broker (no server of it has ever \
+started there: a typo?).";
 
 #[derive(Parser)]
 #[command(name = "busrpc", version, about = "JSON-RPC 2.0 over message brokers, from the shell", after_help = EXIT_CODES)]
@@ -137,6 +138,7 @@ impl From<Error> for Failure {
             Error::Encode(_) | Error::MessageTooLarge { .. } => 2,
             Error::Transport(_) | Error::Closed => 3,
             Error::Timeout(_) => 4,
+            Error::NoService { .. } => 6,
             _ => 5,
         };
         let message = match &e {
@@ -409,6 +411,15 @@ mod tests {
         assert_eq!(code(Error::Rpc(RpcError::method_not_found())), 1);
         assert_eq!(code(Error::Transport(busrpc::TransportError::Closed)), 3);
         assert_eq!(code(Error::Timeout(Duration::from_secs(1))), 4);
+        let typo = Failure::from(Error::NoService {
+            service: "ecoh".into(),
+        });
+        assert_eq!(typo.code, 6);
+        assert!(
+            typo.message.contains("no service \"ecoh\""),
+            "{}",
+            typo.message
+        );
         let rpc = Failure::from(Error::Rpc(RpcError::new(7, "no").with_data(&[1])));
         assert_eq!(rpc.message, "error 7: no\ndata: [1]");
     }

@@ -130,6 +130,15 @@ fn call_notify_and_errors(broker: &str, service: &str) {
         .assert()
         .code(1)
         .stderr(contains("error -32602: Invalid params"));
+    // A service no server of which has ever started here: exit 6, at once.
+    let typo = format!("{service}-typo");
+    busrpc()
+        .args(["call", "--broker", broker, &typo, "echo", r#"["x"]"#])
+        .assert()
+        .code(6)
+        .stderr(format!(
+            "busrpc: no service {typo:?} on this broker: no server of it has ever started here\n"
+        ));
     // Too slow for the timeout: exit 4.
     busrpc()
         .args([

@@ -187,6 +187,7 @@ macro_rules! suite {
             stale_notifications_are_not_run,
             a_stopped_server_leaves_nothing_to_answer_twice,
             a_publish_beyond_the_queue_bound_is_rejected,
+            a_service_never_served_is_refused_at_once,
         );
     };
     (@each multi_thread $harness:expr; $($name:ident),* $(,)?) => {

@@ -165,6 +165,16 @@ async fn serve(
     }
 }
 
+/// A server of `service` starts and stops, creating its queue (only a
+/// server does), so that requests sent while none runs wait in it.
+async fn served_before(h: &dyn Harness, service: &str) {
+    serve(h, service, "before", ServerConfig::default())
+        .await
+        .handle
+        .shutdown()
+        .await;
+}
+
 async fn client(h: &dyn Harness, config: ClientConfig) -> Client {
     Client::connect_with(h.connect().await, config)
         .await
@@ -1311,6 +1321,7 @@ pub async fn handlers_see_their_deadline(h: &dyn Harness) {
 /// the queue is skipped; one without runs.
 pub async fn stale_notifications_are_not_run(h: &dyn Harness) {
     let service = unique_service("stale");
+    served_before(h, &service).await;
     let short = Duration::from_millis(1);
     let stale = client(h, ClientConfig::default().notification_ttl(short)).await;
     stale.notify(&service, "once", (1, 0)).await.unwrap();
@@ -1369,6 +1380,14 @@ pub async fn a_publish_beyond_the_queue_bound_is_rejected(h: &dyn Harness) {
         return;
     };
     let service = unique_service("bounded");
+    // Served once, by this bounded transport's broker, so the queue exists.
+    let (before, _) = Probe::new("before");
+    Server::new(transport.clone(), &service, router(before))
+        .start()
+        .await
+        .expect("server starts")
+        .shutdown()
+        .await;
     let client = Client::connect_with(transport.clone(), ClientConfig::default())
         .await
         .expect("client connects");
@@ -1408,4 +1427,39 @@ pub async fn a_publish_beyond_the_queue_bound_is_rejected(h: &dyn Harness) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     server.shutdown().await;
+}
+
+/// A call or notification to a service no server of which has ever started
+/// on this broker (a typo, most often) fails at once with
+/// [`Error::NoService`], and creates nothing: asked again, the broker still
+/// has no such service. Once a server of it has started, requests wait in
+/// its queue for the next one and are answered.
+pub async fn a_service_never_served_is_refused_at_once(h: &dyn Harness) {
+    let service = unique_service("never-served");
+    let client = client(h, ClientConfig::default().timeout(patient(h) * 2)).await;
+    for _ in 0..2 {
+        let err = client
+            .call::<u64>(&service, "once", (1, 0))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::NoService { service: s } if *s == service),
+            "{err}"
+        );
+        assert!(err.to_string().contains("no service"), "{err}");
+        let err = client.notify(&service, "once", (2, 0)).await.unwrap_err();
+        assert!(matches!(err, Error::NoService { .. }), "{err}");
+    }
+    served_before(h, &service).await;
+    let call = tokio::spawn({
+        let (client, service) = (client.clone(), service.clone());
+        async move { client.call::<u64>(&service, "once", (3, 0)).await }
+    });
+    let server = serve(h, &service, "a", ServerConfig::default()).await;
+    let answer = within("the queued call", patient(h) * 2, call)
+        .await
+        .unwrap()
+        .expect("answered once a server came");
+    assert_eq!(answer, 3);
+    server.handle.shutdown().await;
 }

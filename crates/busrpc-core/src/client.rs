@@ -20,7 +20,7 @@ use crate::codec::Codec;
 use crate::error::Error;
 use crate::jsonrpc::{self, EncodeError, RpcError};
 use crate::message::{header, Deadline, Headers, Limits, Message};
-use crate::transport::{Inbox, Transport};
+use crate::transport::{Inbox, Transport, TransportError};
 
 /// How a client calls.
 #[derive(Clone, Debug)]
@@ -502,8 +502,12 @@ impl Client {
             headers,
         };
         let address = shared.transport.service_address(service);
-        shared.transport.publish(&address, message).await?;
-        Ok(())
+        match shared.transport.publish(&address, message).await {
+            Err(TransportError::NotServed(_)) => Err(Error::NoService {
+                service: service.to_owned(),
+            }),
+            published => Ok(published?),
+        }
     }
 
     /// [`send`](Self::send), bounded by the call's deadline: a broker that

@@ -20,6 +20,14 @@ pub enum Error {
     /// call; if its reply comes later it is dropped and counted.
     #[error("no reply within {0:?}")]
     Timeout(Duration),
+    /// No server of `service` has ever started on this broker, so it has no
+    /// queue to wait in (a typo in its name, most often). Once one has, a
+    /// call waits in the queue for a server until its timeout.
+    #[error("no service {service:?} on this broker: no server of it has ever started here")]
+    NoService {
+        /// The service called.
+        service: String,
+    },
     /// The client was closed, or its inbox went away.
     #[error("the client is closed")]
     Closed,

@@ -12,7 +12,7 @@
 //! - A reply to an inbox that has been closed is discarded, as a broker
 //!   would let it expire unread.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, Weak};
@@ -78,6 +78,7 @@ impl MemoryTransport {
                 next_inbox: AtomicU64::new(1),
                 capacity: capacity.max(1),
                 skipped: AtomicU64::new(0),
+                served: RwLock::default(),
             }),
         }
     }
@@ -131,6 +132,10 @@ struct Broker {
     capacity: usize,
     /// Messages not queued for a full group without members.
     skipped: AtomicU64,
+    /// Every queue a consumer has ever read: only these take requests, as
+    /// only a server creates its queue on Kafka and Redis. Kept when an
+    /// idle queue is reaped, so requests wait for the next server.
+    served: RwLock<HashSet<String>>,
 }
 
 #[derive(Default)]
@@ -197,6 +202,9 @@ impl Broker {
 
     fn publish_to_queue(&self, address: &str, message: Message) -> Result<(), TransportError> {
         // One shared copy, whatever the number of groups and redeliveries.
+        if !read(&self.served).contains(address) {
+            return Err(TransportError::NotServed(address.to_owned()));
+        }
         let message = Arc::new(message);
         let queue = self.queue(address);
         let mut state = lock(&queue.state);
@@ -265,6 +273,9 @@ impl Transport for MemoryTransport {
             return Err(TransportError::Rejected(format!(
                 "{address} is an inbox, not a queue"
             )));
+        }
+        if !read(&self.broker.served).contains(address) {
+            write(&self.broker.served).insert(address.to_owned());
         }
         let queue = self.broker.queue(address);
         let group = {
@@ -527,8 +538,23 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn backlog_waits_for_the_first_group_and_capacity_rejects() {
+    async fn a_queue_nobody_has_served_takes_no_request() {
+        let t = MemoryTransport::new();
+        assert!(matches!(
+            t.publish("q", Message::new("m")).await,
+            Err(TransportError::NotServed(ref q)) if q == "q"
+        ));
+        assert!(read(&t.broker.queues).is_empty(), "nothing was created");
+        drop(t.consume("q", "g", Demand::unbounded()).await.unwrap());
+        assert!(read(&t.broker.queues).is_empty(), "reaped");
+        t.publish("q", Message::new("m")).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn backlog_waits_for_the_next_group_and_capacity_rejects() {
         let t = MemoryTransport::with_capacity(2);
+        // Served once, then left: requests wait for the next server.
+        drop(t.consume("q", "old", Demand::unbounded()).await.unwrap());
         t.publish("q", Message::new("early")).await.unwrap();
         t.publish("q", Message::new("early2")).await.unwrap();
         assert!(matches!(

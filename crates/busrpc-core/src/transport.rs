@@ -32,6 +32,12 @@ pub enum TransportError {
     /// no permission, ...). Retrying the same thing will not help.
     #[error("broker rejected the operation: {0}")]
     Rejected(String),
+    /// A request was published to a service's queue that does not exist on
+    /// this broker: no server of the service has ever started here (most
+    /// often a typo in the service's name). Only servers create their
+    /// queues; a client never does.
+    #[error("nobody serves {0} on this broker: no server of it has ever started here")]
+    NotServed(String),
     /// The transport, consumer or inbox has been closed.
     #[error("transport closed")]
     Closed,
@@ -71,6 +77,12 @@ impl TransportError {
 #[async_trait]
 pub trait Transport: Send + Sync + 'static {
     /// Publishes `message` to `address`, returning once the broker has taken it.
+    ///
+    /// A service's queue is created by [`consume`](Transport::consume), never
+    /// here: publishing to one that does not exist fails with
+    /// [`TransportError::NotServed`] (the transport may remember the queues it
+    /// has seen, so the check costs nothing per call). An inbox that is gone
+    /// takes the message and drops it: its reader has left.
     async fn publish(&self, address: &str, message: Message) -> Result<(), TransportError>;
 
     /// Joins `group` as one more competing consumer of the queue at `address`:

@@ -64,6 +64,11 @@ pub const LIBRDKAFKA_DEFAULTS: &[(&str, &str)] = &[
     // A reply or request that cannot be delivered fails within this.
     ("message.timeout.ms", "30000"),
     ("socket.nagle.disable", "true"),
+    // Only a server creates its service's request topic: a request to a
+    // service nobody serves (a typo) fails, instead of creating its topic
+    // on a broker with auto.create.topics.enable (Kafka's default) and
+    // waiting for its timeout. librdkafka's default is true for producers.
+    ("allow.auto.create.topics", "false"),
 ];
 
 impl Brokers {

@@ -67,6 +67,8 @@ struct Inner {
     /// Where inbox addresses start, so a publish can tell replies from requests.
     inbox_prefix: String,
     counters: Arc<Counters>,
+    /// Held while a request topic's existence is asked for.
+    checking: tokio::sync::Mutex<()>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -126,6 +128,7 @@ impl KafkaTransport {
                 instance: busrpc_core::transport::unique_id(),
                 next_name: AtomicU64::new(1),
                 counters: Arc::default(),
+                checking: tokio::sync::Mutex::new(()),
             }),
         };
         transport.check_reachable().await?;
@@ -294,6 +297,52 @@ impl Inner {
         Ok(())
     }
 
+    /// Fails with [`TransportError::NotServed`] unless the request topic
+    /// exists: only a server creates it (see [`Inner::ensure_topic`]), so a
+    /// missing one means no server of the service has ever started here. A
+    /// topic found is remembered: the check costs one metadata request per
+    /// service and transport.
+    async fn check_served(self: &Arc<Self>, topic: &str) -> Result<(), TransportError> {
+        if lock(&self.known_topics).contains(topic) {
+            return Ok(());
+        }
+        // One check at a time: the first burst of calls to a service asks
+        // once, not once per call.
+        let _checking = self.checking.lock().await;
+        if lock(&self.known_topics).contains(topic) {
+            return Ok(());
+        }
+        let inner = self.clone();
+        let name = topic.to_owned();
+        let exists = tokio::task::spawn_blocking(move || {
+            let metadata = inner
+                .producer
+                .client()
+                .fetch_metadata(Some(&name), Duration::from_secs(10))
+                .map_err(transport_error)?;
+            // Only "unknown topic" means no server has made it: a topic
+            // just created may be reported without a leader for a moment.
+            let missing = metadata.topics().iter().any(|t| {
+                t.name() == name
+                    && matches!(
+                        t.error().map(RDKafkaErrorCode::from),
+                        Some(
+                            RDKafkaErrorCode::UnknownTopicOrPartition
+                                | RDKafkaErrorCode::UnknownTopic
+                        )
+                    )
+            });
+            Ok::<_, TransportError>(!missing)
+        })
+        .await
+        .map_err(|e| TransportError::Other(Box::new(e)))??;
+        if !exists {
+            return Err(TransportError::NotServed(topic.to_owned()));
+        }
+        lock(&self.known_topics).insert(topic.to_owned());
+        Ok(())
+    }
+
     async fn produce(&self, topic: &str, message: &Message) -> Result<(), KafkaError> {
         let mut headers = OwnedHeaders::new_with_capacity(message.headers.len());
         for (key, value) in message.headers.iter() {
@@ -335,11 +384,9 @@ fn bytes_of(payload: &[u8]) -> bytes::Bytes {
 #[async_trait]
 impl Transport for KafkaTransport {
     async fn publish(&self, address: &str, message: Message) -> Result<(), TransportError> {
-        let inner = &*self.inner;
+        let inner = &self.inner;
         if !address.starts_with(&inner.inbox_prefix) {
-            inner
-                .ensure_topic(address, inner.config.partitions, None)
-                .await?;
+            inner.check_served(address).await?;
         }
         inner
             .produce(address, &message)

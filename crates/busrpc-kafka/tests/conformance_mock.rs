@@ -9,26 +9,35 @@ use busrpc_conformance::{Capabilities, Harness};
 use busrpc_core::Transport;
 use busrpc_kafka::KafkaTransport;
 
-struct Mock(String);
+/// A mock cluster's name, and the cluster itself once connected: a cluster
+/// lives only while something refers to it, and a test's cluster must
+/// outlive the transports the test drops (a server started and stopped
+/// before a client connects).
+struct Mock(String, std::sync::OnceLock<Arc<busrpc_kafka::MockBrokers>>);
 
 impl Mock {
     fn new() -> Self {
         static N: AtomicU64 = AtomicU64::new(0);
-        Mock(format!(
-            "kafka-mock://conformance-{}",
-            N.fetch_add(1, Ordering::Relaxed)
-        ))
+        Mock(
+            format!(
+                "kafka-mock://conformance-{}",
+                N.fetch_add(1, Ordering::Relaxed)
+            ),
+            std::sync::OnceLock::new(),
+        )
     }
 }
 
 #[async_trait::async_trait]
 impl Harness for Mock {
     async fn connect(&self) -> Arc<dyn Transport> {
-        Arc::new(
-            KafkaTransport::connect(&self.0)
-                .await
-                .expect("mock cluster"),
-        )
+        let transport = KafkaTransport::connect(&self.0)
+            .await
+            .expect("mock cluster");
+        if let Some(cluster) = transport.mock_cluster() {
+            let _ = self.1.set(cluster.clone());
+        }
+        Arc::new(transport)
     }
 
     fn capabilities(&self) -> Capabilities {

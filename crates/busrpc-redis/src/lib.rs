@@ -385,7 +385,9 @@ impl Inner {
         };
         added.map_err(|e| {
             self.forget_length(address);
-            if e.code() == Some("BUSRPCFULL") {
+            if e.code() == Some("BUSRPCNOSERVICE") {
+                TransportError::NotServed(address.to_owned())
+            } else if e.code() == Some("BUSRPCFULL") {
                 TransportError::Rejected(
                     e.detail()
                         .unwrap_or("the request stream is full")

@@ -204,6 +204,14 @@ async fn too_many_deliveries_dead_letter_and_answer_the_caller() {
     )
     .await
     .unwrap();
+    // The service's group exists (only a server creates it), and nobody reads.
+    let first = prefix.connect(options).await;
+    first
+        .consume(&first.service_address("svc"), "svc", Demand::unbounded())
+        .await
+        .unwrap()
+        .close()
+        .await;
     let call = tokio::spawn({
         let caller = caller.clone();
         async move { caller.call::<String>("svc", "echo", ("doomed",)).await }
@@ -571,7 +579,18 @@ async fn a_refused_reply_fails_only_its_own_request() {
     )
     .await;
     // Both queued before the server starts, so that one read takes both
-    // and (on this one thread) one pipeline settles both.
+    // and (on this one thread) one pipeline settles both. The service's
+    // group is made as its first server makes it: only a server creates a
+    // request stream.
+    query::<()>(
+        redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&service)
+            .arg("test")
+            .arg("0")
+            .arg("MKSTREAM"),
+    )
+    .await;
     for (id, reply_to) in [(1, &not_a_stream), (2, &inbox)] {
         let request = format!(r#"{{"jsonrpc":"2.0","method":"echo","params":["{id}"],"id":{id}}}"#);
         let message =
