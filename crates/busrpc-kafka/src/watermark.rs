@@ -101,6 +101,7 @@ impl Tracker {
     }
 
     /// The partitions owned now.
+    #[cfg(test)]
     pub(crate) fn partitions(&self) -> Vec<Partition> {
         self.partitions.keys().cloned().collect()
     }
