@@ -1,13 +1,14 @@
 //! A server's membership of its service's consumer group.
 //!
-//! The consumer lives on a thread of its own, which polls it: librdkafka
-//! runs rebalance callbacks only from a poll, and they may block (a
-//! revocation waits for replies on their way, then commits synchronously).
-//! On the async runtime that stalled a worker, and on a current-thread
-//! runtime the whole process, the replies it waited for included. The
-//! thread hands requests over through a bounded channel and holds off
-//! reading once the server has no room and 256 more wait; commits are made
-//! by a second thread.
+//! The consumer lives on a thread of its own, which polls it without pause:
+//! librdkafka runs rebalance and commit callbacks only from a poll, and they
+//! may block (a revocation waits for replies on their way, then commits
+//! synchronously). On the async runtime that would stall a worker, and on a
+//! current-thread runtime the whole process, the replies it waits for
+//! included. The thread hands requests over through a bounded channel, and
+//! when the server has no room for more it pauses the assigned partitions
+//! instead of not polling: the member keeps serving rebalances, heartbeats
+//! and commits however long its handlers take.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,17 +29,19 @@ use crate::{lock, to_message, topic_is_gone, transport_error, Counters, Inner};
 /// them, whatever the server's demand.
 const HANDOVER_CAPACITY: usize = 256;
 
-/// Requests read ahead of the server's demand before the thread holds off
-/// reading. Reading ahead costs nothing in fairness, as nobody else may read
-/// this member's partitions anyway, and reading again only once half of it
-/// has been taken keeps a saturated server fed.
+/// Requests read ahead of the server's demand before the partitions are
+/// paused. librdkafka drops what it fetched for a partition when it is
+/// paused, and fetches it again from its position when resumed: reading
+/// ahead (and resuming with half of it still waiting) hides that round trip
+/// from a saturated server even on a slow broker, and costs nothing in
+/// fairness, as nobody else may read this member's partitions anyway.
 const READ_AHEAD: usize = 256;
 
 /// How long the thread's poll waits for a record while the partitions are
 /// fetched: the committer's end is seen within it.
 const POLL_WAIT: Duration = Duration::from_millis(50);
 
-/// How long it waits while it holds off reading, or requests wait to be
+/// How long it waits while the partitions are paused, or requests wait to be
 /// handed over: a freed handler slot is seen within it.
 const PAUSED_POLL_WAIT: Duration = Duration::from_millis(5);
 
@@ -99,6 +102,9 @@ pub(crate) struct GroupContext {
     counters: Arc<Counters>,
     /// Told of every assignment: the first one ends [`join`].
     joined: Arc<Notify>,
+    /// Whether the thread holds the partitions paused: partitions assigned
+    /// meanwhile are paused too.
+    paused: AtomicBool,
     /// Set when the committer should commit without waiting for a request
     /// to finish: after a failed commit, or an assignment that gave back
     /// partitions whose last commit was refused.
@@ -118,7 +124,7 @@ impl ConsumerContext for GroupContext {
     /// Only now are the partitions ours: librdkafka serves this callback
     /// from the same poll that then returns their messages, so none of them
     /// is read before its partition is tracked.
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let Rebalance::Assign(assigned) = rebalance else {
             return;
         };
@@ -136,6 +142,11 @@ impl ConsumerContext for GroupContext {
             }
         }
         drop(tracker);
+        if self.paused.load(Ordering::Relaxed) && assigned.count() > 0 {
+            if let Err(e) = consumer.pause(assigned) {
+                tracing::debug!(error = %e, "pausing newly assigned partitions");
+            }
+        }
         tracing::debug!(partitions = assigned.count(), "partitions assigned");
         self.joined.notify_one();
     }
@@ -244,6 +255,7 @@ impl Membership {
                 ledger: ledger.clone(),
                 counters,
                 joined: joined.clone(),
+                paused: AtomicBool::new(false),
                 recommit: AtomicBool::new(false),
                 committing: Mutex::new(()),
                 unsaved: Mutex::default(),
@@ -340,14 +352,10 @@ impl ConsumerThread {
         while !self.committer.is_finished() {
             self.hand_over_held();
             self.pause_or_resume();
-            if self.paused {
-                std::thread::sleep(PAUSED_POLL_WAIT);
-                continue;
-            }
-            let wait = if self.held.is_empty() {
-                POLL_WAIT
-            } else {
+            let wait = if self.paused || !self.held.is_empty() {
                 PAUSED_POLL_WAIT
+            } else {
+                POLL_WAIT
             };
             let taken = match self.consumer.poll(wait) {
                 None => continue,
@@ -414,16 +422,10 @@ impl ConsumerThread {
         }
     }
 
-    /// Holds off reading once the server's demand and [`READ_AHEAD`] more
-    /// requests wait, and reads again once half as many do.
-    ///
-    /// This stops polling while it holds off, as the runtime's polling used
-    /// to, but on this thread: the runtime never waits for it. Pausing the
-    /// partitions instead (librdkafka's `pause()`, polling on) was tried and
-    /// is not used: on Tansu the resumed partitions were fetched again from
-    /// before what had been read, over and over, and calls behind them were
-    /// never read (`concurrent_clients_reach_their_own_replies` failed 2 of
-    /// 2 runs).
+    /// Pauses the partitions once the server's demand and [`READ_AHEAD`]
+    /// more requests wait, and resumes them once half as many do. A paused
+    /// partition is still polled, so the member goes on taking part in its
+    /// group however long its handlers take.
     fn pause_or_resume(&mut self) {
         let waiting = self.held.len() + (HANDOVER_CAPACITY - self.handover.capacity());
         let pause = if self.handover.is_closed() {
@@ -436,10 +438,31 @@ impl ConsumerThread {
                 waiting >= high
             }
         };
-        if pause && !self.paused {
-            self.counters.pauses.fetch_add(1, Ordering::Relaxed);
+        if pause == self.paused {
+            return;
         }
+        let owned = self.ledger.lock().partitions();
+        let mut partitions = TopicPartitionList::new();
+        for (topic, partition) in &owned {
+            partitions.add_partition(topic, *partition);
+        }
+        self.consumer
+            .context()
+            .paused
+            .store(pause, Ordering::Relaxed);
         self.paused = pause;
+        if partitions.count() == 0 {
+            return;
+        }
+        let outcome = if pause {
+            self.counters.pauses.fetch_add(1, Ordering::Relaxed);
+            self.consumer.pause(&partitions)
+        } else {
+            self.consumer.resume(&partitions)
+        };
+        if let Err(e) = outcome {
+            tracing::debug!(error = %e, pause, "pausing or resuming the partitions");
+        }
     }
 }
 

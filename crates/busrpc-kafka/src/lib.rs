@@ -220,8 +220,8 @@ pub struct KafkaStats {
     /// session): the member dropped those partitions, sending no reply and
     /// making no commit for their requests.
     pub lost_assignments: u64,
-    /// Times a consumer held off reading because its server had no room
-    /// for more requests and 256 more were waiting.
+    /// Times a consumer paused its partitions because its server had no
+    /// room for more requests (it keeps polling, so it stays in its group).
     pub pauses: u64,
 }
 
@@ -407,8 +407,9 @@ impl Transport for KafkaTransport {
         Some(limit.saturating_sub(RECORD_OVERHEAD_BYTES))
     }
 
-    /// The consumer thread reads ahead of `demand` by at most 256 requests,
-    /// then holds off reading until half of them have been taken.
+    /// The consumer thread hands over no more requests than `demand` asks
+    /// for; when that many wait, it pauses its partitions (and goes on
+    /// polling, so its group never waits on it).
     async fn consume(
         &self,
         address: &str,

@@ -101,7 +101,6 @@ impl Tracker {
     }
 
     /// The partitions owned now.
-    #[cfg(test)]
     pub(crate) fn partitions(&self) -> Vec<Partition> {
         self.partitions.keys().cloned().collect()
     }

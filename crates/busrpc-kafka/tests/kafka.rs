@@ -648,12 +648,9 @@ async fn a_failed_commit_is_made_again() {
 }
 
 /// A server whose every handler slot is taken (by a call held until the
-/// test lets it go), with hundreds of calls behind it, holds off reading
-/// (counted in `KafkaStats::pauses`) on its consumer thread while the
-/// runtime goes on: a second member joins and answers calls meanwhile, and
-/// once the held call is let go every call is answered once. (On the mock
-/// cluster the second member's join completes even when the first does not
-/// poll, so this does not show that the first keeps its partitions.)
+/// test lets it go) still takes part in its group: its consumer thread
+/// pauses the partitions instead of not polling, so a second member joins,
+/// gets its share and answers calls while the first is still held.
 #[tokio::test(flavor = "current_thread")]
 async fn a_saturated_server_still_takes_part_in_rebalances() {
     use busrpc_core::ServerConfig;
