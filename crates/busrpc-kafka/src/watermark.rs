@@ -19,8 +19,6 @@ pub(crate) struct Watermark {
     committed: Option<i64>,
     /// Replies being sent for requests of this partition.
     answering: usize,
-    /// Every offset below it is done (see [`Tracker::done_below`]).
-    skip_below: Option<i64>,
 }
 
 impl Watermark {
@@ -94,7 +92,6 @@ impl Tracker {
         if let Some((_, mark)) = self.partitions.get_mut(partition) {
             if mark.next.is_none() && mark.in_flight.is_empty() {
                 mark.next = Some(offset);
-                mark.skip_below = Some(offset);
                 mark.committed = None;
             }
         }
@@ -122,14 +119,12 @@ impl Tracker {
     /// would answer it twice, and worse, tracking it would let this member
     /// commit the partition past requests the new owner has not finished.
     ///
-    /// `None` too for an offset in flight already, or one known done (see
-    /// [`Tracker::done_below`]). Not for any offset below the highest taken:
-    /// records can come out of order across a rebalance (one fetched before
-    /// it, then the partition's records from its commit), and skipping the
-    /// lower ones would commit past them unanswered.
+    /// `None` too for an offset this assignment has taken already: librdkafka
+    /// fetches a paused partition again from its position when it resumes,
+    /// and records fetched before the pause may still come out after it.
     pub(crate) fn taken(&mut self, partition: &Partition, offset: i64) -> Option<u64> {
         let (epoch, mark) = self.partitions.get_mut(partition)?;
-        if mark.in_flight.contains(&offset) || mark.skip_below.is_some_and(|s| offset < s) {
+        if mark.next.is_some_and(|next| offset < next) {
             return None;
         }
         mark.taken(offset);
@@ -290,17 +285,21 @@ mod tests {
     }
 
     #[test]
-    fn an_offset_in_flight_is_not_taken_twice_and_a_lower_one_still_is() {
+    fn an_offset_is_taken_once_per_assignment() {
         let mut t = Tracker::default();
         t.assigned(p(0));
-        let epoch = t.taken(&p(0), 5).unwrap();
-        assert_eq!(t.taken(&p(0), 5), None, "in flight already");
-        // Out of order across a rebalance: a record fetched before it, then
-        // the partition's records from its commit. The lower one is taken,
-        // or the commit would go past it unanswered.
-        assert!(t.taken(&p(0), 3).is_some());
-        t.done(&p(0), 5, epoch);
-        assert_eq!(t.advance(), vec![(p(0), 3)], "3 still runs");
+        let epoch = t.taken(&p(0), 3).unwrap();
+        t.taken(&p(0), 4).unwrap();
+        assert_eq!(t.taken(&p(0), 3), None, "fetched again after a resume");
+        t.done(&p(0), 3, epoch);
+        assert_eq!(t.taken(&p(0), 3), None, "done, and fetched again");
+        assert_eq!(t.advance(), vec![(p(0), 4)], "4 still runs");
+        t.revoked(&p(0));
+        t.assigned(p(0));
+        assert!(
+            t.taken(&p(0), 4).is_some(),
+            "a new assignment reads it again"
+        );
     }
 
     #[test]
