@@ -20,7 +20,7 @@ enum Command {
     CreateTopic(String, i32, Reply),
     BrokerDown(i32, Reply),
     BrokerUp(i32, Reply),
-    RequestErrors(RDKafkaApiKey, Vec<RDKafkaRespErr>, Reply),
+    ProduceErrors(Vec<RDKafkaRespErr>, Reply),
 }
 
 /// A running mock cluster.
@@ -54,8 +54,8 @@ impl MockBrokers {
                         }
                         Command::BrokerDown(id, reply) => (cluster.broker_down(id), reply),
                         Command::BrokerUp(id, reply) => (cluster.broker_up(id), reply),
-                        Command::RequestErrors(api, errors, reply) => {
-                            cluster.request_errors(api, &errors);
+                        Command::ProduceErrors(errors, reply) => {
+                            cluster.request_errors(RDKafkaApiKey::Produce, &errors);
                             (Ok(()), reply)
                         }
                     };
@@ -125,11 +125,6 @@ impl MockBrokers {
 
     /// Makes the next produce requests fail with `errors`, one each, in order.
     pub fn fail_next_produces(&self, errors: Vec<RDKafkaRespErr>) -> Result<(), TransportError> {
-        self.ask(|reply| Command::RequestErrors(RDKafkaApiKey::Produce, errors, reply))
-    }
-
-    /// Makes the next offset commits fail with `errors`, one each, in order.
-    pub fn fail_next_commits(&self, errors: Vec<RDKafkaRespErr>) -> Result<(), TransportError> {
-        self.ask(|reply| Command::RequestErrors(RDKafkaApiKey::OffsetCommit, errors, reply))
+        self.ask(|reply| Command::ProduceErrors(errors, reply))
     }
 }

@@ -76,57 +76,14 @@ impl Tracker {
         mark.committable()
     }
 
-    /// Every partition is gone at once, nothing committed for them (the
-    /// group's rebalance failed, or the session expired): acknowledgements
-    /// of their requests no longer count, and no reply to them is sent.
-    pub(crate) fn revoke_all(&mut self) {
-        self.partitions.clear();
-    }
-
-    /// The partition, just assigned, is known done below `offset`: this
-    /// member finished those requests under its previous assignment, and its
-    /// commit of them was refused (brokers may refuse commits while the group
-    /// rebalances). Records below it are skipped, and `offset` is committed
-    /// with the next [`Tracker::advance`].
-    pub(crate) fn done_below(&mut self, partition: &Partition, offset: i64) {
-        if let Some((_, mark)) = self.partitions.get_mut(partition) {
-            if mark.next.is_none() && mark.in_flight.is_empty() {
-                mark.next = Some(offset);
-                mark.committed = None;
-            }
-        }
-    }
-
-    /// The partitions owned now.
-    pub(crate) fn partitions(&self) -> Vec<Partition> {
-        self.partitions.keys().cloned().collect()
-    }
-
-    /// A commit for the partition failed: the next [`Tracker::advance`]
-    /// returns what the partition has reached, even if nothing finishes
-    /// meanwhile. (Committing it again is harmless should a later commit
-    /// have landed: it is the same offset or a higher one.)
-    pub(crate) fn commit_failed(&mut self, partition: &Partition) {
-        if let Some((_, mark)) = self.partitions.get_mut(partition) {
-            mark.committed = None;
-        }
-    }
-
     /// Records a message taken; returns the epoch its acknowledgement must
     /// carry, or `None` if the partition is not ours: a message fetched
     /// before a revocation and read after it. Its new owner reads it again
     /// from the last commit, so it must be left alone here. Handling it
     /// would answer it twice, and worse, tracking it would let this member
     /// commit the partition past requests the new owner has not finished.
-    ///
-    /// `None` too for an offset this assignment has taken already: librdkafka
-    /// fetches a paused partition again from its position when it resumes,
-    /// and records fetched before the pause may still come out after it.
     pub(crate) fn taken(&mut self, partition: &Partition, offset: i64) -> Option<u64> {
         let (epoch, mark) = self.partitions.get_mut(partition)?;
-        if mark.next.is_some_and(|next| offset < next) {
-            return None;
-        }
         mark.taken(offset);
         Some(*epoch)
     }
@@ -282,66 +239,6 @@ mod tests {
         assert!(!t.answer(&p(0), epoch), "not ours: no reply");
         t.answered(&p(0), 5, epoch, true);
         assert!(!t.answering(&p(0)));
-    }
-
-    #[test]
-    fn an_offset_is_taken_once_per_assignment() {
-        let mut t = Tracker::default();
-        t.assigned(p(0));
-        let epoch = t.taken(&p(0), 3).unwrap();
-        t.taken(&p(0), 4).unwrap();
-        assert_eq!(t.taken(&p(0), 3), None, "fetched again after a resume");
-        t.done(&p(0), 3, epoch);
-        assert_eq!(t.taken(&p(0), 3), None, "done, and fetched again");
-        assert_eq!(t.advance(), vec![(p(0), 4)], "4 still runs");
-        t.revoked(&p(0));
-        t.assigned(p(0));
-        assert!(
-            t.taken(&p(0), 4).is_some(),
-            "a new assignment reads it again"
-        );
-    }
-
-    #[test]
-    fn requests_done_under_an_earlier_assignment_are_skipped_and_committed() {
-        let mut t = Tracker::default();
-        t.assigned(p(0));
-        t.done_below(&p(0), 10);
-        assert_eq!(t.taken(&p(0), 8), None, "done before the rebalance");
-        assert!(t.taken(&p(0), 10).is_some());
-        assert_eq!(t.advance(), vec![(p(0), 10)]);
-        t.done_below(&p(0), 20);
-        assert_eq!(t.advance(), vec![], "only for a fresh assignment");
-    }
-
-    #[test]
-    fn a_failed_commit_is_made_again() {
-        let mut t = Tracker::default();
-        t.assigned(p(0));
-        let epoch = t.taken(&p(0), 3).unwrap();
-        t.done(&p(0), 3, epoch);
-        assert_eq!(t.advance(), vec![(p(0), 4)]);
-        assert_eq!(t.advance(), vec![], "handed to a commit already");
-        t.commit_failed(&p(0));
-        assert_eq!(t.advance(), vec![(p(0), 4)], "the failed commit again");
-        let epoch = t.taken(&p(0), 4).unwrap();
-        t.done(&p(0), 4, epoch);
-        assert_eq!(t.advance(), vec![(p(0), 5)]);
-        assert_eq!(t.advance(), vec![]);
-    }
-
-    #[test]
-    fn revoking_everything_drops_the_watermarks_uncommitted() {
-        let mut t = Tracker::default();
-        t.assigned(p(0));
-        t.assigned(p(1));
-        let epoch = t.taken(&p(0), 3).unwrap();
-        t.revoke_all();
-        assert!(t.partitions().is_empty());
-        assert!(!t.owns(&p(0), epoch));
-        assert!(!t.answer(&p(0), epoch), "no reply for a lost partition");
-        assert!(!t.done(&p(0), 3, epoch));
-        assert_eq!(t.advance(), vec![], "nothing committed for them");
     }
 
     #[test]

@@ -31,4 +31,4 @@ impl Harness for Broker {
     }
 }
 
-busrpc_conformance::suite!(Broker, current_thread);
+busrpc_conformance::suite!(Broker);
