@@ -192,6 +192,7 @@ impl KafkaTransport {
             .create_with_context(GroupContext {
                 ledger: ledger.clone(),
                 joined: joined.clone(),
+                unsaved: Mutex::default(),
             })
             .map_err(transport_error)?;
         consumer.subscribe(&[address]).map_err(transport_error)?;
@@ -510,6 +511,9 @@ struct GroupContext {
     ledger: Arc<Ledger>,
     /// Told of every assignment: the first one ends [`GroupReader::join`].
     joined: Arc<Notify>,
+    /// What the last revocation finished but could not commit: known done
+    /// if the next assignment gives the partitions back.
+    unsaved: Mutex<Vec<(Partition, i64)>>,
 }
 
 impl ClientContext for GroupContext {}
@@ -522,9 +526,17 @@ impl ConsumerContext for GroupContext {
         let Rebalance::Assign(assigned) = rebalance else {
             return;
         };
+        // Requests finished under the previous assignment whose commit the
+        // broker refused are known done if their partition comes back now:
+        // nobody else can have owned it in between.
+        let unsaved = std::mem::take(&mut *lock(&self.unsaved));
         let mut tracker = self.ledger.lock();
         for element in assigned.elements() {
-            tracker.assigned((element.topic().into(), element.partition()));
+            let partition: Partition = (element.topic().into(), element.partition());
+            tracker.assigned(partition.clone());
+            if let Some((_, offset)) = unsaved.iter().find(|(p, _)| *p == partition) {
+                tracker.done_below(&partition, *offset);
+            }
         }
         tracing::debug!(partitions = assigned.count(), "partitions assigned");
         self.joined.notify_one();
@@ -559,7 +571,13 @@ impl ConsumerContext for GroupContext {
         drop(tracker);
         if commits.count() > 0 {
             if let Err(e) = consumer.commit(&commits, CommitMode::Sync) {
-                tracing::warn!(error = %e, "committing before a rebalance failed; finished requests may run again");
+                tracing::warn!(error = %e, "committing before a rebalance failed; finished requests may run again unless their partitions come back");
+                let mut unsaved = lock(&self.unsaved);
+                for element in commits.elements() {
+                    if let Offset::Offset(offset) = element.offset() {
+                        unsaved.push(((element.topic().into(), element.partition()), offset));
+                    }
+                }
             }
         }
     }

@@ -19,6 +19,8 @@ pub(crate) struct Watermark {
     committed: Option<i64>,
     /// Replies being sent for requests of this partition.
     answering: usize,
+    /// Every offset below it is done (see [`Tracker::done_below`]).
+    skip_below: Option<i64>,
 }
 
 impl Watermark {
@@ -84,8 +86,26 @@ impl Tracker {
     /// commit the partition past requests the new owner has not finished.
     pub(crate) fn taken(&mut self, partition: &Partition, offset: i64) -> Option<u64> {
         let (epoch, mark) = self.partitions.get_mut(partition)?;
+        if mark.skip_below.is_some_and(|below| offset < below) {
+            return None;
+        }
         mark.taken(offset);
         Some(*epoch)
+    }
+
+    /// The partition, just assigned, is known done below `offset`: this
+    /// member finished those requests under its previous assignment, and its
+    /// commit of them was refused (brokers may refuse commits while the group
+    /// rebalances). Records below it are skipped, and `offset` is committed
+    /// with the next [`Tracker::advance`].
+    pub(crate) fn done_below(&mut self, partition: &Partition, offset: i64) {
+        if let Some((_, mark)) = self.partitions.get_mut(partition) {
+            if mark.next.is_none() && mark.in_flight.is_empty() {
+                mark.next = Some(offset);
+                mark.skip_below = Some(offset);
+                mark.committed = None;
+            }
+        }
     }
 
     /// How many partitions are ours now.
@@ -239,6 +259,18 @@ mod tests {
         assert!(!t.answer(&p(0), epoch), "not ours: no reply");
         t.answered(&p(0), 5, epoch, true);
         assert!(!t.answering(&p(0)));
+    }
+
+    #[test]
+    fn requests_done_under_an_earlier_assignment_are_skipped_and_committed() {
+        let mut t = Tracker::default();
+        t.assigned(p(0));
+        t.done_below(&p(0), 10);
+        assert_eq!(t.taken(&p(0), 8), None, "done before the rebalance");
+        assert!(t.taken(&p(0), 10).is_some());
+        assert_eq!(t.advance(), vec![(p(0), 10)]);
+        t.done_below(&p(0), 20);
+        assert_eq!(t.advance(), vec![], "only for a fresh assignment");
     }
 
     #[test]
