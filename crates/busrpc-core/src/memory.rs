@@ -274,9 +274,7 @@ impl Transport for MemoryTransport {
                 "{address} is an inbox, not a queue"
             )));
         }
-        if !read(&self.broker.served).contains(address) {
-            write(&self.broker.served).insert(address.to_owned());
-        }
+        write(&self.broker.served).insert(address.to_owned());
         let queue = self.broker.queue(address);
         let group = {
             let mut state = lock(&queue.state);

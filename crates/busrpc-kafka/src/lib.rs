@@ -572,10 +572,14 @@ impl ConsumerContext for GroupContext {
         if commits.count() > 0 {
             if let Err(e) = consumer.commit(&commits, CommitMode::Sync) {
                 tracing::warn!(error = %e, "committing before a rebalance failed; finished requests may run again unless their partitions come back");
-                let mut unsaved = lock(&self.unsaved);
-                for element in commits.elements() {
-                    if let Offset::Offset(offset) = element.offset() {
-                        unsaved.push(((element.topic().into(), element.partition()), offset));
+                // Not after a lost assignment (an expired session): another
+                // member may have owned the partitions in between.
+                if !consumer.assignment_lost() {
+                    let mut unsaved = lock(&self.unsaved);
+                    for element in commits.elements() {
+                        if let Offset::Offset(offset) = element.offset() {
+                            unsaved.push(((element.topic().into(), element.partition()), offset));
+                        }
                     }
                 }
             }
