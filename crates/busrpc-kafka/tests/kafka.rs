@@ -347,7 +347,8 @@ async fn a_fast_request_never_commits_past_a_slow_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_in_flight_during_a_rebalance_is_answered_once() {
     let service = busrpc_conformance::unique_service("rebalance");
-    let url = format!("{}?partitions=1", kafka_url());
+    // One record per batch: see conformance_tansu.rs.
+    let url = format!("{}?partitions=1&batch.num.messages=1", kafka_url());
     let runs = Arc::new(AtomicU64::new(0));
     let first_entered = Arc::new(tokio::sync::Notify::new());
     let first_may_finish = Arc::new(tokio::sync::Notify::new());
