@@ -2,37 +2,33 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod config;
+mod group;
 mod mock;
 pub mod raw;
 mod watermark;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use busrpc_core::transport::{
-    Acknowledge, Deliveries, Delivery, Demand, Inbox, Transport, TransportError,
-};
+use busrpc_core::transport::{Deliveries, Demand, Inbox, Transport, TransportError};
 use busrpc_core::{header, Headers, Message};
 use futures_util::stream;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
-};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Headers as _, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::util::Timeout;
-use rdkafka::{ClientContext, Message as _, Offset, TopicPartitionList};
-use tokio::sync::{mpsc, Notify};
+use rdkafka::{Message as _, Offset, TopicPartitionList};
 
 pub use config::{Brokers, KafkaConfig, LIBRDKAFKA_DEFAULTS};
+use group::GroupReader;
 pub use mock::MockBrokers;
-use watermark::{Partition, Tracker};
 
 /// The Kafka transport.
 ///
@@ -70,6 +66,7 @@ struct Inner {
     next_name: AtomicU64,
     /// Where inbox addresses start, so a publish can tell replies from requests.
     inbox_prefix: String,
+    counters: Arc<Counters>,
     /// Held while a request topic's existence is asked for.
     checking: tokio::sync::Mutex<()>,
 }
@@ -130,6 +127,7 @@ impl KafkaTransport {
                 known_topics: Mutex::default(),
                 instance: busrpc_core::transport::unique_id(),
                 next_name: AtomicU64::new(1),
+                counters: Arc::default(),
                 checking: tokio::sync::Mutex::new(()),
             }),
         };
@@ -166,56 +164,72 @@ impl KafkaTransport {
         self.inner.mock.as_ref()
     }
 
-    /// Joins `group` as a consumer of the topic `address`, returning once
-    /// the group has given this member its share (see [`GroupReader::join`]),
-    /// with the task committing its finished requests: it ends, after a last
-    /// synchronous commit and with the consumer leaving its group, once the
-    /// reader and every delivery of it are gone.
+    /// Joins `group` as a consumer of the topic `address` on a consumer
+    /// thread of its own, returning once the group has given this member its
+    /// share (see [`GroupReader::join`]), with a receiver told once the
+    /// thread has made its last commit and left the group: that happens once
+    /// the reader and every delivery of it are gone.
     async fn join_group(
         &self,
         address: &str,
         group: &str,
-    ) -> Result<(GroupReader, tokio::task::JoinHandle<()>), TransportError> {
+        demand: Demand,
+    ) -> Result<(GroupReader, tokio::sync::oneshot::Receiver<()>), TransportError> {
         let inner = self.inner.clone();
         inner
             .ensure_topic(address, inner.config.partitions, None)
             .await?;
-        let ledger = Arc::new(Ledger::default());
         let mut config = base_config(&inner.config, &inner.bootstrap);
         config
             .set("group.id", format!("{}.{group}", inner.config.prefix))
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest");
-        let joined = Arc::new(Notify::new());
-        let consumer: StreamConsumer<GroupContext> = config
-            .create_with_context(GroupContext {
-                ledger: ledger.clone(),
-                joined: joined.clone(),
-                unsaved: Mutex::default(),
-            })
+        let membership = group::Membership::new(&config, inner.counters.clone())?;
+        membership
+            .consumer
+            .subscribe(&[address])
             .map_err(transport_error)?;
-        consumer.subscribe(&[address]).map_err(transport_error)?;
-        let shared = Arc::new(GroupConsumer {
-            consumer,
-            ledger,
-            _transport: inner.clone(),
-        });
-        let (done, finished) = mpsc::unbounded_channel();
-        let committed = tokio::spawn(commit_finished(shared.clone(), finished));
-        let (again, retries) = mpsc::unbounded_channel();
-        let mut reader = GroupReader {
-            inner: inner.clone(),
-            shared,
-            done,
-            again,
-            retries,
-            early: None,
-        };
-        reader.join(&joined, inner.config.join_wait).await;
+        let (reader, closed) = group::start(membership, inner.clone(), demand)?;
+        reader.join(inner.config.join_wait).await;
         tracing::debug!(address, group, "joined the group");
-        Ok((reader, committed))
+        Ok((reader, closed))
     }
+
+    /// What the consumers of this transport (and its clones) have met so far.
+    pub fn stats(&self) -> KafkaStats {
+        let c = &self.inner.counters;
+        KafkaStats {
+            commit_failures: c.commit_failures.load(Ordering::Relaxed),
+            lost_assignments: c.lost_assignments.load(Ordering::Relaxed),
+            pauses: c.pauses.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Counts of what a [`KafkaTransport`]'s group consumers met, for metrics
+/// and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct KafkaStats {
+    /// Commits of finished requests' offsets that failed. Each is made again
+    /// (asynchronous ones after a short wait), so a failure costs only the
+    /// reruns of a crash in the meantime.
+    pub commit_failures: u64,
+    /// Assignments lost without a revocation (a failed rebalance, an expired
+    /// session): the member dropped those partitions, sending no reply and
+    /// making no commit for their requests.
+    pub lost_assignments: u64,
+    /// Times a consumer paused its partitions because its server had no
+    /// room for more requests (it keeps polling, so it stays in its group).
+    pub pauses: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    commit_failures: AtomicU64,
+    lost_assignments: AtomicU64,
+    pauses: AtomicU64,
 }
 
 fn base_config(config: &KafkaConfig, bootstrap: &str) -> ClientConfig {
@@ -393,15 +407,16 @@ impl Transport for KafkaTransport {
         Some(limit.saturating_sub(RECORD_OVERHEAD_BYTES))
     }
 
-    /// librdkafka fetches ahead on its own (bounded by its queue settings),
-    /// so `demand` is not consulted here yet.
+    /// The consumer thread hands over no more requests than `demand` asks
+    /// for; when that many wait, it pauses its partitions (and goes on
+    /// polling, so its group never waits on it).
     async fn consume(
         &self,
         address: &str,
         group: &str,
-        _demand: Demand,
+        demand: Demand,
     ) -> Result<Deliveries, TransportError> {
-        let (reader, committed) = self.join_group(address, group).await?;
+        let (reader, closed) = self.join_group(address, group, demand).await?;
         let deliveries = Deliveries::new(stream::unfold(reader, |mut reader| async move {
             let next = reader.next().await;
             Some((next, reader))
@@ -409,8 +424,8 @@ impl Transport for KafkaTransport {
         // A clean close returns once the last commit is made and the member
         // has left the group: a process may exit right after.
         Ok(deliveries.on_close(async move {
-            if let Err(e) = committed.await {
-                tracing::warn!(error = %e, "the last commit did not finish");
+            if closed.await.is_err() {
+                tracing::warn!("the consumer thread ended without its last commit");
             }
         }))
     }
@@ -462,398 +477,6 @@ impl Transport for KafkaTransport {
     }
 }
 
-/// A group consumer's watermarks, shared by its reader, its deliveries and
-/// its rebalance callbacks.
-#[derive(Default)]
-struct Ledger {
-    tracker: Mutex<Tracker>,
-    /// Signalled whenever a reply in progress has been sent or given up.
-    answered: Condvar,
-}
-
-impl Ledger {
-    fn lock(&self) -> MutexGuard<'_, Tracker> {
-        lock(&self.tracker)
-    }
-
-    /// The tracker, once no reply is being sent for requests of
-    /// `partitions`, or `within` has passed.
-    fn without_replies_in(
-        &self,
-        partitions: &[Partition],
-        within: Duration,
-    ) -> MutexGuard<'_, Tracker> {
-        let give_up = std::time::Instant::now() + within;
-        let mut tracker = self.lock();
-        while partitions.iter().any(|p| tracker.answering(p)) {
-            let left = give_up.saturating_duration_since(std::time::Instant::now());
-            if left.is_zero() {
-                tracing::warn!(?within, "replies still being sent at a revocation; their requests may be answered twice");
-                break;
-            }
-            tracker = self
-                .answered
-                .wait_timeout(tracker, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
-        tracker
-    }
-}
-
-/// How long a revocation waits for the replies being sent for requests of
-/// its partitions. Longer holds the rebalance up for every member; shorter
-/// risks a request answered by both the old and the new owner.
-const REVOCATION_WAITS_FOR_REPLIES: Duration = Duration::from_secs(5);
-
-/// Keeps the watermarks in step with the group's assignment.
-struct GroupContext {
-    ledger: Arc<Ledger>,
-    /// Told of every assignment: the first one ends [`GroupReader::join`].
-    joined: Arc<Notify>,
-    /// What the last revocation finished but could not commit: known done
-    /// if the next assignment gives the partitions back.
-    unsaved: Mutex<Vec<(Partition, i64)>>,
-}
-
-impl ClientContext for GroupContext {}
-
-impl ConsumerContext for GroupContext {
-    /// Only now are the partitions ours: librdkafka serves this callback
-    /// from the same poll that then returns their messages, so none of them
-    /// is read before its partition is tracked.
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let Rebalance::Assign(assigned) = rebalance else {
-            return;
-        };
-        // Requests finished under the previous assignment whose commit the
-        // broker refused are known done if their partition comes back now:
-        // nobody else can have owned it in between.
-        let unsaved = std::mem::take(&mut *lock(&self.unsaved));
-        let mut tracker = self.ledger.lock();
-        for element in assigned.elements() {
-            let partition: Partition = (element.topic().into(), element.partition());
-            tracker.assigned(partition.clone());
-            if let Some((_, offset)) = unsaved.iter().find(|(p, _)| *p == partition) {
-                tracker.done_below(&partition, *offset);
-            }
-        }
-        tracing::debug!(partitions = assigned.count(), "partitions assigned");
-        self.joined.notify_one();
-    }
-
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let Rebalance::Revoke(revoked) = rebalance else {
-            return;
-        };
-        tracing::debug!(partitions = revoked.count(), "partitions revoked");
-        let partitions: Vec<Partition> = revoked
-            .elements()
-            .iter()
-            .map(|e| (e.topic().into(), e.partition()))
-            .collect();
-        // A reply on its way when the partition goes would be sent while the
-        // commit below stays under its request, which the next owner would
-        // then answer again: let it land first. (The handlers still running
-        // send nothing once the partition is gone; the next owner answers.)
-        let mut tracker = self
-            .ledger
-            .without_replies_in(&partitions, REVOCATION_WAITS_FOR_REPLIES);
-        // Commit what is done before the partitions go to another member,
-        // then forget them: later acknowledgements for them do not count.
-        let mut commits = TopicPartitionList::new();
-        for partition in &partitions {
-            if let Some(offset) = tracker.revoked(partition) {
-                let _ =
-                    commits.add_partition_offset(&partition.0, partition.1, Offset::Offset(offset));
-            }
-        }
-        drop(tracker);
-        if commits.count() > 0 {
-            if let Err(e) = consumer.commit(&commits, CommitMode::Sync) {
-                tracing::warn!(error = %e, "committing before a rebalance failed; finished requests may run again unless their partitions come back");
-                // Not after a lost assignment (an expired session): another
-                // member may have owned the partitions in between.
-                if !consumer.assignment_lost() {
-                    let mut unsaved = lock(&self.unsaved);
-                    for element in commits.elements() {
-                        if let Offset::Offset(offset) = element.offset() {
-                            unsaved.push(((element.topic().into(), element.partition()), offset));
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-struct GroupConsumer {
-    consumer: StreamConsumer<GroupContext>,
-    ledger: Arc<Ledger>,
-    /// Keeps the brokers (an in-process mock cluster above all) alive until
-    /// the consumer has left its group: closing waits for that.
-    _transport: Arc<Inner>,
-}
-
-/// A released request, to be delivered again by this consumer.
-struct Retry {
-    partition: Partition,
-    offset: i64,
-    epoch: u64,
-    message: Arc<Message>,
-}
-
-struct GroupReader {
-    inner: Arc<Inner>,
-    shared: Arc<GroupConsumer>,
-    done: mpsc::UnboundedSender<()>,
-    again: mpsc::UnboundedSender<Retry>,
-    retries: mpsc::UnboundedReceiver<Retry>,
-    /// A request read while joining, handed out first.
-    early: Option<Delivery>,
-}
-
-impl GroupReader {
-    /// Polls the consumer (a rebalance callback runs only while it is
-    /// polled) until the group has given it its share of the partitions, or
-    /// `within` has passed. Members that join one after another then cause
-    /// one rebalance each, not a storm of overlapping ones that leaves the
-    /// partitions without an owner for a session timeout at a time.
-    async fn join(&mut self, joined: &Notify, within: Duration) {
-        if within.is_zero() {
-            return;
-        }
-        let give_up = tokio::time::sleep(within);
-        tokio::pin!(give_up);
-        let assigned = joined.notified();
-        tokio::pin!(assigned);
-        loop {
-            let read = tokio::select! {
-                biased;
-                () = &mut assigned => return,
-                () = &mut give_up => {
-                    tracing::warn!(?within, "the group has not assigned this member its partitions yet; it goes on joining while serving");
-                    return;
-                }
-                read = self.next() => read,
-            };
-            match read {
-                // Records come only from assigned partitions: joined.
-                Ok(delivery) => {
-                    self.early = Some(delivery);
-                    return;
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "reading while joining the group");
-                    tokio::select! {
-                        () = &mut give_up => return,
-                        () = tokio::time::sleep(Duration::from_millis(100)) => {}
-                    }
-                }
-            }
-        }
-    }
-
-    fn delivery(&self, retry: Retry) -> Delivery {
-        let acker = KafkaAck {
-            inner: self.inner.clone(),
-            ledger: self.shared.ledger.clone(),
-            partition: retry.partition,
-            offset: retry.offset,
-            epoch: retry.epoch,
-            message: retry.message.clone(),
-            done: self.done.clone(),
-            again: self.again.clone(),
-        };
-        Delivery::shared(retry.message, acker)
-    }
-
-    async fn next(&mut self) -> Result<Delivery, TransportError> {
-        if let Some(delivery) = self.early.take() {
-            return Ok(delivery);
-        }
-        loop {
-            tokio::select! {
-                biased;
-                Some(retry) = self.retries.recv() => {
-                    // Released before a rebalance took its partition away:
-                    // the new owner has it.
-                    if self.shared.ledger.lock().owns(&retry.partition, retry.epoch) {
-                        return Ok(self.delivery(retry));
-                    }
-                }
-                record = self.shared.consumer.recv() => {
-                    let record = record.map_err(transport_error)?;
-                    let partition: Partition = (record.topic().into(), record.partition());
-                    let offset = record.offset();
-                    let Some(epoch) = self.shared.ledger.lock().taken(&partition, offset) else {
-                        tracing::debug!(topic = %partition.0, partition = partition.1, offset, "skipping a request of a partition no longer ours");
-                        continue;
-                    };
-                    let message = Arc::new(to_message(&record));
-                    drop(record);
-                    return Ok(self.delivery(Retry { partition, offset, epoch, message }));
-                }
-            }
-        }
-    }
-}
-
-/// Commits watermarks as requests finish, coalescing whatever finished
-/// while the previous commit was being sent: each message on `finished`
-/// says "the tracker moved". Ends, with a last synchronous commit, when the
-/// consumer and all its deliveries are gone.
-async fn commit_finished(shared: Arc<GroupConsumer>, mut finished: mpsc::UnboundedReceiver<()>) {
-    let mut batch = Vec::new();
-    while finished.recv_many(&mut batch, 1024).await > 0 {
-        batch.clear();
-        let progress = shared.ledger.lock().advance();
-        if let Some(offsets) = offsets_of(&progress) {
-            if let Err(e) = shared.consumer.commit(&offsets, CommitMode::Async) {
-                tracing::warn!(error = %e, "committing offsets failed; they are committed with the next ones");
-            }
-        }
-    }
-    // Closing a consumer blocks until it has left the group.
-    let _ = tokio::task::spawn_blocking(move || {
-        let progress = shared.ledger.lock().advance();
-        if let Some(offsets) = offsets_of(&progress) {
-            if let Err(e) = shared.consumer.commit(&offsets, CommitMode::Sync) {
-                tracing::warn!(error = %e, "the last commit failed; finished requests may run again");
-            }
-        }
-        drop(shared);
-    })
-    .await;
-}
-
-fn offsets_of(progress: &[(Partition, i64)]) -> Option<TopicPartitionList> {
-    if progress.is_empty() {
-        return None;
-    }
-    let mut offsets = TopicPartitionList::new();
-    for ((topic, partition), offset) in progress {
-        let _ = offsets.add_partition_offset(topic, *partition, Offset::Offset(*offset));
-    }
-    Some(offsets)
-}
-
-struct KafkaAck {
-    inner: Arc<Inner>,
-    ledger: Arc<Ledger>,
-    partition: Partition,
-    offset: i64,
-    epoch: u64,
-    message: Arc<Message>,
-    done: mpsc::UnboundedSender<()>,
-    again: mpsc::UnboundedSender<Retry>,
-}
-
-#[async_trait]
-impl Acknowledge for KafkaAck {
-    /// Marks the request done; its offset is committed once every request
-    /// below it in its partition is done too.
-    ///
-    /// Recorded in the tracker here and now, not when the commit task gets
-    /// to it: a revocation commits what the tracker holds done, and a request
-    /// answered but not yet recorded would be read and answered again by the
-    /// partition's next owner.
-    async fn ack(self: Box<Self>) -> Result<(), TransportError> {
-        self.ledger
-            .lock()
-            .done(&self.partition, self.offset, self.epoch);
-        self.done.send(()).map_err(|_| TransportError::Closed)
-    }
-
-    /// Delivers the request again, from this consumer (Kafka cannot hand one
-    /// record to another member; its offset stays uncommitted meanwhile).
-    async fn release(self: Box<Self>) -> Result<(), TransportError> {
-        let retry = Retry {
-            partition: self.partition,
-            offset: self.offset,
-            epoch: self.epoch,
-            message: self.message,
-        };
-        self.again.send(retry).map_err(|_| TransportError::Closed)
-    }
-
-    /// Produces the reply (awaiting its delivery report), then acknowledges.
-    /// A reply to an inbox topic that no longer exists has no reader left:
-    /// the request is acknowledged, not retried forever.
-    ///
-    /// If a rebalance gave the request's partition to another member while
-    /// the handler ran, the reply is not sent: the partition was committed
-    /// below this unfinished request, so its new owner reads it again and
-    /// answers it. Sending this reply too would answer the call twice. Once
-    /// the reply is on its way, a revocation waits for it (see
-    /// [`GroupContext::pre_rebalance`]).
-    async fn reply_and_ack(
-        self: Box<Self>,
-        _transport: &dyn Transport,
-        address: &str,
-        reply: Message,
-    ) -> Result<(), TransportError> {
-        if !self.ledger.lock().answer(&self.partition, self.epoch) {
-            tracing::debug!(
-                topic = %self.partition.0,
-                partition = self.partition.1,
-                offset = self.offset,
-                "the partition went to another member during the call; it answers instead"
-            );
-            return Ok(());
-        }
-        let mut answering = Answering {
-            ack: &self,
-            sent: false,
-        };
-        let produced = match self.inner.produce(address, &reply).await {
-            Err(e) if topic_is_gone(&e) => {
-                tracing::warn!(
-                    reply_to = address,
-                    "the caller's inbox is gone; the reply is dropped"
-                );
-                Ok(())
-            }
-            produced => produced.map_err(transport_error),
-        };
-        // A reply the broker refuses (too large, not allowed) is final: the
-        // request is done, or its redelivery would run it again at once,
-        // forever, and pin the partition's commits meanwhile.
-        let refused = matches!(produced, Err(TransportError::Rejected(_)));
-        answering.sent = produced.is_ok() || refused;
-        drop(answering);
-        match produced {
-            Ok(()) => self.done.send(()).map_err(|_| TransportError::Closed),
-            Err(e) if refused => {
-                let _ = self.done.send(());
-                Err(e)
-            }
-            Err(e) => {
-                let _ = self.release().await;
-                Err(e)
-            }
-        }
-    }
-}
-
-/// A reply on its way for a [`KafkaAck`]'s request. Dropped (the reply sent,
-/// failed, or its task cancelled), it records the outcome and wakes a
-/// revocation waiting for it.
-struct Answering<'a> {
-    ack: &'a KafkaAck,
-    sent: bool,
-}
-
-impl Drop for Answering<'_> {
-    fn drop(&mut self) {
-        let ack = self.ack;
-        ack.ledger
-            .lock()
-            .answered(&ack.partition, ack.offset, ack.epoch, self.sent);
-        ack.ledger.answered.notify_all();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -880,57 +503,26 @@ mod tests {
         )));
     }
 
-    /// A revocation waits for a reply on its way, so that what it commits
-    /// covers the request; it waits for nothing when no reply is.
-    #[test]
-    fn a_revocation_waits_for_replies_on_their_way() {
-        let partition: Partition = (Arc::from("t"), 0);
-        let ledger = Arc::new(Ledger::default());
-        let epoch = {
-            let mut tracker = ledger.lock();
-            tracker.assigned(partition.clone());
-            let epoch = tracker.taken(&partition, 7).unwrap();
-            assert!(tracker.answer(&partition, epoch));
-            epoch
-        };
-        let revocation = std::thread::spawn({
-            let (ledger, partition) = (ledger.clone(), partition.clone());
-            move || {
-                let partitions = [partition.clone()];
-                let mut tracker = ledger.without_replies_in(&partitions, Duration::from_secs(60));
-                tracker.revoked(&partition)
-            }
-        });
-        // However late the reply lands, the revocation commits past it.
-        std::thread::sleep(Duration::from_millis(200));
-        ledger.lock().answered(&partition, 7, epoch, true);
-        ledger.answered.notify_all();
-        assert_eq!(revocation.join().unwrap(), Some(8));
-
-        ledger.lock().assigned(partition.clone());
-        let idle =
-            ledger.without_replies_in(std::slice::from_ref(&partition), Duration::from_secs(60));
-        assert!(!idle.answering(&partition));
-    }
-
     /// Joining returns once the group has given the member its share: the
-    /// first member all partitions, the second (the first still polled, as
-    /// a serving member is) its part of them after the rebalance it caused.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    /// first member all partitions, the second its part of them after the
+    /// rebalance it caused. The first is not read meanwhile: its own thread
+    /// polls it, so it takes part in the rebalance all the same.
+    #[tokio::test(flavor = "current_thread")]
     async fn joining_returns_with_the_partitions_assigned() {
         let transport = KafkaTransport::connect("kafka-mock://joining?partitions=2")
             .await
             .unwrap();
-        let owned = |reader: &GroupReader| reader.shared.ledger.lock().owned();
-        let (mut first, _) = transport.join_group("busrpc.join", "join").await.unwrap();
+        let owned = |reader: &GroupReader| reader.ledger.lock().owned();
+        let (first, _) = transport
+            .join_group("busrpc.join", "join", Demand::unbounded())
+            .await
+            .unwrap();
         assert_eq!(owned(&first), 2);
-        let keep_polling = tokio::spawn(async move {
-            loop {
-                let _ = first.next().await;
-            }
-        });
-        let (second, _) = transport.join_group("busrpc.join", "join").await.unwrap();
+        let (second, _) = transport
+            .join_group("busrpc.join", "join", Demand::unbounded())
+            .await
+            .unwrap();
         assert_eq!(owned(&second), 1);
-        keep_polling.abort();
+        assert_eq!(owned(&first), 1);
     }
 }

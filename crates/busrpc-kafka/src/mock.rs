@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use busrpc_core::TransportError;
-use rdkafka::mocking::MockCluster;
+use rdkafka::mocking::{MockCluster, MockCoordinator};
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
 type Reply = mpsc::Sender<Result<(), String>>;
@@ -20,7 +20,10 @@ enum Command {
     CreateTopic(String, i32, Reply),
     BrokerDown(i32, Reply),
     BrokerUp(i32, Reply),
-    ProduceErrors(Vec<RDKafkaRespErr>, Reply),
+    RoundTripTime(i32, Duration, Reply),
+    GroupCoordinator(String, i32, Reply),
+    PartitionLeader(String, i32, i32, Reply),
+    RequestErrors(RDKafkaApiKey, Vec<RDKafkaRespErr>, Reply),
 }
 
 /// A running mock cluster.
@@ -54,8 +57,18 @@ impl MockBrokers {
                         }
                         Command::BrokerDown(id, reply) => (cluster.broker_down(id), reply),
                         Command::BrokerUp(id, reply) => (cluster.broker_up(id), reply),
-                        Command::ProduceErrors(errors, reply) => {
-                            cluster.request_errors(RDKafkaApiKey::Produce, &errors);
+                        Command::RoundTripTime(id, delay, reply) => {
+                            (cluster.broker_round_trip_time(id, delay), reply)
+                        }
+                        Command::GroupCoordinator(group, id, reply) => (
+                            cluster.coordinator(MockCoordinator::Group(group), id),
+                            reply,
+                        ),
+                        Command::PartitionLeader(topic, partition, id, reply) => {
+                            (cluster.partition_leader(&topic, partition, Some(id)), reply)
+                        }
+                        Command::RequestErrors(api, errors, reply) => {
+                            cluster.request_errors(api, &errors);
                             (Ok(()), reply)
                         }
                     };
@@ -123,8 +136,35 @@ impl MockBrokers {
         self.ask(|reply| Command::BrokerUp(id, reply))
     }
 
+    /// Delays every response of broker `id` by `delay` (a slow broker, or a
+    /// slow network), until set back to zero.
+    pub fn round_trip_time(&self, id: i32, delay: Duration) -> Result<(), TransportError> {
+        self.ask(|reply| Command::RoundTripTime(id, delay, reply))
+    }
+
+    /// Makes broker `id` the coordinator of consumer group `group` (the
+    /// full group id, prefix included).
+    pub fn group_coordinator(&self, group: &str, id: i32) -> Result<(), TransportError> {
+        self.ask(|reply| Command::GroupCoordinator(group.to_owned(), id, reply))
+    }
+
+    /// Makes broker `id` the leader of `topic`'s `partition`.
+    pub fn partition_leader(
+        &self,
+        topic: &str,
+        partition: i32,
+        id: i32,
+    ) -> Result<(), TransportError> {
+        self.ask(|reply| Command::PartitionLeader(topic.to_owned(), partition, id, reply))
+    }
+
     /// Makes the next produce requests fail with `errors`, one each, in order.
     pub fn fail_next_produces(&self, errors: Vec<RDKafkaRespErr>) -> Result<(), TransportError> {
-        self.ask(|reply| Command::ProduceErrors(errors, reply))
+        self.ask(|reply| Command::RequestErrors(RDKafkaApiKey::Produce, errors, reply))
+    }
+
+    /// Makes the next offset commits fail with `errors`, one each, in order.
+    pub fn fail_next_commits(&self, errors: Vec<RDKafkaRespErr>) -> Result<(), TransportError> {
+        self.ask(|reply| Command::RequestErrors(RDKafkaApiKey::OffsetCommit, errors, reply))
     }
 }

@@ -78,19 +78,11 @@ impl Tracker {
         mark.committable()
     }
 
-    /// Records a message taken; returns the epoch its acknowledgement must
-    /// carry, or `None` if the partition is not ours: a message fetched
-    /// before a revocation and read after it. Its new owner reads it again
-    /// from the last commit, so it must be left alone here. Handling it
-    /// would answer it twice, and worse, tracking it would let this member
-    /// commit the partition past requests the new owner has not finished.
-    pub(crate) fn taken(&mut self, partition: &Partition, offset: i64) -> Option<u64> {
-        let (epoch, mark) = self.partitions.get_mut(partition)?;
-        if mark.skip_below.is_some_and(|below| offset < below) {
-            return None;
-        }
-        mark.taken(offset);
-        Some(*epoch)
+    /// Every partition is gone at once, nothing committed for them (the
+    /// group's rebalance failed, or the session expired): acknowledgements
+    /// of their requests no longer count, and no reply to them is sent.
+    pub(crate) fn revoke_all(&mut self) {
+        self.partitions.clear();
     }
 
     /// The partition, just assigned, is known done below `offset`: this
@@ -106,6 +98,43 @@ impl Tracker {
                 mark.committed = None;
             }
         }
+    }
+
+    /// The partitions owned now.
+    #[cfg(test)]
+    pub(crate) fn partitions(&self) -> Vec<Partition> {
+        self.partitions.keys().cloned().collect()
+    }
+
+    /// A commit for the partition failed: the next [`Tracker::advance`]
+    /// returns what the partition has reached, even if nothing finishes
+    /// meanwhile. (Committing it again is harmless should a later commit
+    /// have landed: it is the same offset or a higher one.)
+    pub(crate) fn commit_failed(&mut self, partition: &Partition) {
+        if let Some((_, mark)) = self.partitions.get_mut(partition) {
+            mark.committed = None;
+        }
+    }
+
+    /// Records a message taken; returns the epoch its acknowledgement must
+    /// carry, or `None` if the partition is not ours: a message fetched
+    /// before a revocation and read after it. Its new owner reads it again
+    /// from the last commit, so it must be left alone here. Handling it
+    /// would answer it twice, and worse, tracking it would let this member
+    /// commit the partition past requests the new owner has not finished.
+    ///
+    /// `None` too for an offset in flight already, or one known done (see
+    /// [`Tracker::done_below`]). Not for any offset below the highest taken:
+    /// records can come out of order across a rebalance (one fetched before
+    /// it, then the partition's records from its commit), and skipping the
+    /// lower ones would commit past them unanswered.
+    pub(crate) fn taken(&mut self, partition: &Partition, offset: i64) -> Option<u64> {
+        let (epoch, mark) = self.partitions.get_mut(partition)?;
+        if mark.in_flight.contains(&offset) || mark.skip_below.is_some_and(|s| offset < s) {
+            return None;
+        }
+        mark.taken(offset);
+        Some(*epoch)
     }
 
     /// How many partitions are ours now.
@@ -262,6 +291,20 @@ mod tests {
     }
 
     #[test]
+    fn an_offset_in_flight_is_not_taken_twice_and_a_lower_one_still_is() {
+        let mut t = Tracker::default();
+        t.assigned(p(0));
+        let epoch = t.taken(&p(0), 5).unwrap();
+        assert_eq!(t.taken(&p(0), 5), None, "in flight already");
+        // Out of order across a rebalance: a record fetched before it, then
+        // the partition's records from its commit. The lower one is taken,
+        // or the commit would go past it unanswered.
+        assert!(t.taken(&p(0), 3).is_some());
+        t.done(&p(0), 5, epoch);
+        assert_eq!(t.advance(), vec![(p(0), 3)], "3 still runs");
+    }
+
+    #[test]
     fn requests_done_under_an_earlier_assignment_are_skipped_and_committed() {
         let mut t = Tracker::default();
         t.assigned(p(0));
@@ -271,6 +314,36 @@ mod tests {
         assert_eq!(t.advance(), vec![(p(0), 10)]);
         t.done_below(&p(0), 20);
         assert_eq!(t.advance(), vec![], "only for a fresh assignment");
+    }
+
+    #[test]
+    fn a_failed_commit_is_made_again() {
+        let mut t = Tracker::default();
+        t.assigned(p(0));
+        let epoch = t.taken(&p(0), 3).unwrap();
+        t.done(&p(0), 3, epoch);
+        assert_eq!(t.advance(), vec![(p(0), 4)]);
+        assert_eq!(t.advance(), vec![], "handed to a commit already");
+        t.commit_failed(&p(0));
+        assert_eq!(t.advance(), vec![(p(0), 4)], "the failed commit again");
+        let epoch = t.taken(&p(0), 4).unwrap();
+        t.done(&p(0), 4, epoch);
+        assert_eq!(t.advance(), vec![(p(0), 5)]);
+        assert_eq!(t.advance(), vec![]);
+    }
+
+    #[test]
+    fn revoking_everything_drops_the_watermarks_uncommitted() {
+        let mut t = Tracker::default();
+        t.assigned(p(0));
+        t.assigned(p(1));
+        let epoch = t.taken(&p(0), 3).unwrap();
+        t.revoke_all();
+        assert!(t.partitions().is_empty());
+        assert!(!t.owns(&p(0), epoch));
+        assert!(!t.answer(&p(0), epoch), "no reply for a lost partition");
+        assert!(!t.done(&p(0), 3, epoch));
+        assert_eq!(t.advance(), vec![], "nothing committed for them");
     }
 
     #[test]

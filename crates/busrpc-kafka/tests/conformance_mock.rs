@@ -47,4 +47,4 @@ impl Harness for Mock {
     }
 }
 
-busrpc_conformance::suite!(Mock::new());
+busrpc_conformance::suite!(Mock::new(), current_thread);

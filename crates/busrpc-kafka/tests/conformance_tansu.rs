@@ -20,8 +20,8 @@ impl Harness for Broker {
     async fn connect(&self) -> Arc<dyn Transport> {
         // One record per batch: Tansu 0.6.0 answers a fetch from an offset
         // inside a record batch with the batches after it, so a partition
-        // taken over from a commit inside a batch would skip the rest of
-        // that batch (see docs/ARCHITECTURE.md).
+        // resumed, or taken over from a commit, inside a batch would skip
+        // the rest of that batch (see docs/ARCHITECTURE.md).
         let url = format!("{}?partitions=3&batch.num.messages=1", kafka_url());
         Arc::new(
             KafkaTransport::connect(&url).await.unwrap_or_else(|e| {
@@ -35,4 +35,4 @@ impl Harness for Broker {
     }
 }
 
-busrpc_conformance::suite!(Broker);
+busrpc_conformance::suite!(Broker, current_thread);

@@ -346,6 +346,19 @@ async fn a_fast_request_never_commits_past_a_slow_one() {
 /// answered in between, which is the mock's doing, not the behaviour tested.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_in_flight_during_a_rebalance_is_answered_once() {
+    call_in_flight_during_a_rebalance().await;
+}
+
+/// The same on a current-thread runtime, where a rebalance callback that
+/// blocked the runtime's one thread (as it did when the consumer was
+/// polled there) would stall the whole process, the replies it waits for
+/// included.
+#[tokio::test(flavor = "current_thread")]
+async fn a_call_in_flight_during_a_rebalance_is_answered_once_on_one_thread() {
+    call_in_flight_during_a_rebalance().await;
+}
+
+async fn call_in_flight_during_a_rebalance() {
     let service = busrpc_conformance::unique_service("rebalance");
     // One record per batch: see conformance_tansu.rs.
     let url = format!("{}?partitions=1&batch.num.messages=1", kafka_url());
@@ -533,4 +546,308 @@ async fn bad_librdkafka_options_are_an_invalid_url() {
             "{reason}"
         );
     }
+}
+
+/// The group's committed offsets of `topic`'s partitions 0..`partitions`,
+/// read as any other client of the group would (-1 where none is).
+async fn committed(
+    transport: &KafkaTransport,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> Vec<i64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let bootstrap = transport
+        .mock_cluster()
+        .unwrap()
+        .bootstrap_servers()
+        .to_owned();
+    let (group, topic) = (group.to_owned(), topic.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let reader: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("group.id", &group)
+            .create()
+            .unwrap();
+        let mut list = rdkafka::TopicPartitionList::new();
+        for p in 0..partitions {
+            list.add_partition(&topic, p);
+        }
+        let offsets = reader
+            .committed_offsets(list, Duration::from_secs(10))
+            .unwrap();
+        offsets
+            .elements()
+            .iter()
+            .map(|e| match e.offset() {
+                rdkafka::Offset::Offset(o) => o,
+                _ => -1,
+            })
+            .collect()
+    })
+    .await
+    .unwrap()
+}
+
+/// A commit the broker refuses is made again, even when nothing else
+/// finishes afterwards: an idle partition would otherwise keep its failed
+/// commit until the next rebalance, and a crash meanwhile would run its
+/// finished requests again.
+#[tokio::test(flavor = "current_thread")]
+async fn a_failed_commit_is_made_again() {
+    busrpc_conformance::log_if_asked();
+    let url = format!("{}?partitions=1", mock_url("commit-errors"));
+    let transport = Arc::new(KafkaTransport::connect(&url).await.unwrap());
+    let server = Server::new(transport.clone(), "svc", echo_router())
+        .start()
+        .await
+        .unwrap();
+    let client = Client::connect_with(
+        transport.clone(),
+        ClientConfig::default().timeout(Duration::from_secs(30)),
+    )
+    .await
+    .unwrap();
+    let wait_for = |offset: i64| {
+        let transport = transport.clone();
+        async move {
+            let give_up = tokio::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let now = committed(&transport, "busrpc.svc", "busrpc.svc", 1).await;
+                if now == [offset] {
+                    return;
+                }
+                assert!(
+                    tokio::time::Instant::now() < give_up,
+                    "committed {now:?}, not {offset}: {:?}",
+                    transport.stats()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    client.call::<String>("svc", "echo", ("a",)).await.unwrap();
+    wait_for(1).await;
+    transport
+        .mock_cluster()
+        .unwrap()
+        .fail_next_commits(vec![
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_INVALID_COMMIT_OFFSET_SIZE;
+            3
+        ])
+        .unwrap();
+    for text in ["b", "c", "d"] {
+        client.call::<String>("svc", "echo", (text,)).await.unwrap();
+    }
+    wait_for(4).await;
+    assert!(
+        transport.stats().commit_failures >= 1,
+        "{:?}",
+        transport.stats()
+    );
+    server.shutdown().await;
+}
+
+/// A server whose every handler slot is taken (by a call held until the
+/// test lets it go) still takes part in its group: its consumer thread
+/// pauses the partitions instead of not polling, so a second member joins,
+/// gets its share and answers calls while the first is still held.
+#[tokio::test(flavor = "current_thread")]
+async fn a_saturated_server_still_takes_part_in_rebalances() {
+    use busrpc_core::ServerConfig;
+    let url = format!("{}?partitions=2", mock_url("saturated"));
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let router = {
+        let gate = gate.clone();
+        move || {
+            let gate = gate.clone();
+            Router::new().method("hold", move |(n,): (u64,)| {
+                let gate = gate.clone();
+                async move {
+                    if n == 0 {
+                        let _ = gate.acquire().await;
+                    }
+                    Ok::<_, RpcError>(n)
+                }
+            })
+        }
+    };
+    let first = Arc::new(KafkaTransport::connect(&url).await.unwrap());
+    let a = Server::new(first.clone(), "svc", router())
+        .with_config(ServerConfig::default().concurrency(1))
+        .start()
+        .await
+        .unwrap();
+    let client = Client::connect_with(
+        Arc::new(KafkaTransport::connect(&url).await.unwrap()),
+        ClientConfig::default().timeout(Duration::from_secs(120)),
+    )
+    .await
+    .unwrap();
+    let held = tokio::spawn({
+        let client = client.clone();
+        async move { client.call::<u64>("svc", "hold", (0,)).await }
+    });
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(30);
+    while a.stats().received == 0 {
+        assert!(
+            tokio::time::Instant::now() < give_up,
+            "the held call arrives"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Calls on both partitions, all waiting behind the held one.
+    let rest = tokio::spawn({
+        let client = client.clone();
+        async move {
+            let calls = (1..=800u64).map(|n| client.call::<u64>("svc", "hold", (n,)));
+            futures_util::future::join_all(calls).await
+        }
+    });
+    let b = Server::new(
+        Arc::new(KafkaTransport::connect(&url).await.unwrap()),
+        "svc",
+        router(),
+    )
+    .start()
+    .await
+    .unwrap();
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(60);
+    while b.stats().acked == 0 {
+        assert!(
+            tokio::time::Instant::now() < give_up,
+            "the second member answers while the first is held"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(first.stats().pauses >= 1, "{:?}", first.stats());
+    gate.add_permits(1000);
+    assert_eq!(held.await.unwrap().unwrap(), 0);
+    for (n, reply) in rest.await.unwrap().into_iter().enumerate() {
+        assert_eq!(reply.unwrap(), n as u64 + 1);
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// A server that pauses its partitions (every handler slot taken, hundreds
+/// of calls behind) and then goes through a rebalance on a slow broker never
+/// reads a partition again from its start: each call runs exactly once.
+///
+/// librdkafka keeps an application's pause across a revocation and the
+/// next assignment, and a partition resumed while its committed offset is
+/// still being looked up fetches from `auto.offset.reset`, the beginning.
+/// The group coordinator's round trip time here keeps that lookup in flight
+/// long enough for the server to resume meanwhile; the partitions' leader
+/// answers at once.
+#[tokio::test(flavor = "current_thread")]
+async fn a_paused_server_never_reads_its_partitions_again_from_the_start() {
+    use busrpc_core::ServerConfig;
+    use std::collections::HashMap;
+    busrpc_conformance::log_if_asked();
+    const HELD: u64 = 100;
+    let url = format!("{}?partitions=2&brokers=2", mock_url("paused-rebalance"));
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let runs = Arc::new(std::sync::Mutex::new(HashMap::<u64, u32>::new()));
+    let router = {
+        let (gate, runs) = (gate.clone(), runs.clone());
+        move || {
+            let (gate, runs) = (gate.clone(), runs.clone());
+            Router::new().method("hold", move |(n,): (u64,)| {
+                let gate = gate.clone();
+                *runs.lock().unwrap().entry(n).or_default() += 1;
+                async move {
+                    if n == HELD {
+                        let _ = gate.acquire().await;
+                    }
+                    Ok::<_, RpcError>(n)
+                }
+            })
+        }
+    };
+    let first = Arc::new(KafkaTransport::connect(&url).await.unwrap());
+    let cluster = first.mock_cluster().unwrap().clone();
+    let topic = first.service_address("svc");
+    let group = topic.clone();
+    cluster.group_coordinator(&group, 2).unwrap();
+    cluster.create_topic(&topic, 2).unwrap();
+    for partition in 0..2 {
+        cluster.partition_leader(&topic, partition, 1).unwrap();
+    }
+    let a = Server::new(first.clone(), "svc", router())
+        .with_config(ServerConfig::default().concurrency(1))
+        .start()
+        .await
+        .unwrap();
+    let client = Client::connect_with(
+        Arc::new(KafkaTransport::connect(&url).await.unwrap()),
+        ClientConfig::default().timeout(Duration::from_secs(120)),
+    )
+    .await
+    .unwrap();
+    cluster
+        .partition_leader(client.inbox_address(), 0, 1)
+        .unwrap();
+    // Calls answered and committed before the rebalance: read again, they
+    // would run again.
+    for n in 0..HELD {
+        assert_eq!(client.call::<u64>("svc", "hold", (n,)).await.unwrap(), n);
+    }
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(30);
+    while committed(&first, &group, &topic, 2)
+        .await
+        .iter()
+        .sum::<i64>()
+        < HELD as i64
+    {
+        assert!(
+            tokio::time::Instant::now() < give_up,
+            "the first calls are committed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rest = tokio::spawn({
+        let client = client.clone();
+        async move {
+            let calls = (HELD..HELD + 600).map(|n| client.call::<u64>("svc", "hold", (n,)));
+            futures_util::future::join_all(calls).await
+        }
+    });
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(30);
+    while first.stats().pauses == 0 {
+        assert!(
+            tokio::time::Instant::now() < give_up,
+            "the first server pauses"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cluster
+        .round_trip_time(2, Duration::from_millis(3000))
+        .unwrap();
+    let b = Server::new(
+        Arc::new(KafkaTransport::connect(&url).await.unwrap()),
+        "svc",
+        router(),
+    )
+    .start()
+    .await
+    .unwrap();
+    // The first server resumes as soon as it can: while its new
+    // assignment's committed offsets are still being looked up.
+    gate.add_permits(1000);
+    for (n, reply) in rest.await.unwrap().into_iter().enumerate() {
+        assert_eq!(reply.unwrap(), HELD + n as u64);
+    }
+    cluster.round_trip_time(2, Duration::ZERO).unwrap();
+    let runs = runs.lock().unwrap().clone();
+    // The held call was still running when its partition went: its new
+    // owner runs it again (and only one of them answers).
+    let twice: Vec<_> = runs
+        .iter()
+        .filter(|(n, r)| **r > 1 && **n != HELD)
+        .collect();
+    assert!(twice.is_empty(), "calls run more than once: {twice:?}");
+    assert_eq!(runs.len() as u64, HELD + 600);
+    a.shutdown().await;
+    b.shutdown().await;
 }

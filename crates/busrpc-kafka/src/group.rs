@@ -1,0 +1,902 @@
+//! A server's membership of its service's consumer group.
+//!
+//! The consumer lives on a thread of its own, which polls it without pause:
+//! librdkafka runs rebalance and commit callbacks only from a poll, and they
+//! may block (a revocation waits for replies on their way, then commits
+//! synchronously). On the async runtime that would stall a worker, and on a
+//! current-thread runtime the whole process, the replies it waits for
+//! included. The thread hands requests over through a bounded channel, and
+//! when the server has no room for more it pauses the assigned partitions
+//! instead of not polling: the member keeps serving rebalances, heartbeats
+//! and commits however long its handlers take.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc as std_mpsc, Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use busrpc_core::transport::{Acknowledge, Delivery, Demand, Transport, TransportError};
+use busrpc_core::Message;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::{ClientContext, Message as _, Offset, TopicPartitionList};
+use tokio::sync::{mpsc, oneshot, Notify};
+
+use crate::watermark::{Partition, Tracker};
+use crate::{lock, to_message, topic_is_gone, transport_error, Counters, Inner};
+
+/// Requests the consumer thread may hand over ahead of the server taking
+/// them, whatever the server's demand.
+const HANDOVER_CAPACITY: usize = 256;
+
+/// Requests read ahead of the server's demand before the partitions are
+/// paused. librdkafka drops what it fetched for a partition when it is
+/// paused, and fetches it again from its position when resumed: reading
+/// ahead (and resuming with half of it still waiting) hides that round trip
+/// from a saturated server even on a slow broker, and costs nothing in
+/// fairness, as nobody else may read this member's partitions anyway.
+const READ_AHEAD: usize = 256;
+
+/// How long the thread's poll waits for a record while the partitions are
+/// fetched: the committer's end is seen within it.
+const POLL_WAIT: Duration = Duration::from_millis(50);
+
+/// How long it waits while the partitions are paused, or requests wait to be
+/// handed over: a freed handler slot is seen within it.
+const PAUSED_POLL_WAIT: Duration = Duration::from_millis(5);
+
+/// How long after resuming its partitions the consumer thread resumes them
+/// once more. librdkafka's `resume()` is a no-op for a partition whose pause
+/// its broker thread has not applied yet, so a pause followed at once by a
+/// resume would leave the partition paused for good; resuming a partition
+/// that is not paused costs nothing.
+const RESUME_AGAIN_AFTER: Duration = Duration::from_millis(100);
+
+/// How long after a failed commit the committer commits again.
+const COMMIT_RETRY_AFTER: Duration = Duration::from_millis(200);
+
+/// How often an idle committer looks for a commit to make again.
+const IDLE_COMMITTER_WAKES: Duration = Duration::from_secs(1);
+
+/// How long a revocation waits for the replies being sent for requests of
+/// its partitions. Longer holds the rebalance up for every member; shorter
+/// risks a request answered by both the old and the new owner.
+const REVOCATION_WAITS_FOR_REPLIES: Duration = Duration::from_secs(5);
+
+/// A group consumer's watermarks, shared by its thread, its reader, its
+/// deliveries and its callbacks.
+#[derive(Default)]
+pub(crate) struct Ledger {
+    tracker: Mutex<Tracker>,
+    /// Signalled whenever a reply in progress has been sent or given up.
+    answered: Condvar,
+}
+
+impl Ledger {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Tracker> {
+        lock(&self.tracker)
+    }
+
+    /// The tracker, once no reply is being sent for requests of
+    /// `partitions`, or `within` has passed.
+    fn without_replies_in(
+        &self,
+        partitions: &[Partition],
+        within: Duration,
+    ) -> MutexGuard<'_, Tracker> {
+        let give_up = Instant::now() + within;
+        let mut tracker = self.lock();
+        while partitions.iter().any(|p| tracker.answering(p)) {
+            let left = give_up.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                tracing::warn!(?within, "replies still being sent at a revocation; their requests may be answered twice");
+                break;
+            }
+            tracker = self
+                .answered
+                .wait_timeout(tracker, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        tracker
+    }
+}
+
+/// Keeps the watermarks in step with the group's assignment. Its callbacks
+/// run on the consumer thread, where blocking is allowed.
+pub(crate) struct GroupContext {
+    ledger: Arc<Ledger>,
+    counters: Arc<Counters>,
+    /// Told of every assignment: the first one ends [`join`].
+    joined: Arc<Notify>,
+    /// Which partitions the consumer thread has paused, and which it may.
+    pauses: Mutex<Pauses>,
+    /// Set when the committer should commit without waiting for a request
+    /// to finish: after a failed commit, or an assignment that gave back
+    /// partitions whose last commit was refused.
+    recommit: AtomicBool,
+    /// Held by whoever commits: the committer thread, or a revocation. A
+    /// commit computed before a revocation never lands after the
+    /// revocation's own (higher) one.
+    committing: Mutex<()>,
+    /// What the last revocation finished but could not commit: committed
+    /// if the next assignment gives the partitions back.
+    unsaved: Mutex<Vec<(Partition, i64)>>,
+}
+
+impl ClientContext for GroupContext {}
+
+impl ConsumerContext for GroupContext {
+    /// Only now are the partitions ours: librdkafka serves this callback
+    /// from the same poll that then returns their messages, so none of them
+    /// is read before its partition is tracked.
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Assign(assigned) = rebalance else {
+            return;
+        };
+        // Requests finished under the previous assignment whose commit the
+        // broker refused are known done if their partition comes back now:
+        // nobody else can have owned it in between.
+        let unsaved = std::mem::take(&mut *lock(&self.unsaved));
+        let mut tracker = self.ledger.lock();
+        for element in assigned.elements() {
+            let partition: Partition = (element.topic().into(), element.partition());
+            tracker.assigned(partition.clone());
+            if let Some((_, offset)) = unsaved.iter().find(|(p, _)| *p == partition) {
+                tracker.done_below(&partition, *offset);
+                self.recommit.store(true, Ordering::Relaxed);
+            }
+        }
+        drop(tracker);
+        tracing::debug!(partitions = assigned.count(), "partitions assigned");
+        self.joined.notify_one();
+    }
+
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(_) => {}
+            // librdkafka unassigns everything after an error: the partitions
+            // are another member's, or nobody's, and a commit for them would
+            // be refused or, worse, land over their new owner's.
+            Rebalance::Error(e) => {
+                tracing::warn!(error = %e, "the group rebalance failed; this member gives up its partitions");
+                self.counters
+                    .lost_assignments
+                    .fetch_add(1, Ordering::Relaxed);
+                lock(&self.unsaved).clear();
+                self.ledger.lock().revoke_all();
+                self.unpause(consumer, None);
+            }
+            Rebalance::Revoke(revoked) if consumer.assignment_lost() => {
+                tracing::warn!(
+                    partitions = revoked.count(),
+                    "the partitions were lost (the session expired); nothing is committed for them"
+                );
+                self.counters
+                    .lost_assignments
+                    .fetch_add(1, Ordering::Relaxed);
+                lock(&self.unsaved).clear();
+                self.ledger.lock().revoke_all();
+                self.unpause(consumer, None);
+            }
+            Rebalance::Revoke(revoked) => {
+                self.revoke(consumer, revoked);
+                self.unpause(consumer, Some(revoked));
+            }
+        }
+    }
+}
+
+/// The consumer thread's pauses.
+///
+/// librdkafka keeps a partition the application paused paused across a
+/// revocation and a later assignment, and a partition resumed before its
+/// fetch position is known (its committed offset still being looked up, as
+/// after an assignment) starts again from `auto.offset.reset`, the
+/// beginning: on Tansu, whose offset lookups are slow, a server read its
+/// partitions from the start over and over. So only partitions with a
+/// record read under their current assignment are paused (their position
+/// is then the next record), and every pause is undone before its partition
+/// is revoked.
+#[derive(Default)]
+pub(crate) struct Pauses {
+    /// Partitions a record has been read from under their current assignment.
+    reading: HashSet<Partition>,
+    /// Partitions paused now.
+    paused: HashSet<Partition>,
+}
+
+fn partition_list<'a>(partitions: impl IntoIterator<Item = &'a Partition>) -> TopicPartitionList {
+    let mut list = TopicPartitionList::new();
+    for (topic, partition) in partitions {
+        list.add_partition(topic, *partition);
+    }
+    list
+}
+
+impl GroupContext {
+    /// Resumes the paused partitions among `revoked` (all if `None`) and
+    /// forgets them: see [`Pauses`].
+    fn unpause(&self, consumer: &BaseConsumer<Self>, revoked: Option<&TopicPartitionList>) {
+        let mut pauses = lock(&self.pauses);
+        let gone: Vec<Partition> = match revoked {
+            None => pauses.reading.drain().collect(),
+            Some(list) => list
+                .elements()
+                .iter()
+                .map(|e| (e.topic().into(), e.partition()))
+                .filter(|p| pauses.reading.remove(p))
+                .collect(),
+        };
+        let resume: Vec<Partition> = gone
+            .into_iter()
+            .filter(|p| pauses.paused.remove(p))
+            .collect();
+        drop(pauses);
+        if resume.is_empty() {
+            return;
+        }
+        if let Err(e) = consumer.resume(&partition_list(&resume)) {
+            tracing::debug!(error = %e, "resuming partitions before they go");
+        }
+    }
+
+    fn revoke(&self, consumer: &BaseConsumer<Self>, revoked: &TopicPartitionList) {
+        tracing::debug!(partitions = revoked.count(), "partitions revoked");
+        let partitions: Vec<Partition> = revoked
+            .elements()
+            .iter()
+            .map(|e| (e.topic().into(), e.partition()))
+            .collect();
+        // A reply on its way when the partition goes would be sent while the
+        // commit below stays under its request, which the next owner would
+        // then answer again: let it land first. The runtime sending it runs
+        // on, as this is the consumer's own thread. (The handlers still
+        // running send nothing once the partition is gone; the next owner
+        // answers.)
+        let committing = lock(&self.committing);
+        let mut tracker = self
+            .ledger
+            .without_replies_in(&partitions, REVOCATION_WAITS_FOR_REPLIES);
+        // Commit what is done before the partitions go to another member,
+        // then forget them: later acknowledgements for them do not count.
+        let mut commits = TopicPartitionList::new();
+        for partition in &partitions {
+            if let Some(offset) = tracker.revoked(partition) {
+                let _ =
+                    commits.add_partition_offset(&partition.0, partition.1, Offset::Offset(offset));
+            }
+        }
+        drop(tracker);
+        if commits.count() > 0 {
+            if let Err(e) = consumer.commit(&commits, CommitMode::Sync) {
+                self.counters
+                    .commit_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "committing before a rebalance failed; finished requests may run again unless their partitions come back");
+                let mut unsaved = lock(&self.unsaved);
+                for element in commits.elements() {
+                    if let Offset::Offset(offset) = element.offset() {
+                        unsaved.push(((element.topic().into(), element.partition()), offset));
+                    }
+                }
+            }
+        }
+        drop(committing);
+    }
+}
+
+/// A request taken from a partition (or released, to be delivered again).
+pub(crate) struct Taken {
+    partition: Partition,
+    offset: i64,
+    epoch: u64,
+    message: Arc<Message>,
+}
+
+/// Everything a consumer thread needs, made on the caller's side.
+pub(crate) struct Membership {
+    pub(crate) consumer: BaseConsumer<GroupContext>,
+    pub(crate) ledger: Arc<Ledger>,
+    pub(crate) joined: Arc<Notify>,
+}
+
+impl Membership {
+    /// A consumer with its context, not yet subscribed.
+    pub(crate) fn new(
+        config: &rdkafka::ClientConfig,
+        counters: Arc<Counters>,
+    ) -> Result<Self, TransportError> {
+        let ledger = Arc::new(Ledger::default());
+        let joined = Arc::new(Notify::new());
+        let consumer = config
+            .create_with_context(GroupContext {
+                ledger: ledger.clone(),
+                counters,
+                joined: joined.clone(),
+                pauses: Mutex::default(),
+                recommit: AtomicBool::new(false),
+                committing: Mutex::new(()),
+                unsaved: Mutex::default(),
+            })
+            .map_err(transport_error)?;
+        Ok(Self {
+            consumer,
+            ledger,
+            joined,
+        })
+    }
+}
+
+/// Starts the consumer thread of `membership`, returning the reader of its
+/// requests and a receiver told once the thread has made its last commit
+/// and closed the consumer (left the group). The thread ends once the
+/// reader and every delivery of it are gone.
+pub(crate) fn start(
+    membership: Membership,
+    inner: Arc<Inner>,
+    demand: Demand,
+) -> Result<(GroupReader, oneshot::Receiver<()>), TransportError> {
+    let Membership {
+        consumer,
+        ledger,
+        joined,
+    } = membership;
+    let consumer = Arc::new(consumer);
+    let (handover, taken) = mpsc::channel(HANDOVER_CAPACITY);
+    let (done, finished) = std_mpsc::channel();
+    let (closed, on_closed) = oneshot::channel();
+    let spawn_error = |e: std::io::Error| TransportError::Other(Box::new(e));
+    let committer = Committer {
+        consumer: consumer.clone(),
+        ledger: ledger.clone(),
+        counters: inner.counters.clone(),
+        finished,
+    };
+    let committer = std::thread::Builder::new()
+        .name("busrpc-kafka-commit".into())
+        .spawn(move || committer.run())
+        .map_err(spawn_error)?;
+    let thread = ConsumerThread {
+        consumer,
+        committer,
+        ledger: ledger.clone(),
+        counters: inner.counters.clone(),
+        demand,
+        handover,
+        held: VecDeque::new(),
+        paused: false,
+        resume_again_at: None,
+    };
+    let transport = inner.clone();
+    std::thread::Builder::new()
+        .name("busrpc-kafka-consumer".into())
+        .spawn(move || {
+            thread.run();
+            // The brokers (an in-process mock cluster above all) outlive the
+            // consumer's close, which the thread has just done.
+            drop(transport);
+            let _ = closed.send(());
+        })
+        .map_err(spawn_error)?;
+    let (again, retries) = mpsc::unbounded_channel();
+    let reader = GroupReader {
+        inner,
+        ledger,
+        joined,
+        taken,
+        done,
+        again,
+        retries,
+    };
+    Ok((reader, on_closed))
+}
+
+struct ConsumerThread {
+    /// Shared with the committer only, which ends first: the consumer is
+    /// closed here, where blocking is allowed.
+    consumer: Arc<BaseConsumer<GroupContext>>,
+    /// Ends once the reader and every delivery are gone.
+    committer: std::thread::JoinHandle<()>,
+    ledger: Arc<Ledger>,
+    counters: Arc<Counters>,
+    demand: Demand,
+    handover: mpsc::Sender<Result<Taken, TransportError>>,
+    /// Taken, waiting for room in the handover channel.
+    held: VecDeque<Taken>,
+    paused: bool,
+    /// When to resume the partitions once more (see [`RESUME_AGAIN_AFTER`]).
+    resume_again_at: Option<Instant>,
+}
+
+impl ConsumerThread {
+    fn run(mut self) {
+        while !self.committer.is_finished() {
+            self.hand_over_held();
+            self.pause_or_resume();
+            self.resume_again();
+            let wait = if self.paused || !self.held.is_empty() {
+                PAUSED_POLL_WAIT
+            } else {
+                POLL_WAIT
+            };
+            let taken = match self.consumer.poll(wait) {
+                None => continue,
+                Some(Err(e)) => Err(transport_error(e)),
+                Some(Ok(record)) => {
+                    let partition: Partition = (record.topic().into(), record.partition());
+                    let offset = record.offset();
+                    // Tracked here, on the thread that runs the rebalances:
+                    // a record is taken only while its partition is ours.
+                    let Some(epoch) = self.ledger.lock().taken(&partition, offset) else {
+                        tracing::debug!(topic = %partition.0, partition = partition.1, offset, "skipping a request of a partition no longer ours, or taken already");
+                        continue;
+                    };
+                    tracing::trace!(topic = %partition.0, partition = partition.1, offset, "taken");
+                    self.read_from(&partition);
+                    Ok(Taken {
+                        message: Arc::new(to_message(&record)),
+                        partition,
+                        offset,
+                        epoch,
+                    })
+                }
+            };
+            match taken {
+                Ok(taken) => {
+                    self.held.push_back(taken);
+                    self.hand_over_held();
+                }
+                Err(e) => {
+                    // An error with requests waiting is reported after them.
+                    if self.held.is_empty() {
+                        let _ = self.handover.try_send(Err(e));
+                    } else {
+                        tracing::debug!(error = %e, "reading the group's partitions");
+                    }
+                }
+            }
+        }
+        // Everything handed over is settled and the committer has made its
+        // last commit. Requests taken but never handed over stay
+        // uncommitted, for the partition's next owner.
+        if self.committer.join().is_err() {
+            tracing::warn!("the committer thread panicked");
+        }
+        // The last handle: dropping it closes the consumer, which leaves the
+        // group (running the revocation, which finds nothing more to commit)
+        // before returning.
+        drop(self.consumer);
+    }
+
+    fn hand_over_held(&mut self) {
+        while let Some(taken) = self.held.pop_front() {
+            match self.handover.try_send(Ok(taken)) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(Ok(taken))) => {
+                    self.held.push_front(taken);
+                    return;
+                }
+                // The reader is gone: what it never got stays in flight, so
+                // nothing is committed past it.
+                Err(_) => {
+                    self.held.clear();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Pauses the partitions once the server's demand and [`READ_AHEAD`]
+    /// more requests wait, and resumes them once half as many do. A paused
+    /// partition is still polled, so the member goes on taking part in its
+    /// group however long its handlers take.
+    fn pause_or_resume(&mut self) {
+        let waiting = self.held.len() + (HANDOVER_CAPACITY - self.handover.capacity());
+        let pause = if self.handover.is_closed() {
+            true
+        } else {
+            let high = self.demand.now().min(HANDOVER_CAPACITY) + READ_AHEAD;
+            if self.paused {
+                waiting > high / 2
+            } else {
+                waiting >= high
+            }
+        };
+        if pause == self.paused {
+            return;
+        }
+        self.paused = pause;
+        tracing::debug!(
+            pause,
+            waiting,
+            demand = self.demand.now(),
+            "pausing or resuming the partitions"
+        );
+        let context = self.consumer.context();
+        let mut pauses = lock(&context.pauses);
+        let (list, outcome) = if pause {
+            self.counters.pauses.fetch_add(1, Ordering::Relaxed);
+            self.resume_again_at = None;
+            let list = partition_list(&pauses.reading);
+            pauses.paused = pauses.reading.clone();
+            drop(pauses);
+            let outcome = (list.count() > 0).then(|| self.consumer.pause(&list));
+            (list, outcome)
+        } else {
+            self.resume_again_at = Some(Instant::now() + RESUME_AGAIN_AFTER);
+            let list = partition_list(&pauses.paused);
+            pauses.paused.clear();
+            drop(pauses);
+            let outcome = (list.count() > 0).then(|| self.consumer.resume(&list));
+            (list, outcome)
+        };
+        if let Some(Err(e)) = outcome {
+            tracing::debug!(error = %e, pause, partitions = list.count(), "pausing or resuming the partitions");
+        }
+    }
+
+    /// Notes a record read from `partition`; while the thread holds off, a
+    /// partition read from for the first time since its assignment is
+    /// paused now (see [`Pauses`]).
+    fn read_from(&self, partition: &Partition) {
+        let context = self.consumer.context();
+        let mut pauses = lock(&context.pauses);
+        if pauses.reading.contains(partition) {
+            return;
+        }
+        pauses.reading.insert(partition.clone());
+        if !self.paused {
+            return;
+        }
+        pauses.paused.insert(partition.clone());
+        drop(pauses);
+        if let Err(e) = self.consumer.pause(&partition_list([partition])) {
+            tracing::debug!(error = %e, "pausing a partition");
+        }
+    }
+
+    /// Resumes the partitions once more, [`RESUME_AGAIN_AFTER`] a resume:
+    /// one issued before librdkafka applied the pause before it was lost.
+    fn resume_again(&mut self) {
+        if self.paused || !self.resume_again_at.is_some_and(|at| Instant::now() >= at) {
+            return;
+        }
+        self.resume_again_at = None;
+        let list = partition_list(&lock(&self.consumer.context().pauses).reading);
+        if list.count() == 0 {
+            return;
+        }
+        if let Err(e) = self.consumer.resume(&list) {
+            tracing::debug!(error = %e, "resuming the partitions again");
+        }
+    }
+}
+
+/// Commits the watermarks as requests finish, synchronously, on a thread
+/// of its own: a failed commit is seen (librdkafka reports asynchronous
+/// commits only to a callback busrpc cannot set) and made again, and the
+/// consumer thread's polling never waits for one. Requests that finish
+/// during a commit go into the next.
+struct Committer {
+    consumer: Arc<BaseConsumer<GroupContext>>,
+    ledger: Arc<Ledger>,
+    counters: Arc<Counters>,
+    /// A message on it says a request finished; disconnected once the reader
+    /// and every delivery are gone.
+    finished: std_mpsc::Receiver<()>,
+}
+
+impl Committer {
+    fn run(self) {
+        let context = self.consumer.context();
+        loop {
+            let wait = if context.recommit.load(Ordering::Relaxed) {
+                COMMIT_RETRY_AFTER
+            } else {
+                IDLE_COMMITTER_WAKES
+            };
+            match self.finished.recv_timeout(wait) {
+                Ok(()) => while self.finished.try_recv().is_ok() {},
+                Err(std_mpsc::RecvTimeoutError::Timeout) => {
+                    if !context.recommit.load(Ordering::Relaxed) {
+                        continue;
+                    }
+                }
+                Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+            self.commit();
+        }
+        // The last commit, of everything settled.
+        self.commit();
+        if context.recommit.load(Ordering::Relaxed) {
+            tracing::warn!("the last commit failed; finished requests may run again");
+        }
+    }
+
+    fn commit(&self) {
+        let context = self.consumer.context();
+        let _committing = lock(&context.committing);
+        context.recommit.store(false, Ordering::Relaxed);
+        let progress = self.ledger.lock().advance();
+        let Some(offsets) = offsets_of(&progress) else {
+            return;
+        };
+        let failed = match self.consumer.commit(&offsets, CommitMode::Sync) {
+            Err(e) => Some(e.to_string()),
+            // A commit can fail for some partitions only.
+            Ok(()) => offsets
+                .elements()
+                .iter()
+                .find_map(|e| e.error().err())
+                .map(|e| e.to_string()),
+        };
+        let Some(error) = failed else {
+            return;
+        };
+        self.counters
+            .commit_failures
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(%error, "a commit failed; it is made again shortly");
+        let mut tracker = self.ledger.lock();
+        for (partition, _) in &progress {
+            tracker.commit_failed(partition);
+        }
+        drop(tracker);
+        context.recommit.store(true, Ordering::Relaxed);
+    }
+}
+
+pub(crate) fn offsets_of(progress: &[(Partition, i64)]) -> Option<TopicPartitionList> {
+    if progress.is_empty() {
+        return None;
+    }
+    let mut offsets = TopicPartitionList::new();
+    for ((topic, partition), offset) in progress {
+        let _ = offsets.add_partition_offset(topic, *partition, Offset::Offset(*offset));
+    }
+    Some(offsets)
+}
+
+/// The async end of a consumer thread: the requests it hands over, and those
+/// released to be delivered again.
+pub(crate) struct GroupReader {
+    inner: Arc<Inner>,
+    pub(crate) ledger: Arc<Ledger>,
+    joined: Arc<Notify>,
+    taken: mpsc::Receiver<Result<Taken, TransportError>>,
+    done: std_mpsc::Sender<()>,
+    again: mpsc::UnboundedSender<Taken>,
+    retries: mpsc::UnboundedReceiver<Taken>,
+}
+
+impl GroupReader {
+    /// Waits until the group has given this member its share of the
+    /// partitions, or `within` has passed. Members that join one after
+    /// another then cause one rebalance each, not a storm of overlapping
+    /// ones that leaves the partitions without an owner for a session
+    /// timeout at a time.
+    pub(crate) async fn join(&self, within: Duration) {
+        if within.is_zero() {
+            return;
+        }
+        if tokio::time::timeout(within, self.joined.notified())
+            .await
+            .is_err()
+        {
+            tracing::warn!(?within, "the group has not assigned this member its partitions yet; it goes on joining while serving");
+        }
+    }
+
+    fn delivery(&self, taken: Taken) -> Delivery {
+        let message = taken.message.clone();
+        let acker = KafkaAck {
+            inner: self.inner.clone(),
+            ledger: self.ledger.clone(),
+            taken,
+            done: self.done.clone(),
+            again: self.again.clone(),
+        };
+        Delivery::shared(message, acker)
+    }
+
+    pub(crate) async fn next(&mut self) -> Result<Delivery, TransportError> {
+        loop {
+            let taken = tokio::select! {
+                biased;
+                Some(retry) = self.retries.recv() => retry,
+                taken = self.taken.recv() => match taken {
+                    Some(taken) => taken?,
+                    None => return Err(TransportError::Closed),
+                },
+            };
+            // Taken or released before a rebalance took its partition away:
+            // its new owner reads it again.
+            if self.ledger.lock().owns(&taken.partition, taken.epoch) {
+                return Ok(self.delivery(taken));
+            }
+        }
+    }
+}
+
+struct KafkaAck {
+    inner: Arc<Inner>,
+    ledger: Arc<Ledger>,
+    taken: Taken,
+    done: std_mpsc::Sender<()>,
+    again: mpsc::UnboundedSender<Taken>,
+}
+
+impl KafkaAck {
+    fn finished(&self) -> Result<(), TransportError> {
+        self.done.send(()).map_err(|_| TransportError::Closed)
+    }
+}
+
+#[async_trait]
+impl Acknowledge for KafkaAck {
+    /// Marks the request done; its offset is committed once every request
+    /// below it in its partition is done too.
+    ///
+    /// Recorded in the tracker here and now, not when the consumer thread
+    /// gets to it: a revocation commits what the tracker holds done, and a
+    /// request answered but not yet recorded would be read and answered
+    /// again by the partition's next owner.
+    async fn ack(self: Box<Self>) -> Result<(), TransportError> {
+        let t = &self.taken;
+        self.ledger.lock().done(&t.partition, t.offset, t.epoch);
+        self.finished()
+    }
+
+    /// Delivers the request again, from this consumer (Kafka cannot hand one
+    /// record to another member; its offset stays uncommitted meanwhile).
+    async fn release(self: Box<Self>) -> Result<(), TransportError> {
+        let KafkaAck { taken, again, .. } = *self;
+        again.send(taken).map_err(|_| TransportError::Closed)
+    }
+
+    /// Produces the reply (awaiting its delivery report), then acknowledges.
+    /// A reply to an inbox topic that no longer exists has no reader left:
+    /// the request is acknowledged, not retried forever.
+    ///
+    /// If a rebalance gave the request's partition to another member while
+    /// the handler ran, the reply is not sent: the partition was committed
+    /// below this unfinished request, so its new owner reads it again and
+    /// answers it. Sending this reply too would answer the call twice. Once
+    /// the reply is on its way, a revocation waits for it (see
+    /// [`GroupContext::pre_rebalance`]).
+    async fn reply_and_ack(
+        self: Box<Self>,
+        _transport: &dyn Transport,
+        address: &str,
+        reply: Message,
+    ) -> Result<(), TransportError> {
+        let t = &self.taken;
+        if !self.ledger.lock().answer(&t.partition, t.epoch) {
+            tracing::debug!(
+                topic = %t.partition.0,
+                partition = t.partition.1,
+                offset = t.offset,
+                "the partition went to another member during the call; it answers instead"
+            );
+            return Ok(());
+        }
+        let mut answering = Answering {
+            ack: &self,
+            sent: false,
+        };
+        let produced = match self.inner.produce(address, &reply).await {
+            Err(e) if topic_is_gone(&e) => {
+                tracing::warn!(
+                    reply_to = address,
+                    "the caller's inbox is gone; the reply is dropped"
+                );
+                Ok(())
+            }
+            produced => produced.map_err(transport_error),
+        };
+        // A reply the broker refuses (too large, not allowed) is final: the
+        // request is done, or its redelivery would run it again at once,
+        // forever, and pin the partition's commits meanwhile.
+        let refused = matches!(produced, Err(TransportError::Rejected(_)));
+        answering.sent = produced.is_ok() || refused;
+        drop(answering);
+        match produced {
+            Ok(()) => self.finished(),
+            Err(e) if refused => {
+                let _ = self.finished();
+                Err(e)
+            }
+            Err(e) => {
+                let _ = self.release().await;
+                Err(e)
+            }
+        }
+    }
+}
+
+/// A reply on its way for a [`KafkaAck`]'s request. Dropped (the reply sent,
+/// failed, or its task cancelled), it records the outcome and wakes a
+/// revocation waiting for it.
+struct Answering<'a> {
+    ack: &'a KafkaAck,
+    sent: bool,
+}
+
+impl Drop for Answering<'_> {
+    fn drop(&mut self) {
+        let t = &self.ack.taken;
+        self.ack
+            .ledger
+            .lock()
+            .answered(&t.partition, t.offset, t.epoch, self.sent);
+        self.ack.ledger.answered.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A failed rebalance is a revocation of everything: the partitions are
+    /// dropped uncommitted, a reply for one of their requests is not sent,
+    /// and the loss is counted.
+    #[test]
+    fn a_failed_rebalance_gives_up_every_partition() {
+        use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+        let mock = crate::MockBrokers::start(1).unwrap();
+        let counters = Arc::new(Counters::default());
+        let mut config = rdkafka::ClientConfig::new();
+        config
+            .set("bootstrap.servers", mock.bootstrap_servers())
+            .set("group.id", "failed-rebalance");
+        let membership = Membership::new(&config, counters.clone()).unwrap();
+        let partition: Partition = (Arc::from("t"), 0);
+        let epoch = {
+            let mut tracker = membership.ledger.lock();
+            tracker.assigned(partition.clone());
+            tracker.taken(&partition, 3).unwrap()
+        };
+        let failed = Rebalance::Error(KafkaError::Rebalance(RDKafkaErrorCode::Fail));
+        let consumer = &membership.consumer;
+        consumer.context().pre_rebalance(consumer, &failed);
+        let mut tracker = membership.ledger.lock();
+        assert!(tracker.partitions().is_empty());
+        assert!(!tracker.answer(&partition, epoch), "no reply is sent");
+        assert_eq!(tracker.advance(), vec![], "nothing is committed");
+        assert_eq!(counters.lost_assignments.load(Ordering::Relaxed), 1);
+    }
+
+    /// A revocation waits for a reply on its way, so that what it commits
+    /// covers the request; it waits for nothing when no reply is.
+    #[test]
+    fn a_revocation_waits_for_replies_on_their_way() {
+        let partition: Partition = (Arc::from("t"), 0);
+        let ledger = Arc::new(Ledger::default());
+        let epoch = {
+            let mut tracker = ledger.lock();
+            tracker.assigned(partition.clone());
+            let epoch = tracker.taken(&partition, 7).unwrap();
+            assert!(tracker.answer(&partition, epoch));
+            epoch
+        };
+        let revocation = std::thread::spawn({
+            let (ledger, partition) = (ledger.clone(), partition.clone());
+            move || {
+                let partitions = [partition.clone()];
+                let mut tracker = ledger.without_replies_in(&partitions, Duration::from_secs(60));
+                tracker.revoked(&partition)
+            }
+        });
+        // However late the reply lands, the revocation commits past it.
+        std::thread::sleep(Duration::from_millis(200));
+        ledger.lock().answered(&partition, 7, epoch, true);
+        ledger.answered.notify_all();
+        assert_eq!(revocation.join().unwrap(), Some(8));
+
+        ledger.lock().assigned(partition.clone());
+        let idle =
+            ledger.without_replies_in(std::slice::from_ref(&partition), Duration::from_secs(60));
+        assert!(!idle.answering(&partition));
+    }
+}
