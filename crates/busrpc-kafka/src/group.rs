@@ -52,6 +52,10 @@ const PAUSED_POLL_WAIT: Duration = Duration::from_millis(5);
 /// that is not paused costs nothing.
 const RESUME_AGAIN_AFTER: Duration = Duration::from_millis(100);
 
+/// How long a seek back to skipped offsets may take (see
+/// `ConsumerThread::read_again`).
+const SEEK_WAIT: Duration = Duration::from_secs(5);
+
 /// How long after a failed commit the committer commits again.
 const COMMIT_RETRY_AFTER: Duration = Duration::from_millis(200);
 
@@ -428,17 +432,22 @@ impl ConsumerThread {
                     let offset = record.offset();
                     // Tracked here, on the thread that runs the rebalances:
                     // a record is taken only while its partition is ours.
-                    let Some(epoch) = self.ledger.lock().taken(&partition, offset) else {
+                    let Some(taken) = self.ledger.lock().taken(&partition, offset) else {
                         tracing::debug!(topic = %partition.0, partition = partition.1, offset, "skipping a request of a partition no longer ours, or taken already");
                         continue;
                     };
                     tracing::trace!(topic = %partition.0, partition = partition.1, offset, "taken");
+                    let message = Arc::new(to_message(&record));
+                    drop(record);
+                    if let Some(from) = taken.read_again_from {
+                        self.read_again(&partition, from, offset);
+                    }
                     self.read_from(&partition);
                     Ok(Taken {
-                        message: Arc::new(to_message(&record)),
+                        message,
                         partition,
                         offset,
-                        epoch,
+                        epoch: taken.epoch,
                     })
                 }
             };
@@ -533,6 +542,26 @@ impl ConsumerThread {
         };
         if let Some(Err(e)) = outcome {
             tracing::debug!(error = %e, pause, partitions = list.count(), "pausing or resuming the partitions");
+        }
+    }
+
+    /// Sends the consumer back to `from` in `partition`: records from there
+    /// up to `offset` were skipped by the fetch that returned `offset`.
+    /// Tansu 0.6.0 does that under concurrent produces (a record shows
+    /// before the one below it is stored); left alone, the skipped requests
+    /// would never run, and the watermark, once past them, would commit
+    /// them unanswered. Records read again that were taken already are
+    /// refused by the tracker; offsets that turn out to hold no record
+    /// (transaction markers, compaction, on Kafka) are given up as soon as a
+    /// record above them is read.
+    fn read_again(&self, partition: &Partition, from: i64, offset: i64) {
+        self.counters.refetches.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(topic = %partition.0, partition = partition.1, from, offset, "offsets skipped by a fetch; reading again from the first");
+        if let Err(e) =
+            self.consumer
+                .seek(&partition.0, partition.1, Offset::Offset(from), SEEK_WAIT)
+        {
+            tracing::warn!(topic = %partition.0, partition = partition.1, from, error = %e, "could not read a partition again from a skipped offset");
         }
     }
 
@@ -855,7 +884,7 @@ mod tests {
         let epoch = {
             let mut tracker = membership.ledger.lock();
             tracker.assigned(partition.clone());
-            tracker.taken(&partition, 3).unwrap()
+            tracker.taken(&partition, 3).unwrap().epoch
         };
         let failed = Rebalance::Error(KafkaError::Rebalance(RDKafkaErrorCode::Fail));
         let consumer = &membership.consumer;
@@ -876,7 +905,7 @@ mod tests {
         let epoch = {
             let mut tracker = ledger.lock();
             tracker.assigned(partition.clone());
-            let epoch = tracker.taken(&partition, 7).unwrap();
+            let epoch = tracker.taken(&partition, 7).unwrap().epoch;
             assert!(tracker.answer(&partition, epoch));
             epoch
         };

@@ -203,6 +203,7 @@ impl KafkaTransport {
             commit_failures: c.commit_failures.load(Ordering::Relaxed),
             lost_assignments: c.lost_assignments.load(Ordering::Relaxed),
             pauses: c.pauses.load(Ordering::Relaxed),
+            refetches: c.refetches.load(Ordering::Relaxed),
         }
     }
 }
@@ -223,6 +224,10 @@ pub struct KafkaStats {
     /// Times a consumer paused its partitions because its server had no
     /// room for more requests (it keeps polling, so it stays in its group).
     pub pauses: u64,
+    /// Times a fetch skipped offsets below a record it returned, and the
+    /// consumer read its partition again from the first of them (a broker
+    /// fault: Tansu 0.6.0 does it under concurrent produces).
+    pub refetches: u64,
 }
 
 #[derive(Default)]
@@ -230,6 +235,7 @@ struct Counters {
     commit_failures: AtomicU64,
     lost_assignments: AtomicU64,
     pauses: AtomicU64,
+    refetches: AtomicU64,
 }
 
 fn base_config(config: &KafkaConfig, bootstrap: &str) -> ClientConfig {

@@ -9,10 +9,24 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
+/// Offsets missing between two records read are remembered (and kept from
+/// being committed past) only up to this many at a time; a larger hole is
+/// taken for what it almost surely is on Kafka, offsets that hold no request
+/// (transaction markers, compaction).
+const MAX_GAP: i64 = 10_000;
+
 /// One partition's offsets in flight.
 #[derive(Debug, Default)]
 pub(crate) struct Watermark {
     in_flight: BTreeSet<i64>,
+    /// Offsets skipped between records read: not committed past until read,
+    /// or until a read from the first of them shows they hold no record.
+    gaps: BTreeSet<i64>,
+    /// The first gap the consumer was sent back to read: the next record
+    /// read tells whether the offsets below it hold records.
+    sought: Option<i64>,
+    /// The lowest offset taken under this assignment.
+    first: Option<i64>,
     /// One past the highest offset taken.
     next: Option<i64>,
     /// The last offset committed (or handed to the commit call).
@@ -24,9 +38,49 @@ pub(crate) struct Watermark {
 }
 
 impl Watermark {
-    pub(crate) fn taken(&mut self, offset: i64) {
+    /// Records `offset` taken, or returns `None` if it must not be: it is in
+    /// flight, or was done under this assignment already (read again after
+    /// the consumer was sent back to a gap). `Some(Some(gap))` says offsets
+    /// from `gap` up were skipped: the consumer should read again from there.
+    pub(crate) fn take(&mut self, offset: i64) -> Option<Option<i64>> {
+        // The first record read since the lowest gap was noticed (and the
+        // consumer sent back to it): a gap below this record holds none.
+        if let Some(sought) = self.sought.take() {
+            if offset > sought {
+                self.gaps.retain(|g| *g >= offset);
+            }
+        }
+        let taken = self.take_unless_done(offset);
+        self.sought = self.gaps.first().copied();
+        taken
+    }
+
+    fn take_unless_done(&mut self, offset: i64) -> Option<Option<i64>> {
+        if self.in_flight.contains(&offset) {
+            return None;
+        }
+        let mut seek = None;
+        if !self.gaps.remove(&offset) {
+            match (self.first, self.next) {
+                // Read again after going back to a gap: done already.
+                (Some(first), Some(next)) if (first..next).contains(&offset) => return None,
+                // Below everything taken (a record fetched before a
+                // rebalance came first): the offsets between are awaited;
+                // the consumer reads them next anyway.
+                (Some(first), _) if offset < first && first - offset <= MAX_GAP => {
+                    self.gaps.extend(offset + 1..first);
+                }
+                (_, Some(next)) if offset > next && offset - next <= MAX_GAP => {
+                    self.gaps.extend(next..offset);
+                    seek = Some(next);
+                }
+                _ => {}
+            }
+        }
         self.in_flight.insert(offset);
+        self.first = Some(self.first.map_or(offset, |f| f.min(offset)));
         self.next = Some(self.next.map_or(offset + 1, |n| n.max(offset + 1)));
+        Some(seek)
     }
 
     pub(crate) fn done(&mut self, offset: i64) {
@@ -35,7 +89,11 @@ impl Watermark {
 
     /// The offset to commit: every offset below it is done.
     pub(crate) fn committable(&self) -> Option<i64> {
-        self.in_flight.first().copied().or(self.next)
+        let pending = match (self.in_flight.first(), self.gaps.first()) {
+            (Some(a), Some(b)) => Some(*a.min(b)),
+            (a, b) => a.or(b).copied(),
+        };
+        pending.or(self.next)
     }
 
     /// The offset to commit now, if it moved since the last commit.
@@ -47,6 +105,18 @@ impl Watermark {
         self.committed = Some(offset);
         Some(offset)
     }
+}
+
+/// A record taken by [`Tracker::taken`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Taken {
+    /// The epoch its acknowledgement must carry.
+    pub(crate) epoch: u64,
+    /// Offsets from here up to the record were skipped: the broker answered
+    /// a fetch without them (Tansu 0.6.0 can show a record before the one
+    /// below it is stored). The consumer should read again from here; the
+    /// records it has taken already are then refused.
+    pub(crate) read_again_from: Option<i64>,
 }
 
 /// A partition of a topic.
@@ -123,18 +193,23 @@ impl Tracker {
     /// would answer it twice, and worse, tracking it would let this member
     /// commit the partition past requests the new owner has not finished.
     ///
-    /// `None` too for an offset in flight already, or one known done (see
-    /// [`Tracker::done_below`]). Not for any offset below the highest taken:
-    /// records can come out of order across a rebalance (one fetched before
-    /// it, then the partition's records from its commit), and skipping the
-    /// lower ones would commit past them unanswered.
-    pub(crate) fn taken(&mut self, partition: &Partition, offset: i64) -> Option<u64> {
+    /// `None` too for an offset in flight already, one known done (see
+    /// [`Tracker::done_below`]), or one inside the run taken under this
+    /// assignment and done (read again after a seek back to a gap: see
+    /// [`Taken::read_again_from`]). Not for one below everything taken:
+    /// records can come out of order across a rebalance, and skipping the
+    /// lower one would commit past it unanswered; the offsets between it and
+    /// the run are awaited.
+    pub(crate) fn taken(&mut self, partition: &Partition, offset: i64) -> Option<Taken> {
         let (epoch, mark) = self.partitions.get_mut(partition)?;
-        if mark.in_flight.contains(&offset) || mark.skip_below.is_some_and(|s| offset < s) {
+        if mark.skip_below.is_some_and(|s| offset < s) {
             return None;
         }
-        mark.taken(offset);
-        Some(*epoch)
+        let read_again_from = mark.take(offset)?;
+        Some(Taken {
+            epoch: *epoch,
+            read_again_from,
+        })
     }
 
     /// How many partitions are ours now.
@@ -216,7 +291,7 @@ mod tests {
     fn out_of_order_completion_commits_only_below_the_slowest() {
         let mut mark = Watermark::default();
         for o in 5..=8 {
-            mark.taken(o);
+            mark.take(o);
         }
         mark.done(7);
         mark.done(8);
@@ -235,7 +310,7 @@ mod tests {
     fn advance_reports_only_progress() {
         let mut mark = Watermark::default();
         assert_eq!(mark.advance(), None, "nothing taken, nothing to commit");
-        mark.taken(0);
+        mark.take(0);
         assert_eq!(mark.advance(), Some(0));
         assert_eq!(mark.advance(), None);
         mark.done(0);
@@ -247,12 +322,12 @@ mod tests {
         let mut t = Tracker::default();
         t.assigned(p(0));
         t.assigned(p(1));
-        let old = t.taken(&p(0), 10).unwrap();
+        let old = t.taken(&p(0), 10).unwrap().epoch;
         t.taken(&p(1), 3).unwrap();
         assert_eq!(t.revoked(&p(0)), Some(10));
         assert!(!t.owns(&p(0), old));
         t.assigned(p(0));
-        let new = t.taken(&p(0), 10).unwrap();
+        let new = t.taken(&p(0), 10).unwrap().epoch;
         assert_ne!(old, new);
         assert!(t.owns(&p(0), new) && !t.owns(&p(0), old));
         assert!(
@@ -270,7 +345,7 @@ mod tests {
     fn a_reply_being_sent_finishes_its_request_only_when_sent() {
         let mut t = Tracker::default();
         t.assigned(p(0));
-        let epoch = t.taken(&p(0), 4).unwrap();
+        let epoch = t.taken(&p(0), 4).unwrap().epoch;
         t.taken(&p(0), 5).unwrap();
         assert!(t.answer(&p(0), epoch));
         assert!(t.answer(&p(0), epoch));
@@ -294,7 +369,7 @@ mod tests {
     fn an_offset_in_flight_is_not_taken_twice_and_a_lower_one_still_is() {
         let mut t = Tracker::default();
         t.assigned(p(0));
-        let epoch = t.taken(&p(0), 5).unwrap();
+        let epoch = t.taken(&p(0), 5).unwrap().epoch;
         assert_eq!(t.taken(&p(0), 5), None, "in flight already");
         // Out of order across a rebalance: a record fetched before it, then
         // the partition's records from its commit. The lower one is taken,
@@ -302,6 +377,55 @@ mod tests {
         assert!(t.taken(&p(0), 3).is_some());
         t.done(&p(0), 5, epoch);
         assert_eq!(t.advance(), vec![(p(0), 3)], "3 still runs");
+        t.done(&p(0), 3, epoch);
+        assert_eq!(t.advance(), vec![(p(0), 4)], "4 is awaited");
+        assert!(t.taken(&p(0), 4).is_some(), "and taken when it comes");
+        t.done(&p(0), 4, epoch);
+        assert_eq!(t.advance(), vec![(p(0), 6)]);
+    }
+
+    /// A fetch that skipped an offset (Tansu 0.6.0 shows a record before
+    /// the one below it is stored): the consumer is sent back to it, the
+    /// watermark waits for it, and the records read again are refused.
+    #[test]
+    fn a_skipped_offset_is_read_again_and_never_committed_past() {
+        let mut t = Tracker::default();
+        t.assigned(p(0));
+        let first = t.taken(&p(0), 5).unwrap();
+        assert_eq!(first.read_again_from, None);
+        let after_gap = t.taken(&p(0), 7).unwrap();
+        assert_eq!(after_gap.read_again_from, Some(6), "read again from 6");
+        t.done(&p(0), 5, first.epoch);
+        t.done(&p(0), 7, first.epoch);
+        assert_eq!(t.advance(), vec![(p(0), 6)], "not past 6, never read");
+        let skipped = t.taken(&p(0), 6).unwrap();
+        assert_eq!(skipped.read_again_from, None);
+        assert_eq!(t.taken(&p(0), 7), None, "done already: not run again");
+        t.done(&p(0), 6, first.epoch);
+        assert_eq!(t.advance(), vec![(p(0), 8)]);
+        assert!(t.taken(&p(0), 8).is_some());
+    }
+
+    /// Offsets that hold no record (transaction markers, compaction): once
+    /// a read from the first of them returns a record above them, they are
+    /// given up and the watermark moves on.
+    #[test]
+    fn a_gap_that_holds_no_record_is_given_up_after_one_read() {
+        let mut t = Tracker::default();
+        t.assigned(p(0));
+        let epoch = t.taken(&p(0), 5).unwrap().epoch;
+        assert_eq!(t.taken(&p(0), 8).unwrap().read_again_from, Some(6));
+        t.done(&p(0), 5, epoch);
+        t.done(&p(0), 8, epoch);
+        assert_eq!(t.advance(), vec![(p(0), 6)]);
+        // Read again from 6, the broker returns 8 first: 6 and 7 are empty.
+        assert_eq!(t.taken(&p(0), 8), None, "done already");
+        assert_eq!(t.advance(), vec![(p(0), 9)]);
+        // A hole wider than MAX_GAP is not waited for at all.
+        assert_eq!(
+            t.taken(&p(0), 9 + MAX_GAP + 1).unwrap().read_again_from,
+            None
+        );
     }
 
     #[test]
@@ -320,13 +444,13 @@ mod tests {
     fn a_failed_commit_is_made_again() {
         let mut t = Tracker::default();
         t.assigned(p(0));
-        let epoch = t.taken(&p(0), 3).unwrap();
+        let epoch = t.taken(&p(0), 3).unwrap().epoch;
         t.done(&p(0), 3, epoch);
         assert_eq!(t.advance(), vec![(p(0), 4)]);
         assert_eq!(t.advance(), vec![], "handed to a commit already");
         t.commit_failed(&p(0));
         assert_eq!(t.advance(), vec![(p(0), 4)], "the failed commit again");
-        let epoch = t.taken(&p(0), 4).unwrap();
+        let epoch = t.taken(&p(0), 4).unwrap().epoch;
         t.done(&p(0), 4, epoch);
         assert_eq!(t.advance(), vec![(p(0), 5)]);
         assert_eq!(t.advance(), vec![]);
@@ -337,7 +461,7 @@ mod tests {
         let mut t = Tracker::default();
         t.assigned(p(0));
         t.assigned(p(1));
-        let epoch = t.taken(&p(0), 3).unwrap();
+        let epoch = t.taken(&p(0), 3).unwrap().epoch;
         t.revoke_all();
         assert!(t.partitions().is_empty());
         assert!(!t.owns(&p(0), epoch));
