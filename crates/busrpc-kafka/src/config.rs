@@ -27,7 +27,7 @@ pub struct KafkaConfig {
     /// The brokers.
     pub brokers: Brokers,
     /// `prefix`: request topics are `{prefix}.{service}`, inboxes
-    /// `{prefix}.inbox.{id}` (default `busrpc`).
+    /// `{prefix}.inbox.{created_ms}.{owner}` (default `busrpc`).
     pub prefix: String,
     /// `partitions`: partitions of the request topics busrpc creates
     /// (default 8). Servers of a service share its partitions, so at most this
@@ -36,8 +36,9 @@ pub struct KafkaConfig {
     /// `replication`: replication factor of the topics busrpc creates (default 1).
     pub replication: i32,
     /// `inbox_retention_ms`: how long replies stay in an inbox topic (default
-    /// 3600000). Kafka cannot expire a topic, so an inbox its client abandoned
-    /// (killed, not closed) keeps an empty topic; its messages go after this.
+    /// 3600000), and how long an inbox topic may stand still before servers
+    /// take its client for gone and delete it. Live clients write a
+    /// keep-alive record every quarter of it; servers sweep as often.
     pub inbox_retention_ms: u64,
     /// `join_wait_ms`: how long joining a service's consumer group may hold
     /// up a server's start (default 30000). Starting returns once the group

@@ -3,6 +3,7 @@
 
 mod config;
 mod group;
+mod inboxes;
 mod mock;
 pub mod raw;
 mod watermark;
@@ -34,9 +35,11 @@ pub use mock::MockBrokers;
 ///
 /// - Requests of service `S` go to the topic `{prefix}.S`, consumed by the
 ///   consumer group `{prefix}.S`: the servers of `S` share its partitions.
-/// - Each client reads its own inbox topic `{prefix}.inbox.{id}` (one
-///   partition) by `assign()`, not as a group member, so no rebalance can
-///   ever hold up or lose a reply.
+/// - Each client reads its own inbox topic `{prefix}.inbox.{created_ms}.{owner}`
+///   (one partition) by `assign()`, not as a group member, so no rebalance
+///   can ever hold up or lose a reply. It keeps the topic alive with a
+///   keep-alive record every quarter of `inbox_retention_ms`; servers delete
+///   inbox topics that stood still longer than that (their client is gone).
 /// - Headers are Kafka record headers; the payload is the record value.
 ///
 /// Cheap to clone; clones share the producer.
@@ -69,6 +72,8 @@ struct Inner {
     counters: Arc<Counters>,
     /// Held while a request topic's existence is asked for.
     checking: tokio::sync::Mutex<()>,
+    /// Set once this transport's sweeper of abandoned inboxes has started.
+    sweeping: std::sync::atomic::AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -129,6 +134,7 @@ impl KafkaTransport {
                 next_name: AtomicU64::new(1),
                 counters: Arc::default(),
                 checking: tokio::sync::Mutex::new(()),
+                sweeping: std::sync::atomic::AtomicBool::new(false),
             }),
         };
         transport.check_reachable().await?;
@@ -204,6 +210,7 @@ impl KafkaTransport {
             lost_assignments: c.lost_assignments.load(Ordering::Relaxed),
             pauses: c.pauses.load(Ordering::Relaxed),
             refetches: c.refetches.load(Ordering::Relaxed),
+            inboxes_removed: c.inboxes_removed.load(Ordering::Relaxed),
         }
     }
 }
@@ -228,6 +235,9 @@ pub struct KafkaStats {
     /// consumer read its partition again from the first of them (a broker
     /// fault: Tansu 0.6.0 does it under concurrent produces).
     pub refetches: u64,
+    /// Inbox topics of clients gone without closing them that this
+    /// transport's servers deleted (see PROTOCOL.md, "Inboxes").
+    pub inboxes_removed: u64,
 }
 
 #[derive(Default)]
@@ -236,6 +246,7 @@ struct Counters {
     lost_assignments: AtomicU64,
     pauses: AtomicU64,
     refetches: AtomicU64,
+    inboxes_removed: AtomicU64,
 }
 
 fn base_config(config: &KafkaConfig, bootstrap: &str) -> ClientConfig {
@@ -369,6 +380,12 @@ impl Inner {
     }
 }
 
+fn is_keepalive(record: &BorrowedMessage<'_>) -> bool {
+    record
+        .headers()
+        .is_some_and(|h| h.iter().any(|h| h.key == inboxes::KEEPALIVE_HEADER))
+}
+
 fn to_message(record: &BorrowedMessage<'_>) -> Message {
     let mut headers = Headers::new();
     if let Some(kafka) = record.headers() {
@@ -423,6 +440,12 @@ impl Transport for KafkaTransport {
         demand: Demand,
     ) -> Result<Deliveries, TransportError> {
         let (reader, closed) = self.join_group(address, group, demand).await?;
+        // Servers sweep the inbox topics of clients gone without closing
+        // them (the mock cluster cannot delete topics).
+        let inner = &self.inner;
+        if inner.mock.is_none() && !inner.sweeping.swap(true, Ordering::Relaxed) {
+            tokio::spawn(inboxes::sweep(Arc::downgrade(inner)));
+        }
         let deliveries = Deliveries::new(stream::unfold(reader, |mut reader| async move {
             let next = reader.next().await;
             Some((next, reader))
@@ -438,7 +461,7 @@ impl Transport for KafkaTransport {
 
     async fn inbox(&self) -> Result<Inbox, TransportError> {
         let inner = self.inner.clone();
-        let topic = format!("{}{}", inner.inbox_prefix, inner.name());
+        let topic = inboxes::name(&inner.inbox_prefix, &inner.name());
         inner
             .ensure_topic(&topic, 1, Some(inner.config.inbox_retention_ms))
             .await?;
@@ -459,10 +482,21 @@ impl Transport for KafkaTransport {
         consumer.assign(&assignment).map_err(transport_error)?;
         // The consumer first, then the transport: a tuple drops in that
         // order, so the brokers (a mock cluster) outlive the consumer's close.
-        let messages = stream::unfold((consumer, inner.clone()), |state| async move {
-            let next = match state.0.recv().await {
-                Ok(record) => Ok(to_message(&record)),
-                Err(e) => Err(transport_error(e)),
+        // Its keep-alive records tell the servers' sweepers it is alive; the
+        // writer stops once the inbox is gone (its sender dropped).
+        let (alive, gone) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(inboxes::keep_alive(
+            Arc::downgrade(&inner),
+            topic.clone(),
+            gone,
+        ));
+        let messages = stream::unfold((consumer, inner.clone(), alive), |state| async move {
+            let next = loop {
+                match state.0.recv().await {
+                    Ok(record) if is_keepalive(&record) => continue,
+                    Ok(record) => break Ok(to_message(&record)),
+                    Err(e) => break Err(transport_error(e)),
+                }
             };
             Some((next, state))
         });

@@ -1,0 +1,256 @@
+//! Process-level behaviour on a real broker (`BUSRPC_KAFKA_URL`, default
+//! kafka://127.0.0.1:9092; scripts/test.sh starts Tansu there): a server
+//! process stopped by SIGTERM under load, and a client process killed with
+//! SIGKILL, whose inbox topic the servers then delete.
+//!
+//! The other processes are this test binary run again with `child_process`
+//! and `BUSRPC_CHILD` set (the test is ignored otherwise).
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use busrpc_core::{Client, ClientConfig, Router, RpcError, Server};
+use busrpc_kafka::KafkaTransport;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+const CHILD: &str = "BUSRPC_CHILD";
+
+fn kafka_url() -> String {
+    std::env::var("BUSRPC_KAFKA_URL").unwrap_or_else(|_| "kafka://127.0.0.1:9092".to_owned())
+}
+
+/// Run by the tests below in a process of its own, as `BUSRPC_CHILD` says:
+/// `server URL SERVICE` serves `work` until SIGTERM, then shuts down
+/// gracefully; `client URL` connects a client, prints its inbox and waits
+/// to be killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a server or client process for the tests of this file"]
+async fn child_process() {
+    let Ok(spec) = std::env::var(CHILD) else {
+        return;
+    };
+    let mut words = spec.split(' ');
+    let (role, url) = (words.next().unwrap(), words.next().expect("URL"));
+    let transport = Arc::new(KafkaTransport::connect(url).await.expect("broker"));
+    if role == "client" {
+        let client = Client::connect(transport.clone()).await.unwrap();
+        println!("inbox {}", client.inbox_address());
+        println!("ready");
+        std::future::pending::<()>().await;
+    }
+    let service = words.next().expect("SERVICE");
+    let router = Router::new().method("work", |(n,): (u64,)| async move {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        Ok::<_, RpcError>(n)
+    });
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
+    let server = Server::new(transport, service, router)
+        .start()
+        .await
+        .unwrap();
+    println!("ready");
+    terminate.recv().await;
+    server.shutdown().await;
+    println!("stopped");
+}
+
+/// Starts a child process (see [`child_process`]) and waits until it is
+/// ready, returning it and what it printed before.
+async fn spawn_child(spec: String) -> (tokio::process::Child, Vec<String>) {
+    let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_process", "--ignored", "--nocapture"])
+        .env(CHILD, spec)
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let printed = tokio::time::timeout(Duration::from_secs(90), async {
+        let mut printed = Vec::new();
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.trim() == "ready" {
+                return Some(printed);
+            }
+            printed.push(line);
+        }
+        None
+    })
+    .await;
+    let printed = printed.ok().flatten().expect("the child process started");
+    // Keep reading its output, or it blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, printed)
+}
+
+async fn spawn_server(url: &str, service: &str) -> tokio::process::Child {
+    spawn_child(format!("server {url} {service}")).await.0
+}
+
+/// One of three servers gets SIGTERM while 12,000 calls run: it finishes
+/// what it holds, makes its last commit and leaves the group before
+/// exiting, so the two others take over from exactly where it stopped.
+/// Every call is answered, and none twice (a second answer would reach its
+/// client, which drops and counts it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_of_one_of_three_servers_under_load() {
+    busrpc_conformance::log_if_asked();
+    const CLIENTS: u64 = 4;
+    const CALLS: u64 = 3_000;
+    // One record per batch: see conformance_tansu.rs.
+    let url = format!("{}?partitions=6&batch.num.messages=1", kafka_url());
+    let service = format!("sigterm-{}", std::process::id());
+    let mut servers = Vec::new();
+    for _ in 0..3 {
+        servers.push(spawn_server(&url, &service).await);
+    }
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        let transport = Arc::new(KafkaTransport::connect(&url).await.unwrap());
+        let config = ClientConfig::default()
+            .timeout(Duration::from_secs(120))
+            .max_in_flight(32);
+        clients.push(Client::connect_with(transport, config).await.unwrap());
+    }
+    let answered = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let load = clients.iter().cloned().enumerate().map(|(i, client)| {
+        let (service, answered) = (service.clone(), answered.clone());
+        tokio::spawn(async move {
+            let calls = (0..CALLS).map(|j| {
+                let (client, service, answered) = (&client, &service, &answered);
+                async move {
+                    let n = i as u64 * CALLS + j;
+                    let reply = client.call::<u64>(service, "work", (n,)).await;
+                    answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    (n, reply)
+                }
+            });
+            futures_util::future::join_all(calls).await
+        })
+    });
+    let load: Vec<_> = load.collect();
+    // SIGTERM once a third of the calls are answered.
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(120);
+    while answered.load(std::sync::atomic::Ordering::Relaxed) < CLIENTS * CALLS / 3 {
+        assert!(
+            tokio::time::Instant::now() < give_up,
+            "the calls are answered"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let stopping = servers.remove(0);
+    let pid = stopping.id().unwrap().to_string();
+    let killed = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(killed.success());
+    let mut stopping = stopping;
+    let exit = tokio::time::timeout(Duration::from_secs(60), stopping.wait())
+        .await
+        .expect("the server stops within its grace")
+        .unwrap();
+    assert!(exit.success(), "the stopped server exits cleanly: {exit}");
+    for results in load {
+        for (n, reply) in results.await.unwrap() {
+            assert_eq!(reply.unwrap_or_else(|e| panic!("call {n}: {e}")), n);
+        }
+    }
+    let twice: u64 = clients.iter().map(|c| c.stats().replies_dropped).sum();
+    println!(
+        "SIGTERM of one of three servers: {} calls, {twice} answered twice",
+        CLIENTS * CALLS
+    );
+    assert_eq!(twice, 0, "calls answered twice");
+}
+
+async fn topics(url: &str) -> Vec<String> {
+    let bootstrap = url
+        .trim_start_matches("kafka://")
+        .split('?')
+        .next()
+        .unwrap()
+        .to_owned();
+    tokio::task::spawn_blocking(move || {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .create()
+            .unwrap();
+        let metadata = consumer
+            .fetch_metadata(None, Duration::from_secs(10))
+            .unwrap();
+        metadata
+            .topics()
+            .iter()
+            .map(|t| t.name().to_owned())
+            .collect()
+    })
+    .await
+    .unwrap()
+}
+
+/// A client killed with SIGKILL never deletes its inbox topic; a server
+/// deletes it once it has not moved for `inbox_retention_ms`. A live client
+/// that stays idle that long keeps its inbox (its keep-alive records move
+/// it) and is answered afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_clients_inbox_is_deleted_and_a_live_ones_kept() {
+    busrpc_conformance::log_if_asked();
+    const RETENTION: Duration = Duration::from_secs(2);
+    let url = format!(
+        "{}?inbox_retention_ms={}&batch.num.messages=1",
+        kafka_url(),
+        RETENTION.as_millis()
+    );
+    let service = format!("inbox-sweep-{}", std::process::id());
+    let (mut killed, printed) = spawn_child(format!("client {url}")).await;
+    let inbox = printed
+        .iter()
+        .find_map(|line| line.strip_prefix("inbox "))
+        .expect("the client prints its inbox")
+        .to_owned();
+    assert!(topics(&url).await.contains(&inbox), "{inbox} exists");
+    killed.kill().await.unwrap();
+
+    let transport = Arc::new(KafkaTransport::connect(&url).await.unwrap());
+    let router = Router::new().method("work", |(n,): (u64,)| async move { Ok::<_, RpcError>(n) });
+    let server = Server::new(transport.clone(), &service, router)
+        .start()
+        .await
+        .unwrap();
+    let live = Client::connect_with(
+        Arc::new(KafkaTransport::connect(&url).await.unwrap()),
+        ClientConfig::default().timeout(Duration::from_secs(30)),
+    )
+    .await
+    .unwrap();
+    let connected = tokio::time::Instant::now();
+    let give_up = connected + Duration::from_secs(60);
+    while topics(&url).await.contains(&inbox) {
+        assert!(
+            tokio::time::Instant::now() < give_up,
+            "{inbox} is deleted after its client was killed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        transport.stats().inboxes_removed >= 1,
+        "{:?}",
+        transport.stats()
+    );
+    // The live client stays idle for three retentions (time passing is what
+    // is tested here), while the server sweeps every half second.
+    tokio::time::sleep_until(connected + RETENTION * 3).await;
+    assert!(
+        topics(&url)
+            .await
+            .contains(&live.inbox_address().to_owned()),
+        "a live client's inbox is kept"
+    );
+    assert_eq!(live.call::<u64>(&service, "work", (7,)).await.unwrap(), 7);
+    live.close().await;
+    server.shutdown().await;
+}
