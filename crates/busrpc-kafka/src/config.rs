@@ -27,7 +27,7 @@ pub struct KafkaConfig {
     /// The brokers.
     pub brokers: Brokers,
     /// `prefix`: request topics are `{prefix}.{service}`, inboxes
-    /// `{prefix}.inbox.{created_ms}.{owner}` (default `busrpc`).
+    /// `{prefix}.inbox.{created_ms}.{retention_ms}.{owner}` (default `busrpc`).
     pub prefix: String,
     /// `partitions`: partitions of the request topics busrpc creates
     /// (default 8). Servers of a service share its partitions, so at most this

@@ -1,13 +1,16 @@
 //! Inbox topics that cannot pile up.
 //!
 //! Kafka cannot expire a topic, and a client that is killed never deletes
-//! its inbox. So each inbox's name carries its creation time and its
-//! owner (`{prefix}.inbox.{created_ms}.{instance}-{n}`), a live client
-//! writes a keep-alive record into its own inbox every quarter of
-//! `inbox_retention_ms` (replies move it too), and every server sweeps, as
-//! often: an inbox topic whose end offset has not moved for
-//! `inbox_retention_ms` while the server watched, and older than that by
-//! its name, has no client left and is deleted.
+//! its inbox. So each inbox's name carries its creation time, its client's
+//! `inbox_retention_ms` and its owner
+//! (`{prefix}.inbox.{created_ms}.{retention_ms}.{instance}-{n}`), a live
+//! client writes a keep-alive record into its own inbox every quarter of
+//! its retention (replies move it too), and every server sweeps, every
+//! quarter of its own: an inbox topic whose end offset has not moved for
+//! the retention its name gives while the server watched, and older than
+//! that by its name, has no client left and is deleted. The retention comes
+//! from the name, not the server, so a server configured with a shorter one
+//! never deletes a live client's inbox between two keep-alives.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -37,20 +40,25 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// A new inbox topic's name: `{inbox_prefix}{created_ms}.{owner}`.
-pub(crate) fn name(inbox_prefix: &str, owner: &str) -> String {
-    format!("{inbox_prefix}{}.{owner}", now_ms())
+/// A new inbox topic's name: `{inbox_prefix}{created_ms}.{retention_ms}.{owner}`.
+pub(crate) fn name(inbox_prefix: &str, retention_ms: u64, owner: &str) -> String {
+    format!("{inbox_prefix}{}.{retention_ms}.{owner}", now_ms())
 }
 
-/// The creation time an inbox topic's name carries, if it is one of
-/// busrpc's (a foreign client's inbox, named otherwise, is never swept).
-pub(crate) fn created_ms(topic: &str, inbox_prefix: &str) -> Option<u64> {
-    let rest = topic.strip_prefix(inbox_prefix)?;
-    let (created, owner) = rest.split_once('.')?;
-    if owner.is_empty() || created.is_empty() || !created.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    created.parse().ok()
+/// The creation time and retention an inbox topic's name carries, if it is
+/// one of busrpc's (a foreign client's inbox, named otherwise, is never
+/// swept).
+pub(crate) fn parse(topic: &str, inbox_prefix: &str) -> Option<(u64, u64)> {
+    let number = |s: &str| {
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse().ok())
+            .flatten()
+    };
+    let mut parts = topic.strip_prefix(inbox_prefix)?.splitn(3, '.');
+    let created = number(parts.next()?)?;
+    let retention = number(parts.next()?)?;
+    let owner = parts.next()?;
+    (!owner.is_empty()).then_some((created, retention))
 }
 
 /// Writes a keep-alive record into `topic` every [`interval`] until
@@ -116,11 +124,16 @@ async fn sweep_once(inner: &Arc<Inner>, seen: &mut Seen) -> Result<(), Transport
             .map_err(transport_error)?;
         let mut ends = Vec::new();
         for topic in metadata.topics() {
-            let Some(created) = created_ms(topic.name(), &asking.inbox_prefix) else {
+            let Some((created, retention)) = parse(topic.name(), &asking.inbox_prefix) else {
                 continue;
             };
             match client.fetch_watermarks(topic.name(), 0, Duration::from_secs(10)) {
-                Ok((_, end)) => ends.push((topic.name().to_owned(), created, end)),
+                Ok((_, end)) => ends.push(Inbox {
+                    topic: topic.name().to_owned(),
+                    created,
+                    retention,
+                    end,
+                }),
                 Err(e) => {
                     tracing::debug!(inbox = topic.name(), error = %e, "reading an inbox's end offset");
                 }
@@ -130,8 +143,7 @@ async fn sweep_once(inner: &Arc<Inner>, seen: &mut Seen) -> Result<(), Transport
     })
     .await
     .map_err(|e| TransportError::Other(Box::new(e)))??;
-    let retention = Duration::from_millis(inner.config.inbox_retention_ms);
-    let stale = abandoned(seen, ends, Instant::now(), now_ms(), retention);
+    let stale = abandoned(seen, ends, Instant::now(), now_ms());
     if stale.is_empty() {
         return Ok(());
     }
@@ -160,31 +172,35 @@ async fn sweep_once(inner: &Arc<Inner>, seen: &mut Seen) -> Result<(), Transport
     Ok(())
 }
 
+/// An inbox topic as a sweep found it.
+#[derive(Clone, Debug)]
+struct Inbox {
+    topic: String,
+    /// Its creation time and its client's retention, from its name.
+    created: u64,
+    retention: u64,
+    /// Its end offset now.
+    end: i64,
+}
+
 /// Updates `seen` with the inbox topics' end offsets now, and returns those
-/// abandoned: their end has not moved for `retention` while watched, and
-/// their name says they are older than that.
-fn abandoned(
-    seen: &mut Seen,
-    ends: Vec<(String, u64, i64)>,
-    now: Instant,
-    now_ms: u64,
-    retention: Duration,
-) -> Vec<String> {
-    let retention_ms = u64::try_from(retention.as_millis()).unwrap_or(u64::MAX);
-    seen.retain(|topic, _| ends.iter().any(|(t, ..)| t == topic));
+/// abandoned: their end has not moved for their retention while watched,
+/// and their name says they are older than that.
+fn abandoned(seen: &mut Seen, ends: Vec<Inbox>, now: Instant, now_ms: u64) -> Vec<String> {
+    seen.retain(|topic, _| ends.iter().any(|i| i.topic == *topic));
     let mut stale = Vec::new();
-    for (topic, created, end) in ends {
-        match seen.get_mut(&topic) {
-            Some((last, since)) if *last == end => {
-                if now.duration_since(*since) >= retention
-                    && now_ms.saturating_sub(created) >= retention_ms
+    for inbox in ends {
+        match seen.get_mut(&inbox.topic) {
+            Some((last, since)) if *last == inbox.end => {
+                if now.duration_since(*since) >= Duration::from_millis(inbox.retention)
+                    && now_ms.saturating_sub(inbox.created) >= inbox.retention
                 {
-                    stale.push(topic);
+                    stale.push(inbox.topic);
                 }
             }
-            Some(entry) => *entry = (end, now),
+            Some(entry) => *entry = (inbox.end, now),
             None => {
-                seen.insert(topic, (end, now));
+                seen.insert(inbox.topic, (inbox.end, now));
             }
         }
     }
@@ -196,51 +212,63 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_busrpc_inbox_names_carry_a_creation_time() {
+    fn only_busrpc_inbox_names_carry_a_creation_time_and_retention() {
         let prefix = "busrpc.inbox.";
         assert_eq!(
-            created_ms("busrpc.inbox.1764590000000.ab12-3", prefix),
-            Some(1_764_590_000_000)
+            parse("busrpc.inbox.1764590000000.3600000.ab12-3", prefix),
+            Some((1_764_590_000_000, 3_600_000))
         );
-        let made = name(prefix, "ab12-3");
-        assert!(created_ms(&made, prefix).is_some(), "{made}");
+        let made = name(prefix, 2000, "ab12-3");
+        assert_eq!(parse(&made, prefix).map(|(_, r)| r), Some(2000), "{made}");
         for foreign in [
             "busrpc.inbox.ab12-3",
-            "busrpc.inbox.17x.ab12-3",
-            "busrpc.inbox.1764590000000.",
+            "busrpc.inbox.1764590000000.ab12-3",
+            "busrpc.inbox.17x.2000.ab12-3",
+            "busrpc.inbox.1764590000000.2000.",
             "my-inbox",
             "busrpc.svc",
         ] {
-            assert_eq!(created_ms(foreign, prefix), None, "{foreign}");
+            assert_eq!(parse(foreign, prefix), None, "{foreign}");
         }
     }
 
     #[test]
-    fn an_inbox_is_abandoned_only_after_a_whole_retention_without_moving() {
-        let retention = Duration::from_secs(60);
+    fn an_inbox_is_abandoned_only_after_its_whole_retention_without_moving() {
         let start = Instant::now();
         let old = 1_000_000;
         let now_ms = old + 3_600_000;
         let mut seen = Seen::new();
-        let ends = |end: i64| vec![("busrpc.inbox.1.a".to_owned(), old, end)];
-        assert!(abandoned(&mut seen, ends(5), start, now_ms, retention).is_empty());
+        let ends = |end: i64| {
+            vec![Inbox {
+                topic: "busrpc.inbox.1.60000.a".to_owned(),
+                created: old,
+                retention: 60_000,
+                end,
+            }]
+        };
+        assert!(abandoned(&mut seen, ends(5), start, now_ms).is_empty());
         let later = start + Duration::from_secs(59);
-        assert!(abandoned(&mut seen, ends(5), later, now_ms, retention).is_empty());
+        assert!(abandoned(&mut seen, ends(5), later, now_ms).is_empty());
         // It moved (a reply, or its client's keep-alive): watched afresh.
         let moved = start + Duration::from_secs(61);
-        assert!(abandoned(&mut seen, ends(6), moved, now_ms, retention).is_empty());
+        assert!(abandoned(&mut seen, ends(6), moved, now_ms).is_empty());
         let still = moved + Duration::from_secs(59);
-        assert!(abandoned(&mut seen, ends(6), still, now_ms, retention).is_empty());
+        assert!(abandoned(&mut seen, ends(6), still, now_ms).is_empty());
         let gone = moved + Duration::from_secs(60);
         assert_eq!(
-            abandoned(&mut seen, ends(6), gone, now_ms, retention),
-            vec!["busrpc.inbox.1.a".to_owned()]
+            abandoned(&mut seen, ends(6), gone, now_ms),
+            vec!["busrpc.inbox.1.60000.a".to_owned()]
         );
-        // A topic created less than a retention ago by its name is kept.
+        // A topic created less than its retention ago by its name is kept.
         let mut seen = Seen::new();
-        let young = vec![("busrpc.inbox.2.b".to_owned(), now_ms - 1_000, 0)];
-        abandoned(&mut seen, young.clone(), start, now_ms, retention);
+        let young = vec![Inbox {
+            topic: "busrpc.inbox.2.60000.b".to_owned(),
+            created: now_ms - 1_000,
+            retention: 60_000,
+            end: 0,
+        }];
+        abandoned(&mut seen, young.clone(), start, now_ms);
         let after = start + Duration::from_secs(120);
-        assert!(abandoned(&mut seen, young, after, now_ms, retention).is_empty());
+        assert!(abandoned(&mut seen, young, after, now_ms).is_empty());
     }
 }

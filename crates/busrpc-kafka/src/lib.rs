@@ -35,7 +35,8 @@ pub use mock::MockBrokers;
 ///
 /// - Requests of service `S` go to the topic `{prefix}.S`, consumed by the
 ///   consumer group `{prefix}.S`: the servers of `S` share its partitions.
-/// - Each client reads its own inbox topic `{prefix}.inbox.{created_ms}.{owner}`
+/// - Each client reads its own inbox topic
+///   `{prefix}.inbox.{created_ms}.{retention_ms}.{owner}`
 ///   (one partition) by `assign()`, not as a group member, so no rebalance
 ///   can ever hold up or lose a reply. It keeps the topic alive with a
 ///   keep-alive record every quarter of `inbox_retention_ms`; servers delete
@@ -461,7 +462,11 @@ impl Transport for KafkaTransport {
 
     async fn inbox(&self) -> Result<Inbox, TransportError> {
         let inner = self.inner.clone();
-        let topic = inboxes::name(&inner.inbox_prefix, &inner.name());
+        let topic = inboxes::name(
+            &inner.inbox_prefix,
+            inner.config.inbox_retention_ms,
+            &inner.name(),
+        );
         inner
             .ensure_topic(&topic, 1, Some(inner.config.inbox_retention_ms))
             .await?;
