@@ -164,24 +164,14 @@ impl ConsumerContext for GroupContext {
             // be refused or, worse, land over their new owner's.
             Rebalance::Error(e) => {
                 tracing::warn!(error = %e, "the group rebalance failed; this member gives up its partitions");
-                self.counters
-                    .lost_assignments
-                    .fetch_add(1, Ordering::Relaxed);
-                lock(&self.unsaved).clear();
-                self.ledger.lock().revoke_all();
-                self.unpause(consumer, None);
+                self.lose_everything(consumer);
             }
             Rebalance::Revoke(revoked) if consumer.assignment_lost() => {
                 tracing::warn!(
                     partitions = revoked.count(),
                     "the partitions were lost (the session expired); nothing is committed for them"
                 );
-                self.counters
-                    .lost_assignments
-                    .fetch_add(1, Ordering::Relaxed);
-                lock(&self.unsaved).clear();
-                self.ledger.lock().revoke_all();
-                self.unpause(consumer, None);
+                self.lose_everything(consumer);
             }
             Rebalance::Revoke(revoked) => {
                 self.revoke(consumer, revoked);
@@ -219,6 +209,17 @@ fn partition_list<'a>(partitions: impl IntoIterator<Item = &'a Partition>) -> To
 }
 
 impl GroupContext {
+    /// Drops every partition with nothing committed or answered for it, and
+    /// counts the loss.
+    fn lose_everything(&self, consumer: &BaseConsumer<Self>) {
+        self.counters
+            .lost_assignments
+            .fetch_add(1, Ordering::Relaxed);
+        lock(&self.unsaved).clear();
+        self.ledger.lock().revoke_all();
+        self.unpause(consumer, None);
+    }
+
     /// Resumes the paused partitions among `revoked` (all if `None`) and
     /// forgets them: see [`Pauses`].
     fn unpause(&self, consumer: &BaseConsumer<Self>, revoked: Option<&TopicPartitionList>) {

@@ -10,9 +10,8 @@ use busrpc_core::{Client, ClientConfig, Error, Router, RpcError, Server, ServerH
 use busrpc_kafka::KafkaTransport;
 use rdkafka::types::RDKafkaRespErr;
 
-fn kafka_url() -> String {
-    std::env::var("BUSRPC_KAFKA_URL").unwrap_or_else(|_| "kafka://127.0.0.1:9092".to_owned())
-}
+mod common;
+use common::{kafka_url, topics};
 
 fn mock_url(test: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);
@@ -158,12 +157,9 @@ async fn inbox_topic_is_deleted_on_close() {
     .unwrap();
     first_success(&client, &service, Duration::from_secs(60)).await;
     let inbox = client.inbox_address().to_owned();
-    assert!(topics(&transport).await.contains(&inbox));
+    assert!(topics(&url).await.contains(&inbox));
     client.close().await;
-    assert!(
-        !topics(&transport).await.contains(&inbox),
-        "{inbox} was deleted"
-    );
+    assert!(!topics(&url).await.contains(&inbox), "{inbox} was deleted");
 
     tokio::time::sleep(Duration::from_secs(2)).await;
     let next = Client::connect(transport).await.unwrap();
@@ -172,34 +168,6 @@ async fn inbox_topic_is_deleted_on_close() {
         "RPC again!"
     );
     server.shutdown().await;
-}
-
-async fn topics(transport: &Arc<KafkaTransport>) -> Vec<String> {
-    let url = kafka_url();
-    let _ = transport;
-    tokio::task::spawn_blocking(move || {
-        use rdkafka::consumer::{BaseConsumer, Consumer};
-        let bootstrap = url
-            .trim_start_matches("kafka://")
-            .split('?')
-            .next()
-            .unwrap()
-            .to_owned();
-        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", bootstrap)
-            .create()
-            .unwrap();
-        let metadata = consumer
-            .fetch_metadata(None, Duration::from_secs(10))
-            .unwrap();
-        metadata
-            .topics()
-            .iter()
-            .map(|t| t.name().to_owned())
-            .collect()
-    })
-    .await
-    .unwrap()
 }
 
 /// docs/PROTOCOL.md's recipe, followed by a Python client with kafka-python:

@@ -16,9 +16,8 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 const CHILD: &str = "BUSRPC_CHILD";
 
-fn kafka_url() -> String {
-    std::env::var("BUSRPC_KAFKA_URL").unwrap_or_else(|_| "kafka://127.0.0.1:9092".to_owned())
-}
+mod common;
+use common::{kafka_url, topics};
 
 /// Run by the tests below in a process of its own, as `BUSRPC_CHILD` says:
 /// `server URL SERVICE` serves `work` until SIGTERM, then shuts down
@@ -164,32 +163,6 @@ async fn sigterm_of_one_of_three_servers_under_load() {
         CLIENTS * CALLS
     );
     assert_eq!(twice, 0, "calls answered twice");
-}
-
-async fn topics(url: &str) -> Vec<String> {
-    let bootstrap = url
-        .trim_start_matches("kafka://")
-        .split('?')
-        .next()
-        .unwrap()
-        .to_owned();
-    tokio::task::spawn_blocking(move || {
-        use rdkafka::consumer::{BaseConsumer, Consumer};
-        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", bootstrap)
-            .create()
-            .unwrap();
-        let metadata = consumer
-            .fetch_metadata(None, Duration::from_secs(10))
-            .unwrap();
-        metadata
-            .topics()
-            .iter()
-            .map(|t| t.name().to_owned())
-            .collect()
-    })
-    .await
-    .unwrap()
 }
 
 /// A client killed with SIGKILL never deletes its inbox topic; a server
