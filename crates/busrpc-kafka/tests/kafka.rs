@@ -616,6 +616,27 @@ async fn a_failed_commit_is_made_again() {
     server.shutdown().await;
 }
 
+/// How many times each `hold` call ran.
+type Runs = Arc<std::sync::Mutex<std::collections::HashMap<u64, u32>>>;
+
+/// Routers with one method, `hold(n)`: returns `n`, counted in `runs`; the
+/// call with `n == held` first waits for a permit of `gate`.
+fn held_router(gate: Arc<tokio::sync::Semaphore>, held: u64, runs: Runs) -> impl Fn() -> Router {
+    move || {
+        let (gate, runs) = (gate.clone(), runs.clone());
+        Router::new().method("hold", move |(n,): (u64,)| {
+            let gate = gate.clone();
+            *runs.lock().unwrap().entry(n).or_default() += 1;
+            async move {
+                if n == held {
+                    let _ = gate.acquire().await;
+                }
+                Ok::<_, RpcError>(n)
+            }
+        })
+    }
+}
+
 /// A server whose every handler slot is taken (by a call held until the
 /// test lets it go) still takes part in its group: its consumer thread
 /// pauses the partitions instead of not polling, so a second member joins,
@@ -625,21 +646,7 @@ async fn a_saturated_server_still_takes_part_in_rebalances() {
     use busrpc_core::ServerConfig;
     let url = format!("{}?partitions=2", mock_url("saturated"));
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    let router = {
-        let gate = gate.clone();
-        move || {
-            let gate = gate.clone();
-            Router::new().method("hold", move |(n,): (u64,)| {
-                let gate = gate.clone();
-                async move {
-                    if n == 0 {
-                        let _ = gate.acquire().await;
-                    }
-                    Ok::<_, RpcError>(n)
-                }
-            })
-        }
-    };
+    let router = held_router(gate.clone(), 0, Runs::default());
     let first = Arc::new(KafkaTransport::connect(&url).await.unwrap());
     let a = Server::new(first.clone(), "svc", router())
         .with_config(ServerConfig::default().concurrency(1))
@@ -711,28 +718,12 @@ async fn a_saturated_server_still_takes_part_in_rebalances() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_paused_server_never_reads_its_partitions_again_from_the_start() {
     use busrpc_core::ServerConfig;
-    use std::collections::HashMap;
     busrpc_conformance::log_if_asked();
     const HELD: u64 = 100;
     let url = format!("{}?partitions=2&brokers=2", mock_url("paused-rebalance"));
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    let runs = Arc::new(std::sync::Mutex::new(HashMap::<u64, u32>::new()));
-    let router = {
-        let (gate, runs) = (gate.clone(), runs.clone());
-        move || {
-            let (gate, runs) = (gate.clone(), runs.clone());
-            Router::new().method("hold", move |(n,): (u64,)| {
-                let gate = gate.clone();
-                *runs.lock().unwrap().entry(n).or_default() += 1;
-                async move {
-                    if n == HELD {
-                        let _ = gate.acquire().await;
-                    }
-                    Ok::<_, RpcError>(n)
-                }
-            })
-        }
-    };
+    let runs = Runs::default();
+    let router = held_router(gate.clone(), HELD, runs.clone());
     let first = Arc::new(KafkaTransport::connect(&url).await.unwrap());
     let cluster = first.mock_cluster().unwrap().clone();
     let topic = first.service_address("svc");
