@@ -1,6 +1,6 @@
 //! A server's membership of its service's consumer group.
 //!
-//! The consumer lives on a thread of its own, which polls it without pause:
+//! The consumer lives on a thread of its own, which polls it continuously:
 //! librdkafka runs rebalance and commit callbacks only from a poll, and they
 //! may block (a revocation waits for replies on their way, then commits
 //! synchronously). On the async runtime that would stall a worker, and on a
@@ -185,13 +185,11 @@ impl ConsumerContext for GroupContext {
 ///
 /// librdkafka keeps a partition the application paused paused across a
 /// revocation and a later assignment, and a partition resumed before its
-/// fetch position is known (its committed offset still being looked up, as
-/// after an assignment) starts again from `auto.offset.reset`, the
-/// beginning: on Tansu, whose offset lookups are slow, a server read its
-/// partitions from the start over and over. So only partitions with a
-/// record read under their current assignment are paused (their position
-/// is then the next record), and every pause is undone before its partition
-/// is revoked.
+/// fetch position is known starts again from `auto.offset.reset`, the
+/// beginning (librdkafka 2.12, `rd_kafka_toppar_pause_resume`). So only
+/// partitions with a record read under their current assignment are paused
+/// (their position is then the next record), and every pause is undone
+/// before its partition is revoked.
 #[derive(Default)]
 pub(crate) struct Pauses {
     /// Partitions a record has been read from under their current assignment.
@@ -517,32 +515,34 @@ impl ConsumerThread {
             return;
         }
         self.paused = pause;
-        tracing::debug!(
-            pause,
-            waiting,
-            demand = self.demand.now(),
-            "pausing or resuming the partitions"
-        );
-        let context = self.consumer.context();
-        let mut pauses = lock(&context.pauses);
-        let (list, outcome) = if pause {
+        tracing::debug!(pause, waiting, "pausing or resuming the partitions");
+        let list = {
+            let mut pauses = lock(&self.consumer.context().pauses);
+            if pause {
+                pauses.paused = pauses.reading.clone();
+                partition_list(&pauses.paused)
+            } else {
+                let list = partition_list(&pauses.paused);
+                pauses.paused.clear();
+                list
+            }
+        };
+        if pause {
             self.counters.pauses.fetch_add(1, Ordering::Relaxed);
             self.resume_again_at = None;
-            let list = partition_list(&pauses.reading);
-            pauses.paused = pauses.reading.clone();
-            drop(pauses);
-            let outcome = (list.count() > 0).then(|| self.consumer.pause(&list));
-            (list, outcome)
         } else {
             self.resume_again_at = Some(Instant::now() + RESUME_AGAIN_AFTER);
-            let list = partition_list(&pauses.paused);
-            pauses.paused.clear();
-            drop(pauses);
-            let outcome = (list.count() > 0).then(|| self.consumer.resume(&list));
-            (list, outcome)
+        }
+        if list.count() == 0 {
+            return;
+        }
+        let outcome = if pause {
+            self.consumer.pause(&list)
+        } else {
+            self.consumer.resume(&list)
         };
-        if let Some(Err(e)) = outcome {
-            tracing::debug!(error = %e, pause, partitions = list.count(), "pausing or resuming the partitions");
+        if let Err(e) = outcome {
+            tracing::debug!(error = %e, pause, "pausing or resuming the partitions failed");
         }
     }
 

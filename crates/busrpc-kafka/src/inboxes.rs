@@ -61,18 +61,15 @@ pub(crate) fn parse(topic: &str, inbox_prefix: &str) -> Option<(u64, u64)> {
     (!owner.is_empty()).then_some((created, retention))
 }
 
-/// Writes a keep-alive record into `topic` every [`interval`] until
-/// `closed` resolves or its sender is dropped (the inbox is gone).
+/// Writes a keep-alive record into `topic` every `every` until `closed`
+/// resolves or its sender is dropped (the inbox is gone).
 pub(crate) async fn keep_alive(
     inner: Weak<Inner>,
     topic: String,
+    every: Duration,
     mut closed: oneshot::Receiver<()>,
 ) {
     loop {
-        let every = match inner.upgrade() {
-            Some(inner) => interval(inner.config.inbox_retention_ms),
-            None => return,
-        };
         tokio::select! {
             _ = &mut closed => return,
             () = tokio::time::sleep(every) => {}

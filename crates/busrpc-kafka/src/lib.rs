@@ -9,7 +9,7 @@ pub mod raw;
 mod watermark;
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -74,7 +74,7 @@ struct Inner {
     /// Held while a request topic's existence is asked for.
     checking: tokio::sync::Mutex<()>,
     /// Set once this transport's sweeper of abandoned inboxes has started.
-    sweeping: std::sync::atomic::AtomicBool,
+    sweeping: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -135,7 +135,7 @@ impl KafkaTransport {
                 next_name: AtomicU64::new(1),
                 counters: Arc::default(),
                 checking: tokio::sync::Mutex::new(()),
-                sweeping: std::sync::atomic::AtomicBool::new(false),
+                sweeping: AtomicBool::new(false),
             }),
         };
         transport.check_reachable().await?;
@@ -222,8 +222,8 @@ impl KafkaTransport {
 #[non_exhaustive]
 pub struct KafkaStats {
     /// Commits of finished requests' offsets that failed. Each is made again
-    /// (asynchronous ones after a short wait), so a failure costs only the
-    /// reruns of a crash in the meantime.
+    /// 200 ms later, so a failure costs only the reruns of a crash in the
+    /// meantime.
     pub commit_failures: u64,
     /// Assignments lost without a revocation (a failed rebalance, an expired
     /// session): the member dropped those partitions, sending no reply and
@@ -431,9 +431,9 @@ impl Transport for KafkaTransport {
         Some(limit.saturating_sub(RECORD_OVERHEAD_BYTES))
     }
 
-    /// The consumer thread hands over no more requests than `demand` asks
-    /// for; when that many wait, it pauses its partitions (and goes on
-    /// polling, so its group never waits on it).
+    /// The consumer thread reads up to 256 requests ahead of `demand`; when
+    /// that many wait, it pauses its partitions (and goes on polling, so its
+    /// group never waits on it) until half of them have been taken.
     async fn consume(
         &self,
         address: &str,
@@ -493,6 +493,7 @@ impl Transport for KafkaTransport {
         tokio::spawn(inboxes::keep_alive(
             Arc::downgrade(&inner),
             topic.clone(),
+            inboxes::interval(inner.config.inbox_retention_ms),
             gone,
         ));
         let messages = stream::unfold((consumer, inner.clone(), alive), |state| async move {

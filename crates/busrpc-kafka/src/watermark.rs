@@ -89,11 +89,8 @@ impl Watermark {
 
     /// The offset to commit: every offset below it is done.
     pub(crate) fn committable(&self) -> Option<i64> {
-        let pending = match (self.in_flight.first(), self.gaps.first()) {
-            (Some(a), Some(b)) => Some(*a.min(b)),
-            (a, b) => a.or(b).copied(),
-        };
-        pending.or(self.next)
+        let pending = self.in_flight.first().into_iter().chain(self.gaps.first());
+        pending.min().copied().or(self.next)
     }
 
     /// The offset to commit now, if it moved since the last commit.
