@@ -29,6 +29,7 @@ async fn child_process() {
     let Ok(spec) = std::env::var(CHILD) else {
         return;
     };
+    busrpc_conformance::log_if_asked();
     let mut words = spec.split(' ');
     let (role, url) = (words.next().unwrap(), words.next().expect("URL"));
     let transport = Arc::new(KafkaTransport::connect(url).await.expect("broker"));
@@ -78,8 +79,16 @@ async fn spawn_child(spec: String) -> (tokio::process::Child, Vec<String>) {
     })
     .await;
     let printed = printed.ok().flatten().expect("the child process started");
-    // Keep reading its output, or it blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    // Keep reading its output, or it blocks on a full pipe; shown when the
+    // test's log is asked for (BUSRPC_TEST_LOG, which the child logs with).
+    let show = std::env::var_os("BUSRPC_TEST_LOG").is_some();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if show {
+                println!("child: {line}");
+            }
+        }
+    });
     (child, printed)
 }
 
