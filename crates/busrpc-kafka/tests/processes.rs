@@ -16,6 +16,11 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 const CHILD: &str = "BUSRPC_CHILD";
 
+/// Held by each test of this file: they run one at a time, so the sweep
+/// test's server, which scans every topic on the broker twice a second, does
+/// not load the broker while the SIGTERM test measures.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 mod common;
 use common::{kafka_url, topics};
 
@@ -103,6 +108,7 @@ async fn spawn_server(url: &str, service: &str) -> tokio::process::Child {
 /// client, which drops and counts it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_of_one_of_three_servers_under_load() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     busrpc_conformance::log_if_asked();
     const CLIENTS: u64 = 4;
     const CALLS: u64 = 3_000;
@@ -180,6 +186,7 @@ async fn sigterm_of_one_of_three_servers_under_load() {
 /// it) and is answered afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_clients_inbox_is_deleted_and_a_live_ones_kept() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     busrpc_conformance::log_if_asked();
     const RETENTION: Duration = Duration::from_secs(2);
     let url = format!(
