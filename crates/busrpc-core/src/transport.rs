@@ -134,6 +134,42 @@ pub fn unique_id() -> String {
     format!("{:016x}", hasher.finish())
 }
 
+/// The reply owed to the caller of a request a transport gave up on after
+/// `deliveries` deliveries (more than `max_deliveries`) and moved to the
+/// dead-letter queue `dead_letter`: each of its calls answered with
+/// [`DEAD_LETTER_CODE`](crate::jsonrpc::DEAD_LETTER_CODE), in the request's
+/// own encoding. Returns the address to send it to and the reply, or `None`
+/// when nobody waits for one (a notification, no `reply-to`, an encoding
+/// not understood).
+pub fn dead_letter_reply(
+    request: &Message,
+    deliveries: u64,
+    max_deliveries: u64,
+    dead_letter: &str,
+) -> Option<(String, Message)> {
+    use crate::codec::Codec;
+    use crate::jsonrpc::{self, RpcError};
+    use crate::message::header;
+    let reply_to = request.headers.get(header::REPLY_TO)?;
+    let codec =
+        Codec::from_content_type(request.headers.get(header::CONTENT_TYPE)).unwrap_or_default();
+    let json = codec.to_json(&request.payload).ok()?;
+    let data = serde_json::json!({
+        "deliveries": deliveries,
+        "max_deliveries": max_deliveries,
+        "dead_letter": dead_letter,
+    });
+    let error = RpcError::new(jsonrpc::DEAD_LETTER_CODE, jsonrpc::DEAD_LETTER_MSG).with_data(&data);
+    let answer = jsonrpc::answer_all(&json, &error)?;
+    let mut reply = Message::new(codec.from_json(answer).ok()?);
+    if codec != Codec::Json {
+        reply
+            .headers
+            .insert(header::CONTENT_TYPE, codec.content_type());
+    }
+    Some((reply_to.to_owned(), reply))
+}
+
 /// How many more deliveries a consumer's owner can take now: a server's
 /// free handler slots. A transport that reads a batch per round trip reads
 /// no more than this, so that what a server holds is what it works on, not

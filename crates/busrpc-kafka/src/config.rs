@@ -46,6 +46,12 @@ pub struct KafkaConfig {
     /// started one after another join one after another, and a server that
     /// has started is serving. `0` returns at once and joins in the background.
     pub join_wait: std::time::Duration,
+    /// `max_deliveries`: how often a request may be delivered (default 5),
+    /// deliveries to a server process that died counted, before it is moved
+    /// to the dead-letter topic `{prefix}.{service}.dead` and its caller
+    /// answered -32001, as on Redis. Needs a broker that keeps commit
+    /// metadata (Kafka does; Tansu 0.6.0 does not).
+    pub max_deliveries: u32,
     /// Everything passed to librdkafka, busrpc's defaults first, then the URL's.
     pub librdkafka: Vec<(String, String)>,
 }
@@ -107,6 +113,7 @@ impl KafkaConfig {
         })?;
         let (authority, query) = rest.split_once('?').unwrap_or((rest, ""));
         let mut mock_brokers = 1;
+
         let mut config = KafkaConfig {
             brokers: Brokers::Bootstrap(String::new()),
             prefix: "busrpc".to_owned(),
@@ -114,6 +121,7 @@ impl KafkaConfig {
             replication: 1,
             inbox_retention_ms: 3_600_000,
             join_wait: std::time::Duration::from_secs(30),
+            max_deliveries: 5,
             librdkafka: LIBRDKAFKA_DEFAULTS
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -139,6 +147,7 @@ impl KafkaConfig {
                 "partitions" => config.partitions = i32::try_from(number()?).unwrap_or(i32::MAX),
                 "replication" => config.replication = i32::try_from(number()?).unwrap_or(i32::MAX),
                 "inbox_retention_ms" => config.inbox_retention_ms = number()?.unsigned_abs(),
+                "max_deliveries" => config.max_deliveries = u32::try_from(number()?).unwrap_or(u32::MAX),
                 "join_wait_ms" => {
                     let ms = value.parse::<u64>().map_err(|_| {
                         invalid(url, format!("join_wait_ms must be a whole number of milliseconds, got {value:?}"))
@@ -203,6 +212,9 @@ mod tests {
             "the URL overrides the default"
         );
         assert_eq!(c.librdkafka_value("linger.ms"), Some("0"));
+        assert_eq!(c.max_deliveries, 5);
+        let c = KafkaConfig::from_url("kafka://a:9092?max_deliveries=2").unwrap();
+        assert_eq!(c.max_deliveries, 2);
     }
 
     #[test]
@@ -238,6 +250,7 @@ mod tests {
                 "join_wait_ms must be a whole number",
             ),
             ("redis://h", "expected kafka://"),
+            ("kafka://h:1?max_deliveries=0", "positive whole number"),
         ] {
             let err = KafkaConfig::from_url(url).unwrap_err().to_string();
             assert!(err.contains(says), "{url}: {err}");

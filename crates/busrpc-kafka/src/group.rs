@@ -10,19 +10,22 @@
 //! instead of not polling: the member keeps serving rebalances, heartbeats
 //! and commits however long its handlers take.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use busrpc_core::transport::{Acknowledge, Delivery, Demand, Transport, TransportError};
+use busrpc_core::transport::{
+    dead_letter_reply, Acknowledge, Delivery, Demand, Transport, TransportError,
+};
 use busrpc_core::Message;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::{ClientContext, Message as _, Offset, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use crate::watermark::{Partition, Tracker};
+use crate::poison::Note;
+use crate::watermark::{Commit, Partition, Tracker, Trial};
 use crate::{lock, to_message, topic_is_gone, transport_error, Counters, Inner};
 
 /// Requests the consumer thread may hand over ahead of the server taking
@@ -55,6 +58,13 @@ const RESUME_AGAIN_AFTER: Duration = Duration::from_millis(100);
 /// How long a seek back to skipped offsets may take (see
 /// `ConsumerThread::read_again`).
 const SEEK_WAIT: Duration = Duration::from_secs(5);
+
+/// How long reading a partition's committed offset and note, or its end,
+/// may take when it is assigned.
+const RECOVERY_WAIT: Duration = Duration::from_secs(10);
+
+/// How long after a failed dead-lettering it is tried again.
+const DEAD_LETTER_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// How long after a failed commit the committer commits again.
 const COMMIT_RETRY_AFTER: Duration = Duration::from_millis(200);
@@ -126,6 +136,8 @@ pub(crate) struct GroupContext {
     /// What the last revocation finished but could not commit: committed
     /// if the next assignment gives the partitions back.
     unsaved: Mutex<Vec<(Partition, i64)>>,
+    /// Set once this consumer has warned that its broker keeps no notes.
+    warned_no_notes: AtomicBool,
 }
 
 impl ClientContext for GroupContext {}
@@ -134,7 +146,7 @@ impl ConsumerContext for GroupContext {
     /// Only now are the partitions ours: librdkafka serves this callback
     /// from the same poll that then returns their messages, so none of them
     /// is read before its partition is tracked.
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let Rebalance::Assign(assigned) = rebalance else {
             return;
         };
@@ -142,10 +154,16 @@ impl ConsumerContext for GroupContext {
         // broker refused are known done if their partition comes back now:
         // nobody else can have owned it in between.
         let unsaved = std::mem::take(&mut *lock(&self.unsaved));
+        let recovered = self.recover(consumer, assigned);
         let mut tracker = self.ledger.lock();
         for element in assigned.elements() {
             let partition: Partition = (element.topic().into(), element.partition());
             tracker.assigned(partition.clone());
+            if let Some((_, committed, note, end)) =
+                recovered.iter().find(|(p, ..)| *p == partition)
+            {
+                tracker.recovered(&partition, *committed, note.clone(), *end);
+            }
             if let Some((_, offset)) = unsaved.iter().find(|(p, _)| *p == partition) {
                 tracker.done_below(&partition, *offset);
                 self.recommit.store(true, Ordering::Relaxed);
@@ -207,6 +225,73 @@ fn partition_list<'a>(partitions: impl IntoIterator<Item = &'a Partition>) -> To
 }
 
 impl GroupContext {
+    /// Reads the committed offset and note of each assigned partition, and
+    /// for those whose note reserves records beyond the offset, the
+    /// partition's end: the records between may have been running when
+    /// their last owner died (see [`crate::poison`]). Blocking here is
+    /// allowed, and no record of the partitions is read before it returns.
+    fn recover(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        assigned: &TopicPartitionList,
+    ) -> Vec<(Partition, i64, Note, i64)> {
+        let committed = match consumer.committed_offsets(assigned.clone(), RECOVERY_WAIT) {
+            Ok(committed) => committed,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the committed offsets' notes: deliveries to a member that died are not counted this time");
+                return Vec::new();
+            }
+        };
+        let mut recovered = Vec::new();
+        for element in committed.elements() {
+            let Offset::Offset(offset) = element.offset() else {
+                continue;
+            };
+            let Some(note) = Note::parse(element.metadata()) else {
+                if !self.warned_no_notes.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(topic = element.topic(), "a committed offset came without busrpc's note: if the broker drops commit metadata (Tansu 0.6.0 does), requests that crash their server are not counted against max_deliveries");
+                }
+                continue;
+            };
+            if note.reserved <= offset {
+                recovered.push((
+                    (element.topic().into(), element.partition()),
+                    offset,
+                    note,
+                    offset,
+                ));
+                continue;
+            }
+            let end = match consumer.fetch_watermarks(
+                element.topic(),
+                element.partition(),
+                RECOVERY_WAIT,
+            ) {
+                Ok((_, high)) => high,
+                // Unknown: every reserved record is a suspect.
+                Err(e) => {
+                    tracing::debug!(error = %e, "reading the end of a partition");
+                    note.reserved
+                }
+            };
+            tracing::debug!(
+                topic = element.topic(),
+                partition = element.partition(),
+                committed = offset,
+                reserved = note.reserved,
+                end,
+                "records that may have run on a member gone are tried alone"
+            );
+            recovered.push((
+                (element.topic().into(), element.partition()),
+                offset,
+                note,
+                end,
+            ));
+        }
+        recovered
+    }
+
     /// Drops every partition with nothing committed or answered for it, and
     /// counts the loss.
     fn lose_everything(&self, consumer: &BaseConsumer<Self>) {
@@ -265,9 +350,8 @@ impl GroupContext {
         // then forget them: later acknowledgements for them do not count.
         let mut commits = TopicPartitionList::new();
         for partition in &partitions {
-            if let Some(offset) = tracker.revoked(partition) {
-                let _ =
-                    commits.add_partition_offset(&partition.0, partition.1, Offset::Offset(offset));
+            if let Some((offset, note)) = tracker.revoked(partition) {
+                add_commit(&mut commits, partition, offset, &note);
             }
         }
         drop(tracker);
@@ -295,6 +379,9 @@ pub(crate) struct Taken {
     offset: i64,
     epoch: u64,
     message: Arc<Message>,
+    /// Set for a request to dead-letter rather than deliver: how often it
+    /// has been delivered, the refused delivery counted.
+    dead: Option<u32>,
 }
 
 /// Everything a consumer thread needs, made on the caller's side.
@@ -321,6 +408,7 @@ impl Membership {
                 recommit: AtomicBool::new(false),
                 committing: Mutex::new(()),
                 unsaved: Mutex::default(),
+                warned_no_notes: AtomicBool::new(false),
             })
             .map_err(transport_error)?;
         Ok(Self {
@@ -367,7 +455,11 @@ pub(crate) fn start(
         counters: inner.counters.clone(),
         demand,
         handover,
+        wake_committer: Some(done.clone()),
         held: VecDeque::new(),
+        suspects: HashMap::new(),
+        max_deliveries: inner.config.max_deliveries,
+        trials_retry_at: None,
         paused: false,
         resume_again_at: None,
     };
@@ -405,8 +497,18 @@ struct ConsumerThread {
     counters: Arc<Counters>,
     demand: Demand,
     handover: mpsc::Sender<Result<Taken, TransportError>>,
-    /// Taken, waiting for room in the handover channel.
+    /// Wakes the committer to reserve records (see [`crate::poison`]);
+    /// dropped once the reader is gone, so that the committer's end, once
+    /// every delivery is settled too, is not held up.
+    wake_committer: Option<std_mpsc::Sender<()>>,
+    /// Taken, waiting for room in the handover channel (or, at the front,
+    /// for the broker to hold a reservation for it).
     held: VecDeque<Taken>,
+    /// Suspects taken, waiting to be tried one at a time per partition.
+    suspects: HashMap<Partition, VecDeque<Taken>>,
+    max_deliveries: u32,
+    /// When to try suspects again after a trial's commit failed.
+    trials_retry_at: Option<Instant>,
     paused: bool,
     /// When to resume the partitions once more (see [`RESUME_AGAIN_AFTER`]).
     resume_again_at: Option<Instant>,
@@ -415,10 +517,14 @@ struct ConsumerThread {
 impl ConsumerThread {
     fn run(mut self) {
         while !self.committer.is_finished() {
+            if self.handover.is_closed() {
+                self.wake_committer = None;
+            }
+            self.try_suspects();
             self.hand_over_held();
             self.pause_or_resume();
             self.resume_again();
-            let wait = if self.paused || !self.held.is_empty() {
+            let wait = if self.paused || !self.held.is_empty() || !self.suspects.is_empty() {
                 PAUSED_POLL_WAIT
             } else {
                 POLL_WAIT
@@ -442,12 +548,19 @@ impl ConsumerThread {
                         self.read_again(&partition, from, offset);
                     }
                     self.read_from(&partition);
-                    Ok(Taken {
+                    let record = Taken {
                         message,
                         partition,
                         offset,
                         epoch: taken.epoch,
-                    })
+                        dead: None,
+                    };
+                    if taken.suspect {
+                        let queue = self.suspects.entry(record.partition.clone()).or_default();
+                        queue.push_back(record);
+                        continue;
+                    }
+                    Ok(record)
                 }
             };
             match taken {
@@ -478,7 +591,21 @@ impl ConsumerThread {
     }
 
     fn hand_over_held(&mut self) {
-        while let Some(taken) = self.held.pop_front() {
+        while let Some(front) = self.held.front() {
+            let reserved = front.dead.is_some()
+                || self
+                    .ledger
+                    .lock()
+                    .reserved(&front.partition, front.epoch, front.offset);
+            if !reserved {
+                if let Some(wake) = &self.wake_committer {
+                    let _ = wake.send(());
+                }
+                return;
+            }
+            let Some(taken) = self.held.pop_front() else {
+                return;
+            };
             match self.handover.try_send(Ok(taken)) {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(Ok(taken))) => {
@@ -500,7 +627,8 @@ impl ConsumerThread {
     /// partition is still polled, so the member goes on taking part in its
     /// group however long its handlers take.
     fn pause_or_resume(&mut self) {
-        let waiting = self.held.len() + (HANDOVER_CAPACITY - self.handover.capacity());
+        let suspects: usize = self.suspects.values().map(VecDeque::len).sum();
+        let waiting = self.held.len() + suspects + (HANDOVER_CAPACITY - self.handover.capacity());
         let pause = if self.handover.is_closed() {
             true
         } else {
@@ -544,6 +672,69 @@ impl ConsumerThread {
         if let Err(e) = outcome {
             tracing::debug!(error = %e, pause, "pausing or resuming the partitions failed");
         }
+    }
+
+    /// Tries the first waiting suspect of each partition that has none on
+    /// trial: its delivery is counted in a synchronous commit before it is
+    /// handed over, or it is handed over to be dead-lettered (see
+    /// [`crate::poison`]).
+    fn try_suspects(&mut self) {
+        // Once the reader is gone nothing more is delivered: a trial begun
+        // now would count a delivery that never happens.
+        if self.suspects.is_empty()
+            || self.handover.is_closed()
+            || self.trials_retry_at.is_some_and(|at| Instant::now() < at)
+        {
+            return;
+        }
+        self.trials_retry_at = None;
+        let context = self.consumer.context();
+        self.suspects.retain(|partition, queue| {
+            while let Some(front) = queue.front() {
+                let (epoch, offset) = (front.epoch, front.offset);
+                // Taken before the tracker, as every committer does.
+                let _committing = lock(&context.committing);
+                let trial = self
+                    .ledger
+                    .lock()
+                    .begin_trial(partition, epoch, offset, self.max_deliveries);
+                match trial {
+                    Trial::Wait => break,
+                    Trial::Gone => {
+                        queue.pop_front();
+                    }
+                    Trial::DeadLetter(deliveries) => {
+                        if let Some(mut taken) = queue.pop_front() {
+                            taken.dead = Some(deliveries);
+                            self.held.push_back(taken);
+                        }
+                        break;
+                    }
+                    Trial::Run(commit) => {
+                        match commit_now(&self.consumer, std::slice::from_ref(&commit)) {
+                            Ok(()) => {
+                                self.ledger.lock().landed(&commit);
+                                self.counters.trials.fetch_add(1, Ordering::Relaxed);
+                                tracing::debug!(topic = %partition.0, partition = partition.1, offset, note = ?commit.note, "trying a suspect alone");
+                                if let Some(taken) = queue.pop_front() {
+                                    self.held.push_back(taken);
+                                }
+                            }
+                            Err(error) => {
+                                self.ledger.lock().trial_failed(&commit, offset);
+                                self.counters
+                                    .commit_failures
+                                    .fetch_add(1, Ordering::Relaxed);
+                                tracing::warn!(%error, "counting a suspect's delivery failed; it is tried again shortly");
+                                self.trials_retry_at = Some(Instant::now() + COMMIT_RETRY_AFTER);
+                            }
+                        }
+                        break;
+                    }
+                }
+            }
+            !queue.is_empty()
+        });
     }
 
     /// Sends the consumer back to `from` in `partition`: records from there
@@ -648,44 +839,53 @@ impl Committer {
         let context = self.consumer.context();
         let _committing = lock(&context.committing);
         context.recommit.store(false, Ordering::Relaxed);
-        let progress = self.ledger.lock().advance();
-        let Some(offsets) = offsets_of(&progress) else {
+        let commits = self.ledger.lock().advance();
+        if commits.is_empty() {
+            return;
+        }
+        let failed = commit_now(&self.consumer, &commits);
+        let mut tracker = self.ledger.lock();
+        let Err(error) = failed else {
+            for commit in &commits {
+                tracker.landed(commit);
+            }
             return;
         };
-        let failed = match self.consumer.commit(&offsets, CommitMode::Sync) {
-            Err(e) => Some(e.to_string()),
-            // A commit can fail for some partitions only.
-            Ok(()) => offsets
-                .elements()
-                .iter()
-                .find_map(|e| e.error().err())
-                .map(|e| e.to_string()),
-        };
-        let Some(error) = failed else {
-            return;
-        };
+        for commit in &commits {
+            tracker.commit_failed(&commit.partition);
+        }
+        drop(tracker);
         self.counters
             .commit_failures
             .fetch_add(1, Ordering::Relaxed);
         tracing::warn!(%error, "a commit failed; it is made again shortly");
-        let mut tracker = self.ledger.lock();
-        for (partition, _) in &progress {
-            tracker.commit_failed(partition);
-        }
-        drop(tracker);
         context.recommit.store(true, Ordering::Relaxed);
     }
 }
 
-pub(crate) fn offsets_of(progress: &[(Partition, i64)]) -> Option<TopicPartitionList> {
-    if progress.is_empty() {
-        return None;
+/// Commits `commits` synchronously; the error, if the commit or any
+/// partition's part of it failed.
+fn commit_now(consumer: &BaseConsumer<GroupContext>, commits: &[Commit]) -> Result<(), String> {
+    let mut list = TopicPartitionList::new();
+    for commit in commits {
+        add_commit(&mut list, &commit.partition, commit.offset, &commit.note);
     }
-    let mut offsets = TopicPartitionList::new();
-    for ((topic, partition), offset) in progress {
-        let _ = offsets.add_partition_offset(topic, *partition, Offset::Offset(*offset));
+    match consumer.commit(&list, CommitMode::Sync) {
+        Err(e) => Err(e.to_string()),
+        // A commit can fail for some partitions only.
+        Ok(()) => match list.elements().iter().find_map(|e| e.error().err()) {
+            Some(e) => Err(e.to_string()),
+            None => Ok(()),
+        },
     }
-    Some(offsets)
+}
+
+/// Adds `offset` with `note` as its metadata to `list`.
+fn add_commit(list: &mut TopicPartitionList, partition: &Partition, offset: i64, note: &Note) {
+    let mut element = list.add_partition(&partition.0, partition.1);
+    if element.set_offset(Offset::Offset(offset)).is_ok() {
+        element.set_metadata(note.encode());
+    }
 }
 
 /// The async end of a consumer thread: the requests it hands over, and those
@@ -742,8 +942,60 @@ impl GroupReader {
             };
             // Taken or released before a rebalance took its partition away:
             // its new owner reads it again.
-            if self.ledger.lock().owns(&taken.partition, taken.epoch) {
-                return Ok(self.delivery(taken));
+            if !self.ledger.lock().owns(&taken.partition, taken.epoch) {
+                continue;
+            }
+            match taken.dead {
+                Some(deliveries) => self.dead_letter(taken, deliveries).await,
+                None => return Ok(self.delivery(taken)),
+            }
+        }
+    }
+
+    /// Writes a request delivered too often to the dead-letter topic
+    /// `{topic}.dead` (value and headers kept, with `dead-deliveries`,
+    /// `dead-partition` and `dead-offset`), answers each of its calls with
+    /// the dead-letter error, and marks it done. If the broker fails it,
+    /// the request is dead-lettered again a second later.
+    async fn dead_letter(&self, taken: Taken, deliveries: u32) {
+        let inner = &self.inner;
+        let dead = format!("{}.dead", taken.partition.0);
+        let max = inner.config.max_deliveries;
+        tracing::warn!(topic = %taken.partition.0, partition = taken.partition.1, offset = taken.offset, deliveries, %dead, "request delivered too often; dead-lettered");
+        let written = async {
+            inner.ensure_topic(&dead, 1, None, false).await?;
+            let mut message = Message::clone(&taken.message);
+            let headers = &mut message.headers;
+            headers.insert("dead-deliveries", deliveries.to_string());
+            headers.insert("dead-partition", taken.partition.1.to_string());
+            headers.insert("dead-offset", taken.offset.to_string());
+            inner
+                .produce(&dead, &message)
+                .await
+                .map_err(transport_error)?;
+            let reply = dead_letter_reply(&taken.message, deliveries.into(), max.into(), &dead);
+            if let Some((reply_to, reply)) = reply {
+                match inner.produce(&reply_to, &reply).await {
+                    Err(e) if topic_is_gone(&e) => {}
+                    produced => produced.map_err(transport_error)?,
+                }
+            }
+            Ok::<_, TransportError>(())
+        };
+        match written.await {
+            Ok(()) => {
+                let t = &taken;
+                self.ledger.lock().done(&t.partition, t.offset, t.epoch);
+                inner.counters.dead_letters.fetch_add(1, Ordering::Relaxed);
+                let _ = self.done.send(());
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, %dead, "dead-lettering a request failed; trying again in a second");
+                let again = self.again.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(DEAD_LETTER_RETRY_AFTER).await;
+                    let _ = again.send(taken);
+                });
             }
         }
     }
@@ -922,7 +1174,10 @@ mod tests {
         std::thread::sleep(Duration::from_millis(200));
         ledger.lock().answered(&partition, 7, epoch, true);
         ledger.answered.notify_all();
-        assert_eq!(revocation.join().unwrap(), Some(8));
+        assert_eq!(
+            revocation.join().unwrap().map(|(offset, _)| offset),
+            Some(8)
+        );
 
         ledger.lock().assigned(partition.clone());
         let idle =

@@ -5,6 +5,7 @@ mod config;
 mod group;
 mod inboxes;
 mod mock;
+mod poison;
 pub mod raw;
 mod watermark;
 
@@ -184,7 +185,7 @@ impl KafkaTransport {
     ) -> Result<(GroupReader, tokio::sync::oneshot::Receiver<()>), TransportError> {
         let inner = self.inner.clone();
         inner
-            .ensure_topic(address, inner.config.partitions, None)
+            .ensure_topic(address, inner.config.partitions, None, false)
             .await?;
         let mut config = base_config(&inner.config, &inner.bootstrap);
         config
@@ -212,6 +213,8 @@ impl KafkaTransport {
             pauses: c.pauses.load(Ordering::Relaxed),
             refetches: c.refetches.load(Ordering::Relaxed),
             inboxes_removed: c.inboxes_removed.load(Ordering::Relaxed),
+            suspects_tried: c.trials.load(Ordering::Relaxed),
+            dead_letters: c.dead_letters.load(Ordering::Relaxed),
         }
     }
 }
@@ -239,6 +242,13 @@ pub struct KafkaStats {
     /// Inbox topics of clients gone without closing them that this
     /// transport's servers deleted (see PROTOCOL.md, "Inboxes").
     pub inboxes_removed: u64,
+    /// Requests that may have been running on a member that died or left,
+    /// each tried alone after a commit counting its delivery (see
+    /// PROTOCOL.md, "Poison requests").
+    pub suspects_tried: u64,
+    /// Requests delivered more than `max_deliveries` times, moved to their
+    /// service's dead-letter topic and answered with -32001.
+    pub dead_letters: u64,
 }
 
 #[derive(Default)]
@@ -248,6 +258,8 @@ struct Counters {
     pauses: AtomicU64,
     refetches: AtomicU64,
     inboxes_removed: AtomicU64,
+    trials: AtomicU64,
+    dead_letters: AtomicU64,
 }
 
 fn base_config(config: &KafkaConfig, bootstrap: &str) -> ClientConfig {
@@ -269,12 +281,18 @@ impl Inner {
     }
 
     /// Creates `topic` if it does not exist yet (brokers need not
-    /// auto-create topics, and Tansu does not).
+    /// auto-create topics, and Tansu does not). Unless its name is `new`
+    /// (an inbox's), it is looked up first: a server starting on a topic
+    /// that exists needs no CreateTopics, so a broker that will not create
+    /// topics for this client (no permission: topics provisioned by their
+    /// operators; no CreateTopics at all: librdkafka's mock cluster, reached
+    /// over TCP) serves all the same.
     async fn ensure_topic(
-        &self,
+        self: &Arc<Self>,
         topic: &str,
         partitions: i32,
         retention_ms: Option<u64>,
+        new: bool,
     ) -> Result<(), TransportError> {
         if lock(&self.known_topics).contains(topic) {
             return Ok(());
@@ -284,7 +302,7 @@ impl Inner {
             if let Err(e) = mock.create_topic(topic, partitions) {
                 tracing::debug!(topic, error = %e, "mock topic creation");
             }
-        } else {
+        } else if new || !self.topic_exists(topic).await? {
             let mut new = NewTopic::new(
                 topic,
                 partitions,
@@ -295,20 +313,17 @@ impl Inner {
                 new = new.set("retention.ms", ms);
             }
             let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-            let results = self
-                .admin
-                .create_topics(&[new], &options)
-                .await
-                .map_err(transport_error)?;
-            for result in results {
-                match result {
-                    Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                    Err((topic, code)) => {
-                        return Err(TransportError::Rejected(format!(
-                            "creating topic {topic}: {code}"
-                        )));
-                    }
-                }
+            let refused = match self.admin.create_topics(&[new], &options).await {
+                Err(e) => Some(e.to_string()),
+                Ok(results) => results.into_iter().find_map(|result| match result {
+                    Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => None,
+                    Err((_, code)) => Some(code.to_string()),
+                }),
+            };
+            if let Some(reason) = refused {
+                return Err(TransportError::Rejected(format!(
+                    "creating topic {topic}: {reason}"
+                )));
             }
         }
         lock(&self.known_topics).insert(topic.to_owned());
@@ -330,9 +345,18 @@ impl Inner {
         if lock(&self.known_topics).contains(topic) {
             return Ok(());
         }
+        if !self.topic_exists(topic).await? {
+            return Err(TransportError::NotServed(topic.to_owned()));
+        }
+        lock(&self.known_topics).insert(topic.to_owned());
+        Ok(())
+    }
+
+    /// Whether the broker knows `topic`.
+    async fn topic_exists(self: &Arc<Self>, topic: &str) -> Result<bool, TransportError> {
         let inner = self.clone();
         let name = topic.to_owned();
-        let exists = tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
             let metadata = inner
                 .producer
                 .client()
@@ -353,12 +377,7 @@ impl Inner {
             Ok::<_, TransportError>(!missing)
         })
         .await
-        .map_err(|e| TransportError::Other(Box::new(e)))??;
-        if !exists {
-            return Err(TransportError::NotServed(topic.to_owned()));
-        }
-        lock(&self.known_topics).insert(topic.to_owned());
-        Ok(())
+        .map_err(|e| TransportError::Other(Box::new(e)))?
     }
 
     async fn produce(&self, topic: &str, message: &Message) -> Result<(), KafkaError> {
@@ -468,7 +487,7 @@ impl Transport for KafkaTransport {
             &inner.name(),
         );
         inner
-            .ensure_topic(&topic, 1, Some(inner.config.inbox_retention_ms))
+            .ensure_topic(&topic, 1, Some(inner.config.inbox_retention_ms), true)
             .await?;
         let mut config = base_config(&inner.config, &inner.bootstrap);
         // A group id of its own that never joins: the partition is assigned

@@ -6,8 +6,10 @@
 //! partition keeps the offsets in flight, and only the lowest of them (or,
 //! when none is, one past the highest taken) is ever committed.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
+
+use crate::poison::{Note, RESERVE_AHEAD};
 
 /// Offsets missing between two records read are remembered (and kept from
 /// being committed past) only up to this many at a time; a larger hole is
@@ -29,8 +31,19 @@ pub(crate) struct Watermark {
     first: Option<i64>,
     /// One past the highest offset taken.
     next: Option<i64>,
-    /// The last offset committed (or handed to the commit call).
-    committed: Option<i64>,
+    /// The last offset committed (or handed to the commit call), with its note.
+    committed: Option<(i64, Note)>,
+    /// Records below it may be handed out: the broker holds a note
+    /// reserving them (see [`crate::poison`]).
+    reserved: i64,
+    /// Records below it (and at or above the committed offset the partition
+    /// was assigned with) may have been delivered to a member that is gone:
+    /// each is tried alone, its delivery counted first.
+    suspect_below: i64,
+    /// Deliveries counted for suspects not done yet, this one's included.
+    counts: BTreeMap<i64, u32>,
+    /// The suspect being tried (or dead-lettered) now.
+    trial: Option<i64>,
     /// Replies being sent for requests of this partition.
     answering: usize,
     /// Every offset below it is done (see [`Tracker::done_below`]).
@@ -85,6 +98,24 @@ impl Watermark {
 
     pub(crate) fn done(&mut self, offset: i64) {
         self.in_flight.remove(&offset);
+        if self.trial == Some(offset) {
+            self.trial = None;
+        }
+        self.counts.remove(&offset);
+    }
+
+    /// The note for a commit now: the reservation renewed
+    /// [`RESERVE_AHEAD`] past the records taken once fewer than half of it
+    /// are left, and the counts.
+    fn note(&self) -> Note {
+        let reserved = match self.next {
+            Some(next) if next + RESERVE_AHEAD / 2 > self.reserved => next + RESERVE_AHEAD,
+            _ => self.reserved,
+        };
+        Note {
+            reserved,
+            counts: self.counts.iter().map(|(o, d)| (*o, *d)).collect(),
+        }
     }
 
     /// The offset to commit: every offset below it is done.
@@ -93,14 +124,28 @@ impl Watermark {
         pending.min().copied().or(self.next)
     }
 
-    /// The offset to commit now, if it moved since the last commit.
-    pub(crate) fn advance(&mut self) -> Option<i64> {
+    /// The offset and note to commit now, if either moved since the last
+    /// commit. The offset never goes below one committed already.
+    pub(crate) fn advance(&mut self) -> Option<(i64, Note)> {
         let offset = self.committable()?;
-        if self.committed.is_some_and(|c| c >= offset) {
-            return None;
+        let note = self.note();
+        if let Some((committed, last)) = &self.committed {
+            if *committed >= offset && *last == note {
+                return None;
+            }
         }
-        self.committed = Some(offset);
-        Some(offset)
+        Some(self.commit_at(offset, note))
+    }
+
+    /// Records `offset` (or the one committed already, if higher) and
+    /// `note` as committed, and returns them.
+    fn commit_at(&mut self, offset: i64, note: Note) -> (i64, Note) {
+        let offset = match &self.committed {
+            Some((committed, _)) => offset.max(*committed),
+            None => offset,
+        };
+        self.committed = Some((offset, note.clone()));
+        (offset, note)
     }
 }
 
@@ -114,6 +159,34 @@ pub(crate) struct Taken {
     /// below it is stored). The consumer should read again from here; the
     /// records it has taken already are then refused.
     pub(crate) read_again_from: Option<i64>,
+    /// The record may have been delivered to a member that is gone: it must
+    /// be tried alone (see [`Tracker::begin_trial`]).
+    pub(crate) suspect: bool,
+}
+
+/// A commit to make: `offset` with `note`, for `partition` under `epoch`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Commit {
+    pub(crate) partition: Partition,
+    pub(crate) epoch: u64,
+    pub(crate) offset: i64,
+    pub(crate) note: Note,
+}
+
+/// What [`Tracker::begin_trial`] says to do with a suspect.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Trial {
+    /// Another suspect is being tried: wait for it.
+    Wait,
+    /// The partition is no longer ours under that epoch: drop the record.
+    Gone,
+    /// Delivered `max_deliveries` times already: dead-letter it, saying it
+    /// has been delivered this often (the refused delivery counted, as on
+    /// Redis).
+    DeadLetter(u32),
+    /// Make this commit, synchronously, then hand the record over; if the
+    /// commit fails, [`Tracker::trial_failed`].
+    Run(Commit),
 }
 
 /// A partition of a topic.
@@ -140,9 +213,121 @@ impl Tracker {
     /// it: every request below it is done. Returned even if that offset
     /// was handed to an asynchronous commit already, because that commit
     /// may have failed unseen, and this is the last chance to make it.
-    pub(crate) fn revoked(&mut self, partition: &Partition) -> Option<i64> {
+    ///
+    /// Its note reserves only what was taken (and the suspects not tried):
+    /// nothing more can be handed out, and the next owner tries those alone.
+    pub(crate) fn revoked(&mut self, partition: &Partition) -> Option<(i64, Note)> {
         let (_, mark) = self.partitions.remove(partition)?;
-        mark.committable()
+        let mut offset = mark.committable()?;
+        if let Some((committed, _)) = &mark.committed {
+            offset = offset.max(*committed);
+        }
+        let taken = mark.next.unwrap_or(offset).max(mark.suspect_below);
+        let note = Note {
+            reserved: taken.max(offset),
+            counts: mark.counts.iter().map(|(o, d)| (*o, *d)).collect(),
+        };
+        Some((offset, note))
+    }
+
+    /// The partition, just assigned, was committed at `committed` with
+    /// `note` by its last owner, and ended below `end`: records from
+    /// `committed` up to the note's reservation and below `end` are
+    /// suspects, and what it reserved may be handed out.
+    pub(crate) fn recovered(
+        &mut self,
+        partition: &Partition,
+        committed: i64,
+        note: Note,
+        end: i64,
+    ) {
+        if let Some((_, mark)) = self.partitions.get_mut(partition) {
+            mark.reserved = note.reserved;
+            mark.suspect_below = note.reserved.min(end);
+            mark.counts = note
+                .counts
+                .into_iter()
+                .filter(|(offset, _)| *offset >= committed)
+                .collect();
+        }
+    }
+
+    /// Whether the record at `offset` may be handed to the server: the
+    /// broker holds a reservation for it (or the partition is no longer
+    /// ours, and the reader drops it anyway).
+    pub(crate) fn reserved(&self, partition: &Partition, epoch: u64, offset: i64) -> bool {
+        match self.partitions.get(partition) {
+            Some((current, mark)) if *current == epoch => offset < mark.reserved,
+            _ => true,
+        }
+    }
+
+    /// A commit made: what it reserved may be handed out.
+    pub(crate) fn landed(&mut self, commit: &Commit) {
+        if let Some((current, mark)) = self.partitions.get_mut(&commit.partition) {
+            if *current == commit.epoch {
+                mark.reserved = mark.reserved.max(commit.note.reserved);
+            }
+        }
+    }
+
+    /// Starts the trial of the suspect at `offset`: counts its delivery and
+    /// returns the commit that must land before it is handed over, unless
+    /// another suspect (of any partition) is being tried, or this one has been
+    /// delivered `max_deliveries` times already. A suspect with no count
+    /// was delivered once, to the member that is gone.
+    pub(crate) fn begin_trial(
+        &mut self,
+        partition: &Partition,
+        epoch: u64,
+        offset: i64,
+        max_deliveries: u32,
+    ) -> Trial {
+        if !self.owns(partition, epoch) {
+            return Trial::Gone;
+        }
+        // One trial at a time in the whole consumer, not per partition: a
+        // death during a trial then counts against that suspect alone.
+        if self
+            .partitions
+            .values()
+            .any(|(_, mark)| mark.trial.is_some())
+        {
+            return Trial::Wait;
+        }
+        let Some((_, mark)) = self.partitions.get_mut(partition) else {
+            return Trial::Gone;
+        };
+        mark.trial = Some(offset);
+        let deliveries = mark.counts.get(&offset).copied().unwrap_or(1);
+        if deliveries >= max_deliveries {
+            return Trial::DeadLetter(deliveries.saturating_add(1));
+        }
+        mark.counts.insert(offset, deliveries + 1);
+        // The suspect is in flight, so something is committable: no lower.
+        let at = mark.committable().unwrap_or(offset);
+        let note = mark.note();
+        let (offset, note) = mark.commit_at(at, note);
+        Trial::Run(Commit {
+            partition: partition.clone(),
+            epoch,
+            offset,
+            note,
+        })
+    }
+
+    /// The commit of a trial failed: the suspect's count is what it was,
+    /// and no trial runs (the next [`Tracker::begin_trial`] makes it again).
+    pub(crate) fn trial_failed(&mut self, commit: &Commit, offset: i64) {
+        if let Some((current, mark)) = self.partitions.get_mut(&commit.partition) {
+            if *current == commit.epoch && mark.trial == Some(offset) {
+                mark.trial = None;
+                if let Some(deliveries) = mark.counts.get_mut(&offset) {
+                    *deliveries -= 1;
+                }
+                mark.committed = None;
+            }
+        }
     }
 
     /// Every partition is gone at once, nothing committed for them (the
@@ -206,6 +391,7 @@ impl Tracker {
         Some(Taken {
             epoch: *epoch,
             read_again_from,
+            suspect: offset < mark.suspect_below,
         })
     }
 
@@ -267,11 +453,19 @@ impl Tracker {
         }
     }
 
-    /// Offsets to commit now, for the partitions whose watermark moved.
-    pub(crate) fn advance(&mut self) -> Vec<(Partition, i64)> {
+    /// Commits to make now, for the partitions whose watermark or note moved.
+    pub(crate) fn advance(&mut self) -> Vec<Commit> {
         self.partitions
             .iter_mut()
-            .filter_map(|(p, (_, mark))| mark.advance().map(|o| (p.clone(), o)))
+            .filter_map(|(p, (epoch, mark))| {
+                let (offset, note) = mark.advance()?;
+                Some(Commit {
+                    partition: p.clone(),
+                    epoch: *epoch,
+                    offset,
+                    note,
+                })
+            })
             .collect()
     }
 }
@@ -282,6 +476,13 @@ mod tests {
 
     fn p(n: i32) -> Partition {
         (Arc::from("t"), n)
+    }
+
+    fn offsets(commits: Vec<Commit>) -> Vec<(Partition, i64)> {
+        commits
+            .into_iter()
+            .map(|c| (c.partition, c.offset))
+            .collect()
     }
 
     #[test]
@@ -306,12 +507,16 @@ mod tests {
     #[test]
     fn advance_reports_only_progress() {
         let mut mark = Watermark::default();
-        assert_eq!(mark.advance(), None, "nothing taken, nothing to commit");
+        assert_eq!(
+            mark.advance().map(|(o, _)| o),
+            None,
+            "nothing taken, nothing to commit"
+        );
         mark.take(0);
-        assert_eq!(mark.advance(), Some(0));
-        assert_eq!(mark.advance(), None);
+        assert_eq!(mark.advance().map(|(o, _)| o), Some(0));
+        assert_eq!(mark.advance().map(|(o, _)| o), None);
         mark.done(0);
-        assert_eq!(mark.advance(), Some(1));
+        assert_eq!(mark.advance().map(|(o, _)| o), Some(1));
     }
 
     #[test]
@@ -321,7 +526,7 @@ mod tests {
         t.assigned(p(1));
         let old = t.taken(&p(0), 10).unwrap().epoch;
         t.taken(&p(1), 3).unwrap();
-        assert_eq!(t.revoked(&p(0)), Some(10));
+        assert_eq!(t.revoked(&p(0)).map(|(o, _)| o), Some(10));
         assert!(!t.owns(&p(0), old));
         t.assigned(p(0));
         let new = t.taken(&p(0), 10).unwrap().epoch;
@@ -331,11 +536,11 @@ mod tests {
             !t.done(&p(0), 10, old),
             "the old delivery of offset 10 does not finish the new one"
         );
-        let mut progress = t.advance();
+        let mut progress = offsets(t.advance());
         progress.sort();
         assert_eq!(progress, vec![(p(0), 10), (p(1), 3)]);
         assert!(t.done(&p(0), 10, new));
-        assert_eq!(t.advance(), vec![(p(0), 11)]);
+        assert_eq!(offsets(t.advance()), vec![(p(0), 11)]);
     }
 
     #[test]
@@ -351,9 +556,9 @@ mod tests {
         assert!(t.answering(&p(0)), "one reply still on its way");
         t.answered(&p(0), 4, epoch, true);
         assert!(!t.answering(&p(0)));
-        assert_eq!(t.advance(), vec![(p(0), 5)], "5 was not answered");
+        assert_eq!(offsets(t.advance()), vec![(p(0), 5)], "5 was not answered");
         assert_eq!(
-            t.revoked(&p(0)),
+            t.revoked(&p(0)).map(|(o, _)| o),
             Some(5),
             "5 still runs: committed below it"
         );
@@ -373,12 +578,12 @@ mod tests {
         // or the commit would go past it unanswered.
         assert!(t.taken(&p(0), 3).is_some());
         t.done(&p(0), 5, epoch);
-        assert_eq!(t.advance(), vec![(p(0), 3)], "3 still runs");
+        assert_eq!(offsets(t.advance()), vec![(p(0), 3)], "3 still runs");
         t.done(&p(0), 3, epoch);
-        assert_eq!(t.advance(), vec![(p(0), 4)], "4 is awaited");
+        assert_eq!(offsets(t.advance()), vec![(p(0), 4)], "4 is awaited");
         assert!(t.taken(&p(0), 4).is_some(), "and taken when it comes");
         t.done(&p(0), 4, epoch);
-        assert_eq!(t.advance(), vec![(p(0), 6)]);
+        assert_eq!(offsets(t.advance()), vec![(p(0), 6)]);
     }
 
     /// A fetch that skipped an offset (Tansu 0.6.0 shows a record before
@@ -394,12 +599,16 @@ mod tests {
         assert_eq!(after_gap.read_again_from, Some(6), "read again from 6");
         t.done(&p(0), 5, first.epoch);
         t.done(&p(0), 7, first.epoch);
-        assert_eq!(t.advance(), vec![(p(0), 6)], "not past 6, never read");
+        assert_eq!(
+            offsets(t.advance()),
+            vec![(p(0), 6)],
+            "not past 6, never read"
+        );
         let skipped = t.taken(&p(0), 6).unwrap();
         assert_eq!(skipped.read_again_from, None);
         assert_eq!(t.taken(&p(0), 7), None, "done already: not run again");
         t.done(&p(0), 6, first.epoch);
-        assert_eq!(t.advance(), vec![(p(0), 8)]);
+        assert_eq!(offsets(t.advance()), vec![(p(0), 8)]);
         assert!(t.taken(&p(0), 8).is_some());
     }
 
@@ -414,10 +623,10 @@ mod tests {
         assert_eq!(t.taken(&p(0), 8).unwrap().read_again_from, Some(6));
         t.done(&p(0), 5, epoch);
         t.done(&p(0), 8, epoch);
-        assert_eq!(t.advance(), vec![(p(0), 6)]);
+        assert_eq!(offsets(t.advance()), vec![(p(0), 6)]);
         // Read again from 6, the broker returns 8 first: 6 and 7 are empty.
         assert_eq!(t.taken(&p(0), 8), None, "done already");
-        assert_eq!(t.advance(), vec![(p(0), 9)]);
+        assert_eq!(offsets(t.advance()), vec![(p(0), 9)]);
         // A hole wider than MAX_GAP is not waited for at all.
         assert_eq!(
             t.taken(&p(0), 9 + MAX_GAP + 1).unwrap().read_again_from,
@@ -432,9 +641,9 @@ mod tests {
         t.done_below(&p(0), 10);
         assert_eq!(t.taken(&p(0), 8), None, "done before the rebalance");
         assert!(t.taken(&p(0), 10).is_some());
-        assert_eq!(t.advance(), vec![(p(0), 10)]);
+        assert_eq!(offsets(t.advance()), vec![(p(0), 10)]);
         t.done_below(&p(0), 20);
-        assert_eq!(t.advance(), vec![], "only for a fresh assignment");
+        assert_eq!(offsets(t.advance()), vec![], "only for a fresh assignment");
     }
 
     #[test]
@@ -443,14 +652,18 @@ mod tests {
         t.assigned(p(0));
         let epoch = t.taken(&p(0), 3).unwrap().epoch;
         t.done(&p(0), 3, epoch);
-        assert_eq!(t.advance(), vec![(p(0), 4)]);
-        assert_eq!(t.advance(), vec![], "handed to a commit already");
+        assert_eq!(offsets(t.advance()), vec![(p(0), 4)]);
+        assert_eq!(offsets(t.advance()), vec![], "handed to a commit already");
         t.commit_failed(&p(0));
-        assert_eq!(t.advance(), vec![(p(0), 4)], "the failed commit again");
+        assert_eq!(
+            offsets(t.advance()),
+            vec![(p(0), 4)],
+            "the failed commit again"
+        );
         let epoch = t.taken(&p(0), 4).unwrap().epoch;
         t.done(&p(0), 4, epoch);
-        assert_eq!(t.advance(), vec![(p(0), 5)]);
-        assert_eq!(t.advance(), vec![]);
+        assert_eq!(offsets(t.advance()), vec![(p(0), 5)]);
+        assert_eq!(offsets(t.advance()), vec![]);
     }
 
     #[test]
@@ -464,7 +677,7 @@ mod tests {
         assert!(!t.owns(&p(0), epoch));
         assert!(!t.answer(&p(0), epoch), "no reply for a lost partition");
         assert!(!t.done(&p(0), 3, epoch));
-        assert_eq!(t.advance(), vec![], "nothing committed for them");
+        assert_eq!(offsets(t.advance()), vec![], "nothing committed for them");
     }
 
     #[test]
@@ -474,15 +687,183 @@ mod tests {
         t.assigned(p(0));
         t.taken(&p(0), 5).unwrap();
         t.done(&p(0), 5, 1);
-        assert_eq!(t.advance(), vec![(p(0), 6)]);
+        assert_eq!(offsets(t.advance()), vec![(p(0), 6)]);
         assert_eq!(
-            t.revoked(&p(0)),
+            t.revoked(&p(0)).map(|(o, _)| o),
             Some(6),
             "committed once already, and again at the revocation"
         );
         // Fetched before the revocation, read after it: not ours to handle
         // or to commit, however far it would move the watermark.
         assert_eq!(t.taken(&p(0), 9), None);
-        assert_eq!(t.advance(), vec![], "nothing to commit for it");
+        assert_eq!(offsets(t.advance()), vec![], "nothing to commit for it");
+    }
+
+    /// No record is handed out before the broker holds a note reserving it,
+    /// and the reservation is renewed once half of it is used, by a commit
+    /// made even if the offset has not moved.
+    #[test]
+    fn a_record_is_handed_out_only_once_the_broker_holds_its_reservation() {
+        let mut t = Tracker::default();
+        t.assigned(p(0));
+        let epoch = t.taken(&p(0), 0).unwrap().epoch;
+        assert!(!t.reserved(&p(0), epoch, 0), "nothing reserved yet");
+        let commits = t.advance();
+        assert_eq!(commits.len(), 1);
+        assert_eq!(
+            (commits[0].offset, commits[0].note.reserved),
+            (0, 1 + RESERVE_AHEAD)
+        );
+        t.landed(&commits[0]);
+        assert!(t.reserved(&p(0), epoch, 0));
+        assert!(t.reserved(&p(0), epoch, RESERVE_AHEAD));
+        assert!(!t.reserved(&p(0), epoch, RESERVE_AHEAD + 1));
+        for offset in 1..=RESERVE_AHEAD / 2 {
+            t.taken(&p(0), offset).unwrap();
+        }
+        assert_eq!(t.advance(), vec![], "half of the reservation left");
+        t.taken(&p(0), RESERVE_AHEAD / 2 + 1).unwrap();
+        let renewal = t.advance();
+        assert_eq!(renewal.len(), 1, "renewed while 0 still runs");
+        assert_eq!(renewal[0].offset, 0);
+        assert_eq!(
+            renewal[0].note.reserved,
+            RESERVE_AHEAD / 2 + 2 + RESERVE_AHEAD
+        );
+        assert!(
+            !t.reserved(&p(0), epoch, RESERVE_AHEAD + 1),
+            "not landed yet"
+        );
+        t.landed(&renewal[0]);
+        assert!(t.reserved(&p(0), epoch, RESERVE_AHEAD + 1));
+        assert_eq!(t.advance(), vec![], "nothing moved since");
+    }
+
+    /// After its last owner is gone, the records it may have been running
+    /// are tried one at a time, each delivery counted in the note before it
+    /// is made; records beyond the partition's end then are not suspects.
+    #[test]
+    fn suspects_are_tried_one_at_a_time_and_counted_before_each_delivery() {
+        let mut t = Tracker::default();
+        t.assigned(p(0));
+        let note = Note {
+            reserved: 300,
+            counts: vec![(3, 9), (11, 3)],
+        };
+        t.recovered(&p(0), 10, note, 13);
+        let epoch = t.taken(&p(0), 10).unwrap().epoch;
+        assert!(t.taken(&p(0), 11).unwrap().suspect);
+        assert!(t.taken(&p(0), 12).unwrap().suspect);
+        assert!(!t.taken(&p(0), 13).unwrap().suspect, "beyond the end then");
+        assert!(t.reserved(&p(0), epoch, 13), "reserved by the last owner");
+        let Trial::Run(first) = t.begin_trial(&p(0), epoch, 10, 5) else {
+            panic!("10 is tried first");
+        };
+        assert_eq!(first.offset, 10);
+        assert_eq!(
+            first.note.counts,
+            vec![(10, 2), (11, 3)],
+            "3 is below the commit"
+        );
+        t.landed(&first);
+        assert_eq!(t.begin_trial(&p(0), epoch, 11, 5), Trial::Wait);
+        t.done(&p(0), 10, epoch);
+        let Trial::Run(second) = t.begin_trial(&p(0), epoch, 11, 5) else {
+            panic!("11 is tried once 10 is done");
+        };
+        assert_eq!((second.offset, second.note.counts), (11, vec![(11, 4)]));
+        t.done(&p(0), 11, epoch);
+        let Trial::Run(third) = t.begin_trial(&p(0), epoch, 12, 5) else {
+            panic!("12 is tried once 11 is done");
+        };
+        assert_eq!(third.note.counts, vec![(12, 2)]);
+        t.done(&p(0), 12, epoch);
+        t.done(&p(0), 13, epoch);
+        let last = t.advance();
+        assert_eq!((last[0].offset, last[0].note.counts.clone()), (14, vec![]));
+    }
+
+    #[test]
+    fn a_suspect_delivered_max_deliveries_times_is_dead_lettered() {
+        let mut t = Tracker::default();
+        t.assigned(p(0));
+        let note = Note {
+            reserved: 20,
+            counts: vec![(10, 5)],
+        };
+        t.recovered(&p(0), 10, note, 20);
+        let epoch = t.taken(&p(0), 10).unwrap().epoch;
+        t.taken(&p(0), 11).unwrap();
+        assert_eq!(t.begin_trial(&p(0), epoch, 10, 5), Trial::DeadLetter(6));
+        assert_eq!(
+            t.begin_trial(&p(0), epoch, 11, 5),
+            Trial::Wait,
+            "one at a time"
+        );
+        t.done(&p(0), 10, epoch);
+        assert!(matches!(t.begin_trial(&p(0), epoch, 11, 5), Trial::Run(_)));
+        assert_eq!(t.begin_trial(&p(0), epoch + 1, 12, 5), Trial::Gone);
+    }
+
+    #[test]
+    fn a_trial_whose_commit_failed_is_counted_as_before() {
+        let mut t = Tracker::default();
+        t.assigned(p(0));
+        let note = Note {
+            reserved: 20,
+            counts: vec![(10, 2)],
+        };
+        t.recovered(&p(0), 10, note, 20);
+        let epoch = t.taken(&p(0), 10).unwrap().epoch;
+        let Trial::Run(commit) = t.begin_trial(&p(0), epoch, 10, 5) else {
+            panic!("tried");
+        };
+        assert_eq!(commit.note.counts, vec![(10, 3)]);
+        t.trial_failed(&commit, 10);
+        let Trial::Run(again) = t.begin_trial(&p(0), epoch, 10, 5) else {
+            panic!("tried again");
+        };
+        assert_eq!(again.note.counts, vec![(10, 3)], "counted once");
+    }
+
+    /// A revocation's note reserves what was taken, and the suspects left
+    /// untried with their counts: nothing beyond can have been delivered.
+    #[test]
+    fn a_revocation_reserves_only_what_was_taken() {
+        let mut t = Tracker::default();
+        t.assigned(p(0));
+        let epoch = t.taken(&p(0), 0).unwrap().epoch;
+        t.taken(&p(0), 1).unwrap();
+        let commits = t.advance();
+        t.landed(&commits[0]);
+        t.done(&p(0), 0, epoch);
+        assert_eq!(
+            t.revoked(&p(0)),
+            Some((
+                1,
+                Note {
+                    reserved: 2,
+                    counts: vec![]
+                }
+            ))
+        );
+        t.assigned(p(0));
+        let note = Note {
+            reserved: 50,
+            counts: vec![(7, 4)],
+        };
+        t.recovered(&p(0), 5, note, 40);
+        t.taken(&p(0), 5).unwrap();
+        assert_eq!(
+            t.revoked(&p(0)),
+            Some((
+                5,
+                Note {
+                    reserved: 40,
+                    counts: vec![(7, 4)]
+                }
+            )),
+            "the suspects not tried stay suspects"
+        );
     }
 }

@@ -1,7 +1,10 @@
 //! Process-level behaviour on a real broker (`BUSRPC_KAFKA_URL`, default
 //! kafka://127.0.0.1:9092; scripts/test.sh starts Tansu there): a server
 //! process stopped by SIGTERM under load, and a client process killed with
-//! SIGKILL, whose inbox topic the servers then delete.
+//! SIGKILL, whose inbox topic the servers then delete. And on librdkafka's
+//! mock cluster, run by this process and reached by the others over TCP
+//! (Tansu keeps no commit metadata): a request that kills every server
+//! process it reaches.
 //!
 //! The other processes are this test binary run again with `child_process`
 //! and `BUSRPC_CHILD` set (the test is ignored otherwise).
@@ -24,10 +27,13 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 mod common;
 use common::{kafka_url, topics};
 
+/// The argument of `work` that makes it abort its process.
+const POISON: u64 = 666_666;
+
 /// Run by the tests below in a process of its own, as `BUSRPC_CHILD` says:
-/// `server URL SERVICE` serves `work` until SIGTERM, then shuts down
-/// gracefully; `client URL` connects a client, prints its inbox and waits
-/// to be killed.
+/// `server URL SERVICE` serves `work` (which aborts the process when given
+/// [`POISON`]) until SIGTERM, then shuts down gracefully; `client URL`
+/// connects a client, prints its inbox and waits to be killed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a server or client process for the tests of this file"]
 async fn child_process() {
@@ -46,6 +52,9 @@ async fn child_process() {
     }
     let service = words.next().expect("SERVICE");
     let router = Router::new().method("work", |(n,): (u64,)| async move {
+        if n == POISON {
+            std::process::abort();
+        }
         tokio::time::sleep(Duration::from_millis(2)).await;
         Ok::<_, RpcError>(n)
     });
@@ -87,6 +96,11 @@ async fn spawn_child(spec: String) -> (tokio::process::Child, Vec<String>) {
     // Keep reading its output, or it blocks on a full pipe; shown when the
     // test's log is asked for (BUSRPC_TEST_LOG, which the child logs with).
     let show = std::env::var_os("BUSRPC_TEST_LOG").is_some();
+    if show {
+        for line in &printed {
+            println!("child: {line}");
+        }
+    }
     tokio::spawn(async move {
         while let Ok(Some(line)) = lines.next_line().await {
             if show {
@@ -248,4 +262,134 @@ async fn a_killed_clients_inbox_is_deleted_and_a_live_ones_kept() {
     assert_eq!(live.call::<u64>(&service, "work", (7,)).await.unwrap(), 7);
     live.close().await;
     server.shutdown().await;
+}
+
+/// A request whose handler aborts the process is delivered `max_deliveries`
+/// times, each delivery counted in the partition's commit before it is
+/// made (so the deaths count), then moved to `{topic}.dead` and answered
+/// -32001; the requests that ran beside it are tried alone and answered.
+/// The test restarts the servers as they die.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_kills_its_server_is_dead_lettered_after_max_deliveries() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    busrpc_conformance::log_if_asked();
+    const MAX_DELIVERIES: u64 = 3;
+    const CALLS: u64 = 40;
+    let name = format!("poison-{}", std::process::id());
+    let parent = KafkaTransport::connect(&format!("kafka-mock://{name}"))
+        .await
+        .unwrap();
+    let cluster = parent.mock_cluster().unwrap().clone();
+    let service = "poisoned";
+    let topic = format!("busrpc.{service}");
+    cluster.create_topic(&topic, 2).unwrap();
+    cluster.create_topic(&format!("{topic}.dead"), 1).unwrap();
+    let url = format!(
+        "kafka://{}?partitions=2&max_deliveries={MAX_DELIVERIES}&session.timeout.ms=6000&heartbeat.interval.ms=500",
+        cluster.bootstrap_servers()
+    );
+    let client = Client::connect_with(
+        Arc::new(parent),
+        ClientConfig::default().timeout(Duration::from_secs(240)),
+    )
+    .await
+    .unwrap();
+    let calls = (0..CALLS).chain([POISON]).map(|n| {
+        let client = client.clone();
+        tokio::spawn(async move { (n, client.call::<u64>(service, "work", (n,)).await) })
+    });
+    let calls: Vec<_> = calls.collect();
+    let mut deaths = 0;
+    let all_answered = async {
+        let mut results = Vec::new();
+        for call in calls {
+            results.push(call.await.unwrap());
+        }
+        results
+    };
+    tokio::pin!(all_answered);
+    let started = std::time::Instant::now();
+    let results = loop {
+        let mut server = spawn_server(&url, service).await;
+        println!("{:?}: a server is ready", started.elapsed());
+        tokio::select! {
+            results = &mut all_answered => {
+                server.kill().await.unwrap();
+                break results;
+            }
+            exit = server.wait() => {
+                let exit = exit.unwrap();
+                assert!(!exit.success(), "a server only dies of the poison: {exit}");
+                deaths += 1;
+                println!("{:?}: the server died ({exit})", started.elapsed());
+                assert!(deaths <= MAX_DELIVERIES, "the poison is delivered {deaths} times");
+            }
+        }
+    };
+    for (n, result) in results {
+        if n != POISON {
+            assert_eq!(result.unwrap_or_else(|e| panic!("call {n}: {e}")), n);
+            continue;
+        }
+        let Err(busrpc_core::Error::Rpc(error)) = result else {
+            panic!("the poison is answered with an error: {result:?}");
+        };
+        assert_eq!(error.code(), busrpc_core::jsonrpc::DEAD_LETTER_CODE);
+        assert_eq!(
+            error.data_as::<serde_json::Value>().unwrap().unwrap(),
+            serde_json::json!({
+                "deliveries": MAX_DELIVERIES + 1,
+                "max_deliveries": MAX_DELIVERIES,
+                "dead_letter": format!("{topic}.dead"),
+            })
+        );
+    }
+    assert_eq!(deaths, MAX_DELIVERIES, "a death per delivery");
+    let dead = dead_letters(cluster.bootstrap_servers(), &format!("{topic}.dead")).await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let (payload, headers) = &dead[0];
+    assert!(payload.contains(&POISON.to_string()), "{payload}");
+    let deliveries = (MAX_DELIVERIES + 1).to_string();
+    assert!(
+        headers.contains(&("dead-deliveries".to_owned(), deliveries)),
+        "{headers:?}"
+    );
+}
+
+/// Every record of `topic`'s partition 0: its value and headers.
+async fn dead_letters(bootstrap: &str, topic: &str) -> Vec<(String, Vec<(String, String)>)> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Headers as _;
+    use rdkafka::Message as _;
+    let (bootstrap, topic) = (bootstrap.to_owned(), topic.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("group.id", "dead-letter-reader")
+            .create()
+            .unwrap();
+        let wait = Duration::from_secs(10);
+        let (_, end) = consumer.fetch_watermarks(&topic, 0, wait).unwrap();
+        let mut list = rdkafka::TopicPartitionList::new();
+        list.add_partition_offset(&topic, 0, rdkafka::Offset::Beginning)
+            .unwrap();
+        consumer.assign(&list).unwrap();
+        let mut records = Vec::new();
+        while (records.len() as i64) < end {
+            let record = consumer.poll(wait).expect("a record").unwrap();
+            let payload = String::from_utf8_lossy(record.payload().unwrap_or_default());
+            let headers = record.headers().map_or_else(Vec::new, |h| {
+                h.iter()
+                    .map(|h| {
+                        let value = String::from_utf8_lossy(h.value.unwrap_or_default());
+                        (h.key.to_owned(), value.into_owned())
+                    })
+                    .collect()
+            });
+            records.push((payload.into_owned(), headers));
+        }
+        records
+    })
+    .await
+    .unwrap()
 }

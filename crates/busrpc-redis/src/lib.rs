@@ -11,12 +11,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use busrpc_core::codec::Codec;
-use busrpc_core::jsonrpc::{self, RpcError, DEAD_LETTER_CODE};
 use busrpc_core::transport::{
     Acknowledge, Deliveries, Delivery, Demand, Inbox, OnSettled, Transport, TransportError,
 };
-use busrpc_core::{header, Message};
+use busrpc_core::Message;
 use futures_util::stream;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Value};
@@ -784,41 +782,17 @@ impl GroupReader {
         pipe.atomic();
         pipe.add_command(xadd(&dead, &dead_message, inner.config.queue_max_len))
             .ignore();
-        if let Some((reply_to, reply)) = dead_letter_reply(
+        if let Some((reply_to, reply)) = busrpc_core::transport::dead_letter_reply(
             &entry.message,
             deliveries,
-            &dead,
             inner.config.max_deliveries,
+            &dead,
         ) {
             inner.add_reply(&mut pipe, &reply_to, &reply);
         }
         inner.add_dead_settle(&mut pipe, &self.address, &self.group, &entry.id);
         inner.run(&pipe).await
     }
-}
-
-/// The error every call of a dead-lettered request is answered with.
-fn dead_letter_reply(
-    message: &Message,
-    deliveries: u64,
-    dead: &str,
-    max: u64,
-) -> Option<(String, Message)> {
-    let reply_to = message.headers.get(header::REPLY_TO)?;
-    let codec =
-        Codec::from_content_type(message.headers.get(header::CONTENT_TYPE)).unwrap_or_default();
-    let json = codec.to_json(&message.payload).ok()?;
-    let data =
-        serde_json::json!({"deliveries": deliveries, "max_deliveries": max, "dead_letter": dead});
-    let error = RpcError::new(DEAD_LETTER_CODE, jsonrpc::DEAD_LETTER_MSG).with_data(&data);
-    let answer = jsonrpc::answer_all(&json, &error)?;
-    let mut reply = Message::new(codec.from_json(answer).ok()?);
-    if codec != Codec::Json {
-        reply
-            .headers
-            .insert(header::CONTENT_TYPE, codec.content_type());
-    }
-    Some((reply_to.to_owned(), reply))
 }
 
 impl Drop for GroupReader {
