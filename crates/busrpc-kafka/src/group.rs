@@ -25,7 +25,7 @@ use rdkafka::{ClientContext, Message as _, Offset, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::poison::Note;
-use crate::watermark::{Commit, Partition, Tracker, Trial};
+use crate::watermark::{Commit, Partition, Tracker, Trial, TRIAL_BATCH};
 use crate::{lock, to_message, topic_is_gone, transport_error, Counters, Inner};
 
 /// Requests the consumer thread may hand over ahead of the server taking
@@ -280,7 +280,7 @@ impl GroupContext {
                 committed = offset,
                 reserved = note.reserved,
                 end,
-                "records that may have run on a member gone are tried alone"
+                "records that may have run on a member gone are counted before they run again"
             );
             recovered.push((
                 (element.topic().into(), element.partition()),
@@ -674,10 +674,10 @@ impl ConsumerThread {
         }
     }
 
-    /// Tries the first waiting suspect of each partition that has none on
-    /// trial: its delivery is counted in a synchronous commit before it is
-    /// handed over, or it is handed over to be dead-lettered (see
-    /// [`crate::poison`]).
+    /// Tries the first waiting suspects of a partition once no other
+    /// suspect is on trial: their deliveries are counted in a synchronous
+    /// commit before they are handed over, or the first is handed over to be
+    /// dead-lettered (see [`crate::poison`] and [`Tracker::begin_trial`]).
     fn try_suspects(&mut self) {
         // Once the reader is gone nothing more is delivered: a trial begun
         // now would count a delivery that never happens.
@@ -691,13 +691,21 @@ impl ConsumerThread {
         let context = self.consumer.context();
         self.suspects.retain(|partition, queue| {
             while let Some(front) = queue.front() {
-                let (epoch, offset) = (front.epoch, front.offset);
+                let epoch = front.epoch;
+                let waiting: Vec<i64> = queue
+                    .iter()
+                    .take_while(|t| t.epoch == epoch)
+                    .take(TRIAL_BATCH)
+                    .map(|t| t.offset)
+                    .collect();
                 // Taken before the tracker, as every committer does.
                 let _committing = lock(&context.committing);
-                let trial = self
-                    .ledger
-                    .lock()
-                    .begin_trial(partition, epoch, offset, self.max_deliveries);
+                let trial = self.ledger.lock().begin_trial(
+                    partition,
+                    epoch,
+                    &waiting,
+                    self.max_deliveries,
+                );
                 match trial {
                     Trial::Wait => break,
                     Trial::Gone => {
@@ -710,18 +718,18 @@ impl ConsumerThread {
                         }
                         break;
                     }
-                    Trial::Run(commit) => {
+                    Trial::Run(commit, tried) => {
                         match commit_now(&self.consumer, std::slice::from_ref(&commit)) {
                             Ok(()) => {
                                 self.ledger.lock().landed(&commit);
-                                self.counters.trials.fetch_add(1, Ordering::Relaxed);
-                                tracing::debug!(topic = %partition.0, partition = partition.1, offset, note = ?commit.note, "trying a suspect alone");
-                                if let Some(taken) = queue.pop_front() {
-                                    self.held.push_back(taken);
-                                }
+                                self.counters
+                                    .trials
+                                    .fetch_add(tried as u64, Ordering::Relaxed);
+                                tracing::debug!(topic = %partition.0, partition = partition.1, first = waiting[0], tried, note = ?commit.note, "trying suspects");
+                                self.held.extend(queue.drain(..tried));
                             }
                             Err(error) => {
-                                self.ledger.lock().trial_failed(&commit, offset);
+                                self.ledger.lock().trial_failed(&commit, &waiting[..tried]);
                                 self.counters
                                     .commit_failures
                                     .fetch_add(1, Ordering::Relaxed);
@@ -941,8 +949,11 @@ impl GroupReader {
                 },
             };
             // Taken or released before a rebalance took its partition away:
-            // its new owner reads it again.
-            if !self.ledger.lock().owns(&taken.partition, taken.epoch) {
+            // its new owner reads it again. (Recorded as delivered under
+            // the lock a revocation takes, so the revocation's note covers
+            // it.)
+            let t = &taken;
+            if !self.ledger.lock().deliver(&t.partition, t.epoch, t.offset) {
                 continue;
             }
             match taken.dead {

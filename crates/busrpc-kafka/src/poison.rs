@@ -14,10 +14,13 @@
 //! A member given a partition reads its committed offset and note. Records
 //! from that offset up to the reservation (and below the partition's end
 //! then) are *suspects*: they may have been running when their last owner
-//! died. Each suspect is tried alone, in order, after a synchronous commit
-//! whose note counts the delivery it is about to get; so a request that
-//! kills its server is counted once per death, and those merely running
-//! beside it are answered at their next try. A suspect delivered
+//! died. Before any suspect is delivered, a synchronous commit counts the
+//! delivery it is about to get, and one trial runs at a time per consumer.
+//! Suspects never counted (most of them, merely running when their member
+//! died or gave them up) are tried up to 64 together; one counted before
+//! was in a trial that ended in a death, so it is tried alone. A request
+//! that kills its server is thus counted at each death, and one that ran
+//! beside it at most once more than it ran alone. A suspect delivered
 //! `max_deliveries` times already is not run again: it goes to the
 //! dead-letter topic `{topic}.dead`, and its caller is answered -32001.
 //!

@@ -42,8 +42,11 @@ pub(crate) struct Watermark {
     suspect_below: i64,
     /// Deliveries counted for suspects not done yet, this one's included.
     counts: BTreeMap<i64, u32>,
-    /// The suspect being tried (or dead-lettered) now.
-    trial: Option<i64>,
+    /// The suspects being tried (or dead-lettered) now.
+    trial: BTreeSet<i64>,
+    /// One past the highest offset handed to the server: what was taken
+    /// but is still waiting in the consumer was never delivered.
+    delivered: Option<i64>,
     /// Replies being sent for requests of this partition.
     answering: usize,
     /// Every offset below it is done (see [`Tracker::done_below`]).
@@ -98,9 +101,7 @@ impl Watermark {
 
     pub(crate) fn done(&mut self, offset: i64) {
         self.in_flight.remove(&offset);
-        if self.trial == Some(offset) {
-            self.trial = None;
-        }
+        self.trial.remove(&offset);
         self.counts.remove(&offset);
     }
 
@@ -159,8 +160,8 @@ pub(crate) struct Taken {
     /// below it is stored). The consumer should read again from here; the
     /// records it has taken already are then refused.
     pub(crate) read_again_from: Option<i64>,
-    /// The record may have been delivered to a member that is gone: it must
-    /// be tried alone (see [`Tracker::begin_trial`]).
+    /// The record may have been delivered to a member that is gone: its
+    /// delivery must be counted first (see [`Tracker::begin_trial`]).
     pub(crate) suspect: bool,
 }
 
@@ -173,10 +174,14 @@ pub(crate) struct Commit {
     pub(crate) note: Note,
 }
 
-/// What [`Tracker::begin_trial`] says to do with a suspect.
+/// Suspects never counted tried together at most: their counts must fit in
+/// a note.
+pub(crate) const TRIAL_BATCH: usize = 64;
+
+/// What [`Tracker::begin_trial`] says to do with the first waiting suspects.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Trial {
-    /// Another suspect is being tried: wait for it.
+    /// Other suspects are being tried: wait for them.
     Wait,
     /// The partition is no longer ours under that epoch: drop the record.
     Gone,
@@ -184,9 +189,9 @@ pub(crate) enum Trial {
     /// has been delivered this often (the refused delivery counted, as on
     /// Redis).
     DeadLetter(u32),
-    /// Make this commit, synchronously, then hand the record over; if the
-    /// commit fails, [`Tracker::trial_failed`].
-    Run(Commit),
+    /// Make this commit, synchronously, then hand over this many of the
+    /// suspects; if the commit fails, [`Tracker::trial_failed`].
+    Run(Commit, usize),
 }
 
 /// A partition of a topic.
@@ -214,17 +219,18 @@ impl Tracker {
     /// was handed to an asynchronous commit already, because that commit
     /// may have failed unseen, and this is the last chance to make it.
     ///
-    /// Its note reserves only what was taken (and the suspects not tried):
-    /// nothing more can be handed out, and the next owner tries those alone.
+    /// Its note reserves only what was delivered (and the suspects not
+    /// tried): nothing more can be, and the next owner tries those alone.
+    /// Records read ahead but never handed to the server are fresh to it.
     pub(crate) fn revoked(&mut self, partition: &Partition) -> Option<(i64, Note)> {
         let (_, mark) = self.partitions.remove(partition)?;
         let mut offset = mark.committable()?;
         if let Some((committed, _)) = &mark.committed {
             offset = offset.max(*committed);
         }
-        let taken = mark.next.unwrap_or(offset).max(mark.suspect_below);
+        let delivered = mark.delivered.unwrap_or(offset).max(mark.suspect_below);
         let note = Note {
-            reserved: taken.max(offset),
+            reserved: delivered.max(offset),
             counts: mark.counts.iter().map(|(o, d)| (*o, *d)).collect(),
         };
         Some((offset, note))
@@ -271,59 +277,87 @@ impl Tracker {
         }
     }
 
-    /// Starts the trial of the suspect at `offset`: counts its delivery and
-    /// returns the commit that must land before it is handed over, unless
-    /// another suspect (of any partition) is being tried, or this one has been
-    /// delivered `max_deliveries` times already. A suspect with no count
-    /// was delivered once, to the member that is gone.
+    /// Starts the trial of the first of `waiting` (suspects of `partition`,
+    /// in the order read): counts their deliveries and returns the commit
+    /// that must land before they are handed over, unless suspects (of any
+    /// partition) are being tried already.
+    ///
+    /// A suspect with no count was delivered once, to a member that is gone;
+    /// up to [`TRIAL_BATCH`] such suspects in a row are tried together, as
+    /// most suspects are innocent (merely running when their member died or
+    /// gave them up). A suspect counted before was delivered during an
+    /// earlier trial that ended in a death, so it is tried alone: a death
+    /// now counts against it only. The first suspect, delivered
+    /// `max_deliveries` times already, is dead-lettered instead.
     pub(crate) fn begin_trial(
         &mut self,
         partition: &Partition,
         epoch: u64,
-        offset: i64,
+        waiting: &[i64],
         max_deliveries: u32,
     ) -> Trial {
         if !self.owns(partition, epoch) {
             return Trial::Gone;
         }
         // One trial at a time in the whole consumer, not per partition: a
-        // death during a trial then counts against that suspect alone.
+        // death during a trial then counts against its suspects alone.
         if self
             .partitions
             .values()
-            .any(|(_, mark)| mark.trial.is_some())
+            .any(|(_, mark)| !mark.trial.is_empty())
         {
             return Trial::Wait;
         }
-        let Some((_, mark)) = self.partitions.get_mut(partition) else {
+        let (Some((_, mark)), Some(&first)) = (self.partitions.get_mut(partition), waiting.first())
+        else {
             return Trial::Gone;
         };
-        mark.trial = Some(offset);
-        let deliveries = mark.counts.get(&offset).copied().unwrap_or(1);
-        if deliveries >= max_deliveries {
-            return Trial::DeadLetter(deliveries.saturating_add(1));
+        let deliveries =
+            |mark: &Watermark, offset: i64| mark.counts.get(&offset).copied().unwrap_or(1);
+        let first_deliveries = deliveries(mark, first);
+        if first_deliveries >= max_deliveries {
+            mark.trial.insert(first);
+            return Trial::DeadLetter(first_deliveries.saturating_add(1));
         }
-        mark.counts.insert(offset, deliveries + 1);
-        // The suspect is in flight, so something is committable: no lower.
-        let at = mark.committable().unwrap_or(offset);
+        let tried = if first_deliveries > 1 {
+            1
+        } else {
+            waiting
+                .iter()
+                .take(TRIAL_BATCH)
+                .take_while(|offset| deliveries(mark, **offset) == 1)
+                .count()
+        };
+        for offset in &waiting[..tried] {
+            let counted = deliveries(mark, *offset) + 1;
+            mark.counts.insert(*offset, counted);
+            mark.trial.insert(*offset);
+        }
+        // The suspects are in flight, so something is committable: no lower.
+        let at = mark.committable().unwrap_or(first);
         let note = mark.note();
         let (offset, note) = mark.commit_at(at, note);
-        Trial::Run(Commit {
+        let commit = Commit {
             partition: partition.clone(),
             epoch,
             offset,
             note,
-        })
+        };
+        Trial::Run(commit, tried)
     }
 
-    /// The commit of a trial failed: the suspect's count is what it was,
-    /// and no trial runs (the next [`Tracker::begin_trial`] makes it again).
-    pub(crate) fn trial_failed(&mut self, commit: &Commit, offset: i64) {
+    /// The commit of a trial of `tried` failed: their counts are what they
+    /// were, and no trial runs (the next [`Tracker::begin_trial`] makes it
+    /// again).
+    pub(crate) fn trial_failed(&mut self, commit: &Commit, tried: &[i64]) {
         if let Some((current, mark)) = self.partitions.get_mut(&commit.partition) {
-            if *current == commit.epoch && mark.trial == Some(offset) {
-                mark.trial = None;
-                if let Some(deliveries) = mark.counts.get_mut(&offset) {
-                    *deliveries -= 1;
+            if *current == commit.epoch {
+                for offset in tried {
+                    if mark.trial.remove(offset) {
+                        if let Some(deliveries) = mark.counts.get_mut(offset) {
+                            *deliveries -= 1;
+                        }
+                    }
                 }
                 mark.committed = None;
             }
@@ -399,6 +433,18 @@ impl Tracker {
     #[cfg(test)]
     pub(crate) fn owned(&self) -> usize {
         self.partitions.len()
+    }
+
+    /// Records the request at `offset` handed to the server, if the
+    /// partition is still ours under `epoch` (and returns whether it is).
+    pub(crate) fn deliver(&mut self, partition: &Partition, epoch: u64, offset: i64) -> bool {
+        match self.partitions.get_mut(partition) {
+            Some((current, mark)) if *current == epoch => {
+                mark.delivered = Some(mark.delivered.map_or(offset + 1, |d| d.max(offset + 1)));
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Whether `epoch` is the partition's current assignment.
@@ -740,47 +786,74 @@ mod tests {
     }
 
     /// After its last owner is gone, the records it may have been running
-    /// are tried one at a time, each delivery counted in the note before it
-    /// is made; records beyond the partition's end then are not suspects.
+    /// are tried before anything else is, each delivery counted in the note
+    /// before it is made: those never counted together, one counted before
+    /// alone. Records beyond the partition's end then are not suspects.
     #[test]
-    fn suspects_are_tried_one_at_a_time_and_counted_before_each_delivery() {
+    fn suspects_are_counted_before_each_delivery_and_tried_alone_once_counted() {
         let mut t = Tracker::default();
         t.assigned(p(0));
         let note = Note {
             reserved: 300,
-            counts: vec![(3, 9), (11, 3)],
+            counts: vec![(3, 9), (12, 3)],
         };
-        t.recovered(&p(0), 10, note, 13);
+        t.recovered(&p(0), 10, note, 14);
         let epoch = t.taken(&p(0), 10).unwrap().epoch;
-        assert!(t.taken(&p(0), 11).unwrap().suspect);
-        assert!(t.taken(&p(0), 12).unwrap().suspect);
-        assert!(!t.taken(&p(0), 13).unwrap().suspect, "beyond the end then");
-        assert!(t.reserved(&p(0), epoch, 13), "reserved by the last owner");
-        let Trial::Run(first) = t.begin_trial(&p(0), epoch, 10, 5) else {
-            panic!("10 is tried first");
+        for offset in 11..=13 {
+            assert!(t.taken(&p(0), offset).unwrap().suspect);
+        }
+        assert!(!t.taken(&p(0), 14).unwrap().suspect, "beyond the end then");
+        assert!(t.reserved(&p(0), epoch, 14), "reserved by the last owner");
+        let Trial::Run(first, 2) = t.begin_trial(&p(0), epoch, &[10, 11, 12, 13], 5) else {
+            panic!("10 and 11, never counted, are tried together");
         };
         assert_eq!(first.offset, 10);
         assert_eq!(
             first.note.counts,
-            vec![(10, 2), (11, 3)],
+            vec![(10, 2), (11, 2), (12, 3)],
             "3 is below the commit"
         );
         t.landed(&first);
-        assert_eq!(t.begin_trial(&p(0), epoch, 11, 5), Trial::Wait);
-        t.done(&p(0), 10, epoch);
-        let Trial::Run(second) = t.begin_trial(&p(0), epoch, 11, 5) else {
-            panic!("11 is tried once 10 is done");
-        };
-        assert_eq!((second.offset, second.note.counts), (11, vec![(11, 4)]));
+        assert_eq!(t.begin_trial(&p(0), epoch, &[12, 13], 5), Trial::Wait);
         t.done(&p(0), 11, epoch);
-        let Trial::Run(third) = t.begin_trial(&p(0), epoch, 12, 5) else {
-            panic!("12 is tried once 11 is done");
+        assert_eq!(t.begin_trial(&p(0), epoch, &[12, 13], 5), Trial::Wait);
+        t.done(&p(0), 10, epoch);
+        let Trial::Run(second, 1) = t.begin_trial(&p(0), epoch, &[12, 13], 5) else {
+            panic!("12, counted before, is tried alone");
         };
-        assert_eq!(third.note.counts, vec![(12, 2)]);
+        assert_eq!((second.offset, second.note.counts), (12, vec![(12, 4)]));
         t.done(&p(0), 12, epoch);
+        let Trial::Run(third, 1) = t.begin_trial(&p(0), epoch, &[13], 5) else {
+            panic!("13 is tried once 12 is done");
+        };
+        assert_eq!(third.note.counts, vec![(13, 2)]);
         t.done(&p(0), 13, epoch);
+        t.done(&p(0), 14, epoch);
         let last = t.advance();
-        assert_eq!((last[0].offset, last[0].note.counts.clone()), (14, vec![]));
+        assert_eq!((last[0].offset, last[0].note.counts.clone()), (15, vec![]));
+    }
+
+    #[test]
+    fn uncounted_suspects_are_tried_in_batches() {
+        let mut t = Tracker::default();
+        t.assigned(p(0));
+        let suspects = TRIAL_BATCH as i64 + 10;
+        let note = Note {
+            reserved: suspects,
+            counts: vec![],
+        };
+        t.recovered(&p(0), 0, note, suspects);
+        let epoch = t.taken(&p(0), 0).unwrap().epoch;
+        for offset in 1..suspects {
+            t.taken(&p(0), offset).unwrap();
+        }
+        let waiting: Vec<i64> = (0..suspects).collect();
+        let Trial::Run(commit, tried) = t.begin_trial(&p(0), epoch, &waiting, 5) else {
+            panic!("tried");
+        };
+        assert_eq!(tried, TRIAL_BATCH);
+        assert_eq!(commit.note.counts.len(), TRIAL_BATCH);
+        assert!(commit.note.encode().len() < 4096);
     }
 
     #[test]
@@ -794,15 +867,21 @@ mod tests {
         t.recovered(&p(0), 10, note, 20);
         let epoch = t.taken(&p(0), 10).unwrap().epoch;
         t.taken(&p(0), 11).unwrap();
-        assert_eq!(t.begin_trial(&p(0), epoch, 10, 5), Trial::DeadLetter(6));
         assert_eq!(
-            t.begin_trial(&p(0), epoch, 11, 5),
+            t.begin_trial(&p(0), epoch, &[10, 11], 5),
+            Trial::DeadLetter(6)
+        );
+        assert_eq!(
+            t.begin_trial(&p(0), epoch, &[11], 5),
             Trial::Wait,
-            "one at a time"
+            "one trial at a time"
         );
         t.done(&p(0), 10, epoch);
-        assert!(matches!(t.begin_trial(&p(0), epoch, 11, 5), Trial::Run(_)));
-        assert_eq!(t.begin_trial(&p(0), epoch + 1, 12, 5), Trial::Gone);
+        assert!(matches!(
+            t.begin_trial(&p(0), epoch, &[11], 5),
+            Trial::Run(_, 1)
+        ));
+        assert_eq!(t.begin_trial(&p(0), epoch + 1, &[12], 5), Trial::Gone);
     }
 
     #[test]
@@ -815,27 +894,29 @@ mod tests {
         };
         t.recovered(&p(0), 10, note, 20);
         let epoch = t.taken(&p(0), 10).unwrap().epoch;
-        let Trial::Run(commit) = t.begin_trial(&p(0), epoch, 10, 5) else {
+        let Trial::Run(commit, 1) = t.begin_trial(&p(0), epoch, &[10], 5) else {
             panic!("tried");
         };
         assert_eq!(commit.note.counts, vec![(10, 3)]);
-        t.trial_failed(&commit, 10);
-        let Trial::Run(again) = t.begin_trial(&p(0), epoch, 10, 5) else {
+        t.trial_failed(&commit, &[10]);
+        let Trial::Run(again, 1) = t.begin_trial(&p(0), epoch, &[10], 5) else {
             panic!("tried again");
         };
         assert_eq!(again.note.counts, vec![(10, 3)], "counted once");
     }
 
-    /// A revocation's note reserves what was taken, and the suspects left
-    /// untried with their counts: nothing beyond can have been delivered.
+    /// A revocation's note reserves what was delivered, and the suspects
+    /// left untried with their counts: nothing beyond can have been.
     #[test]
-    fn a_revocation_reserves_only_what_was_taken() {
+    fn a_revocation_reserves_only_what_was_delivered() {
         let mut t = Tracker::default();
         t.assigned(p(0));
         let epoch = t.taken(&p(0), 0).unwrap().epoch;
         t.taken(&p(0), 1).unwrap();
+        t.taken(&p(0), 2).unwrap();
         let commits = t.advance();
         t.landed(&commits[0]);
+        assert!(t.deliver(&p(0), epoch, 0) && t.deliver(&p(0), epoch, 1));
         t.done(&p(0), 0, epoch);
         assert_eq!(
             t.revoked(&p(0)),
@@ -845,8 +926,10 @@ mod tests {
                     reserved: 2,
                     counts: vec![]
                 }
-            ))
+            )),
+            "2 was read ahead, never delivered: fresh to the next owner"
         );
+        assert!(!t.deliver(&p(0), epoch, 2), "not ours any more");
         t.assigned(p(0));
         let note = Note {
             reserved: 50,
