@@ -1,5 +1,8 @@
 //! busrpc calls against a raw rdkafka ping-pong ([`busrpc_kafka::raw`]), on
-//! the same broker in the same run, with the same librdkafka settings.
+//! the same broker in the same run, with the same librdkafka settings. Then
+//! the two inbox modes against each other: clients with reply topics of
+//! their own (`inbox=topic`) and as many sharing one reply partition
+//! (`inbox=shared`), where each reads every reply to all of them.
 //!
 //! Brokers: `BUSRPC_BENCH_KAFKA` (comma-separated URLs; default
 //! `kafka://127.0.0.1:9092,kafka-mock://bench`). An unreachable one is
@@ -83,6 +86,84 @@ async fn measure(url: &str, full: bool) -> String {
     )
 }
 
+/// Clients per inbox mode in [`inboxes`]: with one shared reply partition,
+/// each shared client reads this many replies per reply of its own.
+const CLIENTS: u64 = 8;
+
+async fn clients(url: &str) -> Vec<Client> {
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        let transport = Arc::new(KafkaTransport::connect(url).await.expect("broker"));
+        let config = ClientConfig::default().timeout(Duration::from_secs(60));
+        clients.push(
+            Client::connect_with(transport, config)
+                .await
+                .expect("client"),
+        );
+    }
+    clients
+}
+
+/// [`CLIENTS`] clients with inbox topics of their own against as many on
+/// one partition of the shared reply topic, calling one server: latency at
+/// 1 in flight (one client), throughput at 64 in flight over all of them.
+async fn inboxes(url: &str, full: bool) -> String {
+    let tag = format!("{}-{}", std::process::id(), url.len());
+    // A prefix of its own, so the shared reply topic is made here, with one
+    // partition.
+    let join = if url.contains('?') { '&' } else { '?' };
+    let url = format!("{url}{join}prefix=bench-inboxes-{tag}&shared_inbox_partitions=1");
+    let service = "inboxes";
+    let router = Router::new().method("echo", |(n,): (u64,)| async move { Ok::<_, RpcError>(n) });
+    let server_transport = match KafkaTransport::connect(&url).await {
+        Ok(transport) => Arc::new(transport),
+        Err(e) => return format!("skipped: {url}: {e}\n"),
+    };
+    let server = Server::new(server_transport, service, router)
+        .start()
+        .await
+        .expect("server");
+    let own = Arc::new(clients(&url).await);
+    let shared = Arc::new(clients(&format!("{url}&inbox=shared")).await);
+    let once = |clients: Arc<Vec<Client>>, lane: u64| {
+        move |n: u64| {
+            let clients = clients.clone();
+            async move {
+                let client = &clients[(lane % CLIENTS) as usize];
+                let reply: u64 = client.call(service, "echo", (n,)).await.expect("echo");
+                assert_eq!(reply, n);
+            }
+        }
+    };
+    once(own.clone(), 0)(0).await;
+    once(shared.clone(), 0)(0).await;
+    let (samples, rounds, per_lane) = if full { (300, 5, 20) } else { (10, 1, 2) };
+    let (own_latencies, shared_latencies) =
+        paired_latencies(samples, once(own.clone(), 0), once(shared.clone(), 0)).await;
+    let (own_rate, shared_rate) = paired_throughput(
+        rounds,
+        64,
+        per_lane,
+        |lane| once(own.clone(), lane),
+        |lane| once(shared.clone(), lane),
+    )
+    .await;
+    server.shutdown().await;
+    let own_figures = Figures::new(&own_latencies, own_rate);
+    let shared_figures = Figures::new(&shared_latencies, shared_rate);
+    let p50 = |f: &Figures| f.p50.as_secs_f64() * 1e6;
+    format!(
+        "Inbox modes at {url}: {CLIENTS} clients with reply topics of their own (topic) and {CLIENTS} sharing one reply partition (shared; each reads {CLIENTS} replies per reply of its own)\n\
+         topic: p50 {:.1} us, {:.0} calls/s; shared: p50 {:.1} us, {:.0} calls/s; shared/topic: p50 {:.2}x, throughput {:.2}x\n",
+        p50(&own_figures),
+        own_rate,
+        p50(&shared_figures),
+        shared_rate,
+        p50(&shared_figures) / p50(&own_figures),
+        shared_rate / own_rate,
+    )
+}
+
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let brokers = std::env::var("BUSRPC_BENCH_KAFKA")
@@ -94,5 +175,6 @@ fn main() {
         .expect("runtime");
     for url in brokers.split(',') {
         println!("{}", runtime.block_on(measure(url, full)));
+        println!("{}", runtime.block_on(inboxes(url, full)));
     }
 }

@@ -18,6 +18,27 @@ pub enum Brokers {
     },
 }
 
+/// Where a client reads its replies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InboxMode {
+    /// `inbox=topic`: a topic of its own, created when the client connects
+    /// and deleted when it closes (or by the servers once abandoned). It
+    /// reads only its own replies.
+    Topic,
+    /// `inbox=shared`: one partition of the reply topic
+    /// `{prefix}.inbox.shared`, shared by every client of the prefix that
+    /// asks for it, with `partitions` partitions
+    /// (`shared_inbox_partitions`, default 16). Nothing is created or
+    /// deleted per client, for fleets of short-lived clients; the price is
+    /// that each client reads (and skips) the replies to every other client
+    /// on its partition.
+    Shared {
+        /// Partitions of the shared reply topic, when busrpc creates it.
+        partitions: i32,
+    },
+}
+
 /// busrpc's Kafka options. Query keys busrpc does not know go to librdkafka
 /// as they are (`security.protocol`, `sasl.mechanism`, `ssl.ca.location`,
 /// `fetch.wait.max.ms`, ...), so anything librdkafka can do is one URL away.
@@ -40,6 +61,8 @@ pub struct KafkaConfig {
     /// take its client for gone and delete it. Live clients write a
     /// keep-alive record every quarter of it; servers sweep as often.
     pub inbox_retention_ms: u64,
+    /// `inbox`: where a client reads its replies (default `topic`).
+    pub inbox: InboxMode,
     /// `join_wait_ms`: how long joining a service's consumer group may hold
     /// up a server's start (default 30000). Starting returns once the group
     /// has given the new member its share of the partitions, so servers
@@ -113,13 +136,15 @@ impl KafkaConfig {
         })?;
         let (authority, query) = rest.split_once('?').unwrap_or((rest, ""));
         let mut mock_brokers = 1;
-
+        let mut shared = false;
+        let mut shared_partitions = 16;
         let mut config = KafkaConfig {
             brokers: Brokers::Bootstrap(String::new()),
             prefix: "busrpc".to_owned(),
             partitions: 8,
             replication: 1,
             inbox_retention_ms: 3_600_000,
+            inbox: InboxMode::Topic,
             join_wait: std::time::Duration::from_secs(30),
             max_deliveries: 5,
             librdkafka: LIBRDKAFKA_DEFAULTS
@@ -147,6 +172,14 @@ impl KafkaConfig {
                 "partitions" => config.partitions = i32::try_from(number()?).unwrap_or(i32::MAX),
                 "replication" => config.replication = i32::try_from(number()?).unwrap_or(i32::MAX),
                 "inbox_retention_ms" => config.inbox_retention_ms = number()?.unsigned_abs(),
+                "inbox" => {
+                    shared = match value {
+                        "topic" => false,
+                        "shared" => true,
+                        _ => return Err(invalid(url, format!("inbox must be topic or shared, got {value:?}"))),
+                    }
+                }
+                "shared_inbox_partitions" => shared_partitions = i32::try_from(number()?).unwrap_or(i32::MAX),
                 "max_deliveries" => config.max_deliveries = u32::try_from(number()?).unwrap_or(u32::MAX),
                 "join_wait_ms" => {
                     let ms = value.parse::<u64>().map_err(|_| {
@@ -166,6 +199,11 @@ impl KafkaConfig {
                     ))
                 }
             }
+        }
+        if shared {
+            config.inbox = InboxMode::Shared {
+                partitions: shared_partitions,
+            };
         }
         config.brokers = match scheme {
             "kafka" if !authority.is_empty() => Brokers::Bootstrap(authority.to_owned()),
@@ -212,9 +250,17 @@ mod tests {
             "the URL overrides the default"
         );
         assert_eq!(c.librdkafka_value("linger.ms"), Some("0"));
-        assert_eq!(c.max_deliveries, 5);
-        let c = KafkaConfig::from_url("kafka://a:9092?max_deliveries=2").unwrap();
+        assert_eq!((c.inbox, c.max_deliveries), (InboxMode::Topic, 5));
+    }
+
+    #[test]
+    fn inbox_modes_and_the_poison_bound() {
+        let c = KafkaConfig::from_url("kafka://a:9092?inbox=shared&max_deliveries=2").unwrap();
+        assert_eq!(c.inbox, InboxMode::Shared { partitions: 16 });
         assert_eq!(c.max_deliveries, 2);
+        let c =
+            KafkaConfig::from_url("kafka://a:9092?shared_inbox_partitions=4&inbox=shared").unwrap();
+        assert_eq!(c.inbox, InboxMode::Shared { partitions: 4 });
     }
 
     #[test]
@@ -250,6 +296,7 @@ mod tests {
                 "join_wait_ms must be a whole number",
             ),
             ("redis://h", "expected kafka://"),
+            ("kafka://h:1?inbox=group", "inbox must be topic or shared"),
             ("kafka://h:1?max_deliveries=0", "positive whole number"),
         ] {
             let err = KafkaConfig::from_url(url).unwrap_err().to_string();

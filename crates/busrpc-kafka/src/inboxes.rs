@@ -29,6 +29,31 @@ use crate::{transport_error, Inner};
 /// The header of a keep-alive record; the inbox's reader skips such records.
 pub(crate) const KEEPALIVE_HEADER: &str = "busrpc-keepalive";
 
+/// The header naming the client a reply in the shared reply topic is for;
+/// every other client reading its partition skips it.
+pub(crate) const CLIENT_HEADER: &str = "busrpc-client";
+
+/// The shared reply topic of the prefix whose inboxes start with
+/// `inbox_prefix`. Its name is not a dated inbox's, so it is never swept.
+pub(crate) fn shared_topic(inbox_prefix: &str) -> String {
+    format!("{inbox_prefix}shared")
+}
+
+/// A shared inbox's address: `{topic}/{partition}/{client}`. A topic name
+/// cannot hold `/`, so no per-client inbox or request topic looks like one.
+pub(crate) fn shared_address(topic: &str, partition: i32, client: &str) -> String {
+    format!("{topic}/{partition}/{client}")
+}
+
+/// The topic, partition and client of a shared inbox's address; `None` for
+/// any other address.
+pub(crate) fn parse_shared(address: &str) -> Option<(&str, i32, &str)> {
+    let (topic, rest) = address.split_once('/')?;
+    let (partition, client) = rest.split_once('/')?;
+    let partition = partition.parse().ok().filter(|p| *p >= 0)?;
+    (!topic.is_empty() && !client.is_empty()).then_some((topic, partition, client))
+}
+
 /// How often a client writes a keep-alive record, and a server sweeps.
 pub(crate) fn interval(retention_ms: u64) -> Duration {
     Duration::from_millis(retention_ms / 4).max(Duration::from_millis(100))
@@ -226,6 +251,30 @@ mod tests {
             "busrpc.svc",
         ] {
             assert_eq!(parse(foreign, prefix), None, "{foreign}");
+        }
+    }
+
+    #[test]
+    fn shared_inbox_addresses_name_topic_partition_and_client() {
+        let topic = shared_topic("busrpc.inbox.");
+        assert_eq!(topic, "busrpc.inbox.shared");
+        assert_eq!(parse(&topic, "busrpc.inbox."), None, "never swept");
+        let address = shared_address(&topic, 3, "8610f61c-1");
+        assert_eq!(address, "busrpc.inbox.shared/3/8610f61c-1");
+        assert_eq!(
+            parse_shared(&address),
+            Some(("busrpc.inbox.shared", 3, "8610f61c-1"))
+        );
+        for other in [
+            "busrpc.inbox.1764590000000.3600000.ab12-3",
+            "busrpc.svc",
+            "t/x/c",
+            "t/-1/c",
+            "t/1/",
+            "/1/c",
+            "t/1",
+        ] {
+            assert_eq!(parse_shared(other), None, "{other}");
         }
     }
 

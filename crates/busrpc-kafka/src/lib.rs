@@ -28,7 +28,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::util::Timeout;
 use rdkafka::{Message as _, Offset, TopicPartitionList};
 
-pub use config::{Brokers, KafkaConfig, LIBRDKAFKA_DEFAULTS};
+pub use config::{Brokers, InboxMode, KafkaConfig, LIBRDKAFKA_DEFAULTS};
 use group::GroupReader;
 pub use mock::MockBrokers;
 
@@ -42,6 +42,12 @@ pub use mock::MockBrokers;
 ///   can ever hold up or lose a reply. It keeps the topic alive with a
 ///   keep-alive record every quarter of `inbox_retention_ms`; servers delete
 ///   inbox topics that stood still longer than that (their client is gone).
+///   With `inbox=shared` ([`InboxMode::Shared`]) a client reads one
+///   partition of `{prefix}.inbox.shared` instead, skipping the replies to
+///   the other clients on it.
+/// - A request delivered more than `max_deliveries` times, deliveries to a
+///   process that died counted, goes to `{prefix}.S.dead` and its caller is
+///   answered -32001 (see PROTOCOL.md, "Poison requests").
 /// - Headers are Kafka record headers; the payload is the record value.
 ///
 /// Cheap to clone; clones share the producer.
@@ -330,6 +336,41 @@ impl Inner {
         Ok(())
     }
 
+    /// The partition of the shared reply topic `client` reads (one of those
+    /// the broker reports, by a hash of its name), and that partition's end.
+    fn shared_partition(&self, topic: &str, client: &str) -> Result<(i32, i64), TransportError> {
+        use std::hash::BuildHasher;
+        let wait = Duration::from_secs(10);
+        let client_of = self.producer.client();
+        // A topic just created may be reported without partitions for a moment.
+        let give_up = std::time::Instant::now() + wait;
+        let count = loop {
+            let metadata = client_of
+                .fetch_metadata(Some(topic), wait)
+                .map_err(transport_error)?;
+            let count = metadata
+                .topics()
+                .iter()
+                .find(|t| t.name() == topic)
+                .map_or(0, |t| t.partitions().len());
+            if count > 0 {
+                break count;
+            }
+            if std::time::Instant::now() >= give_up {
+                return Err(TransportError::Unavailable(
+                    format!("the shared reply topic {topic} has no partitions").into(),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let hash = std::collections::hash_map::RandomState::new().hash_one(client);
+        let partition = i32::try_from(hash % count as u64).unwrap_or(0);
+        let (_, end) = client_of
+            .fetch_watermarks(topic, partition, wait)
+            .map_err(transport_error)?;
+        Ok((partition, end))
+    }
+
     /// Fails with [`TransportError::NotServed`] unless the request topic
     /// exists: only a server creates it (see [`Inner::ensure_topic`]), so a
     /// missing one means no server of the service has ever started here. A
@@ -380,17 +421,28 @@ impl Inner {
         .map_err(|e| TransportError::Other(Box::new(e)))?
     }
 
-    async fn produce(&self, topic: &str, message: &Message) -> Result<(), KafkaError> {
-        let mut headers = OwnedHeaders::new_with_capacity(message.headers.len());
+    /// Produces `message` to `address`: a topic, or a shared inbox (its
+    /// topic's partition, with the client named in a header).
+    async fn produce(&self, address: &str, message: &Message) -> Result<(), KafkaError> {
+        let shared = inboxes::parse_shared(address);
+        let mut headers = OwnedHeaders::new_with_capacity(message.headers.len() + 1);
         for (key, value) in message.headers.iter() {
             headers = headers.insert(Header {
                 key,
                 value: Some(value.as_bytes()),
             });
         }
-        let record = FutureRecord::<(), [u8]>::to(topic)
-            .payload(&message.payload[..])
-            .headers(headers);
+        let mut record = FutureRecord::<(), [u8]>::to(address).payload(&message.payload[..]);
+        if let Some((topic, partition, client)) = shared {
+            headers = headers.insert(Header {
+                key: inboxes::CLIENT_HEADER,
+                value: Some(client.as_bytes()),
+            });
+            record = FutureRecord::to(topic)
+                .payload(&message.payload[..])
+                .partition(partition);
+        }
+        let record = record.headers(headers);
         // Awaiting the delivery report holds up only this call: many run at once.
         self.producer
             .send(record, Timeout::Never)
@@ -480,6 +532,20 @@ impl Transport for KafkaTransport {
     }
 
     async fn inbox(&self) -> Result<Inbox, TransportError> {
+        match self.inner.config.inbox {
+            InboxMode::Topic => self.topic_inbox().await,
+            InboxMode::Shared { partitions } => self.shared_inbox(partitions).await,
+        }
+    }
+
+    fn service_address(&self, service: &str) -> String {
+        format!("{}.{service}", self.inner.config.prefix)
+    }
+}
+
+impl KafkaTransport {
+    /// An inbox topic of the client's own (`inbox=topic`).
+    async fn topic_inbox(&self) -> Result<Inbox, TransportError> {
         let inner = self.inner.clone();
         let topic = inboxes::name(
             &inner.inbox_prefix,
@@ -537,9 +603,61 @@ impl Transport for KafkaTransport {
         }))
     }
 
-    fn service_address(&self, service: &str) -> String {
-        format!("{}.{service}", self.inner.config.prefix)
+    /// A partition of the shared reply topic (`inbox=shared`), read from its
+    /// end at connection, keeping only the records for this client.
+    async fn shared_inbox(&self, partitions: i32) -> Result<Inbox, TransportError> {
+        let inner = self.inner.clone();
+        let topic = inboxes::shared_topic(&inner.inbox_prefix);
+        inner
+            .ensure_topic(
+                &topic,
+                partitions,
+                Some(inner.config.inbox_retention_ms),
+                false,
+            )
+            .await?;
+        let client = inner.name();
+        let (partition, end) = {
+            let (inner, topic, client) = (inner.clone(), topic.clone(), client.clone());
+            tokio::task::spawn_blocking(move || inner.shared_partition(&topic, &client))
+                .await
+                .map_err(|e| TransportError::Other(Box::new(e)))??
+        };
+        let mut config = base_config(&inner.config, &inner.bootstrap);
+        config
+            .set("group.id", format!("{topic}.{client}"))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false");
+        let consumer: StreamConsumer = config.create().map_err(transport_error)?;
+        let mut assignment = TopicPartitionList::new();
+        // From the end as it was before any request: earlier replies are
+        // other clients', and a reply to this one cannot be missed.
+        assignment
+            .add_partition_offset(&topic, partition, Offset::Offset(end))
+            .map_err(transport_error)?;
+        consumer.assign(&assignment).map_err(transport_error)?;
+        let address = inboxes::shared_address(&topic, partition, &client);
+        tracing::debug!(%address, end, "reading a shared inbox");
+        let messages = stream::unfold((consumer, inner, client), |state| async move {
+            let next = loop {
+                match state.0.recv().await {
+                    Ok(record) if !is_for(&record, &state.2) => continue,
+                    Ok(record) => break Ok(to_message(&record)),
+                    Err(e) => break Err(transport_error(e)),
+                }
+            };
+            Some((next, state))
+        });
+        Ok(Inbox::new(address, messages))
     }
+}
+
+/// Whether a record of the shared reply topic is for `client`.
+fn is_for(record: &BorrowedMessage<'_>, client: &str) -> bool {
+    record.headers().is_some_and(|h| {
+        h.iter()
+            .any(|h| h.key == inboxes::CLIENT_HEADER && h.value == Some(client.as_bytes()))
+    })
 }
 
 #[cfg(test)]

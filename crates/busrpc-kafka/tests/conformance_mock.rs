@@ -17,10 +17,19 @@ struct Mock(String, std::sync::OnceLock<Arc<busrpc_kafka::MockBrokers>>);
 
 impl Mock {
     fn new() -> Self {
+        Self::with_options("")
+    }
+
+    /// Clients read their replies from a shared reply topic.
+    fn shared_inbox() -> Self {
+        Self::with_options("?inbox=shared&shared_inbox_partitions=2")
+    }
+
+    fn with_options(options: &str) -> Self {
         static N: AtomicU64 = AtomicU64::new(0);
         Mock(
             format!(
-                "kafka-mock://conformance-{}",
+                "kafka-mock://conformance-{}{options}",
                 N.fetch_add(1, Ordering::Relaxed)
             ),
             std::sync::OnceLock::new(),
@@ -48,3 +57,10 @@ impl Harness for Mock {
 }
 
 busrpc_conformance::suite!(Mock::new(), current_thread);
+
+/// The cases of calls and replies again, with `inbox=shared`.
+mod shared_inbox {
+    #[allow(unused_imports)]
+    use super::*;
+    busrpc_conformance::suite!(Mock::shared_inbox(), calls_only);
+}

@@ -170,6 +170,66 @@ async fn inbox_topic_is_deleted_on_close() {
     server.shutdown().await;
 }
 
+/// `inbox=shared`: clients share one partition of the reply topic; each
+/// receives only its own replies (the others' are skipped before the client
+/// sees them, so none counts as a stray), and closing creates or deletes no
+/// topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_sharing_a_reply_partition_get_only_their_own_replies() {
+    // One record per batch: see conformance_tansu.rs.
+    let url = format!(
+        "{}?inbox=shared&shared_inbox_partitions=1&batch.num.messages=1",
+        kafka_url()
+    );
+    let service = format!("shared-inbox-{}", std::process::id());
+    let server = serve(&url, &service).await;
+    let before = topics(&url).await;
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let transport = Arc::new(KafkaTransport::connect(&url).await.unwrap());
+        let config = ClientConfig::default().timeout(Duration::from_secs(30));
+        clients.push(Client::connect_with(transport, config).await.unwrap());
+    }
+    let addresses: Vec<&str> = clients.iter().map(Client::inbox_address).collect();
+    assert!(
+        addresses
+            .iter()
+            .all(|a| a.starts_with("busrpc.inbox.shared/0/")),
+        "{addresses:?}"
+    );
+    assert_ne!(addresses[0], addresses[1]);
+    first_success(&clients[0], &service, Duration::from_secs(60)).await;
+    let calls = clients.iter().enumerate().flat_map(|(i, client)| {
+        let service = &service;
+        (0..20).map(move |j| async move {
+            let text = format!("{i}-{j}");
+            let reply = client.call::<String>(service, "echo", (&text,)).await;
+            (text, reply)
+        })
+    });
+    for (text, reply) in futures_util::future::join_all(calls).await {
+        assert_eq!(reply.unwrap(), format!("RPC {text}!"));
+    }
+    for client in &clients {
+        assert_eq!(client.stats().replies_dropped, 0, "no stray reply seen");
+    }
+    let shared = "busrpc.inbox.shared".to_owned();
+    let mut created: Vec<String> = topics(&url).await;
+    created.retain(|t| !before.contains(t));
+    assert!(
+        created.is_empty() || created == [shared.clone()],
+        "only the shared topic: {created:?}"
+    );
+    for client in clients {
+        client.close().await;
+    }
+    assert!(
+        topics(&url).await.contains(&shared),
+        "the shared topic stays"
+    );
+    server.shutdown().await;
+}
+
 /// docs/PROTOCOL.md's recipe, followed by a Python client with kafka-python:
 /// it creates its inbox topic, produces a request with `reply-to`, and reads
 /// the answer. `BUSRPC_PYTHON` names a Python with kafka-python
