@@ -159,10 +159,14 @@ impl ConsumerContext for GroupContext {
         for element in assigned.elements() {
             let partition: Partition = (element.topic().into(), element.partition());
             tracker.assigned(partition.clone());
-            if let Some((_, committed, note, end)) =
-                recovered.iter().find(|(p, ..)| *p == partition)
-            {
-                tracker.recovered(&partition, *committed, note.clone(), *end);
+            if let Some(found) = recovered.iter().find(|r| r.partition == partition) {
+                // Everything below the committed offset is done: a first
+                // record read above it means the fetch skipped some (Tansu
+                // 0.6.0 can), and the consumer goes back for them.
+                tracker.done_below(&partition, found.committed);
+                if let Some((note, end)) = &found.note {
+                    tracker.recovered(&partition, found.committed, note.clone(), *end);
+                }
             }
             if let Some((_, offset)) = unsaved.iter().find(|(p, _)| *p == partition) {
                 tracker.done_below(&partition, *offset);
@@ -197,6 +201,14 @@ impl ConsumerContext for GroupContext {
             }
         }
     }
+}
+
+/// A partition's committed offset as read at its assignment, with its note
+/// and the partition's end then, if it has a note.
+struct Recovered {
+    partition: Partition,
+    committed: i64,
+    note: Option<(Note, i64)>,
 }
 
 /// The consumer thread's pauses.
@@ -234,11 +246,11 @@ impl GroupContext {
         &self,
         consumer: &BaseConsumer<Self>,
         assigned: &TopicPartitionList,
-    ) -> Vec<(Partition, i64, Note, i64)> {
+    ) -> Vec<Recovered> {
         let committed = match consumer.committed_offsets(assigned.clone(), RECOVERY_WAIT) {
             Ok(committed) => committed,
             Err(e) => {
-                tracing::warn!(error = %e, "could not read the committed offsets' notes: deliveries to a member that died are not counted this time");
+                tracing::warn!(error = %e, "could not read the committed offsets: a fetch that skips the first records is not caught, and deliveries to a member that died are not counted this time");
                 return Vec::new();
             }
         };
@@ -247,19 +259,24 @@ impl GroupContext {
             let Offset::Offset(offset) = element.offset() else {
                 continue;
             };
+            let partition: Partition = (element.topic().into(), element.partition());
             let Some(note) = Note::parse(element.metadata()) else {
                 if !self.warned_no_notes.swap(true, Ordering::Relaxed) {
                     tracing::warn!(topic = element.topic(), "a committed offset came without busrpc's note: if the broker drops commit metadata (Tansu 0.6.0 does), requests that crash their server are not counted against max_deliveries");
                 }
+                recovered.push(Recovered {
+                    partition,
+                    committed: offset,
+                    note: None,
+                });
                 continue;
             };
             if note.reserved <= offset {
-                recovered.push((
-                    (element.topic().into(), element.partition()),
-                    offset,
-                    note,
-                    offset,
-                ));
+                recovered.push(Recovered {
+                    partition,
+                    committed: offset,
+                    note: Some((note, offset)),
+                });
                 continue;
             }
             let end = match consumer.fetch_watermarks(
@@ -282,12 +299,11 @@ impl GroupContext {
                 end,
                 "records that may have run on a member gone are counted before they run again"
             );
-            recovered.push((
-                (element.topic().into(), element.partition()),
-                offset,
-                note,
-                end,
-            ));
+            recovered.push(Recovered {
+                partition,
+                committed: offset,
+                note: Some((note, end)),
+            });
         }
         recovered
     }
@@ -598,6 +614,7 @@ impl ConsumerThread {
                     .lock()
                     .reserved(&front.partition, front.epoch, front.offset);
             if !reserved {
+                tracing::trace!(topic = %front.partition.0, partition = front.partition.1, offset = front.offset, "waiting for the broker to hold a reservation");
                 if let Some(wake) = &self.wake_committer {
                     let _ = wake.send(());
                 }

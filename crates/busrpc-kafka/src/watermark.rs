@@ -371,14 +371,16 @@ impl Tracker {
         self.partitions.clear();
     }
 
-    /// The partition, just assigned, is known done below `offset`: this
-    /// member finished those requests under its previous assignment, and its
-    /// commit of them was refused (brokers may refuse commits while the group
-    /// rebalances). Records below it are skipped, and `offset` is committed
-    /// with the next [`Tracker::advance`].
+    /// The partition, just assigned, is known done below `offset`: it is
+    /// the committed offset, or this member finished those requests under
+    /// its previous assignment and its commit of them was refused (brokers
+    /// may refuse commits while the group rebalances). Records below it are
+    /// skipped, a first record read above it makes the consumer go back for
+    /// those between (see [`Taken::read_again_from`]), and `offset` is
+    /// committed with the next [`Tracker::advance`].
     pub(crate) fn done_below(&mut self, partition: &Partition, offset: i64) {
         if let Some((_, mark)) = self.partitions.get_mut(partition) {
-            if mark.next.is_none() && mark.in_flight.is_empty() {
+            if mark.in_flight.is_empty() && !mark.next.is_some_and(|next| next >= offset) {
                 mark.next = Some(offset);
                 mark.skip_below = Some(offset);
                 mark.committed = None;
@@ -690,6 +692,24 @@ mod tests {
         assert_eq!(offsets(t.advance()), vec![(p(0), 10)]);
         t.done_below(&p(0), 20);
         assert_eq!(offsets(t.advance()), vec![], "only for a fresh assignment");
+    }
+
+    /// The first record read after an assignment lies above the committed
+    /// offset: the fetch skipped records (Tansu 0.6.0 can), so the consumer
+    /// goes back for them, and nothing is committed past them meanwhile.
+    /// Records below the committed offset are done.
+    #[test]
+    fn a_first_record_above_the_committed_offset_sends_the_consumer_back() {
+        let mut t = Tracker::default();
+        t.assigned(p(0));
+        t.done_below(&p(0), 10);
+        assert_eq!(t.taken(&p(0), 9), None, "committed: done");
+        let first = t.taken(&p(0), 12).unwrap();
+        assert_eq!(first.read_again_from, Some(10));
+        t.done(&p(0), 12, first.epoch);
+        assert_eq!(offsets(t.advance()), vec![(p(0), 10)]);
+        assert!(t.taken(&p(0), 10).is_some() && t.taken(&p(0), 11).is_some());
+        assert_eq!(t.taken(&p(0), 12), None, "done already");
     }
 
     #[test]

@@ -1,10 +1,10 @@
-//! Process-level behaviour on a real broker (`BUSRPC_KAFKA_URL`, default
-//! kafka://127.0.0.1:9092; scripts/test.sh starts Tansu there): a server
-//! process stopped by SIGTERM under load, and a client process killed with
-//! SIGKILL, whose inbox topic the servers then delete. And on librdkafka's
-//! mock cluster, run by this process and reached by the others over TCP
-//! (Tansu keeps no commit metadata): a request that kills every server
-//! process it reaches.
+//! Process-level behaviour. On a real broker (`BUSRPC_KAFKA_URL`, default
+//! kafka://127.0.0.1:9092; scripts/test.sh starts Tansu there): a client
+//! process killed with SIGKILL, whose inbox topic the servers then delete.
+//! On librdkafka's mock cluster, run by this process and reached by the
+//! others over TCP: a server process stopped by SIGTERM under load (Tansu
+//! lets two members own a partition during a rebalance), and a request that
+//! kills every server process it reaches (Tansu keeps no commit metadata).
 //!
 //! The other processes are this test binary run again with `child_process`
 //! and `BUSRPC_CHILD` set (the test is ignored otherwise).
@@ -13,7 +13,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use busrpc_core::{Client, ClientConfig, Router, RpcError, Server};
+use busrpc_core::{Client, ClientConfig, Router, RpcError, Server, Transport};
 use busrpc_kafka::KafkaTransport;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -117,31 +117,65 @@ async fn spawn_server(url: &str, service: &str) -> tokio::process::Child {
 
 /// One of three servers gets SIGTERM while 12,000 calls run: it finishes
 /// what it holds, makes its last commit and leaves the group before
-/// exiting, so the two others take over from exactly where it stopped.
-/// Every call is answered, and none twice (a second answer would reach its
-/// client, which drops and counts it).
+/// exiting, so the two others take over from where it stopped. Every call
+/// is answered. On librdkafka's mock cluster, run by this process and
+/// reached by the servers over TCP.
 ///
-/// Ignored in the default run: run alone it passed 17 of 17 times, but
-/// inside `scripts/test.sh` it answered 37, 6 and more calls twice in three
-/// runs of three, cause not found yet (issue #11, item 6). Run it with
-/// `cargo test -p busrpc-kafka --test processes -- --ignored sigterm`.
+/// Not asserted here: that none is answered twice. The mock refuses the
+/// commits the two other servers make when their partitions are revoked
+/// (`RebalanceInProgress`; Kafka accepts commits of the current generation
+/// while a rebalance is prepared), so what they finished since their last
+/// commit is answered again by the partitions' next owners (70 calls twice
+/// in the first run).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "answers some calls twice inside scripts/test.sh, cause open (#11 item 6)"]
 async fn sigterm_of_one_of_three_servers_under_load() {
+    let name = format!("sigterm-{}", std::process::id());
+    let parent = KafkaTransport::connect(&format!("kafka-mock://{name}"))
+        .await
+        .unwrap();
+    let cluster = parent.mock_cluster().unwrap().clone();
+    let service = format!("sigterm-{}", std::process::id());
+    cluster
+        .create_topic(&parent.service_address(&service), 6)
+        .unwrap();
+    let servers = format!("kafka://{}?partitions=6", cluster.bootstrap_servers());
+    let clients = format!("kafka-mock://{name}?partitions=6");
+    sigterm_under_load(&servers, &clients, &service).await;
+}
+
+/// The same on Tansu. Ignored: Tansu 0.6.0 completes a rebalance before
+/// every member has rejoined, so a partition's new owner reads it while its
+/// old owner still does (seen: offset 736 of a partition taken by two
+/// servers 6 ms apart, the old owner revoking it 76 ms after the new one
+/// was assigned it), and some calls are answered twice (37, 6, 2, 1 in runs
+/// inside `scripts/test.sh` or beside another Tansu suite). Run it with
+/// `cargo test -p busrpc-kafka --test processes -- --ignored on_tansu`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "Tansu 0.6.0 lets two members own a partition during a rebalance"]
+async fn sigterm_of_one_of_three_servers_under_load_on_tansu() {
+    // One record per batch: see conformance_tansu.rs.
+    let url = format!("{}?partitions=6&batch.num.messages=1", kafka_url());
+    let service = format!("sigterm-{}", std::process::id());
+    let twice = sigterm_under_load(&url, &url, &service).await;
+    assert_eq!(twice, 0, "calls answered twice");
+}
+
+/// Three servers at `servers_url`, clients at `clients_url` (the same
+/// broker), one server stopped by SIGTERM under load.
+/// Returns how many calls were answered twice.
+async fn sigterm_under_load(servers_url: &str, clients_url: &str, service: &str) -> u64 {
     let _alone = ONE_AT_A_TIME.lock().await;
     busrpc_conformance::log_if_asked();
     const CLIENTS: u64 = 4;
     const CALLS: u64 = 3_000;
-    // One record per batch: see conformance_tansu.rs.
-    let url = format!("{}?partitions=6&batch.num.messages=1", kafka_url());
-    let service = format!("sigterm-{}", std::process::id());
+    let (url, service) = (servers_url.to_owned(), service.to_owned());
     let mut servers = Vec::new();
     for _ in 0..3 {
         servers.push(spawn_server(&url, &service).await);
     }
     let mut clients = Vec::new();
     for _ in 0..CLIENTS {
-        let transport = Arc::new(KafkaTransport::connect(&url).await.unwrap());
+        let transport = Arc::new(KafkaTransport::connect(clients_url).await.unwrap());
         let config = ClientConfig::default()
             .timeout(Duration::from_secs(120))
             .max_in_flight(32);
@@ -197,7 +231,7 @@ async fn sigterm_of_one_of_three_servers_under_load() {
         "SIGTERM of one of three servers: {} calls, {twice} answered twice",
         CLIENTS * CALLS
     );
-    assert_eq!(twice, 0, "calls answered twice");
+    twice
 }
 
 /// A client killed with SIGKILL never deletes its inbox topic; a server
