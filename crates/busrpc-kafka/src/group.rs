@@ -259,50 +259,32 @@ impl GroupContext {
             let Offset::Offset(offset) = element.offset() else {
                 continue;
             };
-            let partition: Partition = (element.topic().into(), element.partition());
-            let Some(note) = Note::parse(element.metadata()) else {
-                if !self.warned_no_notes.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(topic = element.topic(), "a committed offset came without busrpc's note: if the broker drops commit metadata (Tansu 0.6.0 does), requests that crash their server are not counted against max_deliveries");
+            let (topic, partition) = (element.topic(), element.partition());
+            let note = match Note::parse(element.metadata()) {
+                None => {
+                    if !self.warned_no_notes.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(topic, "a committed offset came without busrpc's note: if the broker drops commit metadata (Tansu 0.6.0 does), requests that crash their server are not counted against max_deliveries");
+                    }
+                    None
                 }
-                recovered.push(Recovered {
-                    partition,
-                    committed: offset,
-                    note: None,
-                });
-                continue;
-            };
-            if note.reserved <= offset {
-                recovered.push(Recovered {
-                    partition,
-                    committed: offset,
-                    note: Some((note, offset)),
-                });
-                continue;
-            }
-            let end = match consumer.fetch_watermarks(
-                element.topic(),
-                element.partition(),
-                RECOVERY_WAIT,
-            ) {
-                Ok((_, high)) => high,
-                // Unknown: every reserved record is a suspect.
-                Err(e) => {
-                    tracing::debug!(error = %e, "reading the end of a partition");
-                    note.reserved
+                Some(note) if note.reserved <= offset => Some((note, offset)),
+                Some(note) => {
+                    let end = match consumer.fetch_watermarks(topic, partition, RECOVERY_WAIT) {
+                        Ok((_, high)) => high,
+                        // Unknown: every reserved record is a suspect.
+                        Err(e) => {
+                            tracing::debug!(error = %e, "reading the end of a partition");
+                            note.reserved
+                        }
+                    };
+                    tracing::debug!(topic, partition, committed = offset, reserved = note.reserved, end, "records that may have run on a member gone are counted before they run again");
+                    Some((note, end))
                 }
             };
-            tracing::debug!(
-                topic = element.topic(),
-                partition = element.partition(),
-                committed = offset,
-                reserved = note.reserved,
-                end,
-                "records that may have run on a member gone are counted before they run again"
-            );
             recovered.push(Recovered {
-                partition,
+                partition: (topic.into(), partition),
                 committed: offset,
-                note: Some((note, end)),
+                note,
             });
         }
         recovered
@@ -520,7 +502,8 @@ struct ConsumerThread {
     /// Taken, waiting for room in the handover channel (or, at the front,
     /// for the broker to hold a reservation for it).
     held: VecDeque<Taken>,
-    /// Suspects taken, waiting to be tried one at a time per partition.
+    /// Suspects taken, waiting for their trial (one trial at a time per
+    /// consumer: see [`Tracker::begin_trial`]).
     suspects: HashMap<Partition, VecDeque<Taken>>,
     max_deliveries: u32,
     /// When to try suspects again after a trial's commit failed.

@@ -249,7 +249,7 @@ pub struct KafkaStats {
     /// transport's servers deleted (see PROTOCOL.md, "Inboxes").
     pub inboxes_removed: u64,
     /// Requests that may have been running on a member that died or left,
-    /// each tried alone after a commit counting its delivery (see
+    /// run again only after a commit counting their delivery (see
     /// PROTOCOL.md, "Poison requests").
     pub suspects_tried: u64,
     /// Requests delivered more than `max_deliveries` times, moved to their
@@ -334,6 +334,30 @@ impl Inner {
         }
         lock(&self.known_topics).insert(topic.to_owned());
         Ok(())
+    }
+
+    /// A consumer of `topic`'s `partition` from `from`, for replies. Its
+    /// group id `group` is its own and never joins: the partition is
+    /// assigned directly, so no rebalance can touch replies.
+    fn reply_reader(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: i32,
+        from: Offset,
+    ) -> Result<StreamConsumer, TransportError> {
+        let mut config = base_config(&self.config, &self.bootstrap);
+        config
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false");
+        let consumer: StreamConsumer = config.create().map_err(transport_error)?;
+        let mut assignment = TopicPartitionList::new();
+        assignment
+            .add_partition_offset(topic, partition, from)
+            .map_err(transport_error)?;
+        consumer.assign(&assignment).map_err(transport_error)?;
+        Ok(consumer)
     }
 
     /// The partition of the shared reply topic `client` reads (one of those
@@ -432,17 +456,22 @@ impl Inner {
                 value: Some(value.as_bytes()),
             });
         }
-        let mut record = FutureRecord::<(), [u8]>::to(address).payload(&message.payload[..]);
-        if let Some((topic, partition, client)) = shared {
-            headers = headers.insert(Header {
-                key: inboxes::CLIENT_HEADER,
-                value: Some(client.as_bytes()),
-            });
-            record = FutureRecord::to(topic)
-                .payload(&message.payload[..])
-                .partition(partition);
+        let (topic, partition) = match shared {
+            None => (address, None),
+            Some((topic, partition, client)) => {
+                headers = headers.insert(Header {
+                    key: inboxes::CLIENT_HEADER,
+                    value: Some(client.as_bytes()),
+                });
+                (topic, Some(partition))
+            }
+        };
+        let mut record = FutureRecord::<(), [u8]>::to(topic)
+            .payload(&message.payload[..])
+            .headers(headers);
+        if let Some(partition) = partition {
+            record = record.partition(partition);
         }
-        let record = record.headers(headers);
         // Awaiting the delivery report holds up only this call: many run at once.
         self.producer
             .send(record, Timeout::Never)
@@ -555,21 +584,9 @@ impl KafkaTransport {
         inner
             .ensure_topic(&topic, 1, Some(inner.config.inbox_retention_ms), true)
             .await?;
-        let mut config = base_config(&inner.config, &inner.bootstrap);
-        // A group id of its own that never joins: the partition is assigned
-        // directly, so no rebalance can touch replies.
-        config
-            .set("group.id", &topic)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false");
-        let consumer: StreamConsumer = config.create().map_err(transport_error)?;
-        let mut assignment = TopicPartitionList::new();
-        assignment
-            .add_partition_offset(&topic, 0, Offset::Beginning)
-            .map_err(transport_error)?;
         // From the beginning of a fresh topic: a reply produced before the
         // first fetch is read all the same.
-        consumer.assign(&assignment).map_err(transport_error)?;
+        let consumer = inner.reply_reader(&topic, &topic, 0, Offset::Beginning)?;
         // The consumer first, then the transport: a tuple drops in that
         // order, so the brokers (a mock cluster) outlive the consumer's close.
         // Its keep-alive records tell the servers' sweepers it is alive; the
@@ -623,19 +640,10 @@ impl KafkaTransport {
                 .await
                 .map_err(|e| TransportError::Other(Box::new(e)))??
         };
-        let mut config = base_config(&inner.config, &inner.bootstrap);
-        config
-            .set("group.id", format!("{topic}.{client}"))
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false");
-        let consumer: StreamConsumer = config.create().map_err(transport_error)?;
-        let mut assignment = TopicPartitionList::new();
         // From the end as it was before any request: earlier replies are
         // other clients', and a reply to this one cannot be missed.
-        assignment
-            .add_partition_offset(&topic, partition, Offset::Offset(end))
-            .map_err(transport_error)?;
-        consumer.assign(&assignment).map_err(transport_error)?;
+        let group = format!("{topic}.{client}");
+        let consumer = inner.reply_reader(&group, &topic, partition, Offset::Offset(end))?;
         let address = inboxes::shared_address(&topic, partition, &client);
         tracing::debug!(%address, end, "reading a shared inbox");
         let messages = stream::unfold((consumer, inner, client), |state| async move {

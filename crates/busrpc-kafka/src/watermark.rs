@@ -526,6 +526,16 @@ mod tests {
         (Arc::from("t"), n)
     }
 
+    /// A tracker given partition 0 of `t`, committed at `committed` by a
+    /// member gone, whose note reserved up to `reserved` with `counts`; the
+    /// partition ended at `end` then.
+    fn recovered(committed: i64, reserved: i64, counts: Vec<(i64, u32)>, end: i64) -> Tracker {
+        let mut t = Tracker::default();
+        t.assigned(p(0));
+        t.recovered(&p(0), committed, Note { reserved, counts }, end);
+        t
+    }
+
     fn offsets(commits: Vec<Commit>) -> Vec<(Partition, i64)> {
         commits
             .into_iter()
@@ -811,13 +821,7 @@ mod tests {
     /// alone. Records beyond the partition's end then are not suspects.
     #[test]
     fn suspects_are_counted_before_each_delivery_and_tried_alone_once_counted() {
-        let mut t = Tracker::default();
-        t.assigned(p(0));
-        let note = Note {
-            reserved: 300,
-            counts: vec![(3, 9), (12, 3)],
-        };
-        t.recovered(&p(0), 10, note, 14);
+        let mut t = recovered(10, 300, vec![(3, 9), (12, 3)], 14);
         let epoch = t.taken(&p(0), 10).unwrap().epoch;
         for offset in 11..=13 {
             assert!(t.taken(&p(0), offset).unwrap().suspect);
@@ -878,13 +882,7 @@ mod tests {
 
     #[test]
     fn a_suspect_delivered_max_deliveries_times_is_dead_lettered() {
-        let mut t = Tracker::default();
-        t.assigned(p(0));
-        let note = Note {
-            reserved: 20,
-            counts: vec![(10, 5)],
-        };
-        t.recovered(&p(0), 10, note, 20);
+        let mut t = recovered(10, 20, vec![(10, 5)], 20);
         let epoch = t.taken(&p(0), 10).unwrap().epoch;
         t.taken(&p(0), 11).unwrap();
         assert_eq!(
@@ -906,13 +904,7 @@ mod tests {
 
     #[test]
     fn a_trial_whose_commit_failed_is_counted_as_before() {
-        let mut t = Tracker::default();
-        t.assigned(p(0));
-        let note = Note {
-            reserved: 20,
-            counts: vec![(10, 2)],
-        };
-        t.recovered(&p(0), 10, note, 20);
+        let mut t = recovered(10, 20, vec![(10, 2)], 20);
         let epoch = t.taken(&p(0), 10).unwrap().epoch;
         let Trial::Run(commit, 1) = t.begin_trial(&p(0), epoch, &[10], 5) else {
             panic!("tried");
