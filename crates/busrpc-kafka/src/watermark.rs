@@ -38,7 +38,7 @@ pub(crate) struct Watermark {
     reserved: i64,
     /// Records below it (and at or above the committed offset the partition
     /// was assigned with) may have been delivered to a member that is gone:
-    /// each is tried alone, its delivery counted first.
+    /// each delivery of them is counted first (see [`Tracker::begin_trial`]).
     suspect_below: i64,
     /// Deliveries counted for suspects not done yet, this one's included.
     counts: BTreeMap<i64, u32>,
