@@ -9,7 +9,7 @@
 //! | `memory://` or `memory://NAME` | in-process, no broker needed | always on |
 //! | `redis://host:port[/db][?options]`, `rediss://…` | Redis Streams ≥ 7.0 | `redis` (`redis-tls` for `rediss://`) |
 //! | `kafka://host:port[,host:port…][?options]` | Kafka (Apache Kafka, Redpanda, Tansu, …) | `kafka` |
-//! | `kafka-mock://[NAME]` | librdkafka's in-process mock cluster | `kafka` |
+//! | `kafka-mock://[NAME]` | librdkafka's in-process mock cluster | `kafka-mock` |
 //!
 //! ```
 //! use busrpc::{Client, Router, RpcError, Server};
@@ -59,8 +59,8 @@ pub use busrpc_kafka as kafka;
 ///   named one, shared by every `connect` to the same name in this process);
 /// - `redis://…` and `rediss://…` with the `redis` feature (options in
 ///   [`redis::RedisConfig`](busrpc_redis::RedisConfig));
-/// - `kafka://…` and `kafka-mock://…` with the `kafka` feature (options in
-///   [`kafka::KafkaConfig`](busrpc_kafka::KafkaConfig)).
+/// - `kafka://…` with the `kafka` feature, `kafka-mock://…` with
+///   `kafka-mock` (options in [`kafka::KafkaConfig`](busrpc_kafka::KafkaConfig)).
 ///
 /// A scheme whose backend is not compiled in is an error that names the
 /// cargo feature to turn on.
@@ -71,20 +71,21 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Transport>, TransportError> {
         #[cfg(feature = "redis")]
         Some("redis" | "rediss") => Ok(Arc::new(busrpc_redis::RedisTransport::connect(url).await?)),
         #[cfg(feature = "kafka")]
-        Some("kafka" | "kafka-mock") => {
-            Ok(Arc::new(busrpc_kafka::KafkaTransport::connect(url).await?))
-        }
-        // Backends this build lacks (with every feature on, this arm only sees kafka).
+        Some("kafka") => Ok(Arc::new(busrpc_kafka::KafkaTransport::connect(url).await?)),
+        #[cfg(feature = "kafka-mock")]
+        Some("kafka-mock") => Ok(Arc::new(busrpc_kafka::KafkaTransport::connect(url).await?)),
+        // Backends this build lacks (with every feature on, none).
         #[allow(unreachable_patterns)]
         Some(scheme @ ("kafka" | "kafka-mock" | "redis" | "rediss")) => {
             Err(TransportError::InvalidUrl {
                 url: url.to_owned(),
                 reason: format!(
                     "this build of busrpc has no {scheme} backend (cargo feature `{}`)",
-                    if scheme.starts_with("kafka") {
-                        "kafka"
-                    } else {
-                        "redis"
+                    match scheme {
+                        "kafka" => "kafka",
+                        "kafka-mock" => "kafka-mock",
+                        "rediss" => "redis-tls",
+                        _ => "redis",
                     }
                 ),
             })
@@ -105,7 +106,7 @@ pub const SCHEMES: &[&str] = &[
     "rediss://",
     #[cfg(feature = "kafka")]
     "kafka://",
-    #[cfg(feature = "kafka")]
+    #[cfg(feature = "kafka-mock")]
     "kafka-mock://",
 ];
 
@@ -147,21 +148,34 @@ mod tests {
     #[cfg(not(feature = "kafka"))]
     #[tokio::test]
     async fn kafka_urls_name_the_missing_feature() {
-        for url in ["kafka://127.0.0.1:9092", "kafka-mock://"] {
-            let err = connect(url).await.err().unwrap();
-            assert!(err.to_string().contains("cargo feature `kafka`"), "{err}");
-        }
+        let err = connect("kafka://127.0.0.1:9092").await.err().unwrap();
+        assert!(err.to_string().contains("cargo feature `kafka`"), "{err}");
     }
 
-    #[cfg(feature = "kafka")]
+    #[cfg(not(feature = "kafka-mock"))]
     #[tokio::test]
-    async fn kafka_urls_reach_the_kafka_backend() {
+    async fn mock_urls_name_the_missing_feature() {
+        let err = connect("kafka-mock://").await.err().unwrap();
+        assert!(
+            err.to_string().contains("cargo feature `kafka-mock`"),
+            "{err}"
+        );
+    }
+
+    #[cfg(feature = "kafka-mock")]
+    #[tokio::test]
+    async fn mock_urls_reach_the_mock_cluster() {
         let mock = connect("kafka-mock://facade-test").await;
         assert!(
             mock.is_ok(),
             "the embedded mock cluster needs no broker: {:?}",
             mock.err()
         );
+    }
+
+    #[cfg(feature = "kafka")]
+    #[tokio::test]
+    async fn kafka_urls_reach_the_kafka_backend() {
         let err = connect("kafka://127.0.0.1:9092?no_such_option=1")
             .await
             .err()

@@ -2,13 +2,15 @@
 //! without busrpc and the busrpc call round trip, with the same settings.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use busrpc::{
     Client, ClientConfig, Router, RpcError, Server, ServerConfig, Transport, TransportError,
 };
-use busrpc_conformance::measure::{under_load, Figures, TransportPingPong};
+use busrpc_bench::measure::{under_load, Figures};
+use busrpc_bench::ping::PING_TIMEOUT;
+use busrpc_bench::{Baseline, TransportPingPong};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
@@ -20,6 +22,8 @@ pub(crate) struct Settings {
     pub(crate) calls: u64,
     pub(crate) concurrency: u64,
     pub(crate) payload: usize,
+    /// How long reaching a broker may take before it counts as unreachable.
+    pub(crate) connect_timeout: Duration,
 }
 
 /// One side's measurement.
@@ -28,58 +32,66 @@ pub(crate) struct Side {
     figures: Figures,
 }
 
-/// One broker's measurements.
-pub(crate) struct Outcome {
-    broker: String,
+/// Both sides of one broker.
+pub(crate) struct Sides {
     raw: Side,
     busrpc: Side,
 }
 
-/// A raw ping-pong on whichever broker the URL names.
-enum Raw {
-    Memory(TransportPingPong),
-    #[cfg(feature = "redis")]
-    Redis(Box<busrpc::redis::raw::PingPong>),
-    #[cfg(feature = "kafka")]
-    Kafka(Box<busrpc::kafka::raw::PingPong>),
+/// One broker's measurements, or why there are none.
+pub(crate) struct Outcome {
+    pub(crate) broker: String,
+    pub(crate) sides: Result<Sides, Failure>,
 }
 
-impl Raw {
-    async fn start(url: &str, tag: &str) -> Result<Self, TransportError> {
-        match url.split_once("://").map(|(scheme, _)| scheme) {
-            #[cfg(feature = "redis")]
-            Some("redis" | "rediss") => {
-                // The redis crate takes the URL without busrpc's options.
-                let plain = url.split('?').next().unwrap_or(url);
-                Ok(Raw::Redis(Box::new(
-                    busrpc::redis::raw::PingPong::start(plain, tag).await?,
-                )))
-            }
-            #[cfg(feature = "kafka")]
-            Some("kafka" | "kafka-mock") => Ok(Raw::Kafka(Box::new(
-                busrpc::kafka::raw::PingPong::start(url, tag).await?,
-            ))),
-            Some("memory") => {
-                let transport = busrpc::connect(url).await?;
-                Ok(Raw::Memory(
-                    TransportPingPong::start(transport, &format!("raw-{tag}")).await?,
-                ))
-            }
-            _ => Err(busrpc::connect(url)
-                .await
-                .err()
-                .unwrap_or(TransportError::Closed)),
+/// The baseline of the broker being measured, for the interrupt handler to
+/// clean up after.
+pub(crate) type Current = Arc<Mutex<Option<Arc<dyn Baseline>>>>;
+
+/// `url` on a prefix of this run's own (`busrpc-bench-{pid}-{id}`, or the
+/// URL's own prefix with that appended), so that everything the bench
+/// creates on the broker can be found and deleted afterwards. memory://
+/// keeps nothing beyond the process.
+pub(crate) fn on_own_prefix(url: &str) -> String {
+    let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
+    if !matches!(scheme, "redis" | "rediss" | "kafka" | "kafka-mock") {
+        return url.to_owned();
+    }
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut prefix = "busrpc-bench";
+    let mut options = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.strip_prefix("prefix=") {
+            Some(given) => prefix = given,
+            None => options.push(pair.to_owned()),
         }
     }
+    options.push(format!(
+        "prefix={prefix}-{}-{}",
+        std::process::id(),
+        busrpc::transport::unique_id()
+    ));
+    format!("{base}?{}", options.join("&"))
+}
 
-    async fn ping(&self, payload: &[u8]) -> Result<(), TransportError> {
-        match self {
-            Raw::Memory(raw) => raw.ping(payload).await,
-            #[cfg(feature = "redis")]
-            Raw::Redis(raw) => raw.ping(payload).await,
-            #[cfg(feature = "kafka")]
-            Raw::Kafka(raw) => raw.ping(payload).await,
+/// The raw baseline of whichever broker the URL names.
+async fn baseline(url: &str) -> Result<Arc<dyn Baseline>, TransportError> {
+    match url.split_once("://").map(|(scheme, _)| scheme) {
+        #[cfg(feature = "redis")]
+        Some("redis" | "rediss") => Ok(Arc::new(busrpc::redis::raw::PingPong::start(url).await?)),
+        #[cfg(feature = "kafka")]
+        Some("kafka" | "kafka-mock") => {
+            Ok(Arc::new(busrpc::kafka::raw::PingPong::start(url).await?))
         }
+        Some("memory") => {
+            let transport = busrpc::connect(url).await?;
+            Ok(Arc::new(TransportPingPong::start(transport, "raw").await?))
+        }
+        // Whatever this build cannot connect to, with busrpc's own words.
+        _ => Err(busrpc::connect(url)
+            .await
+            .err()
+            .unwrap_or(TransportError::Closed)),
     }
 }
 
@@ -98,22 +110,88 @@ fn bar(len: u64, what: String) -> ProgressBar {
     bar
 }
 
-/// Measures one broker.
-pub(crate) async fn measure(url: &str, settings: &Settings) -> Result<Outcome, Failure> {
-    let tag = format!(
-        "bench-{}-{}",
-        std::process::id(),
-        busrpc::transport::unique_id()
-    );
-    let raw = Arc::new(Raw::start(url, &tag).await.map_err(|e| Failure {
+fn unreachable(shown: &str, e: impl std::fmt::Display) -> Failure {
+    Failure {
         code: 3,
-        message: format!("cannot use broker {url}: {e}"),
-    })?);
-    let transport: Arc<dyn Transport> = busrpc::connect(url).await?;
+        message: format!("cannot use broker {shown}: {e}"),
+    }
+}
+
+/// Measures one broker, shown as `shown` and reached at `url` (on the
+/// run's own prefix); deletes what it created there, however it ends.
+pub(crate) async fn measure(
+    shown: &str,
+    url: &str,
+    settings: &Settings,
+    current: &Current,
+) -> Outcome {
+    let started = tokio::time::timeout(settings.connect_timeout, baseline(url)).await;
+    let raw = match started {
+        Ok(Ok(raw)) => raw,
+        Ok(Err(e)) => {
+            let code = if matches!(e, TransportError::InvalidUrl { .. }) {
+                2
+            } else {
+                3
+            };
+            return Outcome {
+                broker: shown.to_owned(),
+                sides: Err(Failure {
+                    code,
+                    ..unreachable(shown, e)
+                }),
+            };
+        }
+        Err(_) => {
+            return Outcome {
+                broker: shown.to_owned(),
+                sides: Err(unreachable(
+                    shown,
+                    format!(
+                        "no answer within {} (--connect-timeout)",
+                        humantime::format_duration(settings.connect_timeout)
+                    ),
+                )),
+            }
+        }
+    };
+    *current.lock().unwrap_or_else(|e| e.into_inner()) = Some(raw.clone());
+    let sides = measure_sides(shown, url, settings, &raw).await;
+    let cleaned = raw.clean_up().await;
+    current.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let sides = match (sides, cleaned) {
+        (Ok(_), Err(e)) => Err(Failure {
+            code: 3,
+            message: format!(
+                "{shown}: measured, but deleting the bench's keys or topics failed: {e}"
+            ),
+        }),
+        (sides, _) => sides,
+    };
+    Outcome {
+        broker: shown.to_owned(),
+        sides,
+    }
+}
+
+async fn measure_sides(
+    shown: &str,
+    url: &str,
+    settings: &Settings,
+    raw: &Arc<dyn Baseline>,
+) -> Result<Sides, Failure> {
+    let connect = |url: String| async move {
+        match tokio::time::timeout(settings.connect_timeout, busrpc::connect(&url)).await {
+            Ok(Ok(transport)) => Ok(transport),
+            Ok(Err(e)) => Err(unreachable(shown, e)),
+            Err(_) => Err(unreachable(shown, "no answer within the connect timeout")),
+        }
+    };
+    let transport: Arc<dyn Transport> = connect(url.to_owned()).await?;
     let router = Router::new().method("echo", |(value,): (Value,)| async move {
         Ok::<_, RpcError>(value)
     });
-    let service = tag.clone();
+    let service = "bench".to_owned();
     let server = Server::new(transport, &service, router)
         .with_config(
             ServerConfig::default().concurrency(
@@ -125,27 +203,41 @@ pub(crate) async fn measure(url: &str, settings: &Settings) -> Result<Outcome, F
         )
         .start()
         .await?;
-    let client_transport = busrpc::connect(url).await?;
     let client = Arc::new(
         Client::connect_with(
-            client_transport,
-            ClientConfig::default().timeout(Duration::from_secs(60)),
+            connect(url.to_owned()).await?,
+            ClientConfig::default().timeout(PING_TIMEOUT),
         )
         .await?,
     );
-    let payload = Arc::new("x".repeat(settings.payload));
+    let measured = measure_started(shown, settings, raw, &client, &service).await;
+    client.close().await;
+    server.shutdown().await;
+    measured
+}
 
+async fn measure_started(
+    shown: &str,
+    settings: &Settings,
+    raw: &Arc<dyn Baseline>,
+    client: &Arc<Client>,
+    service: &str,
+) -> Result<Sides, Failure> {
+    let payload = Arc::new("x".repeat(settings.payload));
     // Warm both sides up (a Kafka group joins, topics become known).
-    raw.ping(payload.as_bytes()).await?;
-    let echoed: String = client.call(&service, "echo", (payload.as_str(),)).await?;
+    raw.ping(payload.as_bytes()).await.map_err(|e| Failure {
+        code: 5,
+        message: format!("{shown}: the raw round trip failed: {e}"),
+    })?;
+    let echoed: String = client.call(service, "echo", (payload.as_str(),)).await?;
     if echoed != *payload {
         return Err(Failure {
             code: 5,
-            message: "the echo differs from the request".into(),
+            message: format!("{shown}: the echo differs from the request"),
         });
     }
 
-    let raw_bar = bar(settings.calls, format!("{url} raw"));
+    let raw_bar = bar(settings.calls, format!("{shown} raw"));
     let failures = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let (latencies, per_second) = under_load(
         settings.calls,
@@ -170,7 +262,8 @@ pub(crate) async fn measure(url: &str, settings: &Settings) -> Result<Outcome, F
         latencies,
     };
 
-    let rpc_bar = bar(settings.calls, format!("{url} busrpc"));
+    let rpc_bar = bar(settings.calls, format!("{shown} busrpc"));
+    let service: Arc<str> = service.into();
     let (latencies, per_second) = under_load(
         settings.calls,
         settings.concurrency,
@@ -207,16 +300,14 @@ pub(crate) async fn measure(url: &str, settings: &Settings) -> Result<Outcome, F
         figures: Figures::new(&latencies, per_second),
         latencies,
     };
-    server.shutdown().await;
     let failed = failures.load(std::sync::atomic::Ordering::Relaxed);
     if failed > 0 {
         return Err(Failure {
             code: 5,
-            message: format!("{url}: {failed} round trips failed; no figures"),
+            message: format!("{shown}: {failed} round trips failed; no figures"),
         });
     }
-    Ok(Outcome {
-        broker: url.to_owned(),
+    Ok(Sides {
         raw: raw_side,
         busrpc: busrpc_side,
     })
@@ -233,7 +324,17 @@ pub(crate) fn table(outcomes: &[Outcome], settings: &Settings) -> String {
         settings.calls, settings.concurrency, settings.payload, "broker", "", "p50 (us)", "p99 (us)", "p99.9 (us)", "calls/s"
     );
     for o in outcomes {
-        for (side, f) in [("raw", &o.raw.figures), ("busrpc", &o.busrpc.figures)] {
+        let sides = match &o.sides {
+            Ok(sides) => sides,
+            Err(failure) => {
+                out += &format!("{:<44} {:<10} {}\n", o.broker, "failed", failure.message);
+                continue;
+            }
+        };
+        for (side, f) in [
+            ("raw", &sides.raw.figures),
+            ("busrpc", &sides.busrpc.figures),
+        ] {
             out += &format!(
                 "{:<44} {side:<10} {:>10.1} {:>10.1} {:>11.1} {:>10.0}\n",
                 o.broker,
@@ -243,7 +344,7 @@ pub(crate) fn table(outcomes: &[Outcome], settings: &Settings) -> String {
                 f.per_second
             );
         }
-        let r = ratio(o);
+        let r = ratio(sides);
         out += &format!(
             "{:<44} {:<10} {:>9.2}x {:>9.2}x {:>10.2}x {:>9.2}x\n",
             o.broker, "busrpc/raw", r[0], r[1], r[2], r[3]
@@ -253,8 +354,8 @@ pub(crate) fn table(outcomes: &[Outcome], settings: &Settings) -> String {
 }
 
 /// busrpc/raw for p50, p99, p99.9 and throughput.
-fn ratio(o: &Outcome) -> [f64; 4] {
-    let (raw, rpc) = (&o.raw.figures, &o.busrpc.figures);
+fn ratio(sides: &Sides) -> [f64; 4] {
+    let (raw, rpc) = (&sides.raw.figures, &sides.busrpc.figures);
     [
         us(rpc.p50) / us(raw.p50),
         us(rpc.p99) / us(raw.p99),
@@ -268,14 +369,17 @@ pub(crate) fn to_json(outcomes: &[Outcome], settings: &Settings) -> Value {
     let side = |f: &Figures| json!({"p50_us": us(f.p50), "p99_us": us(f.p99), "p999_us": us(f.p999), "calls_per_s": f.per_second});
     json!({
         "settings": {"calls": settings.calls, "concurrency": settings.concurrency, "payload_bytes": settings.payload},
-        "brokers": outcomes.iter().map(|o| {
-            let r = ratio(o);
-            json!({
-                "broker": o.broker,
-                "raw": side(&o.raw.figures),
-                "busrpc": side(&o.busrpc.figures),
-                "ratio": {"p50": r[0], "p99": r[1], "p999": r[2], "throughput": r[3]},
-            })
+        "brokers": outcomes.iter().map(|o| match &o.sides {
+            Ok(sides) => {
+                let r = ratio(sides);
+                json!({
+                    "broker": o.broker,
+                    "raw": side(&sides.raw.figures),
+                    "busrpc": side(&sides.busrpc.figures),
+                    "ratio": {"p50": r[0], "p99": r[1], "p999": r[2], "throughput": r[3]},
+                })
+            }
+            Err(failure) => json!({"broker": o.broker, "error": failure.message}),
         }).collect::<Vec<_>>(),
     })
 }
@@ -301,10 +405,11 @@ pub(crate) fn plot(outcomes: &[Outcome], path: &Path) -> Result<(), Failure> {
     };
     let curves: Vec<(String, Vec<(f64, f64)>)> = outcomes
         .iter()
-        .flat_map(|o| {
+        .filter_map(|o| Some((&o.broker, o.sides.as_ref().ok()?)))
+        .flat_map(|(broker, sides)| {
             [
-                (format!("{} raw", o.broker), curve(&o.raw.latencies)),
-                (format!("{} busrpc", o.broker), curve(&o.busrpc.latencies)),
+                (format!("{broker} raw"), curve(&sides.raw.latencies)),
+                (format!("{broker} busrpc"), curve(&sides.busrpc.latencies)),
             ]
         })
         .collect();
@@ -349,4 +454,30 @@ pub(crate) fn plot(outcomes: &[Outcome], path: &Path) -> Result<(), Failure> {
         .draw()
         .map_err(|e| fail(e.to_string()))?;
     root.present().map_err(|e| fail(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_run_gets_a_prefix_of_its_own() {
+        let url = on_own_prefix("redis://127.0.0.1:6379?claim_idle_ms=500");
+        let (base, query) = url.split_once('?').unwrap();
+        assert_eq!(base, "redis://127.0.0.1:6379");
+        let options: Vec<&str> = query.split('&').collect();
+        assert_eq!(options[0], "claim_idle_ms=500");
+        assert!(options[1].starts_with(&format!("prefix=busrpc-bench-{}-", std::process::id())));
+        // A prefix of the user's own is kept as the start of the run's.
+        let url = on_own_prefix("kafka://k:9092?prefix=team&partitions=4");
+        assert!(
+            url.starts_with("kafka://k:9092?partitions=4&prefix=team-"),
+            "{url}"
+        );
+        assert_ne!(
+            on_own_prefix("kafka-mock://x"),
+            on_own_prefix("kafka-mock://x")
+        );
+        assert_eq!(on_own_prefix("memory://"), "memory://");
+    }
 }

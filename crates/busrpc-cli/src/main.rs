@@ -16,7 +16,7 @@ const EXIT_CODES: &str = "Exit codes: 0 success; 1 the service answered with a J
 2 bad usage (arguments, a malformed or unsupported broker URL, memory:// for call or notify, \
 params that are not a JSON array or object); 3 the broker is unreachable or refused; 4 no reply \
 within the timeout; 5 anything else; 6 no such service on this broker (no server of it has ever \
-started there: a typo?).";
+started there: a typo?); 130 interrupted (bench deletes what it created first).";
 
 #[derive(Parser)]
 #[command(name = "busrpc", version, about = "JSON-RPC 2.0 over message brokers, from the shell", after_help = EXIT_CODES)]
@@ -43,13 +43,21 @@ enum Command {
         target: Target,
     },
     /// Measures each broker: its raw round trip without busrpc, then the
-    /// busrpc call round trip, with the same settings; prints a table.
+    /// busrpc call round trip, with the same settings; prints a table. What
+    /// it creates on a broker (under a prefix of its own) it deletes, also
+    /// when interrupted; a broker that fails gets a row saying why, and the
+    /// others are measured all the same.
     #[command(after_help = EXIT_CODES)]
     Bench {
-        /// A broker to measure (repeatable). Default: the embedded ones,
-        /// memory:// and kafka-mock://, which need nothing installed.
-        #[arg(long = "broker")]
+        /// A broker to measure (repeatable): memory://, kafka-mock://,
+        /// redis://host:port, kafka://host:port, with options. Default: the
+        /// embedded ones, memory:// and kafka-mock://, which need nothing
+        /// installed.
+        #[arg(long = "broker", visible_alias = "brokers")]
         brokers: Vec<String>,
+        /// How long to wait for each broker before reporting it unreachable.
+        #[arg(long, default_value = "3s", value_parser = parse_duration)]
+        connect_timeout: Duration,
         /// Round trips per side and broker.
         #[arg(long, default_value_t = 2000)]
         calls: u64,
@@ -311,10 +319,29 @@ async fn run_bench(
     } else {
         brokers
     };
-    let mut outcomes = Vec::new();
-    for broker in &brokers {
-        outcomes.push(bench::measure(broker, settings).await?);
-    }
+    let current: bench::Current = Arc::default();
+    let measuring = async {
+        let mut outcomes = Vec::new();
+        for broker in &brokers {
+            let url = bench::on_own_prefix(broker);
+            outcomes.push(bench::measure(broker, &url, settings, &current).await);
+        }
+        outcomes
+    };
+    let outcomes = tokio::select! {
+        outcomes = measuring => outcomes,
+        () = interrupted() => {
+            // The measuring future is gone, its server and client with it;
+            // what they and the baseline made is under the run's prefix.
+            let in_hand = current.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(baseline) = in_hand {
+                if let Err(e) = baseline.clean_up().await {
+                    report(&Failure { code: 5, message: format!("deleting the bench's keys or topics: {e}") });
+                }
+            }
+            return Err(Failure { code: 130, message: "interrupted; what the bench created is deleted".into() });
+        }
+    };
     if json {
         println!("{}", bench::to_json(&outcomes, settings));
     } else {
@@ -323,7 +350,12 @@ async fn run_bench(
     if let Some(path) = plot {
         bench::plot(&outcomes, path)?;
     }
-    Ok(())
+    // Every failure is reported; the first decides the exit code (and is
+    // reported by main).
+    let mut failures = outcomes.into_iter().filter_map(|o| o.sides.err());
+    let first = failures.next();
+    failures.for_each(|failure| report(&failure));
+    first.map_or(Ok(()), Err)
 }
 
 fn main() -> ExitCode {
@@ -345,6 +377,7 @@ fn main() -> ExitCode {
             Command::ServeEcho { broker, service } => serve_echo(&broker, &service).await,
             Command::Bench {
                 brokers,
+                connect_timeout,
                 calls,
                 concurrency,
                 payload,
@@ -355,6 +388,7 @@ fn main() -> ExitCode {
                     calls: calls.max(1),
                     concurrency: concurrency.max(1),
                     payload,
+                    connect_timeout,
                 };
                 run_bench(brokers, &settings, json, plot.as_deref()).await
             }

@@ -394,6 +394,111 @@ fn bench_through_redis_and_kafka_prints_a_table() {
         let rows = table.lines().filter(|l| l.starts_with(&broker)).count();
         assert_eq!(rows, 3, "raw, busrpc and the ratio for {broker}:\n{table}");
     }
+    // The run's keys were under `{prefix}-{pid}-{id}`, and are gone.
+    assert_eq!(redis_keys(&format!("{prefix}-*")), Vec::<String>::new());
+}
+
+/// The keys matching `pattern` on the test Redis, by redis-cli (which
+/// scripts/test.sh installs with the server).
+fn redis_keys(pattern: &str) -> Vec<String> {
+    let url = redis_url();
+    let out = Command::new("redis-cli")
+        .args([
+            "-u",
+            url.split('?').next().unwrap(),
+            "--scan",
+            "--pattern",
+            pattern,
+        ])
+        .output()
+        .expect("redis-cli");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// One broker failing does not cost the others their figures: its row
+/// says why, the others are measured, and the exit code is the failure's.
+#[test]
+fn a_failing_broker_gets_its_row_and_the_others_are_measured() {
+    let out = busrpc()
+        .args(["bench", "--calls", "8", "--concurrency", "2"])
+        .args(["--broker", "redis://127.0.0.1:1", "--brokers", "memory://"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let table = String::from_utf8(out.stdout).unwrap();
+    let failed: Vec<&str> = table
+        .lines()
+        .filter(|l| l.starts_with("redis://127.0.0.1:1 "))
+        .collect();
+    assert_eq!(failed.len(), 1, "{table}");
+    assert!(
+        failed[0].contains("failed") && failed[0].contains("cannot use broker redis://127.0.0.1:1"),
+        "{table}"
+    );
+    let measured = table
+        .lines()
+        .filter(|l| l.starts_with("memory:// "))
+        .count();
+    assert_eq!(
+        measured, 3,
+        "raw, busrpc and the ratio for memory://:\n{table}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot use broker redis://127.0.0.1:1"));
+    // And in JSON, the failure is the broker's entry.
+    let out = busrpc()
+        .args([
+            "bench",
+            "--calls",
+            "8",
+            "--json",
+            "--broker",
+            "redis://127.0.0.1:1",
+        ])
+        .args(["--broker", "memory://"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let results: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(results["brokers"][0]["error"]
+        .as_str()
+        .is_some_and(|e| e.contains("cannot use broker")));
+    assert!(results["brokers"][1]["ratio"]["p50"].as_f64().is_some());
+}
+
+/// Interrupted mid-run, bench deletes its keys before it exits.
+#[test]
+fn an_interrupted_bench_deletes_what_it_created() {
+    let prefix = format!("busrpc-cli-interrupted-{}", std::process::id());
+    let mut bench = Command::new(assert_cmd::cargo::cargo_bin("busrpc"))
+        .args(["bench", "--calls", "100000000", "--concurrency", "4"])
+        .args(["--broker", &format!("{}?prefix={prefix}", redis_url())])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pattern = format!("{prefix}-*");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while redis_keys(&pattern).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the bench made no keys in 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let interrupt = Command::new("kill")
+        .args(["-INT", &bench.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupt.success());
+    let status = bench.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(bench.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert_eq!(redis_keys(&pattern), Vec::<String>::new());
 }
 
 #[test]

@@ -19,11 +19,7 @@
 //!
 //! Set `BUSRPC_TEST_LOG` to a tracing filter (`busrpc_kafka=debug`) to see
 //! what the transports log during a run.
-//!
-//! [`measure`] is what the benches share: latency histograms, throughput
-//! with many calls in flight, and the raw-against-busrpc report.
 
-pub mod measure;
 pub mod tests;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -10,20 +10,33 @@
 //! `cargo test` a few calls only.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use busrpc_conformance::measure::{paired_latencies, paired_throughput, report, Figures};
+use busrpc_bench::measure::{paired_latencies, paired_throughput, report, Figures};
+use busrpc_bench::ping::PING_TIMEOUT;
+use busrpc_bench::Baseline;
 use busrpc_core::{Client, ClientConfig, Router, RpcError, Server};
 use busrpc_kafka::raw::PingPong;
 use busrpc_kafka::KafkaTransport;
 
+/// `url` with `prefix=bench-{what}-{pid}-{n}` added: every topic of one
+/// measurement under a prefix of its own, deleted at its end.
+fn with_prefix(url: &str, what: &str) -> String {
+    let join = if url.contains('?') { '&' } else { '?' };
+    format!(
+        "{url}{join}prefix=bench-{what}-{}-{}",
+        std::process::id(),
+        busrpc_core::transport::unique_id()
+    )
+}
+
 async fn measure(url: &str, full: bool) -> String {
-    let tag = format!("{}-{}", std::process::id(), url.len());
-    let raw = match PingPong::start(url, &tag).await {
+    let shown = url;
+    let url = &with_prefix(url, "raw");
+    let raw = match PingPong::start(url).await {
         Ok(raw) => Arc::new(raw),
-        Err(e) => return format!("skipped: {url}: {e}\n"),
+        Err(e) => return format!("skipped: {shown}: {e}\n"),
     };
-    let service = format!("bench-{tag}");
+    let service = "bench".to_owned();
     let router = Router::new().method("echo", |(n,): (u64,)| async move { Ok::<_, RpcError>(n) });
     let server_transport = Arc::new(KafkaTransport::connect(url).await.expect("broker"));
     let fetch_wait = server_transport
@@ -37,7 +50,7 @@ async fn measure(url: &str, full: bool) -> String {
         .expect("server");
     let client = Client::connect_with(
         Arc::new(KafkaTransport::connect(url).await.expect("broker")),
-        ClientConfig::default().timeout(Duration::from_secs(60)),
+        ClientConfig::default().timeout(PING_TIMEOUT),
     )
     .await
     .expect("client");
@@ -77,9 +90,11 @@ async fn measure(url: &str, full: bool) -> String {
     )
     .await;
     server.shutdown().await;
+    rpc.0.close().await;
+    raw.clean_up().await.expect("the bench's topics deleted");
     report(
         &format!(
-            "Kafka at {url} ({samples} round trips each at 1 in flight, raw and busrpc in turn; calls/s: median of {rounds} alternating rounds of 64 in flight x {per_lane}; fetch.wait.max.ms={fetch_wait})"
+            "Kafka at {shown} ({samples} round trips each at 1 in flight, raw and busrpc in turn; calls/s: median of {rounds} alternating rounds of 64 in flight x {per_lane}; fetch.wait.max.ms={fetch_wait})"
         ),
         &Figures::new(&raw_latencies, raw_rate),
         &Figures::new(&rpc_latencies, rpc_rate),
@@ -94,7 +109,7 @@ async fn clients(url: &str) -> Vec<Client> {
     let mut clients = Vec::new();
     for _ in 0..CLIENTS {
         let transport = Arc::new(KafkaTransport::connect(url).await.expect("broker"));
-        let config = ClientConfig::default().timeout(Duration::from_secs(60));
+        let config = ClientConfig::default().timeout(PING_TIMEOUT);
         clients.push(
             Client::connect_with(transport, config)
                 .await
@@ -108,11 +123,9 @@ async fn clients(url: &str) -> Vec<Client> {
 /// one partition of the shared reply topic, calling one server: latency at
 /// 1 in flight (one client), throughput at 64 in flight over all of them.
 async fn inboxes(url: &str, full: bool) -> String {
-    let tag = format!("{}-{}", std::process::id(), url.len());
     // A prefix of its own, so the shared reply topic is made here, with one
     // partition.
-    let join = if url.contains('?') { '&' } else { '?' };
-    let url = format!("{url}{join}prefix=bench-inboxes-{tag}&shared_inbox_partitions=1");
+    let url = format!("{}&shared_inbox_partitions=1", with_prefix(url, "inboxes"));
     let service = "inboxes";
     let router = Router::new().method("echo", |(n,): (u64,)| async move { Ok::<_, RpcError>(n) });
     let server_transport = match KafkaTransport::connect(&url).await {

@@ -104,7 +104,7 @@ pub const LIBRDKAFKA_DEFAULTS: &[(&str, &str)] = &[
 impl Brokers {
     /// `bootstrap.servers` for these brokers, starting (or joining) the mock
     /// cluster for [`Brokers::Mock`]; the cluster is returned to be kept alive.
-    pub fn resolve(
+    pub(crate) fn resolve(
         &self,
     ) -> Result<(String, Option<std::sync::Arc<crate::MockBrokers>>), TransportError> {
         match self {
@@ -134,6 +134,12 @@ impl KafkaConfig {
                 "expected kafka://host:port[,host:port...] or kafka-mock://",
             )
         })?;
+        if scheme == "kafka-mock" && !cfg!(feature = "mock") {
+            return Err(invalid(
+                url,
+                "kafka-mock:// needs the cargo feature `mock` of busrpc-kafka (`kafka-mock` of busrpc)",
+            ));
+        }
         let (authority, query) = rest.split_once('?').unwrap_or((rest, ""));
         let mut mock_brokers = 1;
         let mut shared = false;
@@ -264,6 +270,14 @@ mod tests {
     }
 
     #[test]
+    #[cfg(not(feature = "mock"))]
+    fn mock_urls_need_the_mock_feature() {
+        let refused = KafkaConfig::from_url("kafka-mock://").unwrap_err();
+        assert!(refused.to_string().contains("feature `mock`"), "{refused}");
+    }
+
+    #[test]
+    #[cfg(feature = "mock")]
     fn mock_urls() {
         let c = KafkaConfig::from_url("kafka-mock://").unwrap();
         assert_eq!(

@@ -6,6 +6,8 @@ mod group;
 mod inboxes;
 mod mock;
 mod poison;
+#[cfg(feature = "raw")]
+#[cfg_attr(docsrs, doc(cfg(feature = "raw")))]
 pub mod raw;
 mod watermark;
 
@@ -30,7 +32,11 @@ use rdkafka::{Message as _, Offset, TopicPartitionList};
 
 pub use config::{Brokers, InboxMode, KafkaConfig, LIBRDKAFKA_DEFAULTS};
 use group::GroupReader;
+#[cfg(feature = "mock")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mock")))]
 pub use mock::MockBrokers;
+#[cfg(not(feature = "mock"))]
+use mock::MockBrokers;
 
 /// The Kafka transport.
 ///
@@ -174,6 +180,8 @@ impl KafkaTransport {
     }
 
     /// The mock cluster, for `kafka-mock://` transports (fault injection).
+    #[cfg(feature = "mock")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "mock")))]
     pub fn mock_cluster(&self) -> Option<&Arc<MockBrokers>> {
         self.inner.mock.as_ref()
     }

@@ -1,38 +1,48 @@
 //! A Kafka ping-pong with no busrpc in it: the baseline that the benches and
-//! `busrpc bench` compare busrpc calls against, with the same librdkafka
-//! settings ([`LIBRDKAFKA_DEFAULTS`](crate::LIBRDKAFKA_DEFAULTS) plus the URL's).
+//! `busrpc bench` compare busrpc calls against (the `raw` feature), with the
+//! same librdkafka settings ([`LIBRDKAFKA_DEFAULTS`](crate::LIBRDKAFKA_DEFAULTS)
+//! plus the URL's).
 //!
-//! Produce a request -> a responder consumes it (as a group member) ->
-//! produces the reply to the caller's topic -> the caller consumes it (by
-//! `assign()`) and hands it to its waiting call by a correlation header.
+//! It does the broker work a correct request/reply needs, as busrpc does:
+//! produce a request -> a responder consumes it as a member of a consumer
+//! group, with automatic commits off -> produces the reply to the caller's
+//! topic and, once the broker has it, commits the request's offset (a
+//! committer thread commits synchronously, what finished during one commit
+//! going into the next, as busrpc's does) -> the caller consumes its reply
+//! topic (by `assign()`) and hands each reply to its waiting ping by
+//! correlation tag.
+//!
+//! The responder commits the highest offset that finished in each
+//! partition, where busrpc commits only below the first unfinished one: as
+//! much broker work, less bookkeeping, so the ratio leans against busrpc.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
+use busrpc_bench::ping::{Baseline, Correlator, PingError, CORRELATION};
 use busrpc_core::TransportError;
+use bytes::Bytes;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::{base_config, transport_error, KafkaConfig, MockBrokers};
 
-type Waiting = Arc<Mutex<HashMap<u64, oneshot::Sender<Vec<u8>>>>>;
-
 /// A running raw ping-pong on one Kafka cluster.
 pub struct PingPong {
     producer: FutureProducer,
+    admin: AdminClient<DefaultClientContext>,
+    lister: BaseConsumer,
+    prefix: String,
     requests: String,
     replies: String,
-    waiting: Waiting,
-    next: AtomicU64,
+    correlator: Arc<Correlator>,
     tasks: Vec<JoinHandle<()>>,
     _mock: Option<Arc<MockBrokers>>,
 }
@@ -41,24 +51,44 @@ fn header<'a>(message: &'a impl Message, name: &str) -> Option<&'a [u8]> {
     message.headers()?.iter().find(|h| h.key == name)?.value
 }
 
+/// Commits, synchronously and in a thread of its own, the offsets after the
+/// requests that finished, per partition; what finishes during one commit
+/// goes into the next. Ends when every sender is gone.
+fn commit_finished(consumer: &StreamConsumer, topic: &str, finished: &mpsc::Receiver<(i32, i64)>) {
+    while let Ok((partition, offset)) = finished.recv() {
+        let mut next: HashMap<i32, i64> = HashMap::from([(partition, offset + 1)]);
+        for (partition, offset) in finished.try_iter() {
+            let entry = next.entry(partition).or_insert(offset + 1);
+            *entry = (*entry).max(offset + 1);
+        }
+        let mut list = TopicPartitionList::new();
+        for (partition, offset) in next {
+            let _ = list.add_partition_offset(topic, partition, Offset::Offset(offset));
+        }
+        if let Err(e) = consumer.commit(&list, CommitMode::Sync) {
+            tracing::debug!(error = %e, "a raw commit failed");
+        }
+    }
+}
+
 impl PingPong {
-    /// Starts a responder and a reply reader on the cluster at `url`
-    /// (`kafka://…` or `kafka-mock://…`), on topics named after `tag`.
-    pub async fn start(url: &str, tag: &str) -> Result<Self, TransportError> {
+    /// Starts a responder and a reply reader on the cluster a busrpc URL
+    /// names (`kafka://…` or `kafka-mock://…`), on topics under its prefix.
+    pub async fn start(url: &str) -> Result<Self, TransportError> {
         let config = KafkaConfig::from_url(url)?;
         let (bootstrap, mock) = config.brokers.resolve()?;
         // busrpc's librdkafka defaults and the URL's options, as busrpc gets them.
         let base = || -> ClientConfig { base_config(&config, &bootstrap) };
-        let requests = format!("raw-requests-{tag}");
-        let replies = format!("raw-replies-{tag}");
+        let prefix = config.prefix.clone();
+        let requests = format!("{prefix}.raw-requests");
+        let replies = format!("{prefix}.raw-replies");
+        let admin: AdminClient<DefaultClientContext> = base().create().map_err(transport_error)?;
         match &mock {
             Some(mock) => {
                 mock.create_topic(&requests, config.partitions)?;
                 mock.create_topic(&replies, 1)?;
             }
             None => {
-                let admin: AdminClient<DefaultClientContext> =
-                    base().create().map_err(transport_error)?;
                 let topics = [
                     NewTopic::new(
                         &requests,
@@ -77,44 +107,62 @@ impl PingPong {
             }
         }
         let producer: FutureProducer = base().create().map_err(transport_error)?;
-        let responder: StreamConsumer = base()
-            .set("group.id", format!("raw-{tag}"))
-            .set("auto.offset.reset", "earliest")
-            .create()
-            .map_err(transport_error)?;
+        let responder: Arc<StreamConsumer> = Arc::new(
+            base()
+                .set("group.id", format!("{prefix}.raw"))
+                .set("auto.offset.reset", "earliest")
+                .set("enable.auto.commit", "false")
+                .create()
+                .map_err(transport_error)?,
+        );
         responder.subscribe(&[&requests]).map_err(transport_error)?;
+        let (finished, committing) = mpsc::channel();
+        let committer = (responder.clone(), requests.clone(), mock.clone());
+        std::thread::Builder::new()
+            .name("raw-committer".into())
+            .spawn(move || {
+                // Consumer, then cluster: a tuple drops in that order.
+                let (consumer, topic, mock) = committer;
+                commit_finished(&consumer, &topic, &committing);
+                drop(consumer);
+                drop(mock);
+            })
+            .map_err(|e| TransportError::Unavailable(Box::new(e)))?;
         let reply_producer = producer.clone();
         // The tasks keep a mock cluster alive until their consumers have closed.
         let (mock_for_responder, mock_for_reader) = (mock.clone(), mock.clone());
         let respond = tokio::spawn(async move {
-            // Consumer, then cluster: a tuple drops in that order.
             let held = (responder, mock_for_responder);
             loop {
                 let Ok(request) = held.0.recv().await else {
                     continue;
                 };
-                let (Some(to), Some(n)) = (header(&request, "reply-to"), header(&request, "n"))
+                let (Some(to), Some(tag)) =
+                    (header(&request, "reply-to"), header(&request, CORRELATION))
                 else {
                     continue;
                 };
-                let (to, n) = (String::from_utf8_lossy(to).into_owned(), n.to_vec());
+                let (to, tag) = (String::from_utf8_lossy(to).into_owned(), tag.to_vec());
                 let payload = request.payload().unwrap_or_default().to_vec();
-                let producer = reply_producer.clone();
-                // Replies go out concurrently, as busrpc's server does.
+                let (partition, offset) = (request.partition(), request.offset());
+                let (producer, finished) = (reply_producer.clone(), finished.clone());
+                // Replies go out concurrently, as busrpc's server's do.
                 tokio::spawn(async move {
                     let headers = OwnedHeaders::new().insert(Header {
-                        key: "n",
-                        value: Some(&n),
+                        key: CORRELATION,
+                        value: Some(&tag),
                     });
                     let record = FutureRecord::<(), [u8]>::to(&to)
                         .payload(&payload)
                         .headers(headers);
-                    let _ = producer.send(record, Timeout::Never).await;
+                    if producer.send(record, Timeout::Never).await.is_ok() {
+                        let _ = finished.send((partition, offset));
+                    }
                 });
             }
         });
         let inbox: StreamConsumer = base()
-            .set("group.id", format!("raw-inbox-{tag}"))
+            .set("group.id", format!("{prefix}.raw-inbox"))
             .create()
             .map_err(transport_error)?;
         let mut assignment = TopicPartitionList::new();
@@ -122,67 +170,95 @@ impl PingPong {
             .add_partition_offset(&replies, 0, Offset::Beginning)
             .map_err(transport_error)?;
         inbox.assign(&assignment).map_err(transport_error)?;
-        let waiting: Waiting = Arc::default();
-        let table = waiting.clone();
+        let correlator = Arc::new(Correlator::default());
+        let table = correlator.clone();
         let read = tokio::spawn(async move {
             let held = (inbox, mock_for_reader);
             loop {
                 let Ok(reply) = held.0.recv().await else {
                     continue;
                 };
-                let n = header(&reply, "n")
-                    .and_then(|n| std::str::from_utf8(n).ok()?.parse::<u64>().ok());
-                let waiter =
-                    n.and_then(|n| table.lock().unwrap_or_else(|e| e.into_inner()).remove(&n));
-                if let Some(waiter) = waiter {
-                    let _ = waiter.send(reply.payload().unwrap_or_default().to_vec());
+                if let Some(tag) = header(&reply, CORRELATION) {
+                    let payload = Bytes::copy_from_slice(reply.payload().unwrap_or_default());
+                    table.deliver_tagged(tag, payload);
                 }
             }
         });
+        let lister: BaseConsumer = base().create().map_err(transport_error)?;
         Ok(PingPong {
             producer,
+            admin,
+            lister,
+            prefix,
             requests,
             replies,
-            waiting,
-            next: AtomicU64::new(1),
+            correlator,
             tasks: vec![respond, read],
             _mock: mock,
         })
     }
+}
 
-    /// One round trip of `payload`; fails if no reply comes within 60 s or
-    /// the reply differs.
-    pub async fn ping(&self, payload: &[u8]) -> Result<(), TransportError> {
-        let n = self.next.fetch_add(1, Ordering::Relaxed).to_string();
-        let (tx, rx) = oneshot::channel();
-        self.waiting
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(n.parse().unwrap_or_default(), tx);
-        let headers = OwnedHeaders::new()
-            .insert(Header {
-                key: "n",
-                value: Some(n.as_bytes()),
+#[async_trait::async_trait]
+impl Baseline for PingPong {
+    async fn ping(&self, payload: &[u8]) -> Result<(), PingError> {
+        self.correlator
+            .ping(payload, |tag| async move {
+                let tag = tag.to_string();
+                let headers = OwnedHeaders::new()
+                    .insert(Header {
+                        key: CORRELATION,
+                        value: Some(tag.as_bytes()),
+                    })
+                    .insert(Header {
+                        key: "reply-to",
+                        value: Some(self.replies.as_bytes()),
+                    });
+                let record = FutureRecord::<(), [u8]>::to(&self.requests)
+                    .payload(payload)
+                    .headers(headers);
+                self.producer
+                    .send(record, Timeout::Never)
+                    .await
+                    .map(drop)
+                    .map_err(|(e, _)| transport_error(e))
             })
-            .insert(Header {
-                key: "reply-to",
-                value: Some(self.replies.as_bytes()),
-            });
-        let record = FutureRecord::<(), [u8]>::to(&self.requests)
-            .payload(payload)
-            .headers(headers);
-        self.producer
-            .send(record, Timeout::Never)
             .await
-            .map_err(|(e, _)| transport_error(e))?;
-        match tokio::time::timeout(Duration::from_secs(60), rx).await {
-            Ok(Ok(reply)) if reply == payload => Ok(()),
-            Ok(Ok(_)) => Err(TransportError::Rejected(
-                "the raw reply differs from the request".into(),
-            )),
-            _ => Err(TransportError::Unavailable(
-                "no raw reply within 60 s".into(),
-            )),
+    }
+
+    /// Stops the responder and reader and deletes every topic named
+    /// `{prefix}.…` (a mock cluster, which cannot delete topics, goes with
+    /// the process).
+    async fn clean_up(&self) -> Result<(), TransportError> {
+        self.tasks.iter().for_each(JoinHandle::abort);
+        if self._mock.is_some() {
+            return Ok(());
+        }
+        let metadata = self
+            .lister
+            .fetch_metadata(None, Duration::from_secs(10))
+            .map_err(transport_error)?;
+        let ours = format!("{}.", self.prefix);
+        let names: Vec<&str> = metadata
+            .topics()
+            .iter()
+            .map(rdkafka::metadata::MetadataTopic::name)
+            .filter(|name| name.starts_with(&ours))
+            .collect();
+        if names.is_empty() {
+            return Ok(());
+        }
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        let outcomes = self
+            .admin
+            .delete_topics(&names, &options)
+            .await
+            .map_err(transport_error)?;
+        match outcomes.into_iter().find_map(Result::err) {
+            Some((topic, code)) => Err(TransportError::Rejected(format!(
+                "deleting topic {topic}: {code}"
+            ))),
+            None => Ok(()),
         }
     }
 }

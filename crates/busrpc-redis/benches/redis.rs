@@ -1,5 +1,6 @@
-//! busrpc calls against a raw Redis Streams ping-pong ([`busrpc_redis::raw`]),
-//! on the same Redis in the same run.
+//! busrpc calls against a raw Redis Streams ping-pong ([`busrpc_redis::raw`]:
+//! XADD, XREADGROUP, the reply's XADD with the XACK, XREAD), on the same
+//! Redis in the same run, keys under one prefix deleted at the end.
 //!
 //! `cargo bench -p busrpc-redis --bench redis` (Redis at `BUSRPC_REDIS_URL`,
 //! default `redis://127.0.0.1:6379`). Under `cargo test` it makes a few calls
@@ -9,7 +10,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use busrpc_conformance::measure::{paired_latencies, paired_throughput, report, Figures};
+use busrpc_bench::measure::{paired_latencies, paired_throughput, report, Figures};
+use busrpc_bench::Baseline;
 use busrpc_core::{Client, ClientConfig, Router, RpcError, Server};
 use busrpc_redis::raw::PingPong;
 use busrpc_redis::RedisTransport;
@@ -27,14 +29,14 @@ fn main() {
         .expect("runtime");
     runtime.block_on(async {
         let prefix = format!("busrpc-bench-{}", std::process::id());
-        let raw = match PingPong::start(&redis_url(), &prefix).await {
+        let url = format!("{}?prefix={prefix}", redis_url());
+        let raw = match PingPong::start(&url).await {
             Ok(raw) => Arc::new(raw),
             Err(e) => {
                 println!("skipped: the Redis bench: {e} (scripts/test.sh starts a Redis)");
                 return;
             }
         };
-        let url = format!("{}?prefix={prefix}", redis_url());
         let router = Router::new().method("echo", |(n,): (u64,)| async move { Ok::<_, RpcError>(n) });
         let server = Server::new(Arc::new(RedisTransport::connect(&url).await.expect("Redis")), "bench", router)
             .start()
@@ -84,8 +86,6 @@ fn main() {
             )
         );
         server.shutdown().await;
-        if let Ok(raw) = Arc::try_unwrap(raw) {
-            raw.stop().await;
-        }
+        raw.clean_up().await.expect("the bench's keys deleted");
     });
 }

@@ -3,6 +3,8 @@
 
 mod config;
 mod entries;
+#[cfg(feature = "raw")]
+#[cfg_attr(docsrs, doc(cfg(feature = "raw")))]
 pub mod raw;
 
 use std::collections::{HashMap, HashSet, VecDeque};
