@@ -95,8 +95,18 @@ ensure_python_kafka() {
   export BUSRPC_PYTHON="$PWD/$venv/bin/python"
 }
 
+# cargo-hack, cargo-machete and cargo-deny, built once (about four minutes
+# the first time) and kept in ~/.cargo/bin.
+ensure_cargo_tools() {
+  local tool
+  for tool in cargo-hack cargo-machete cargo-deny; do
+    command -v "$tool" >/dev/null || cargo install --locked "$tool"
+  done
+}
+
 step "build dependencies and brokers"
 ensure_build_deps
+ensure_cargo_tools
 ensure_redis
 ensure_kafka
 ensure_python_kafka
@@ -106,6 +116,25 @@ cargo fmt --all -- --check
 
 step "cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
+
+step "rust-version is true of every locked dependency"
+scripts/check-msrv.sh
+
+step "licenses, bans and sources (cargo deny; advisories need GitHub, see deny.toml)"
+cargo deny --locked check licenses bans sources
+
+step "no unused dependencies (cargo machete)"
+cargo machete
+
+step "each crate builds with each feature on its own, and with none (cargo hack)"
+cargo hack check --workspace --each-feature --no-dev-deps --locked
+
+step "docs build without a warning"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features --locked
+
+step "every published crate packages and builds from its package"
+# --allow-dirty: a developer's uncommitted changes are checked too; CI has none.
+cargo package --workspace --exclude busrpc-conformance --locked --allow-dirty
 
 step "cargo test (unit, protocol, conformance; benches once as smoke tests)"
 cargo test --workspace --all-targets --all-features --locked

@@ -40,9 +40,9 @@ use std::sync::Arc;
 
 pub use busrpc_core::{
     codec, header, jsonrpc, memory, transport, Batch, BatchCall, BatchReplies, Client,
-    ClientConfig, ClientStats, Codec, Deadline, Error, Handler, Headers, Id, InvalidDeadline,
-    Limits, Message, Router, RpcError, Server, ServerConfig, ServerHandle, ServerStats,
-    ServerStatus, Transport, TransportError,
+    ClientConfig, ClientStats, Codec, Deadline, Error, Handler, Headers, InvalidDeadline, Limits,
+    Message, Router, RpcError, Server, ServerConfig, ServerHandle, ServerStats, ServerStatus,
+    Transport, TransportError,
 };
 
 #[cfg(feature = "redis")]
@@ -58,9 +58,9 @@ pub use busrpc_kafka as kafka;
 /// - `memory://` (the default in-process broker) or `memory://NAME` (a
 ///   named one, shared by every `connect` to the same name in this process);
 /// - `redis://…` and `rediss://…` with the `redis` feature (options in
-///   [`redis::RedisConfig`](busrpc_redis::RedisConfig));
+///   [`redis::RedisConfig`]);
 /// - `kafka://…` with the `kafka` feature, `kafka-mock://…` with
-///   `kafka-mock` (options in [`kafka::KafkaConfig`](busrpc_kafka::KafkaConfig)).
+///   `kafka-mock` (options in [`kafka::KafkaConfig`]).
 ///
 /// A scheme whose backend is not compiled in is an error that names the
 /// cargo feature to turn on.

@@ -174,7 +174,7 @@ where
 fn median(mut rates: Vec<f64>) -> f64 {
     rates.sort_by(f64::total_cmp);
     let mid = rates.len() / 2;
-    if rates.len() % 2 == 0 {
+    if rates.len().is_multiple_of(2) {
         (rates[mid - 1] + rates[mid]) / 2.0
     } else {
         rates[mid]

@@ -1,5 +1,6 @@
-//! JSON-RPC 2.0 wire types: error codes, the error object, ids, and the
-//! decoding and encoding of requests and responses.
+//! JSON-RPC 2.0 wire types: the error codes and the error object, public;
+//! and, for the engine and the client only, the decoding and encoding of
+//! requests and responses.
 //!
 //! Decoding borrows: params, ids and results stay [`RawValue`]s pointing into
 //! the received payload, so the engine parses a payload once and hands the
@@ -161,18 +162,6 @@ impl fmt::Display for RpcError {
 
 impl std::error::Error for RpcError {}
 
-/// A request id as callers see it: a number, a string or null.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum Id {
-    /// An integer id (busrpc's own clients use these).
-    Number(i64),
-    /// A string id.
-    Str(String),
-    /// `null`, which the specification discourages but allows.
-    Null,
-}
-
 /// Deserializes a field that must be told apart from its absence even when it
 /// is `null` (`"id": null` is a call; no `id` is a notification).
 fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
@@ -195,7 +184,7 @@ struct RawRequest<'a> {
 
 /// A valid request or notification, borrowing from the payload.
 #[derive(Debug)]
-pub struct Request<'a> {
+pub(crate) struct Request<'a> {
     /// The method name.
     pub method: Cow<'a, str>,
     /// The params: an array or an object, or `None` when absent.
@@ -206,7 +195,7 @@ pub struct Request<'a> {
 
 impl Request<'_> {
     /// A request without an id is a notification and gets no response.
-    pub fn is_notification(&self) -> bool {
+    pub(crate) fn is_notification(&self) -> bool {
         self.id.is_none()
     }
 }
@@ -214,14 +203,14 @@ impl Request<'_> {
 /// A request object that is not valid. Its id is kept when the id itself was
 /// valid, so that the caller can still match the error to its call.
 #[derive(Debug)]
-pub struct InvalidRequest<'a> {
+pub(crate) struct InvalidRequest<'a> {
     /// The request's id, if it had a valid one.
     pub id: Option<&'a RawValue>,
 }
 
 /// What a received payload turned out to be.
 #[derive(Debug)]
-pub enum Incoming<'a> {
+pub(crate) enum Incoming<'a> {
     /// One request object (valid or not).
     Single(Result<Request<'a>, InvalidRequest<'a>>),
     /// A batch: an array of request objects (possibly empty).
@@ -230,7 +219,7 @@ pub enum Incoming<'a> {
 
 /// The payload is not valid JSON.
 #[derive(Debug)]
-pub struct ParseError;
+pub(crate) struct ParseError;
 
 fn first_byte(raw: &RawValue) -> u8 {
     // RawValue never has leading whitespace.
@@ -282,7 +271,7 @@ fn element(raw: &RawValue) -> Result<Request<'_>, InvalidRequest<'_>> {
 
 /// Decodes a JSON payload into a request or a batch, in one pass over the
 /// bytes for a single request.
-pub fn decode_incoming(payload: &[u8]) -> Result<Incoming<'_>, ParseError> {
+pub(crate) fn decode_incoming(payload: &[u8]) -> Result<Incoming<'_>, ParseError> {
     let start = payload.iter().position(|b| !b.is_ascii_whitespace());
     match start.map(|i| payload[i]) {
         Some(b'[') => {
@@ -314,7 +303,7 @@ pub fn decode_incoming(payload: &[u8]) -> Result<Incoming<'_>, ParseError> {
 ///
 /// For a transport that gives up on a message without running it (a
 /// dead-letter queue, say) and still owes its callers an answer.
-pub fn answer_all(payload: &[u8], error: &RpcError) -> Option<Vec<u8>> {
+pub(crate) fn answer_all(payload: &[u8], error: &RpcError) -> Option<Vec<u8>> {
     match decode_incoming(payload) {
         Err(ParseError) => Some(error_response(None, error)),
         Ok(Incoming::Single(item)) => answer_id(&item).map(|id| error_response(id, error)),
@@ -367,7 +356,7 @@ pub(crate) fn join_batch(answers: impl Iterator<Item = Vec<u8>>) -> Option<Vec<u
 const NULL_ID: &str = "null";
 
 /// Appends a success response: `{"jsonrpc":"2.0","result":…,"id":…}`.
-pub fn write_result(buf: &mut Vec<u8>, id: Option<&RawValue>, result: &RawValue) {
+pub(crate) fn write_result(buf: &mut Vec<u8>, id: Option<&RawValue>, result: &RawValue) {
     buf.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"result\":");
     buf.extend_from_slice(result.get().as_bytes());
     write_id_and_close(buf, id);
@@ -375,7 +364,7 @@ pub fn write_result(buf: &mut Vec<u8>, id: Option<&RawValue>, result: &RawValue)
 
 /// Appends an error response: `{"jsonrpc":"2.0","error":{…},"id":…}`; a
 /// missing id is written as `null`, as the specification requires.
-pub fn write_error(buf: &mut Vec<u8>, id: Option<&RawValue>, error: &RpcError) {
+pub(crate) fn write_error(buf: &mut Vec<u8>, id: Option<&RawValue>, error: &RpcError) {
     buf.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"error\":");
     serde_json::to_writer(&mut *buf, error).expect("an error object serializes");
     write_id_and_close(buf, id);
@@ -412,7 +401,7 @@ pub enum EncodeError {
 
 /// Appends a request (`id` given) or a notification (`id` is `None`).
 /// Params that serialize to `null` (such as `()`) are left out.
-pub fn write_request<P: Serialize + ?Sized>(
+pub(crate) fn write_request<P: Serialize + ?Sized>(
     buf: &mut Vec<u8>,
     method: &str,
     params: &P,
@@ -450,7 +439,7 @@ pub fn write_request<P: Serialize + ?Sized>(
 
 /// A response as a client reads it, borrowing from the payload.
 #[derive(Debug)]
-pub struct Response<'a> {
+pub(crate) struct Response<'a> {
     /// The id, exactly as sent.
     pub id: &'a RawValue,
     /// The result, or the error object.
@@ -459,7 +448,7 @@ pub struct Response<'a> {
 
 impl Response<'_> {
     /// The id as one of busrpc's own integer ids, if it is one.
-    pub fn numeric_id(&self) -> Option<u64> {
+    pub(crate) fn numeric_id(&self) -> Option<u64> {
         self.id.get().parse().ok()
     }
 }
@@ -479,7 +468,7 @@ struct RawResponse<'a> {
 /// A reply payload that is not a valid response or batch of responses.
 #[derive(Debug, thiserror::Error)]
 #[error("malformed response: {0}")]
-pub struct MalformedResponse(pub(crate) String);
+pub(crate) struct MalformedResponse(pub(crate) String);
 
 fn response_from(raw: RawResponse<'_>) -> Result<Response<'_>, MalformedResponse> {
     if raw.jsonrpc.map(RawValue::get) != Some("\"2.0\"") {
@@ -499,7 +488,7 @@ fn response_from(raw: RawResponse<'_>) -> Result<Response<'_>, MalformedResponse
 }
 
 /// Decodes a reply payload: one response, or a batch of them.
-pub fn decode_responses(
+pub(crate) fn decode_responses(
     payload: &[u8],
 ) -> Result<Vec<Result<Response<'_>, MalformedResponse>>, MalformedResponse> {
     let bad = |e: serde_json::Error| MalformedResponse(e.to_string());

@@ -17,7 +17,7 @@ mod server;
 pub use client::{Batch, BatchCall, BatchReplies, Client, ClientConfig, ClientStats};
 pub use codec::Codec;
 pub use error::Error;
-pub use jsonrpc::{Id, RpcError};
+pub use jsonrpc::RpcError;
 pub use message::{header, Deadline, Headers, InvalidDeadline, Limits, Message};
 pub use router::{Handler, Router};
 pub use server::{

@@ -28,12 +28,35 @@ type ErasedHandler =
 ///
 /// where `R: Serialize` and `E: Into<RpcError>`. The marker `M` only tells
 /// the two shapes apart.
-pub trait Handler<S, M>: Send + Sync + 'static {
-    /// Parses the params and starts the call.
-    fn call(&self, state: &S, params: Option<&RawValue>) -> Result<HandlerFuture, RpcError>;
+///
+/// The trait is sealed: its one method works on the engine's internal
+/// types, so it is implemented here for those two shapes and nowhere else,
+/// and can change without breaking anyone:
+///
+/// ```compile_fail
+/// struct MyHandler;
+/// // error: `busrpc_core::router::sealed::Call` is not implemented for `MyHandler`
+/// impl busrpc_core::Handler<(), ()> for MyHandler {}
+/// ```
+pub trait Handler<S, M>: sealed::Call<S, M> + Send + Sync + 'static {}
+
+impl<T: sealed::Call<S, M> + Send + Sync + 'static, S, M> Handler<S, M> for T {}
+
+mod sealed {
+    use super::{HandlerFuture, RawValue, RpcError};
+
+    // Public in a private module: nameable as a supertrait of `Handler`,
+    // implementable by no other crate.
+    #[allow(unreachable_pub)]
+    pub trait Call<S, M> {
+        /// Parses the params and starts the call.
+        fn call(&self, state: &S, params: Option<&RawValue>) -> Result<HandlerFuture, RpcError>;
+    }
 }
 
-impl<F, Fut, P, R, E, S> Handler<S, (P,)> for F
+use sealed::Call;
+
+impl<F, Fut, P, R, E, S> Call<S, (P,)> for F
 where
     F: Fn(P) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<R, E>> + Send + 'static,
@@ -47,7 +70,7 @@ where
     }
 }
 
-impl<F, Fut, P, R, E, S> Handler<S, (S, P)> for F
+impl<F, Fut, P, R, E, S> Call<S, (S, P)> for F
 where
     F: Fn(S, P) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<R, E>> + Send + 'static,

@@ -788,7 +788,7 @@ impl ConsumerThread {
     /// Resumes the partitions once more, [`RESUME_AGAIN_AFTER`] a resume:
     /// one issued before librdkafka applied the pause before it was lost.
     fn resume_again(&mut self) {
-        if self.paused || !self.resume_again_at.is_some_and(|at| Instant::now() >= at) {
+        if self.paused || self.resume_again_at.is_none_or(|at| Instant::now() < at) {
             return;
         }
         self.resume_again_at = None;

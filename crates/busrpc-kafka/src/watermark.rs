@@ -380,7 +380,7 @@ impl Tracker {
     /// committed with the next [`Tracker::advance`].
     pub(crate) fn done_below(&mut self, partition: &Partition, offset: i64) {
         if let Some((_, mark)) = self.partitions.get_mut(partition) {
-            if mark.in_flight.is_empty() && !mark.next.is_some_and(|next| next >= offset) {
+            if mark.in_flight.is_empty() && mark.next.is_none_or(|next| next < offset) {
                 mark.next = Some(offset);
                 mark.skip_below = Some(offset);
                 mark.committed = None;
