@@ -42,7 +42,7 @@ pub use busrpc_core::{
     codec, header, jsonrpc, memory, transport, Batch, BatchCall, BatchReplies, Client,
     ClientConfig, ClientStats, Codec, Deadline, Error, Handler, Headers, InvalidDeadline, Limits,
     Message, Router, RpcError, Server, ServerConfig, ServerHandle, ServerStats, ServerStatus,
-    Transport, TransportError,
+    Transport, TransportError, DESCRIBE_METHOD,
 };
 
 #[cfg(feature = "redis")]

@@ -13,7 +13,7 @@ use serde_json::Value;
 
 /// What each failure exits with, so scripts can tell them apart.
 const EXIT_CODES: &str = "Exit codes: 0 success; 1 the service answered with a JSON-RPC error; \
-2 bad usage (arguments, a malformed or unsupported broker URL, memory:// for call or notify, \
+2 bad usage (arguments, a malformed or unsupported broker URL, memory:// for call, notify or describe, \
 params that are not a JSON array or object); 3 the broker is unreachable or refused; 4 no reply \
 within the timeout; 5 anything else; 6 no such service on this broker (no server of it has ever \
 started there: a typo?); 130 interrupted (bench deletes what it created first).";
@@ -41,6 +41,17 @@ enum Command {
     Notify {
         #[command(flatten)]
         target: Target,
+    },
+    /// Lists the methods SERVICE serves (its servers answer rpc.describe).
+    #[command(after_help = EXIT_CODES)]
+    Describe {
+        #[command(flatten)]
+        broker: BrokerArgs,
+        /// How long to wait for the answer: 500ms, 10s, 1m30s.
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        timeout: Duration,
+        /// The service to describe.
+        service: String,
     },
     /// Measures each broker: its raw round trip without busrpc, then the
     /// busrpc call round trip, with the same settings; prints a table. What
@@ -86,8 +97,9 @@ enum Command {
     },
 }
 
+/// Where the service is, and how long reaching it may take.
 #[derive(clap::Args)]
-struct Target {
+struct BrokerArgs {
     /// The broker the service is on: redis://host:port, kafka://host:port.
     /// memory:// lives inside one process, so no other process can be
     /// reached through it.
@@ -96,6 +108,12 @@ struct Target {
     /// How long to wait for the broker before giving up on it.
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
     connect_timeout: Duration,
+}
+
+#[derive(clap::Args)]
+struct Target {
+    #[command(flatten)]
+    broker: BrokerArgs,
     /// The service to call.
     service: String,
     /// The method to call.
@@ -203,7 +221,7 @@ async fn connect(url: &str) -> Result<Arc<dyn Transport>, Failure> {
 
 /// A client of the broker `target` names, within its connect timeout: an
 /// unreachable broker is reported as such, not waited on.
-async fn client_for(target: &Target, config: ClientConfig) -> Result<Client, Failure> {
+async fn client_for(target: &BrokerArgs, config: ClientConfig) -> Result<Client, Failure> {
     let url = &target.broker;
     if url.starts_with("memory://") {
         return Err(Failure::usage(format!(
@@ -232,7 +250,7 @@ async fn client_for(target: &Target, config: ClientConfig) -> Result<Client, Fai
 
 async fn call(target: Target, timeout: Duration) -> Result<(), Failure> {
     let params = params(target.params.as_deref())?;
-    let client = client_for(&target, ClientConfig::default().timeout(timeout)).await?;
+    let client = client_for(&target.broker, ClientConfig::default().timeout(timeout)).await?;
     let outcome = client
         .call_raw(&target.service, &target.method, params)
         .await;
@@ -243,10 +261,25 @@ async fn call(target: Target, timeout: Duration) -> Result<(), Failure> {
 
 async fn notify(target: Target) -> Result<(), Failure> {
     let params = params(target.params.as_deref())?;
-    let client = client_for(&target, ClientConfig::default()).await?;
+    let client = client_for(&target.broker, ClientConfig::default()).await?;
     let outcome = client.notify(&target.service, &target.method, params).await;
     client.close().await;
     outcome.map_err(Failure::from)
+}
+
+async fn describe(broker: &BrokerArgs, timeout: Duration, service: &str) -> Result<(), Failure> {
+    let client = client_for(broker, ClientConfig::default().timeout(timeout)).await?;
+    let outcome = client
+        .call_raw(service, busrpc::DESCRIBE_METHOD, Value::Null)
+        .await;
+    client.close().await;
+    let described: Value = serde_json::from_str(outcome?.get()).map_err(|e| Failure {
+        code: 5,
+        message: format!("the description is not JSON: {e}"),
+    })?;
+    let pretty = serde_json::to_string_pretty(&described).unwrap_or_else(|_| described.to_string());
+    println!("{pretty}");
+    Ok(())
 }
 
 /// The demo service: `echo` returns its argument, `add` sums two integers,
@@ -374,6 +407,11 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Call { target, timeout } => call(target, timeout).await,
             Command::Notify { target } => notify(target).await,
+            Command::Describe {
+                broker,
+                timeout,
+                service,
+            } => describe(&broker, timeout, &service).await,
             Command::ServeEcho { broker, service } => serve_echo(&broker, &service).await,
             Command::Bench {
                 brokers,

@@ -119,6 +119,14 @@ fn call_notify_and_errors(broker: &str, service: &str) {
         .assert()
         .success()
         .stdout("5\n");
+    // describe: the demo's methods, from the server itself; the broker from
+    // BUSRPC_BROKER.
+    busrpc()
+        .args(["describe", service])
+        .env("BUSRPC_BROKER", broker)
+        .assert()
+        .success()
+        .stdout("{\n  \"methods\": [\n    \"add\",\n    \"echo\",\n    \"sleep\"\n  ]\n}\n");
     // A JSON-RPC error: code and message, exit 1.
     busrpc()
         .args(["call", "--broker", broker, service, "nope"])
@@ -212,6 +220,20 @@ fn memory_is_refused_for_calls_and_the_broker_is_required() {
         .assert()
         .code(2)
         .stderr(contains("the memory broker"));
+    for refused in [&["describe", "svc"][..], &["notify", "svc", "echo"][..]] {
+        busrpc()
+            .args(refused)
+            .args(["--broker", "memory://"])
+            .assert()
+            .code(2)
+            .stderr(contains("the memory broker lives inside one process"));
+    }
+    busrpc()
+        .args(["describe", "svc"])
+        .env_remove("BUSRPC_BROKER")
+        .assert()
+        .code(2)
+        .stderr(contains("--broker"));
 }
 
 #[test]

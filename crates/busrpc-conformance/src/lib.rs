@@ -135,6 +135,7 @@ macro_rules! suite {
     ($harness:expr, calls_only) => {
         $crate::suite!(@each multi_thread $harness;
             call_and_response,
+            a_service_describes_its_methods,
             typed_errors_reach_the_caller,
             notification_gets_no_reply,
             client_batch,

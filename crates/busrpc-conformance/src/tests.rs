@@ -259,6 +259,41 @@ fn assert_same_batch(got: &str, expected: &[&str]) {
     assert_eq!(got, expected);
 }
 
+/// Every server answers `rpc.describe` by itself with its method names,
+/// sorted, as `busrpc describe` prints them.
+pub async fn a_service_describes_its_methods(h: &dyn Harness) {
+    let service = unique_service("describe");
+    let server = serve(h, &service, "a", ServerConfig::default()).await;
+    let client = client(h, ClientConfig::default().timeout(patient(h))).await;
+    let described = client
+        .call_raw(
+            &service,
+            busrpc_core::DESCRIBE_METHOD,
+            serde_json::Value::Null,
+        )
+        .await
+        .expect("rpc.describe");
+    let names: Vec<String> = serde_json::from_str::<serde_json::Value>(described.get())
+        .expect("JSON")["methods"]
+        .as_array()
+        .expect("a list of methods")
+        .iter()
+        .map(|name| name.as_str().expect("a name").to_owned())
+        .collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(names, sorted, "sorted");
+    for expected in ["echo", "subtract", "get_data", "sleep", "panic"] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} in {names:?}"
+        );
+    }
+    assert!(!names.iter().any(|n| n.starts_with("rpc.")), "{names:?}");
+    client.close().await;
+    server.handle.shutdown().await;
+}
+
 /// A call, its exact response: positional, named, typed, no params.
 pub async fn call_and_response(h: &dyn Harness) {
     let service = unique_service("call");

@@ -19,7 +19,7 @@ pub use codec::Codec;
 pub use error::Error;
 pub use jsonrpc::RpcError;
 pub use message::{header, Deadline, Headers, InvalidDeadline, Limits, Message};
-pub use router::{Handler, Router};
+pub use router::{Handler, Router, DESCRIBE_METHOD};
 pub use server::{
     Server, ServerConfig, ServerHandle, ServerStats, ServerStatus, FATAL_ERRORS_TO_STOP,
 };

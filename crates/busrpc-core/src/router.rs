@@ -200,7 +200,18 @@ impl<S: Clone + Send + Sync + 'static> Router<S> {
         self.methods.keys().map(|k| &**k)
     }
 
-    pub(crate) fn into_methods(self) -> Methods {
+    /// The methods, with [`DESCRIBE_METHOD`] answered by the engine beside them.
+    pub(crate) fn into_methods(mut self) -> Methods {
+        let mut names: Vec<&str> = self.methods.keys().map(|k| &**k).collect();
+        names.sort_unstable();
+        let description = serde_json::value::to_raw_value(&serde_json::json!({ "methods": names }))
+            .expect("a list of strings serializes");
+        let described: Arc<RawValue> = Arc::from(description);
+        let describe: ErasedHandler = Box::new(move |_params| {
+            let answer = (*described).to_owned();
+            Ok(Box::pin(async move { Ok(answer) }))
+        });
+        self.methods.insert(DESCRIBE_METHOD.into(), describe);
         Methods(Arc::new(self.methods))
     }
 }
@@ -212,6 +223,11 @@ impl<S> fmt::Debug for Router<S> {
             .finish_non_exhaustive()
     }
 }
+
+/// The method every server answers by itself, with `{"methods": [names]}`
+/// (sorted, itself not among them): what `busrpc describe` asks. The
+/// specification reserves `rpc.`-names for such extensions.
+pub const DESCRIBE_METHOD: &str = "rpc.describe";
 
 /// A router with its state type erased: what the engine dispatches on.
 #[derive(Clone)]
@@ -331,6 +347,23 @@ mod tests {
         call(&m, "incr", Some("[2]")).await.unwrap();
         call(&m, "incr", Some("[3]")).await.unwrap();
         assert_eq!(call(&m, "get", None).await.unwrap(), "5");
+    }
+
+    #[tokio::test]
+    async fn every_router_describes_its_methods() {
+        let m = Router::new()
+            .method("sub", |(): ()| async { Ok::<_, RpcError>(()) })
+            .method("add", |(): ()| async { Ok::<_, RpcError>(()) })
+            .into_methods();
+        assert_eq!(
+            call(&m, DESCRIBE_METHOD, None).await.unwrap(),
+            r#"{"methods":["add","sub"]}"#
+        );
+        let empty = Router::new().into_methods();
+        assert_eq!(
+            call(&empty, DESCRIBE_METHOD, Some("[]")).await.unwrap(),
+            r#"{"methods":[]}"#
+        );
     }
 
     #[test]
