@@ -17,7 +17,7 @@
 //! much broker work, less bookkeeping, so the ratio leans against busrpc.
 
 use std::collections::HashMap;
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use busrpc_bench::ping::{Baseline, Correlator, PingError, CORRELATION};
@@ -43,7 +43,8 @@ pub struct PingPong {
     requests: String,
     replies: String,
     correlator: Arc<Correlator>,
-    tasks: Vec<JoinHandle<()>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    committer: Mutex<Option<std::thread::JoinHandle<()>>>,
     _mock: Option<Arc<MockBrokers>>,
 }
 
@@ -53,20 +54,56 @@ fn header<'a>(message: &'a impl Message, name: &str) -> Option<&'a [u8]> {
 
 /// Commits, synchronously and in a thread of its own, the offsets after the
 /// requests that finished, per partition; what finishes during one commit
-/// goes into the next. Ends when every sender is gone.
+/// goes into the next, and a failed commit (during a rebalance, say) is made
+/// again 200 ms later, as busrpc's committer does. Ends when every sender is
+/// gone, after a last try.
 fn commit_finished(consumer: &StreamConsumer, topic: &str, finished: &mpsc::Receiver<(i32, i64)>) {
-    while let Ok((partition, offset)) = finished.recv() {
-        let mut next: HashMap<i32, i64> = HashMap::from([(partition, offset + 1)]);
-        for (partition, offset) in finished.try_iter() {
-            let entry = next.entry(partition).or_insert(offset + 1);
-            *entry = (*entry).max(offset + 1);
+    let mut pending: HashMap<i32, i64> = HashMap::new();
+    // Replies finish out of order: an offset at or below one committed
+    // already is not committed again, which would move the group back.
+    let mut committed: HashMap<i32, i64> = HashMap::new();
+    let mut open = true;
+    while open || !pending.is_empty() {
+        let first = if !open {
+            None
+        } else if pending.is_empty() {
+            match finished.recv() {
+                Ok(done) => Some(done),
+                Err(_) => break,
+            }
+        } else {
+            match finished.recv_timeout(Duration::from_millis(200)) {
+                Ok(done) => Some(done),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    open = false;
+                    None
+                }
+            }
+        };
+        for (partition, offset) in first.into_iter().chain(finished.try_iter()) {
+            if committed.get(&partition).is_some_and(|done| *done > offset) {
+                continue;
+            }
+            let next = pending.entry(partition).or_insert(offset + 1);
+            *next = (*next).max(offset + 1);
+        }
+        if pending.is_empty() {
+            continue;
         }
         let mut list = TopicPartitionList::new();
-        for (partition, offset) in next {
-            let _ = list.add_partition_offset(topic, partition, Offset::Offset(offset));
+        for (partition, offset) in &pending {
+            let _ = list.add_partition_offset(topic, *partition, Offset::Offset(*offset));
         }
-        if let Err(e) = consumer.commit(&list, CommitMode::Sync) {
-            tracing::debug!(error = %e, "a raw commit failed");
+        match consumer.commit(&list, CommitMode::Sync) {
+            Ok(()) => committed.extend(pending.drain()),
+            Err(e) if open => {
+                tracing::debug!(error = %e, "a raw commit failed; made again shortly")
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "the last raw commit failed");
+                return;
+            }
         }
     }
 }
@@ -118,7 +155,7 @@ impl PingPong {
         responder.subscribe(&[&requests]).map_err(transport_error)?;
         let (finished, committing) = mpsc::channel();
         let committer = (responder.clone(), requests.clone(), mock.clone());
-        std::thread::Builder::new()
+        let committer = std::thread::Builder::new()
             .name("raw-committer".into())
             .spawn(move || {
                 // Consumer, then cluster: a tuple drops in that order.
@@ -193,7 +230,8 @@ impl PingPong {
             requests,
             replies,
             correlator,
-            tasks: vec![respond, read],
+            tasks: Mutex::new(vec![respond, read]),
+            committer: Mutex::new(Some(committer)),
             _mock: mock,
         })
     }
@@ -230,7 +268,23 @@ impl Baseline for PingPong {
     /// `{prefix}.…` (a mock cluster, which cannot delete topics, goes with
     /// the process).
     async fn clean_up(&self) -> Result<(), TransportError> {
-        self.tasks.iter().for_each(JoinHandle::abort);
+        // Every consumer closes before its topic goes: librdkafka crashes
+        // the process (SIGSEGV) when a topic is deleted under a consumer
+        // still assigned to it. The committer thread holds the responder
+        // until the last reply task has reported.
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        for task in tasks {
+            task.abort();
+            let _ = task.await;
+        }
+        let committer = self
+            .committer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(committer) = committer {
+            let _ = tokio::task::spawn_blocking(move || committer.join()).await;
+        }
         if self._mock.is_some() {
             return Ok(());
         }
@@ -265,6 +319,7 @@ impl Baseline for PingPong {
 
 impl Drop for PingPong {
     fn drop(&mut self) {
-        self.tasks.iter().for_each(JoinHandle::abort);
+        let tasks = self.tasks.get_mut().unwrap_or_else(|e| e.into_inner());
+        tasks.iter().for_each(JoinHandle::abort);
     }
 }

@@ -112,6 +112,7 @@ async fn clean_up_deletes_every_topic_of_the_prefix_busrpcs_too() {
         "raw and busrpc topics exist"
     );
     client.close().await;
+    drop(client);
     server.shutdown().await;
     raw.clean_up().await.unwrap();
     assert_eq!(ours(topics(&url).await), Vec::<String>::new());
