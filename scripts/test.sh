@@ -121,7 +121,7 @@ step "rust-version is true of every locked dependency"
 scripts/check-msrv.sh
 
 step "licenses, bans and sources (cargo deny; advisories need GitHub, see deny.toml)"
-cargo deny --locked check licenses bans sources
+cargo deny --locked check --hide-inclusion-graph licenses bans sources
 
 step "no unused dependencies (cargo machete)"
 cargo machete
@@ -135,6 +135,10 @@ step "docs build without a warning"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features --locked
 
 step "every published crate packages and builds from its package"
+# The verification builds each crate against its siblings' packages, which
+# cargo takes for immutable registry crates of version 0.1.0: a build of them
+# left by an earlier run would be used as it is, stale. Clean them first.
+cargo clean -p busrpc-core -p busrpc-bench -p busrpc-redis -p busrpc-kafka -p busrpc -p busrpc-cli
 # --allow-dirty: a developer's uncommitted changes are checked too; CI has none.
 cargo package --workspace --exclude busrpc-conformance --locked --allow-dirty
 
