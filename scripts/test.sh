@@ -135,9 +135,12 @@ step "docs build without a warning"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features --locked
 
 step "every published crate packages and builds from its package"
-# The verification builds each crate against its siblings' packages, which
-# cargo takes for immutable registry crates of version 0.1.0: a build of them
-# left by an earlier run would be used as it is, stale. Clean them first.
+# The verification builds each crate against its siblings' packages, served
+# from a local registry that cargo takes for immutable: the sources it
+# unpacked into CARGO_HOME and the builds of them left by an earlier run would
+# be used as they are, stale. Remove both first (the unpacked sources of such
+# host-less local registries live under registry/src/-*).
+rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/busrpc* "${CARGO_HOME:-$HOME/.cargo}"/registry/cache/-*/busrpc*
 cargo clean -p busrpc-core -p busrpc-bench -p busrpc-redis -p busrpc-kafka -p busrpc -p busrpc-cli
 # --allow-dirty: a developer's uncommitted changes are checked too; CI has none.
 cargo package --workspace --exclude busrpc-conformance --locked --allow-dirty

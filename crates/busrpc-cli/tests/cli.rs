@@ -531,3 +531,16 @@ fn bench_of_an_unreachable_broker_exits_3() {
         .code(3)
         .stderr(contains("cannot use broker redis://127.0.0.1:1"));
 }
+
+/// Anything else exits 5: here, a plot that cannot be written; the
+/// measured table is printed first all the same.
+#[test]
+fn a_plot_that_cannot_be_written_exits_5() {
+    busrpc()
+        .args(["bench", "--calls", "4", "--broker", "memory://"])
+        .args(["--plot", "/nonexistent-busrpc-dir/latency.svg"])
+        .assert()
+        .code(5)
+        .stdout(contains("memory://"))
+        .stderr(contains("plotting to /nonexistent-busrpc-dir/latency.svg"));
+}
