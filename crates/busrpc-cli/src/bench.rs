@@ -48,32 +48,6 @@ pub(crate) struct Outcome {
 /// clean up after.
 pub(crate) type Current = Arc<Mutex<Option<Arc<dyn Baseline>>>>;
 
-/// `url` on a prefix of this run's own (`busrpc-bench-{pid}-{id}`, or the
-/// URL's own prefix with that appended), so that everything the bench
-/// creates on the broker can be found and deleted afterwards. memory://
-/// keeps nothing beyond the process.
-pub(crate) fn on_own_prefix(url: &str) -> String {
-    let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
-    if !matches!(scheme, "redis" | "rediss" | "kafka" | "kafka-mock") {
-        return url.to_owned();
-    }
-    let (base, query) = url.split_once('?').unwrap_or((url, ""));
-    let mut prefix = "busrpc-bench";
-    let mut options = Vec::new();
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        match pair.strip_prefix("prefix=") {
-            Some(given) => prefix = given,
-            None => options.push(pair.to_owned()),
-        }
-    }
-    options.push(format!(
-        "prefix={prefix}-{}-{}",
-        std::process::id(),
-        busrpc::transport::unique_id()
-    ));
-    format!("{base}?{}", options.join("&"))
-}
-
 /// The raw baseline of whichever broker the URL names.
 async fn baseline(url: &str) -> Result<Arc<dyn Baseline>, TransportError> {
     match url.split_once("://").map(|(scheme, _)| scheme) {
@@ -454,30 +428,4 @@ pub(crate) fn plot(outcomes: &[Outcome], path: &Path) -> Result<(), Failure> {
         .draw()
         .map_err(|e| fail(e.to_string()))?;
     root.present().map_err(|e| fail(e.to_string()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_run_gets_a_prefix_of_its_own() {
-        let url = on_own_prefix("redis://127.0.0.1:6379?claim_idle_ms=500");
-        let (base, query) = url.split_once('?').unwrap();
-        assert_eq!(base, "redis://127.0.0.1:6379");
-        let options: Vec<&str> = query.split('&').collect();
-        assert_eq!(options[0], "claim_idle_ms=500");
-        assert!(options[1].starts_with(&format!("prefix=busrpc-bench-{}-", std::process::id())));
-        // A prefix of the user's own is kept as the start of the run's.
-        let url = on_own_prefix("kafka://k:9092?prefix=team&partitions=4");
-        assert!(
-            url.starts_with("kafka://k:9092?partitions=4&prefix=team-"),
-            "{url}"
-        );
-        assert_ne!(
-            on_own_prefix("kafka-mock://x"),
-            on_own_prefix("kafka-mock://x")
-        );
-        assert_eq!(on_own_prefix("memory://"), "memory://");
-    }
 }

@@ -356,7 +356,7 @@ async fn run_bench(
     let measuring = async {
         let mut outcomes = Vec::new();
         for broker in &brokers {
-            let url = bench::on_own_prefix(broker);
+            let url = busrpc_bench::on_own_prefix(broker, "busrpc-bench");
             outcomes.push(bench::measure(broker, &url, settings, &current).await);
         }
         outcomes

@@ -18,20 +18,9 @@ use busrpc_core::{Client, ClientConfig, Router, RpcError, Server};
 use busrpc_kafka::raw::PingPong;
 use busrpc_kafka::KafkaTransport;
 
-/// `url` with `prefix=bench-{what}-{pid}-{n}` added: every topic of one
-/// measurement under a prefix of its own, deleted at its end.
-fn with_prefix(url: &str, what: &str) -> String {
-    let join = if url.contains('?') { '&' } else { '?' };
-    format!(
-        "{url}{join}prefix=bench-{what}-{}-{}",
-        std::process::id(),
-        busrpc_core::transport::unique_id()
-    )
-}
-
 async fn measure(url: &str, full: bool) -> String {
     let shown = url;
-    let url = &with_prefix(url, "raw");
+    let url = &busrpc_bench::on_own_prefix(url, "bench-raw");
     let raw = match PingPong::start(url).await {
         Ok(raw) => Arc::new(raw),
         Err(e) => return format!("skipped: {shown}: {e}\n"),
@@ -128,7 +117,10 @@ async fn clients(url: &str) -> Vec<Client> {
 async fn inboxes(url: &str, full: bool) -> String {
     // A prefix of its own, so the shared reply topic is made here, with one
     // partition.
-    let url = format!("{}&shared_inbox_partitions=1", with_prefix(url, "inboxes"));
+    let url = format!(
+        "{}&shared_inbox_partitions=1",
+        busrpc_bench::on_own_prefix(url, "bench-inboxes")
+    );
     let service = "inboxes";
     let router = Router::new().method("echo", |(n,): (u64,)| async move { Ok::<_, RpcError>(n) });
     let server_transport = match KafkaTransport::connect(&url).await {

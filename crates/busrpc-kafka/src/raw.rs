@@ -38,14 +38,15 @@ use crate::{base_config, transport_error, KafkaConfig, MockBrokers};
 pub struct PingPong {
     producer: FutureProducer,
     admin: AdminClient<DefaultClientContext>,
-    lister: BaseConsumer,
+    lister: Arc<BaseConsumer>,
     prefix: String,
     requests: String,
     replies: String,
     correlator: Arc<Correlator>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     committer: Mutex<Option<std::thread::JoinHandle<()>>>,
-    _mock: Option<Arc<MockBrokers>>,
+    // Kept alive for the clients above; a mock cluster cannot delete topics.
+    mock: Option<Arc<MockBrokers>>,
 }
 
 fn header<'a>(message: &'a impl Message, name: &str) -> Option<&'a [u8]> {
@@ -221,7 +222,7 @@ impl PingPong {
                 }
             }
         });
-        let lister: BaseConsumer = base().create().map_err(transport_error)?;
+        let lister: Arc<BaseConsumer> = Arc::new(base().create().map_err(transport_error)?);
         Ok(PingPong {
             producer,
             admin,
@@ -232,7 +233,7 @@ impl PingPong {
             correlator,
             tasks: Mutex::new(vec![respond, read]),
             committer: Mutex::new(Some(committer)),
-            _mock: mock,
+            mock,
         })
     }
 }
@@ -285,20 +286,28 @@ impl Baseline for PingPong {
         if let Some(committer) = committer {
             let _ = tokio::task::spawn_blocking(move || committer.join()).await;
         }
-        if self._mock.is_some() {
+        if self.mock.is_some() {
             return Ok(());
         }
-        let metadata = self
-            .lister
-            .fetch_metadata(None, Duration::from_secs(10))
-            .map_err(transport_error)?;
-        let ours = format!("{}.", self.prefix);
-        let names: Vec<&str> = metadata
-            .topics()
-            .iter()
-            .map(rdkafka::metadata::MetadataTopic::name)
-            .filter(|name| name.starts_with(&ours))
-            .collect();
+        // A blocking metadata request, off the runtime's workers.
+        let (lister, ours) = (self.lister.clone(), format!("{}.", self.prefix));
+        let names = tokio::task::spawn_blocking(move || {
+            let metadata = lister
+                .fetch_metadata(None, Duration::from_secs(10))
+                .map_err(transport_error)?;
+            Ok::<_, TransportError>(
+                metadata
+                    .topics()
+                    .iter()
+                    .map(rdkafka::metadata::MetadataTopic::name)
+                    .filter(|name| name.starts_with(&ours))
+                    .map(str::to_owned)
+                    .collect::<Vec<String>>(),
+            )
+        })
+        .await
+        .map_err(|e| TransportError::Other(Box::new(e)))??;
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
         if names.is_empty() {
             return Ok(());
         }

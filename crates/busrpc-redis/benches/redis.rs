@@ -28,8 +28,7 @@ fn main() {
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let prefix = format!("busrpc-bench-{}", std::process::id());
-        let url = format!("{}?prefix={prefix}", redis_url());
+        let url = busrpc_bench::on_own_prefix(&redis_url(), "busrpc-bench");
         let raw = match PingPong::start(&url).await {
             Ok(raw) => Arc::new(raw),
             Err(e) => {

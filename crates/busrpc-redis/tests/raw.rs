@@ -9,13 +9,7 @@ use busrpc_bench::Baseline;
 use busrpc_core::{Client, Router, RpcError, Server};
 use busrpc_redis::raw::PingPong;
 use busrpc_redis::RedisTransport;
-use common::{redis_url, Prefix};
-
-async fn query<T: redis::FromRedisValue>(cmd: &redis::Cmd) -> T {
-    let client = redis::Client::open(redis_url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    cmd.query_async(&mut conn).await.unwrap()
-}
+use common::{query, Prefix};
 
 async fn keys(prefix: &str) -> Vec<String> {
     query(redis::cmd("KEYS").arg(format!("{prefix}:*"))).await

@@ -13,14 +13,8 @@ use busrpc_core::{
     header, Client, ClientConfig, Demand, Error, Message, Router, RpcError, Server, Transport,
 };
 use busrpc_redis::RedisTransport;
-use common::{redis_url, Prefix};
+use common::{query, redis_url, Prefix};
 use futures_util::StreamExt;
-
-async fn query<T: redis::FromRedisValue>(cmd: &redis::Cmd) -> T {
-    let client = redis::Client::open(redis_url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    cmd.query_async(&mut conn).await.unwrap()
-}
 
 fn echo_router() -> Router {
     Router::new().method("echo", |(text,): (String,)| async move {

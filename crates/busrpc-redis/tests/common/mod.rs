@@ -13,6 +13,13 @@ pub fn redis_url() -> String {
     std::env::var("BUSRPC_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
 }
 
+/// Runs `cmd` on the Redis under test, on a connection of its own.
+pub async fn query<T: redis::FromRedisValue>(cmd: &redis::Cmd) -> T {
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    cmd.query_async(&mut conn).await.unwrap()
+}
+
 /// A key prefix no other test uses; its keys are deleted on drop.
 pub struct Prefix(pub String);
 
