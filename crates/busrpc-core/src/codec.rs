@@ -8,6 +8,13 @@ pub const JSON: &str = "application/json";
 /// The `content-type` of MessagePack payloads.
 pub const MSGPACK: &str = "application/msgpack";
 
+/// The nesting limit of MessagePack arrays and maps: serde_json's own
+/// recursion limit (both refuse the level that reaches it), so nothing is
+/// refused here that a handler's params could have taken as JSON. Transcoding recurses once per level; rmp-serde's default (1,024)
+/// overflowed a 2 MiB thread stack in a debug build and aborted the whole
+/// process on one hostile message.
+const MAX_DEPTH: usize = 128;
+
 /// How a payload is encoded, chosen per message by its `content-type` header.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -70,6 +77,7 @@ impl Codec {
             Codec::MessagePack => {
                 let mut out = Vec::with_capacity(payload.len() * 2);
                 let mut de = rmp_serde::Deserializer::new(std::io::Cursor::new(payload));
+                de.set_max_depth(MAX_DEPTH);
                 let mut ser = serde_json::Serializer::new(&mut out);
                 serde_transcode::transcode(&mut de, &mut ser).map_err(|e| CodecError::Invalid {
                     codec: "MessagePack",
@@ -141,6 +149,28 @@ mod tests {
         assert_eq!(
             std::str::from_utf8(&back).unwrap(),
             std::str::from_utf8(&json).unwrap()
+        );
+    }
+
+    #[test]
+    fn deep_msgpack_is_an_error_not_a_stack_overflow() {
+        // Arrays of one around a nil, `depth` levels deep, in both encodings.
+        let packed = |depth: usize| [vec![0x91; depth], vec![0xc0]].concat();
+        let json = |depth: usize| format!("{}null{}", "[".repeat(depth), "]".repeat(depth));
+        // The same levels pass both.
+        for depth in [MAX_DEPTH - 1, MAX_DEPTH] {
+            let transcoded = Codec::MessagePack.to_json(&packed(depth)).is_ok();
+            let parsed = serde_json::from_str::<serde_json::Value>(&json(depth));
+            assert_eq!(transcoded, parsed.is_ok(), "{depth} levels");
+        }
+        assert_eq!(
+            &*Codec::MessagePack.to_json(&packed(MAX_DEPTH - 1)).unwrap(),
+            json(MAX_DEPTH - 1).as_bytes()
+        );
+        let err = Codec::MessagePack.to_json(&packed(100_000)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "payload is not valid MessagePack: depth limit exceeded"
         );
     }
 
