@@ -1146,7 +1146,7 @@ pub async fn malformed_deadline_is_an_invalid_request(h: &dyn Harness) {
         assert_eq!(
             std::str::from_utf8(&reply.payload).unwrap(),
             format!(
-                r#"{{"jsonrpc":"2.0","error":{{"code":-32600,"message":"Invalid Request","data":"the deadline header {quoted} is not a Unix time in milliseconds (1 to 20 digits)"}},"id":3}}"#
+                r#"{{"jsonrpc":"2.0","error":{{"code":-32600,"message":"Invalid Request","data":"the deadline header {quoted} is not a Unix time in milliseconds (digits only, at most 18446744073709551615)"}},"id":3}}"#
             )
         );
     }
