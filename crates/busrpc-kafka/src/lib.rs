@@ -12,6 +12,7 @@ pub mod raw;
 mod watermark;
 
 use std::collections::HashSet;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -490,18 +491,42 @@ impl Inner {
 }
 
 fn is_keepalive(record: &BorrowedMessage<'_>) -> bool {
-    record
-        .headers()
-        .is_some_and(|h| h.iter().any(|h| h.key == inboxes::KEEPALIVE_HEADER))
+    record_headers(record).any(|h| h.key == inboxes::KEEPALIVE_HEADER)
+}
+
+/// A record's headers, skipping any whose name is not UTF-8: rdkafka (0.39)
+/// unwraps that check and panics, and a record from a client that writes
+/// other bytes there must not take the consumer thread down with it (each
+/// server of the service would read it, and die, in turn). A build with
+/// `panic = "abort"` cannot be saved so; a warning names the record.
+pub(crate) fn record_headers<'a, M: rdkafka::Message>(
+    record: &'a M,
+) -> impl Iterator<Item = Header<'a, &'a [u8]>> + 'a {
+    let headers = record.headers();
+    let count = headers.map_or(0, |h| h.count());
+    (0..count).filter_map(move |index| {
+        let headers = headers?;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| headers.try_get(index))) {
+            Ok(header) => header,
+            Err(_) => {
+                tracing::warn!(
+                    topic = record.topic(),
+                    partition = record.partition(),
+                    offset = record.offset(),
+                    index,
+                    "a record header's name is not UTF-8; the header is skipped"
+                );
+                None
+            }
+        }
+    })
 }
 
 fn to_message(record: &BorrowedMessage<'_>) -> Message {
     let mut headers = Headers::new();
-    if let Some(kafka) = record.headers() {
-        for h in kafka.iter() {
-            let value = h.value.map(String::from_utf8_lossy).unwrap_or_default();
-            headers.insert(header::name(h.key), Arc::<str>::from(value));
-        }
+    for h in record_headers(record) {
+        let value = h.value.map(String::from_utf8_lossy).unwrap_or_default();
+        headers.insert(header::name(h.key), Arc::<str>::from(value));
     }
     Message {
         payload: record.payload().map(bytes_of).unwrap_or_default(),
@@ -670,10 +695,8 @@ impl KafkaTransport {
 
 /// Whether a record of the shared reply topic is for `client`.
 fn is_for(record: &BorrowedMessage<'_>, client: &str) -> bool {
-    record.headers().is_some_and(|h| {
-        h.iter()
-            .any(|h| h.key == inboxes::CLIENT_HEADER && h.value == Some(client.as_bytes()))
-    })
+    record_headers(record)
+        .any(|h| h.key == inboxes::CLIENT_HEADER && h.value == Some(client.as_bytes()))
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ use bytes::Bytes;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
@@ -50,7 +50,9 @@ pub struct PingPong {
 }
 
 fn header<'a>(message: &'a impl Message, name: &str) -> Option<&'a [u8]> {
-    message.headers()?.iter().find(|h| h.key == name)?.value
+    crate::record_headers(message)
+        .find(|h| h.key == name)?
+        .value
 }
 
 /// Commits, synchronously and in a thread of its own, the offsets after the

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use busrpc_core::{Client, ClientConfig, Error, Router, RpcError, Server, ServerHandle, Transport};
 use busrpc_kafka::KafkaTransport;
+use futures_util::StreamExt;
 use rdkafka::types::RDKafkaRespErr;
 
 mod common;
@@ -869,4 +870,78 @@ async fn a_paused_server_never_reads_its_partitions_again_from_the_start() {
     assert_eq!(runs.len() as u64, HELD + 600);
     a.shutdown().await;
     b.shutdown().await;
+}
+
+/// Records no Kafka client library writes, produced by
+/// tests/hostile_records.py (kafka-python, bent): a header name that is not
+/// UTF-8, a record without a value, a content type that is not UTF-8, a
+/// reply-to given twice. Each gets its exact reply, none stops the server
+/// (rdkafka panicked reading the header name, on the consumer's thread, and
+/// the server never read again), and a good call is answered after them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_records_get_their_exact_answers() {
+    let Ok(python) = std::env::var("BUSRPC_PYTHON") else {
+        println!("skipped: hostile_records_get_their_exact_answers: BUSRPC_PYTHON is not set (scripts/test.sh sets it)");
+        return;
+    };
+    let url = format!("{}?partitions=1", mock_url("hostile"));
+    let transport = Arc::new(KafkaTransport::connect(&url).await.unwrap());
+    let server = Server::new(transport.clone(), "svc", echo_router())
+        .start()
+        .await
+        .unwrap();
+    let client = Client::connect(transport.clone()).await.unwrap();
+    first_success(&client, "svc", Duration::from_secs(60)).await;
+    let before = server.stats().acked;
+    let mut inbox = transport.inbox().await.unwrap();
+    let bootstrap = transport.mock_cluster().unwrap().bootstrap_servers();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/hostile_records.py");
+    let output = tokio::process::Command::new(python)
+        .args([
+            script,
+            bootstrap,
+            &transport.service_address("svc"),
+            inbox.address(),
+        ])
+        .output()
+        .await
+        .expect("python runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut replies = Vec::new();
+    for n in 0..4 {
+        let reply = tokio::time::timeout(Duration::from_secs(30), inbox.next())
+            .await
+            .unwrap_or_else(|_| panic!("reply {n} did not come; so far {replies:?}"))
+            .unwrap()
+            .unwrap();
+        replies.push(String::from_utf8(reply.payload.to_vec()).unwrap());
+    }
+    replies.sort();
+    assert_eq!(
+        replies,
+        [
+            "{\"jsonrpc\":\"2.0\",\"error\":{\"code\":-32600,\"message\":\"Invalid Request\",\"data\":\"the message has no payload\"},\"id\":null}",
+            "{\"jsonrpc\":\"2.0\",\"error\":{\"code\":-32700,\"message\":\"Parse error\",\"data\":\"unsupported content type \\\"application/json\u{fffd}\\\" (busrpc speaks application/json and application/msgpack)\"},\"id\":null}",
+            "{\"jsonrpc\":\"2.0\",\"result\":\"RPC 1!\",\"id\":1}",
+            "{\"jsonrpc\":\"2.0\",\"result\":\"RPC 4!\",\"id\":4}",
+        ]
+    );
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(30);
+    while server.stats().acked < before + 4 {
+        assert!(
+            tokio::time::Instant::now() < give_up,
+            "{:?}",
+            server.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(server.stats().released, 0);
+    let after: String = client.call("svc", "echo", ("after",)).await.unwrap();
+    assert_eq!(after, "RPC after!");
+    client.close().await;
+    server.shutdown().await;
 }
