@@ -20,6 +20,7 @@
 //! Set `BUSRPC_TEST_LOG` to a tracing filter (`busrpc_kafka=debug`) to see
 //! what the transports log during a run.
 
+pub mod hostile;
 pub mod tests;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -193,6 +194,7 @@ macro_rules! suite {
             a_stopped_server_leaves_nothing_to_answer_twice,
             a_publish_beyond_the_queue_bound_is_rejected,
             a_service_never_served_is_refused_at_once,
+            hostile_inputs_get_their_exact_answers,
         );
     };
     (@each multi_thread $harness:expr; $($name:ident),* $(,)?) => {

@@ -1498,3 +1498,77 @@ pub async fn a_service_never_served_is_refused_at_once(h: &dyn Harness) {
     assert_eq!(answer, 3);
     server.handle.shutdown().await;
 }
+
+/// Every message of the [hostile-input catalogue](crate::hostile) gets its
+/// exact reply or its silence, and the server answers a good call after
+/// each one: nothing a peer writes into the queue stops it, loops it or
+/// makes it answer twice.
+pub async fn hostile_inputs_get_their_exact_answers(h: &dyn Harness) {
+    use crate::hostile::{catalogue, Expect, MAX_MESSAGE_BYTES};
+    let service = unique_service("hostile");
+    let limits = Limits::default().max_message_bytes(MAX_MESSAGE_BYTES);
+    let server = serve(h, &service, "a", ServerConfig::default().limits(limits)).await;
+    let mut peer = RawPeer::new(h, &service).await;
+    let own_queue = peer.transport.service_address(&service);
+    let cases = catalogue(peer.inbox.address(), &own_queue);
+    assert!(cases.len() >= 80, "the catalogue has {} cases", cases.len());
+    let mut settled = 0;
+    let mut wrong = Vec::new();
+    for case in cases {
+        peer.send(case.message).await;
+        settled += case.settles;
+        match case.expect {
+            Expect::Reply(expected, content_type) => {
+                let reply = peer.next_reply().await;
+                let got = match reply.headers.get(header::CONTENT_TYPE) {
+                    Some(MSGPACK) => Codec::MessagePack
+                        .to_json(&reply.payload)
+                        .map(|json| String::from_utf8_lossy(&json).into_owned())
+                        .unwrap_or_else(|e| format!("<bad MessagePack: {e}>")),
+                    _ => String::from_utf8_lossy(&reply.payload).into_owned(),
+                };
+                let got_type = reply.headers.get(header::CONTENT_TYPE);
+                if got != expected || got_type != content_type {
+                    wrong.push(format!(
+                        "{}:\n  expected {content_type:?} {}\n  got      {got_type:?} {}",
+                        case.name,
+                        excerpt(&expected),
+                        excerpt(&got)
+                    ));
+                }
+            }
+            Expect::Silence => {}
+        }
+        // The sentinel's answer is the next thing in the inbox: a silent
+        // case sent nothing, and the server still serves.
+        let what = format!("the server settled {:?}", case.name);
+        wait_until(&what, peer.patience, || {
+            server.handle.stats().acked >= settled
+        })
+        .await;
+        peer.assert_silence(&server.handle, settled).await;
+        settled += 1;
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} hostile inputs got the wrong answer:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
+    let stats = server.handle.stats();
+    assert_eq!(stats.panics, 0);
+    assert_eq!(stats.released, 0, "every message was settled for good");
+    server.handle.shutdown().await;
+}
+
+/// A long wire string shortened for a failure message.
+fn excerpt(s: &str) -> String {
+    if s.len() <= 300 {
+        return s.to_owned();
+    }
+    let cut = (0..=300)
+        .rev()
+        .find(|i| s.is_char_boundary(*i))
+        .unwrap_or(0);
+    format!("{}… ({} bytes)", &s[..cut], s.len())
+}

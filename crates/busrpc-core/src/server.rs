@@ -633,6 +633,12 @@ async fn handle(shared: Arc<Shared>, delivery: Delivery, permit: OwnedSemaphoreP
                 tracing::warn!(%service, error = %why, %reply_to, "the broker refused the reply; the request is acknowledged and its caller told");
                 tell_refused(&server, &reply_to, told_in, &request, &why);
             }
+            (Err(TransportError::NotServed(_)), Some(reply_to)) => {
+                // Final too: the caller named an address that is no queue.
+                bump(&counters.acked);
+                bump(&counters.reply_failures);
+                tracing::warn!(%service, %reply_to, "the reply-to names no queue on this broker; the request is acknowledged, its reply dropped");
+            }
             (Err(e), Some(reply_to)) => {
                 bump(&counters.reply_failures);
                 tracing::warn!(%service, error = %e, %reply_to, "answering failed");
@@ -682,7 +688,11 @@ async fn process(
     codec: Result<Codec, CodecError>,
 ) -> Option<(Arc<str>, Message)> {
     let headers = &message.headers;
-    let reply_to = headers.get_shared(header::REPLY_TO);
+    // An empty reply-to names nowhere (Kafka has no topic "", Redis would
+    // make a key of it): the request is served as if it had none.
+    let reply_to = headers
+        .get_shared(header::REPLY_TO)
+        .filter(|to| !to.is_empty());
     let deadline = match headers.deadline() {
         Ok(deadline) => deadline,
         Err(e) => {

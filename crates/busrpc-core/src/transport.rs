@@ -224,9 +224,11 @@ pub trait Acknowledge: Send + Sync + 'static {
     /// makes delivery at-least-once. If the publish fails the delivery is
     /// released and the publish error returned, unless the broker refused
     /// the reply itself ([`TransportError::Rejected`]: too large, a full
-    /// inbox, not allowed): another try would be refused alike, and a
-    /// release would run the request again at once, in a loop. Such a
-    /// delivery is acknowledged, and the refusal returned.
+    /// inbox, not allowed) or the address is no queue at all
+    /// ([`TransportError::NotServed`]: a reply-to naming nothing): another
+    /// try would fail alike, and a release would run the request again at
+    /// once, in a loop. Such a delivery is acknowledged, and the error
+    /// returned.
     ///
     /// A transport that can do both in one round trip (Redis: one
     /// MULTI/EXEC pipeline) overrides this; `transport` is the one the
@@ -239,7 +241,7 @@ pub trait Acknowledge: Send + Sync + 'static {
     ) -> Result<(), TransportError> {
         match transport.publish(address, reply).await {
             Ok(()) => self.ack().await,
-            Err(e @ TransportError::Rejected(_)) => {
+            Err(e @ (TransportError::Rejected(_) | TransportError::NotServed(_))) => {
                 if let Err(ack) = self.ack().await {
                     tracing::warn!(error = %ack, "acknowledging a request whose reply was refused failed");
                 }

@@ -1078,20 +1078,19 @@ impl Acknowledge for KafkaAck {
             ack: &self,
             sent: false,
         };
-        let produced = match self.inner.produce(address, &reply).await {
-            Err(e) if topic_is_gone(&e) => {
-                tracing::warn!(
-                    reply_to = address,
-                    "the caller's inbox is gone; the reply is dropped"
-                );
-                Ok(())
-            }
-            produced => produced.map_err(transport_error),
+        let checked = self.inner.check_reply_to(address).await;
+        let produced = match checked {
+            Err(e) => Err(e),
+            Ok(()) => self.produce_reply(address, &reply).await,
         };
-        // A reply the broker refuses (too large, not allowed) is final: the
-        // request is done, or its redelivery would run it again at once,
-        // forever, and pin the partition's commits meanwhile.
-        let refused = matches!(produced, Err(TransportError::Rejected(_)));
+        // A reply the broker refuses (too large, not allowed), or one to a
+        // topic that does not exist, is final: the request is done, or its
+        // redelivery would run it again at once, forever, and pin the
+        // partition's commits meanwhile.
+        let refused = matches!(
+            produced,
+            Err(TransportError::Rejected(_) | TransportError::NotServed(_))
+        );
         answering.sent = produced.is_ok() || refused;
         drop(answering);
         match produced {
@@ -1104,6 +1103,23 @@ impl Acknowledge for KafkaAck {
                 let _ = self.release().await;
                 Err(e)
             }
+        }
+    }
+}
+
+impl KafkaAck {
+    /// Produces a reply; an inbox deleted since it was checked (its client
+    /// gone) takes nothing, and that is no failure.
+    async fn produce_reply(&self, address: &str, reply: &Message) -> Result<(), TransportError> {
+        match self.inner.produce(address, reply).await {
+            Err(e) if topic_is_gone(&e) => {
+                tracing::warn!(
+                    reply_to = address,
+                    "the caller's inbox is gone; the reply is dropped"
+                );
+                Ok(())
+            }
+            produced => produced.map_err(transport_error),
         }
     }
 }

@@ -100,6 +100,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// `content-type` at most) and framing.
 const RECORD_OVERHEAD_BYTES: usize = 1024;
 
+/// How many topic names a transport remembers as existing before it
+/// forgets them all (see [`Inner::remember_topic`]).
+const MAX_KNOWN_TOPICS: usize = 4096;
+
 fn transport_error(e: KafkaError) -> TransportError {
     use RDKafkaErrorCode as Code;
     match e.rdkafka_error_code() {
@@ -341,7 +345,7 @@ impl Inner {
                 )));
             }
         }
-        lock(&self.known_topics).insert(topic.to_owned());
+        self.remember_topic(topic);
         Ok(())
     }
 
@@ -422,8 +426,34 @@ impl Inner {
         if !self.topic_exists(topic).await? {
             return Err(TransportError::NotServed(topic.to_owned()));
         }
-        lock(&self.known_topics).insert(topic.to_owned());
+        self.remember_topic(topic);
         Ok(())
+    }
+
+    /// Fails with [`TransportError::NotServed`] unless the topic a reply
+    /// goes to exists: librdkafka would hold a record for a missing topic
+    /// until `message.timeout.ms` (30 s), keeping the request unsettled,
+    /// its handler slot taken and its partition's commits pinned, and a
+    /// caller naming no topic could stall a server so at will. Inbox topics
+    /// exist before their first call; each is asked about once.
+    pub(crate) async fn check_reply_to(
+        self: &Arc<Self>,
+        address: &str,
+    ) -> Result<(), TransportError> {
+        let topic = inboxes::parse_shared(address).map_or(address, |(topic, _, _)| topic);
+        self.check_served(topic).await
+    }
+
+    /// Adds `topic` to the topics known to exist. Every caller's inbox
+    /// passes through here, so the set is emptied when it grows large: a
+    /// long-lived server meets clients without end, and forgetting costs
+    /// one metadata request per topic at its next use.
+    fn remember_topic(&self, topic: &str) {
+        let mut known = lock(&self.known_topics);
+        if known.len() >= MAX_KNOWN_TOPICS {
+            known.clear();
+        }
+        known.insert(topic.to_owned());
     }
 
     /// Whether the broker knows `topic`.
@@ -436,8 +466,9 @@ impl Inner {
                 .client()
                 .fetch_metadata(Some(&name), Duration::from_secs(10))
                 .map_err(transport_error)?;
-            // Only "unknown topic" means no server has made it: a topic
-            // just created may be reported without a leader for a moment.
+            // Only "unknown topic" (or a name no topic can have) means no
+            // server has made it: a topic just created may be reported
+            // without a leader for a moment.
             let missing = metadata.topics().iter().any(|t| {
                 t.name() == name
                     && matches!(
@@ -445,6 +476,7 @@ impl Inner {
                         Some(
                             RDKafkaErrorCode::UnknownTopicOrPartition
                                 | RDKafkaErrorCode::UnknownTopic
+                                | RDKafkaErrorCode::InvalidTopic
                         )
                     )
             });
