@@ -746,3 +746,156 @@ async fn a_refused_consumer_stops_and_says_why() {
     ));
     server.shutdown().await;
 }
+
+/// Entries only Redis can carry, written with XADD as any tool could: bytes
+/// that are not UTF-8 in field names and values, fields given twice, an
+/// empty payload, a thousand fields, replies to keys that are no stream or
+/// no key at all. Each gets its exact reply or none, is settled for good,
+/// and the server answers a good call after each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_entries_get_their_exact_answers() {
+    let prefix = Prefix::new("hostile");
+    let transport = Arc::new(prefix.connect("").await);
+    let address = transport.service_address("svc");
+    let server = Server::new(transport.clone(), "svc", echo_router())
+        .start()
+        .await
+        .unwrap();
+    let mut inbox = transport.inbox().await.unwrap();
+    let me = inbox.address().to_owned();
+    let (a_hash, a_string) = (
+        format!("{}:a-hash", prefix.0),
+        format!("{}:a-string", prefix.0),
+    );
+    query::<()>(redis::cmd("HSET").arg(&a_hash).arg("f").arg("v")).await;
+    query::<()>(redis::cmd("SET").arg(&a_string).arg("v")).await;
+    let good = br#"{"jsonrpc":"2.0","method":"echo","params":["hi"],"id":1}"#.as_slice();
+    let answered = r#"{"jsonrpc":"2.0","result":"RPC hi!","id":1}"#;
+    let fields = |pairs: &[(&[u8], &[u8])]| -> Vec<Vec<u8>> {
+        pairs
+            .iter()
+            .flat_map(|(n, v)| [n.to_vec(), v.to_vec()])
+            .collect()
+    };
+    let to_me = me.as_bytes();
+    let many: Vec<(Vec<u8>, Vec<u8>)> = (0..1000)
+        .map(|i| (format!("x-{i}").into_bytes(), b"v".to_vec()))
+        .collect();
+    let mut many_fields = fields(&[(b"payload", good), (b"reply-to", to_me)]);
+    many_fields.extend(many.into_iter().flat_map(|(n, v)| [n, v]));
+    let cases: Vec<(&str, Vec<Vec<u8>>, Option<String>)> = vec![
+        (
+            "the payload field twice: the last one counts",
+            fields(&[(b"payload", b"garbage"), (b"payload", good), (b"reply-to", to_me)]),
+            Some(answered.to_owned()),
+        ),
+        (
+            "reply-to twice: the last one counts",
+            fields(&[(b"payload", good), (b"reply-to", b"nowhere"), (b"reply-to", to_me)]),
+            Some(answered.to_owned()),
+        ),
+        (
+            "an empty payload",
+            fields(&[(b"payload", b""), (b"reply-to", to_me)]),
+            Some(r#"{"jsonrpc":"2.0","error":{"code":-32600,"message":"Invalid Request","data":"the message has no payload"},"id":null}"#.to_owned()),
+        ),
+        (
+            "a field name that is not UTF-8",
+            fields(&[(b"payload", good), (b"\xff\xfe", b"x"), (b"reply-to", to_me)]),
+            Some(answered.to_owned()),
+        ),
+        (
+            "a content type that is not UTF-8",
+            fields(&[(b"payload", good), (b"content-type", b"application/json\xff"), (b"reply-to", to_me)]),
+            Some("{\"jsonrpc\":\"2.0\",\"error\":{\"code\":-32700,\"message\":\"Parse error\",\"data\":\"unsupported content type \\\"application/json\u{fffd}\\\" (busrpc speaks application/json and application/msgpack)\"},\"id\":null}".to_owned()),
+        ),
+        (
+            "a deadline that is not UTF-8",
+            fields(&[(b"payload", good), (b"deadline", b"9\xff"), (b"reply-to", to_me)]),
+            Some("{\"jsonrpc\":\"2.0\",\"error\":{\"code\":-32600,\"message\":\"Invalid Request\",\"data\":\"the deadline header \\\"9\u{fffd}\\\" is not a Unix time in milliseconds (digits only, at most 18446744073709551615)\"},\"id\":1}".to_owned()),
+        ),
+        ("a thousand more fields", many_fields, Some(answered.to_owned())),
+        (
+            "a reply-to that is not UTF-8",
+            fields(&[(b"payload", good), (b"reply-to", b"\xff\xfe")]),
+            None,
+        ),
+        (
+            "a reply-to naming a hash",
+            fields(&[(b"payload", good), (b"reply-to", a_hash.as_bytes())]),
+            None,
+        ),
+        (
+            "a reply-to naming a string",
+            fields(&[(b"payload", good), (b"reply-to", a_string.as_bytes())]),
+            None,
+        ),
+        (
+            "a reply-to naming no key",
+            fields(&[(b"payload", good), (b"reply-to", format!("{}:nothing", prefix.0).as_bytes())]),
+            None,
+        ),
+        (
+            "a reply-to naming the request stream",
+            fields(&[(b"payload", good), (b"reply-to", address.as_bytes())]),
+            None,
+        ),
+    ];
+    let sentinel = |n: usize| {
+        format!(r#"{{"jsonrpc":"2.0","method":"echo","params":["{n}"],"id":"s{n}"}}"#).into_bytes()
+    };
+    let mut settled = 0;
+    for (n, (name, fields, expect)) in cases.into_iter().enumerate() {
+        let _: String = query(redis::cmd("XADD").arg(&address).arg("*").arg(fields)).await;
+        // The reply to the request stream is read as a request there.
+        settled += if name.ends_with("the request stream") {
+            2
+        } else {
+            1
+        };
+        if let Some(expected) = expect {
+            let reply = tokio::time::timeout(Duration::from_secs(10), inbox.next())
+                .await
+                .unwrap_or_else(|_| panic!("{name}: no reply"))
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                std::str::from_utf8(&reply.payload).unwrap(),
+                expected,
+                "{name}"
+            );
+        }
+        let give_up = tokio::time::Instant::now() + Duration::from_secs(10);
+        while server.stats().acked < settled {
+            assert!(tokio::time::Instant::now() < give_up, "{name}: not settled");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // The next thing in the inbox is the answer to a good call.
+        let call = Message::new(sentinel(n)).with_header(header::REPLY_TO, me.as_str());
+        transport.publish(&address, call).await.unwrap();
+        let reply = tokio::time::timeout(Duration::from_secs(10), inbox.next())
+            .await
+            .unwrap_or_else(|_| panic!("{name}: the good call after it was not answered"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            std::str::from_utf8(&reply.payload).unwrap(),
+            format!(r#"{{"jsonrpc":"2.0","result":"RPC {n}!","id":"s{n}"}}"#),
+            "{name}: the good call after it"
+        );
+        settled += 1;
+    }
+    let stats = server.stats();
+    assert_eq!(stats.released, 0, "{stats:?}");
+    assert_eq!(
+        stats.reply_failures, 2,
+        "the hash and the string: {stats:?}"
+    );
+    // Nothing is left pending, and no key was made for a reply.
+    let pending: (u64, redis::Value, redis::Value, redis::Value) =
+        query(redis::cmd("XPENDING").arg(&address).arg("svc")).await;
+    assert_eq!(pending.0, 0, "nothing left pending");
+    let made: u64 = query(redis::cmd("EXISTS").arg(format!("{}:nothing", prefix.0))).await;
+    assert_eq!(made, 0, "a reply makes no stream");
+    server.shutdown().await;
+}
