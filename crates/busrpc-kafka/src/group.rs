@@ -203,7 +203,8 @@ impl ConsumerContext for GroupContext {
     }
 }
 
-/// A partition's committed offset as read at its assignment, with its note
+/// A partition's committed offset as read at its assignment (the start of
+/// its log if it has none: reading starts there), with its note
 /// and the partition's end then, if it has a note.
 struct Recovered {
     partition: Partition,
@@ -256,10 +257,24 @@ impl GroupContext {
         };
         let mut recovered = Vec::new();
         for element in committed.elements() {
+            let (topic, partition) = (element.topic(), element.partition());
             let Offset::Offset(offset) = element.offset() else {
+                // Never committed: reading starts at the log's start
+                // (`auto.offset.reset=earliest`), done below it likewise,
+                // so that a first fetch that skips the first records (a
+                // new service's first calls, racing on Tansu) is caught.
+                match consumer.fetch_watermarks(topic, partition, RECOVERY_WAIT) {
+                    Ok((low, _)) => recovered.push(Recovered {
+                        partition: (topic.into(), partition),
+                        committed: low,
+                        note: None,
+                    }),
+                    Err(e) => {
+                        tracing::debug!(topic, partition, error = %e, "reading the start of a partition never committed");
+                    }
+                }
                 continue;
             };
-            let (topic, partition) = (element.topic(), element.partition());
             let note = match Note::parse(element.metadata()) {
                 None => {
                     if !self.warned_no_notes.swap(true, Ordering::Relaxed) {

@@ -961,4 +961,151 @@ mod tests {
             "the suspects not tried stay suspects"
         );
     }
+
+    /// One step of a consumer's life with one partition, as the property
+    /// test below drives it.
+    #[derive(Clone, Debug)]
+    enum Step {
+        /// The partition is assigned (if it is not): reading starts at the
+        /// committed offset (the log's start if none), known done below it.
+        Assign,
+        /// The next record is read, and taken if the tracker says so.
+        Take,
+        /// A fetch leaves out the next few records (Tansu can).
+        Skip(i64),
+        /// A request in flight finishes, acknowledged directly or through
+        /// a reply sent.
+        Finish(usize, bool),
+        /// The commits due now are made; they land, or fail.
+        Advance(bool),
+        /// The partition is revoked: its offset is committed on the spot.
+        Revoke,
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        prop_oneof![
+            1 => Just(Step::Assign),
+            6 => Just(Step::Take),
+            1 => (1..4i64).prop_map(Step::Skip),
+            5 => (any::<usize>(), any::<bool>()).prop_map(|(i, reply)| Step::Finish(i, reply)),
+            3 => any::<bool>().prop_map(Step::Advance),
+            1 => Just(Step::Revoke),
+        ]
+    }
+
+    /// Fails unless every offset below `commit` was finished: a commit is
+    /// Kafka's "all done below here", and one past an unfinished request
+    /// loses it if its server dies.
+    fn assert_safe(commit: i64, finished: &BTreeSet<i64>, steps: &[Step]) {
+        if let Some(lost) = (0..commit).find(|o| !finished.contains(o)) {
+            panic!("committed {commit} past unfinished offset {lost} after {steps:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// Random takes, finishes, skips, commits that land or fail,
+        /// revocations and assignments: nothing is ever committed past a
+        /// request not finished, and a request of an earlier assignment
+        /// never counts as finished.
+        #[test]
+        fn commits_never_pass_an_unfinished_offset(steps in proptest::collection::vec(step(), 1..200)) {
+            let mut tracker = Tracker::default();
+            let mut committed = 0i64;
+            // The consumer's position while the partition is ours.
+            let mut position: Option<i64> = None;
+            // Where a re-read the consumer was sent back for ends: the
+            // highest offset read, plus one.
+            let mut reread_until = 0i64;
+            // The epoch of the current assignment, once a record shows it.
+            let mut epoch_now: Option<u64> = None;
+            let mut in_flight: Vec<(i64, u64)> = Vec::new();
+            let mut finished = BTreeSet::new();
+            for (n, step) in steps.iter().enumerate() {
+                let so_far = &steps[..=n];
+                match step {
+                    Step::Assign => {
+                        if position.is_none() {
+                            tracker.assigned(p(0));
+                            // As group.rs does: the committed offset, or the
+                            // log's start (0) for a partition never committed.
+                            tracker.done_below(&p(0), committed);
+                            position = Some(committed);
+                            reread_until = 0;
+                            epoch_now = None;
+                        }
+                    }
+                    Step::Take => {
+                        if let Some(at) = position {
+                            position = Some(match tracker.taken(&p(0), at) {
+                                Some(taken) => {
+                                    epoch_now = Some(taken.epoch);
+                                    in_flight.push((at, taken.epoch));
+                                    if let Some(from) = taken.read_again_from {
+                                        reread_until = at + 1;
+                                        from
+                                    } else {
+                                        at + 1
+                                    }
+                                }
+                                None => at + 1,
+                            });
+                        }
+                    }
+                    Step::Skip(k) => {
+                        // The tracker's premise: a re-read the consumer was
+                        // sent back for shows what is there, and a record
+                        // it still leaves out is none (a transaction
+                        // marker). A record stored later than that is lost.
+                        if let Some(at) = position.filter(|at| *at >= reread_until) {
+                            position = Some(at + k);
+                        }
+                    }
+                    Step::Finish(i, reply) => {
+                        if !in_flight.is_empty() {
+                            let (offset, epoch) = in_flight.remove(i % in_flight.len());
+                            // A request of an earlier assignment is not
+                            // answered: its partition's new owner does that.
+                            let counted = if *reply {
+                                let sending = tracker.answer(&p(0), epoch);
+                                if sending {
+                                    tracker.answered(&p(0), offset, epoch, true);
+                                }
+                                sending
+                            } else {
+                                tracker.done(&p(0), offset, epoch)
+                            };
+                            // Only a request of the current assignment counts.
+                            let current = position.is_some() && Some(epoch) == epoch_now;
+                            assert_eq!(counted, current, "finishing {offset} of epoch {epoch} after {so_far:?}");
+                            if current {
+                                finished.insert(offset);
+                            }
+                        }
+                    }
+                    Step::Advance(lands) => {
+                        for commit in tracker.advance() {
+                            assert_safe(commit.offset, &finished, so_far);
+                            if *lands {
+                                tracker.landed(&commit);
+                                committed = commit.offset;
+                            } else {
+                                tracker.commit_failed(&commit.partition);
+                            }
+                        }
+                    }
+                    Step::Revoke => {
+                        if position.take().is_some() {
+                            if let Some((offset, _)) = tracker.revoked(&p(0)) {
+                                assert_safe(offset, &finished, so_far);
+                                committed = offset;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
