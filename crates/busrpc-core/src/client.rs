@@ -171,6 +171,19 @@ impl Pending {
         }
     }
 
+    /// Adds a call waiting for the reply with `id`; the registration takes
+    /// it out again when dropped, unless [`Registration::answered`].
+    fn register(&self, id: u64) -> Result<(oneshot::Receiver<Outcome>, Registration<'_>), Error> {
+        let (sender, receiver) = oneshot::channel();
+        let mut waiting = self.waiting();
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(Error::Closed);
+        }
+        waiting.insert(id, sender);
+        drop(waiting);
+        Ok((receiver, Registration { pending: self, id }))
+    }
+
     /// Fails every waiting call with [`Error::Closed`], and every later
     /// registration.
     fn close(&self) {
@@ -456,15 +469,7 @@ impl Client {
     }
 
     fn register(&self, id: u64) -> Result<(oneshot::Receiver<Outcome>, Registration<'_>), Error> {
-        let (sender, receiver) = oneshot::channel();
-        let pending = &*self.shared.pending;
-        let mut waiting = pending.waiting();
-        if pending.closed.load(Ordering::SeqCst) {
-            return Err(Error::Closed);
-        }
-        waiting.insert(id, sender);
-        drop(waiting);
-        Ok((receiver, Registration { pending, id }))
+        self.shared.pending.register(id)
     }
 
     /// Encodes and publishes a request, notification or batch; one that
@@ -860,5 +865,139 @@ mod tests {
         assert!(matches!(second, Err(Error::Closed)), "{second:?}");
         let first = first.await.unwrap();
         assert!(first.is_err(), "{first:?}");
+    }
+
+    /// One step of the correlation table's life, as the property test
+    /// below drives it.
+    #[derive(Clone, Debug)]
+    enum Step {
+        /// A call registers the next id.
+        Call,
+        /// The `n`th call ever made stops waiting (timeout, or its future
+        /// dropped).
+        GiveUp(usize),
+        /// A reply arrives for the `n`th call ever made (once more if it
+        /// came already: a duplicate).
+        Reply(usize),
+        /// One batch response answering several calls.
+        Batch(Vec<usize>),
+        /// A reply for an id no call had, or a null one.
+        Stray(bool),
+        /// The client closes.
+        Close,
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        prop_oneof![
+            4 => Just(Step::Call),
+            2 => any::<usize>().prop_map(Step::GiveUp),
+            4 => any::<usize>().prop_map(Step::Reply),
+            1 => proptest::collection::vec(any::<usize>(), 1..5).prop_map(Step::Batch),
+            1 => any::<bool>().prop_map(Step::Stray),
+            1 => Just(Step::Close),
+        ]
+    }
+
+    fn reply_to(ids: &[u64]) -> Message {
+        let each: Vec<String> = ids
+            .iter()
+            .map(|id| format!(r#"{{"jsonrpc":"2.0","result":{id},"id":{id}}}"#))
+            .collect();
+        match each.as_slice() {
+            [one] => Message::new(one.clone()),
+            many => Message::new(format!("[{}]", many.join(","))),
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1000))]
+
+        /// Random calls, give-ups, replies (late, duplicate, batched,
+        /// stray) and a close: each call gets its own reply at most once
+        /// and never another's, every other reply is counted as dropped,
+        /// and the table holds exactly the calls still waiting.
+        #[test]
+        fn every_reply_reaches_its_own_caller_once(steps in proptest::collection::vec(step(), 1..100)) {
+            let pending = Pending::default();
+            // Per call ever made: its receiver, its registration while it
+            // waits, and whether its reply came.
+            let mut calls: Vec<(oneshot::Receiver<Outcome>, Option<Registration<'_>>, bool)> = Vec::new();
+            let mut dropped = 0u64;
+            let mut closed = false;
+            for step in &steps {
+                let mut reply = |indices: &[usize], calls: &mut Vec<(oneshot::Receiver<Outcome>, Option<Registration<'_>>, bool)>| {
+                    if calls.is_empty() {
+                        return;
+                    }
+                    let chosen: Vec<usize> = indices.iter().map(|i| i % calls.len()).collect();
+                    let ids: Vec<u64> = chosen.iter().map(|i| *i as u64).collect();
+                    pending.deliver(&reply_to(&ids));
+                    for i in chosen {
+                        let (_, registration, answered) = &mut calls[i];
+                        match registration.take() {
+                            Some(registration) => {
+                                registration.answered();
+                                *answered = true;
+                            }
+                            None => dropped += 1,
+                        }
+                    }
+                };
+                match step {
+                    Step::Call => {
+                        let id = calls.len() as u64;
+                        match pending.register(id) {
+                            Ok((receiver, registration)) => {
+                                assert!(!closed, "registered after the close");
+                                calls.push((receiver, Some(registration), false));
+                            }
+                            Err(e) => {
+                                assert!(closed && matches!(e, Error::Closed), "{e}");
+                                // Keep the numbering: a call that never waited.
+                                let (_, receiver) = oneshot::channel();
+                                calls.push((receiver, None, false));
+                            }
+                        }
+                    }
+                    Step::GiveUp(i) => {
+                        if !calls.is_empty() {
+                            let n = calls.len();
+                            drop(calls[i % n].1.take());
+                        }
+                    }
+                    Step::Reply(i) => reply(&[*i], &mut calls),
+                    Step::Batch(is) => reply(is, &mut calls),
+                    Step::Stray(null) => {
+                        let id = if *null { "null".to_owned() } else { u64::MAX.to_string() };
+                        let stray = format!(r#"{{"jsonrpc":"2.0","result":1,"id":{id}}}"#);
+                        pending.deliver(&Message::new(stray));
+                        dropped += 1;
+                    }
+                    Step::Close => {
+                        pending.close();
+                        closed = true;
+                        for call in &mut calls {
+                            // The table let go of them; nothing is left to remove.
+                            call.1.take().map(Registration::answered);
+                        }
+                    }
+                }
+                let waiting = calls.iter().filter(|c| c.1.is_some()).count();
+                assert_eq!(pending.waiting().len(), waiting, "after {step:?}");
+                assert_eq!(pending.dropped.load(Ordering::Relaxed), dropped, "after {step:?}");
+            }
+            // Each answered call holds its own reply, once; the others none.
+            for (n, (mut receiver, _, answered)) in calls.into_iter().enumerate() {
+                match receiver.try_recv() {
+                    Ok(Ok(result)) => {
+                        assert!(answered, "call {n} got a reply it was not sent");
+                        assert_eq!(result.get(), n.to_string(), "call {n} got another's reply");
+                    }
+                    Ok(Err(e)) => panic!("call {n} got an error: {e}"),
+                    Err(_) => assert!(!answered, "call {n} lost its reply"),
+                }
+            }
+        }
     }
 }
