@@ -109,15 +109,22 @@ pub struct ClientStats {
 
 type Outcome = Result<Box<RawValue>, RpcError>;
 
+/// The first wait before a publish that failed for a transient reason
+/// (see [`TransportError::is_transient`]) is tried again; each wait then
+/// doubles, up to [`LAST_PUBLISH_RETRY`], while the call's deadline allows.
+const FIRST_PUBLISH_RETRY: Duration = Duration::from_millis(20);
+/// The longest wait between two tries of a publish.
+const LAST_PUBLISH_RETRY: Duration = Duration::from_secs(1);
+
 /// Calls in flight by id, shared with the task reading the inbox.
 #[derive(Default)]
-struct Pending {
+pub(crate) struct Pending {
     waiting: Mutex<HashMap<u64, oneshot::Sender<Outcome>>>,
     closed: AtomicBool,
     calls: AtomicU64,
     replies: AtomicU64,
     timeouts: AtomicU64,
-    dropped: AtomicU64,
+    pub(crate) dropped: AtomicU64,
 }
 
 impl Pending {
@@ -130,7 +137,7 @@ impl Pending {
         tracing::debug!(why, reply = %crate::log::Excerpt(payload), "reply dropped");
     }
 
-    fn deliver(&self, message: &Message) {
+    pub(crate) fn deliver(&self, message: &Message) {
         let json = match Codec::from_content_type(message.headers.get(header::CONTENT_TYPE))
             .and_then(|codec| codec.to_json(&message.payload))
         {
@@ -173,7 +180,10 @@ impl Pending {
 
     /// Adds a call waiting for the reply with `id`; the registration takes
     /// it out again when dropped, unless [`Registration::answered`].
-    fn register(&self, id: u64) -> Result<(oneshot::Receiver<Outcome>, Registration<'_>), Error> {
+    pub(crate) fn register(
+        &self,
+        id: u64,
+    ) -> Result<(oneshot::Receiver<Outcome>, Registration<'_>), Error> {
         let (sender, receiver) = oneshot::channel();
         let mut waiting = self.waiting();
         if self.closed.load(Ordering::SeqCst) {
@@ -198,7 +208,7 @@ impl Pending {
 
 /// Removes a call from the table when its caller stops waiting (timeout,
 /// error, or the future dropped), so a late reply finds nobody.
-struct Registration<'a> {
+pub(crate) struct Registration<'a> {
     pending: &'a Pending,
     id: u64,
 }
@@ -356,7 +366,7 @@ impl Client {
         // sees is the caller's own.
         let deadline_at = Instant::now() + self.timeout;
         let deadline = Deadline::after(self.timeout);
-        let call = self.call_unbounded(service, method, params, deadline);
+        let call = self.call_unbounded(service, method, params, deadline, deadline_at);
         match timeout_at(deadline_at, call).await {
             Ok(result) => result,
             Err(_) => Err(self.timed_out()),
@@ -370,6 +380,7 @@ impl Client {
         method: &str,
         params: impl Serialize,
         deadline: Deadline,
+        deadline_at: Instant,
     ) -> Result<Box<RawValue>, Error> {
         let shared = &*self.shared;
         self.check_open()?;
@@ -382,7 +393,8 @@ impl Client {
         let mut json = Vec::with_capacity(128);
         jsonrpc::write_request(&mut json, method, &params, Some(id))?;
         let (receiver, registration) = self.register(id)?;
-        self.send(service, json, true, Some(deadline)).await?;
+        self.send(service, json, true, Some(deadline), deadline_at)
+            .await?;
         shared.pending.calls.fetch_add(1, Ordering::Relaxed);
         let outcome = receiver.await.map_err(|_| Error::Closed)?;
         shared.pending.replies.fetch_add(1, Ordering::Relaxed);
@@ -401,7 +413,8 @@ impl Client {
         let mut json = Vec::with_capacity(128);
         jsonrpc::write_request(&mut json, method, &params, None)?;
         let ttl = self.shared.config.notification_ttl.map(Deadline::after);
-        let publish = self.send(service, json, false, ttl);
+        let give_up = Instant::now() + self.timeout;
+        let publish = self.send(service, json, false, ttl, give_up);
         match tokio::time::timeout(self.timeout, publish).await {
             Ok(result) => result,
             Err(_) => Err(Error::Timeout(self.timeout)),
@@ -481,10 +494,11 @@ impl Client {
         json: Vec<u8>,
         expects_reply: bool,
         deadline: Option<Deadline>,
+        give_up: Instant,
     ) -> Result<(), Error> {
         let shared = &*self.shared;
         let codec = shared.config.codec;
-        let payload = codec.from_json(json)?;
+        let payload = Bytes::from(codec.from_json(json)?);
         let limit = shared.config.limits.max_message_bytes;
         if payload.len() > limit {
             return Err(Error::MessageTooLarge {
@@ -492,26 +506,43 @@ impl Client {
                 limit,
             });
         }
-        let mut headers = Headers::new();
-        if expects_reply {
-            headers.insert(header::REPLY_TO, Arc::clone(&shared.inbox_address));
-        }
-        if let Some(deadline) = deadline {
-            headers.insert(header::DEADLINE, deadline);
-        }
-        if codec != Codec::Json {
-            headers.insert(header::CONTENT_TYPE, codec.content_type());
-        }
-        let message = Message {
-            payload: Bytes::from(payload),
-            headers,
-        };
         let address = shared.transport.service_address(service);
-        match shared.transport.publish(&address, message).await {
-            Err(TransportError::NotServed(_)) => Err(Error::NoService {
-                service: service.to_owned(),
-            }),
-            published => Ok(published?),
+        let mut backoff = FIRST_PUBLISH_RETRY;
+        loop {
+            let mut headers = Headers::new();
+            if expects_reply {
+                headers.insert(header::REPLY_TO, Arc::clone(&shared.inbox_address));
+            }
+            if let Some(deadline) = deadline {
+                headers.insert(header::DEADLINE, deadline);
+            }
+            if codec != Codec::Json {
+                headers.insert(header::CONTENT_TYPE, codec.content_type());
+            }
+            let message = Message {
+                payload: payload.clone(),
+                headers,
+            };
+            match shared.transport.publish(&address, message).await {
+                Ok(()) => return Ok(()),
+                Err(TransportError::NotServed(_)) => {
+                    return Err(Error::NoService {
+                        service: service.to_owned(),
+                    })
+                }
+                // The broker is away for a moment (restarting, failing
+                // over): try again while the caller still waits, and say
+                // why once it would not. A publish that failed after
+                // reaching the broker may then arrive twice: the server
+                // may run it twice, and the second reply is dropped.
+                Err(e) if e.is_transient() && Instant::now() + backoff < give_up => {
+                    tracing::debug!(%service, error = %e, ?backoff, "publishing failed; trying again");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(LAST_PUBLISH_RETRY);
+                    self.check_open()?;
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
     }
 
@@ -525,7 +556,7 @@ impl Client {
         deadline: Option<Deadline>,
         deadline_at: Instant,
     ) -> Result<(), Error> {
-        let send = self.send(service, json, expects_reply, deadline);
+        let send = self.send(service, json, expects_reply, deadline, deadline_at);
         match timeout_at(deadline_at, send).await {
             Ok(result) => result,
             Err(_) => Err(self.timed_out()),
@@ -811,6 +842,102 @@ mod tests {
         let sent = tokio::time::timeout(Duration::from_secs(60), batch.send()).await;
         let err = sent.expect("the batch returned").unwrap_err();
         assert!(err.is_timeout(), "{err}");
+    }
+
+    /// A broker whose first `failures` publishes to the service fail with
+    /// `error` (transient or not); then the memory broker behind it.
+    struct Flaky {
+        inner: MemoryTransport,
+        failures: std::sync::atomic::AtomicU32,
+        tries: std::sync::atomic::AtomicU32,
+        transient: bool,
+    }
+
+    impl Flaky {
+        fn new(failures: u32, transient: bool) -> Arc<Self> {
+            Arc::new(Flaky {
+                inner: MemoryTransport::new(),
+                failures: failures.into(),
+                tries: 0.into(),
+                transient,
+            })
+        }
+    }
+
+    #[async_trait]
+    impl Transport for Flaky {
+        async fn publish(&self, address: &str, message: Message) -> Result<(), TransportError> {
+            if address == self.inner.service_address("svc") {
+                self.tries.fetch_add(1, Ordering::SeqCst);
+                let left = self.failures.load(Ordering::SeqCst);
+                if left > 0 {
+                    self.failures.store(left - 1, Ordering::SeqCst);
+                    return Err(if self.transient {
+                        TransportError::Unavailable("connection reset".into())
+                    } else {
+                        TransportError::Rejected("not allowed".into())
+                    });
+                }
+            }
+            self.inner.publish(address, message).await
+        }
+
+        async fn consume(&self, a: &str, g: &str, d: Demand) -> Result<Deliveries, TransportError> {
+            self.inner.consume(a, g, d).await
+        }
+
+        async fn inbox(&self) -> Result<Inbox, TransportError> {
+            self.inner.inbox().await
+        }
+    }
+
+    async fn flaky_call(transport: Arc<Flaky>) -> Result<u64, Error> {
+        let router = Router::new().method("id", |(n,): (u64,)| async move { Ok::<_, RpcError>(n) });
+        let _server = Server::new(transport.clone(), "svc", router)
+            .start()
+            .await
+            .unwrap();
+        let config = ClientConfig::default().timeout(Duration::from_secs(5));
+        let client = Client::connect_with(transport, config).await.unwrap();
+        client.call::<u64>("svc", "id", (7,)).await
+    }
+
+    /// A broker away for a moment (a restart) costs the caller a wait, not
+    /// the call: the publish is tried again within the call's deadline.
+    #[tokio::test(start_paused = true)]
+    async fn a_publish_that_fails_for_a_moment_is_tried_again() {
+        let transport = Flaky::new(3, true);
+        assert_eq!(flaky_call(transport.clone()).await.unwrap(), 7);
+        assert_eq!(transport.tries.load(Ordering::SeqCst), 4);
+    }
+
+    /// A broker away for longer than the caller waits: the caller learns
+    /// why (not merely that time ran out), by its deadline.
+    #[tokio::test(start_paused = true)]
+    async fn a_broker_away_past_the_deadline_is_reported_as_such() {
+        let transport = Flaky::new(u32::MAX, true);
+        let started = Instant::now();
+        let err = flaky_call(transport.clone()).await.unwrap_err();
+        assert!(
+            matches!(err, Error::Transport(TransportError::Unavailable(_))),
+            "{err}"
+        );
+        assert!(started.elapsed() <= Duration::from_secs(5));
+        // 20, 40, 80 ... ms, then every second: a handful of tries.
+        let tries = transport.tries.load(Ordering::SeqCst);
+        assert!((5..=12).contains(&tries), "{tries} tries");
+    }
+
+    /// A refusal is not tried again: it would be refused alike.
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_publish_is_not_tried_again() {
+        let transport = Flaky::new(1, false);
+        let err = flaky_call(transport.clone()).await.unwrap_err();
+        assert!(
+            matches!(err, Error::Transport(TransportError::Rejected(_))),
+            "{err}"
+        );
+        assert_eq!(transport.tries.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]
