@@ -834,37 +834,48 @@ struct Committer {
 impl Committer {
     fn run(self) {
         let context = self.consumer.context();
+        // After a failed commit, the next try waits COMMIT_RETRY_AFTER
+        // however many requests finish meanwhile: during a rebalance the
+        // broker refuses every commit, and trying again as each request
+        // finished made hundreds of refused commits a second.
+        let mut retry_at: Option<Instant> = None;
         loop {
-            let wait = if context.recommit.load(Ordering::Relaxed) {
-                COMMIT_RETRY_AFTER
-            } else {
-                IDLE_COMMITTER_WAKES
+            let wait = match retry_at {
+                Some(at) => at.saturating_duration_since(Instant::now()),
+                None if context.recommit.load(Ordering::Relaxed) => COMMIT_RETRY_AFTER,
+                None => IDLE_COMMITTER_WAKES,
             };
             match self.finished.recv_timeout(wait) {
-                Ok(()) => while self.finished.try_recv().is_ok() {},
+                Ok(()) => {
+                    while self.finished.try_recv().is_ok() {}
+                    if retry_at.is_some_and(|at| Instant::now() < at) {
+                        continue;
+                    }
+                }
                 Err(std_mpsc::RecvTimeoutError::Timeout) => {
-                    if !context.recommit.load(Ordering::Relaxed) {
+                    if retry_at.is_none() && !context.recommit.load(Ordering::Relaxed) {
                         continue;
                     }
                 }
                 Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
             }
-            self.commit();
+            retry_at = self.commit().then(|| Instant::now() + COMMIT_RETRY_AFTER);
         }
         // The last commit, of everything settled.
-        self.commit();
+        let _ = self.commit();
         if context.recommit.load(Ordering::Relaxed) {
             tracing::warn!("the last commit failed; finished requests may run again");
         }
     }
 
-    fn commit(&self) {
+    /// Commits what finished; whether that failed (and is to be made again).
+    fn commit(&self) -> bool {
         let context = self.consumer.context();
         let _committing = lock(&context.committing);
         context.recommit.store(false, Ordering::Relaxed);
         let commits = self.ledger.lock().advance();
         if commits.is_empty() {
-            return;
+            return false;
         }
         let failed = commit_now(&self.consumer, &commits);
         let mut tracker = self.ledger.lock();
@@ -872,7 +883,7 @@ impl Committer {
             for commit in &commits {
                 tracker.landed(commit);
             }
-            return;
+            return false;
         };
         for commit in &commits {
             tracker.commit_failed(&commit.partition);
@@ -883,6 +894,7 @@ impl Committer {
             .fetch_add(1, Ordering::Relaxed);
         tracing::warn!(%error, "a commit failed; it is made again shortly");
         context.recommit.store(true, Ordering::Relaxed);
+        true
     }
 }
 

@@ -945,3 +945,41 @@ async fn hostile_records_get_their_exact_answers() {
     client.close().await;
     server.shutdown().await;
 }
+
+/// A broker refusing commits for a while (as during a rebalance) gets one
+/// try per retry interval, not one per request finished: 100 calls made
+/// back to back while 50 refusals are queued use a few of them, where
+/// trying again as each call finished used all 50.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_commits_are_tried_again_at_intervals_not_per_request() {
+    let url = format!("{}?partitions=1", mock_url("commit-storm"));
+    let transport = Arc::new(KafkaTransport::connect(&url).await.unwrap());
+    let server = Server::new(transport.clone(), "svc", echo_router())
+        .start()
+        .await
+        .unwrap();
+    let client = Client::connect(transport.clone()).await.unwrap();
+    first_success(&client, "svc", Duration::from_secs(60)).await;
+    transport
+        .mock_cluster()
+        .unwrap()
+        .fail_next_commits(vec![
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS;
+            50
+        ])
+        .unwrap();
+    for n in 0..100 {
+        client
+            .call::<String>("svc", "echo", (n.to_string(),))
+            .await
+            .unwrap();
+    }
+    let failures = transport.stats().commit_failures;
+    assert!(
+        (1..50).contains(&failures),
+        "{failures} refused commits for 100 calls: {:?}",
+        transport.stats()
+    );
+    client.close().await;
+    server.shutdown().await;
+}
