@@ -174,6 +174,29 @@ mod tests {
         );
     }
 
+    /// Found by the fuzzer (fuzz/fuzz_targets/msgpack.rs): a map with a
+    /// float key and a float value, whose value serde_json's default parser
+    /// read one ULP off, so it came back changed from its trip through JSON
+    /// (and a handler taking it as params got another number than was sent).
+    #[test]
+    fn floats_survive_the_trip_through_json_exactly() {
+        let found: &[u8] = &[
+            132, 203, 203, 203, 203, 203, 203, 203, 149, 255, 255, 39, 203, 203, 203, 203, 203,
+            203, 149, 255, 255, 39, 1, 61, 1,
+        ];
+        let json = Codec::MessagePack.to_json(found).unwrap().into_owned();
+        let packed = Codec::MessagePack.from_json(json.clone()).unwrap();
+        let again = Codec::MessagePack.to_json(&packed).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&again).unwrap(),
+            std::str::from_utf8(&json).unwrap()
+        );
+        for x in [-1.3631157193741392e57, 0.1, 5e-324, f64::MAX, 2.2250738585072014e-308] {
+            let text = serde_json::to_string(&x).unwrap();
+            assert_eq!(serde_json::from_str::<f64>(&text).unwrap(), x, "{text}");
+        }
+    }
+
     #[test]
     fn garbage_msgpack_is_an_error() {
         assert!(Codec::MessagePack.to_json(&[0xc1]).is_err());
