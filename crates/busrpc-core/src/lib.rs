@@ -9,6 +9,9 @@ pub mod transport;
 mod client;
 mod engine;
 mod error;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing;
 mod log;
 mod message;
 mod router;

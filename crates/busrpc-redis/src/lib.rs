@@ -3,6 +3,20 @@
 
 mod config;
 mod entries;
+
+/// Entry points for the fuzz targets in `fuzz/`, compiled only under
+/// `--cfg fuzzing` (which `cargo fuzz` sets).
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing {
+    /// The messages of the entries in an `XREADGROUP` reply given as RESP
+    /// bytes (`None` if they are not RESP), as a server reads them.
+    pub fn read_entries(resp: &[u8]) -> Option<Vec<(String, busrpc_core::Message)>> {
+        let reply = redis::parse_redis_value(resp).ok()?;
+        let entries = crate::entries::entries_of_first_stream(reply);
+        Some(entries.into_iter().map(|e| (e.id, e.message)).collect())
+    }
+}
 #[cfg(feature = "raw")]
 #[cfg_attr(docsrs, doc(cfg(feature = "raw")))]
 pub mod raw;
