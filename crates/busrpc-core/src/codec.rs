@@ -191,7 +191,13 @@ mod tests {
             std::str::from_utf8(&again).unwrap(),
             std::str::from_utf8(&json).unwrap()
         );
-        for x in [-1.3631157193741392e57, 0.1, 5e-324, f64::MAX, 2.2250738585072014e-308] {
+        for x in [
+            -1.3631157193741392e57,
+            0.1,
+            5e-324,
+            f64::MAX,
+            2.2250738585072014e-308,
+        ] {
             let text = serde_json::to_string(&x).unwrap();
             assert_eq!(serde_json::from_str::<f64>(&text).unwrap(), x, "{text}");
         }
