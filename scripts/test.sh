@@ -95,11 +95,11 @@ ensure_python_kafka() {
   export BUSRPC_PYTHON="$PWD/$venv/bin/python"
 }
 
-# cargo-hack, cargo-machete and cargo-deny, built once (about four minutes
-# the first time) and kept in ~/.cargo/bin.
+# cargo-hack, cargo-machete, cargo-deny and cargo-fuzz, built once (about
+# ten minutes the first time) and kept in ~/.cargo/bin.
 ensure_cargo_tools() {
   local tool
-  for tool in cargo-hack cargo-machete cargo-deny; do
+  for tool in cargo-hack cargo-machete cargo-deny cargo-fuzz; do
     command -v "$tool" >/dev/null || cargo install --locked "$tool"
   done
 }
@@ -143,7 +143,7 @@ step "every published crate packages and builds from its package"
 rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/busrpc* "${CARGO_HOME:-$HOME/.cargo}"/registry/cache/-*/busrpc*
 cargo clean -p busrpc-core -p busrpc-bench -p busrpc-redis -p busrpc-kafka -p busrpc -p busrpc-cli
 # --allow-dirty: a developer's uncommitted changes are checked too; CI has none.
-cargo package --workspace --exclude busrpc-conformance --locked --allow-dirty
+cargo package --workspace --exclude busrpc-conformance --exclude busrpc-chaos --locked --allow-dirty
 
 step "cargo test (unit, protocol, conformance; benches once as smoke tests)"
 cargo test --workspace --all-targets --all-features --locked
@@ -163,5 +163,11 @@ for broker in memory:// "redis://127.0.0.1:6379?prefix=busrpc-example-$$" kafka-
     'get plums -> error 1: no such key'
 done
 redis-cli -h 127.0.0.1 -p 6379 --scan --pattern "busrpc-example-$$:*" | xargs -r redis-cli -h 127.0.0.1 -p 6379 del >/dev/null
+
+step "chaos, short (servers and clients as processes; faults; every call counted)"
+scripts/chaos.sh
+
+step "fuzz targets, 10 s each"
+scripts/fuzz.sh 10
 
 step "all tests passed"

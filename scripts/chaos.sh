@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The chaos harness (crates/busrpc-chaos): a service's servers and clients as
+# processes on private brokers, one fault per scenario, every call counted.
+#
+#   scripts/chaos.sh           the short run scripts/test.sh makes (seconds
+#                              per scenario; fails on any broken promise)
+#   scripts/chaos.sh --long    the full run behind docs/RELIABILITY.md's
+#                              figures (20 clients x 1,000 calls, the broker
+#                              away 30 s, ...); writes target/chaos-long.json
+#
+# Needs redis-server and tansu on PATH (scripts/test.sh installs both).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo build --quiet --release --locked -p busrpc-chaos
+chaos=target/release/busrpc-chaos
+if [ "${1:-}" = "--long" ]; then
+  shift
+  exec "$chaos" run --long --json target/chaos-long.json "$@"
+fi
+# Short: every scenario on Redis and the mock cluster; on Tansu, whose
+# group protocol answers calls twice in any rebalance and lost one call in
+# a long SIGTERM run (docs/RELIABILITY.md), the kill of a server with its
+# replacement.
+"$chaos" run --json target/chaos-short.json redis kafka-mock "$@"
+"$chaos" run --json target/chaos-short-tansu.json --scenario kill-one tansu "$@"
