@@ -1106,7 +1106,9 @@ mod tests {
                         closed = true;
                         for call in &mut calls {
                             // The table let go of them; nothing is left to remove.
-                            call.1.take().map(Registration::answered);
+                            if let Some(registration) = call.1.take() {
+                                registration.answered();
+                            }
                         }
                     }
                 }

@@ -783,7 +783,9 @@ async fn hostile_entries_get_their_exact_answers() {
         .collect();
     let mut many_fields = fields(&[(b"payload", good), (b"reply-to", to_me)]);
     many_fields.extend(many.into_iter().flat_map(|(n, v)| [n, v]));
-    let cases: Vec<(&str, Vec<Vec<u8>>, Option<String>)> = vec![
+    // What it is, its fields and values, its exact reply (None: silence).
+    type Case<'a> = (&'a str, Vec<Vec<u8>>, Option<String>);
+    let cases: Vec<Case<'_>> = vec![
         (
             "the payload field twice: the last one counts",
             fields(&[(b"payload", b"garbage"), (b"payload", good), (b"reply-to", to_me)]),
