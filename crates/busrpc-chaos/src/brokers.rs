@@ -235,14 +235,7 @@ impl Broker {
     /// port and files; the mock cluster's brokers go down and come up.
     pub(crate) async fn restart(&mut self) -> Result<(), Failure> {
         if let Some(mock) = &self.mock {
-            for id in 1..=3 {
-                mock.broker_down(id).map_err(|e| e.to_string())?;
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            for id in 1..=3 {
-                mock.broker_up(id).map_err(|e| e.to_string())?;
-            }
-            return Ok(());
+            return down_for(mock, Duration::from_millis(500)).await;
         }
         if let Some(mut child) = self.process.take() {
             signal(&child, "TERM");
@@ -257,14 +250,7 @@ impl Broker {
     /// down (connections refused); then back.
     pub(crate) async fn away(&self, away: Duration) -> Result<(), Failure> {
         if let Some(mock) = &self.mock {
-            for id in 1..=3 {
-                mock.broker_down(id).map_err(|e| e.to_string())?;
-            }
-            tokio::time::sleep(away).await;
-            for id in 1..=3 {
-                mock.broker_up(id).map_err(|e| e.to_string())?;
-            }
-            return Ok(());
+            return down_for(mock, away).await;
         }
         let child = self.process.as_ref().ok_or("no broker process")?;
         signal(child, "STOP");
@@ -304,6 +290,18 @@ impl Broker {
             }
         }
     }
+}
+
+/// Takes every broker of the mock cluster down for `away`, then up again.
+async fn down_for(mock: &MockBrokers, away: Duration) -> Result<(), Failure> {
+    for id in 1..=3 {
+        mock.broker_down(id).map_err(|e| e.to_string())?;
+    }
+    tokio::time::sleep(away).await;
+    for id in 1..=3 {
+        mock.broker_up(id).map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 /// Sends `signal` (TERM, KILL, STOP, CONT) to `child`.
