@@ -17,7 +17,9 @@ pub struct RedisConfig {
     /// `claim_idle_ms`: how long a request may stay pending with a consumer
     /// that stopped before a live server claims it (default 30000): the time
     /// a dead server's requests wait. A live server keeps what it holds
-    /// every `claim_idle_ms / 3`, so handlers may run longer than this.
+    /// every `claim_idle_ms / 3`, so handlers may run longer than this; a
+    /// server back from a Redis outage claims nothing for this long, so
+    /// that its peers keep what they held through it.
     pub claim_idle: Duration,
     /// `max_deliveries`: after this many deliveries without an answer, a
     /// request is moved to the dead-letter stream `{prefix}:S:dead` and its

@@ -211,16 +211,10 @@ impl Inner {
 
     /// A connection of its own for blocking reads, which would otherwise
     /// hold up every command queued behind them on a shared connection.
-    async fn blocking_connection(&self) -> Result<ConnectionManager, TransportError> {
-        // redis-rs times responses out; a blocked read must outlast its BLOCK.
-        let timeout = self.config.block + self.config.response_timeout;
-        let manager = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.config.response_timeout))
-            .set_response_timeout(Some(timeout));
-        self.client
-            .get_connection_manager_with_config(manager)
-            .await
-            .map_err(unavailable)
+    async fn blocking_connection(&self) -> Result<BlockingConnection, TransportError> {
+        let mut connection = BlockingConnection { manager: None };
+        connection.get(self).await?;
+        Ok(connection)
     }
 
     async fn query(&self, cmd: &redis::Cmd) -> Result<Value, TransportError> {
@@ -558,6 +552,51 @@ impl InHand {
     }
 }
 
+/// A connection for blocking reads (XREADGROUP, XREAD … BLOCK) that is
+/// replaced after a timeout. The reads sent while Redis was away (stopped,
+/// or a host gone) wait in its socket, and once it is back Redis runs each
+/// of them, BLOCK and all, before the next: on one connection, the reads
+/// after them time out one after another for as long (seen: a 5 s outage
+/// queued ~30 reads, and the server read nothing for ~5 s after Redis was
+/// back). A fresh connection leaves them on the old one, which Redis drops
+/// with its queue.
+struct BlockingConnection {
+    manager: Option<ConnectionManager>,
+}
+
+impl BlockingConnection {
+    /// The connection, made first if the last one timed out.
+    async fn get(&mut self, inner: &Inner) -> Result<&mut ConnectionManager, TransportError> {
+        if self.manager.is_none() {
+            // redis-rs times responses out; a blocked read must outlast its BLOCK.
+            let timeout = inner.config.block + inner.config.response_timeout;
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(inner.config.response_timeout))
+                .set_response_timeout(Some(timeout));
+            let manager = inner
+                .client
+                .get_connection_manager_with_config(config)
+                .await
+                .map_err(unavailable)?;
+            self.manager = Some(manager);
+        }
+        Ok(self.manager.as_mut().expect("made above"))
+    }
+
+    /// Runs `cmd`; a timeout drops the connection (see above).
+    async fn query(
+        &mut self,
+        inner: &Inner,
+        cmd: &redis::Cmd,
+    ) -> Result<Result<Value, RedisError>, TransportError> {
+        let result = cmd.query_async(self.get(inner).await?).await;
+        if matches!(&result, Err(e) if e.is_timeout()) {
+            self.manager = None;
+        }
+        Ok(result)
+    }
+}
+
 /// Keeps the entries a live consumer holds from being claimed: every
 /// `claim_idle / 3`, `XCLAIM … 0 <ids> JUSTID` to itself resets their idle
 /// time (JUSTID leaves their delivery counts alone). A handler slower than
@@ -606,7 +645,7 @@ async fn keep_alive(
 struct GroupReader {
     inner: Arc<Inner>,
     settle: SettleQueue,
-    connection: ConnectionManager,
+    connection: BlockingConnection,
     address: Arc<str>,
     group: Arc<str>,
     consumer: Arc<str>,
@@ -707,10 +746,35 @@ impl GroupReader {
         }
     }
 
-    /// Runs a group command on this consumer's connection; a group lost with
-    /// its stream (a Redis restart without persistence) is created again.
-    async fn query(&mut self, cmd: &redis::Cmd) -> Result<Value, TransportError> {
-        match cmd.query_async(&mut self.connection).await {
+    /// Runs a group command on this consumer's connection, expected to take
+    /// about `expected` (a read's BLOCK; nothing otherwise); a group lost
+    /// with its stream (a Redis restart without persistence) is created
+    /// again.
+    async fn query(
+        &mut self,
+        cmd: &redis::Cmd,
+        expected: Duration,
+    ) -> Result<Value, TransportError> {
+        let started = Instant::now();
+        let result = match self.connection.query(&self.inner, cmd).await {
+            Ok(result) => result,
+            Err(e) => {
+                self.defer_claims(false);
+                return Err(e);
+            }
+        };
+        // A failure, or a stall long enough that the keep-alives of every
+        // consumer stalled as well (they run every claim_idle / 3), is an
+        // outage: while Redis was away, the entries live peers hold grew
+        // idle without their owners being able to say otherwise. Claiming
+        // them the moment Redis is back would take them from their owners
+        // and run them twice, so claims wait claim_idle from here, which
+        // gives each peer's keep-alive three tries first.
+        let stalled = started.elapsed() > expected + self.inner.config.claim_idle / 2;
+        if result.is_err() || stalled {
+            self.defer_claims(stalled);
+        }
+        match result {
             Ok(value) => Ok(value),
             Err(e) if e.code() == Some("NOGROUP") => {
                 tracing::warn!(address = %self.address, group = %self.group, "the group is gone; creating it again");
@@ -718,6 +782,16 @@ impl GroupReader {
                 Ok(Value::Nil)
             }
             Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    /// After an outage (see [`GroupReader::query`]): no claim for
+    /// claim_idle from now.
+    fn defer_claims(&mut self, stalled: bool) {
+        let after = Instant::now() + self.inner.config.claim_idle;
+        if after > self.next_claim {
+            tracing::debug!(address = %self.address, stalled, "Redis was away; claims wait claim_idle");
+            self.next_claim = after;
         }
     }
 
@@ -733,7 +807,7 @@ impl GroupReader {
             .arg("STREAMS")
             .arg(&*self.address)
             .arg(">");
-        let reply = self.query(&cmd).await?;
+        let reply = self.query(&cmd, block).await?;
         for entry in entries_of_first_stream(reply) {
             self.hold(entry);
         }
@@ -753,7 +827,7 @@ impl GroupReader {
             .arg("0-0")
             .arg("COUNT")
             .arg(self.wanted());
-        let reply = self.query(&cmd).await?;
+        let reply = self.query(&cmd, Duration::ZERO).await?;
         let Value::Array(mut parts) = reply else {
             return Ok(());
         };
@@ -1210,7 +1284,7 @@ async fn trim(inner: &Inner, address: &str) {
 /// recreating it after a Redis restart.
 struct InboxReader {
     inner: Arc<Inner>,
-    connection: ConnectionManager,
+    connection: BlockingConnection,
     address: String,
     last_id: String,
     buffer: VecDeque<Message>,
@@ -1241,12 +1315,13 @@ impl InboxReader {
                 .arg("STREAMS")
                 .arg(&self.address)
                 .arg(&self.last_id);
-            let reply = match cmd.query_async(&mut self.connection).await {
+            let read = self.connection.query(&self.inner, &cmd).await;
+            let reply = match read.and_then(|reply| reply.map_err(unavailable)) {
                 Ok(reply) => reply,
                 Err(e) => {
                     // Perhaps Redis restarted and the inbox is gone with it.
                     self.recreate = true;
-                    return Err(unavailable(e));
+                    return Err(e);
                 }
             };
             for entry in entries_of_first_stream(reply) {

@@ -6,7 +6,7 @@ mod common;
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use busrpc_core::jsonrpc::DEAD_LETTER_CODE;
 use busrpc_core::{
@@ -386,6 +386,141 @@ async fn survives_a_redis_restart() {
     );
     client.close().await;
     server.shutdown().await;
+}
+
+/// XREADGROUP's reply: per stream, its name and its entries' ids and fields.
+type StreamEntries = (String, Vec<(String, Vec<(String, String)>)>);
+
+/// Runs `cmd` on the redis-server at `port`, on a connection of its own
+/// that gives up after 200 ms (the server may be stopped).
+async fn on_port(port: u16, cmd: &redis::Cmd) -> redis::RedisResult<redis::Value> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}"))?;
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_millis(200)))
+        .set_response_timeout(Some(Duration::from_millis(200)));
+    let mut conn = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?;
+    cmd.query_async(&mut conn).await
+}
+
+/// A server back from a Redis outage claims nothing for `claim_idle_ms`.
+/// While Redis is stopped (SIGSTOP, as a host gone), the requests a live
+/// peer holds grow idle past `claim_idle_ms` with their owner unable to
+/// refresh them; claiming them the moment Redis is back takes them from a
+/// live owner and runs them twice (the chaos run's 30 s outage: 9,449
+/// reruns). Waiting `claim_idle_ms` gives every peer's keep-alive (every
+/// `claim_idle_ms / 3`) its turn first. Here the owner never comes back,
+/// so the requests are claimed all the same, but not sooner. (A lower
+/// bound: a slow machine only makes the claim later.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_back_from_an_outage_waits_claim_idle_before_claiming() {
+    let port = free_port();
+    let Some(redis) = PrivateRedis::start(port) else {
+        println!("skipped: a_server_back_from_an_outage_waits_claim_idle_before_claiming: no redis-server binary to start (scripts/test.sh installs one)");
+        return;
+    };
+    let pid = redis.child.as_ref().unwrap().id().to_string();
+    let signal = |sig: &str| {
+        let status = Command::new("kill").arg(sig).arg(&pid).status().unwrap();
+        assert!(status.success(), "kill {sig} {pid}");
+    };
+    let claim_idle = Duration::from_millis(4000);
+    // Short timeouts: the server sees the outage end within 400 ms of it
+    // (Redis times blocked reads out up to 100 ms late, so no shorter).
+    let url = format!(
+        "redis://127.0.0.1:{port}?claim_idle_ms={}&block_ms=100&response_timeout_ms=250",
+        claim_idle.as_millis()
+    );
+    let transport = RedisTransport::connect(&url).await.unwrap();
+    let address = transport.service_address("svc");
+    let mut peer = transport
+        .consume(&address, "svc", Demand::unbounded())
+        .await
+        .unwrap();
+    for n in 0..4 {
+        transport
+            .publish(&address, Message::new(format!("held-{n}")))
+            .await
+            .unwrap();
+    }
+    // The owner, another consumer, reads the four requests (and dies with
+    // the outage: it refreshes them no more).
+    let read = on_port(
+        port,
+        redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg("svc")
+            .arg("owner")
+            .arg("COUNT")
+            .arg(4)
+            .arg("STREAMS")
+            .arg(&address)
+            .arg(">"),
+    )
+    .await
+    .unwrap();
+    let streams: Vec<StreamEntries> = redis::from_redis_value(read).unwrap();
+    assert_eq!(streams[0].1.len(), 4);
+    // The peer: a server's consumer, backing off 50 ms after an error.
+    let taken = Arc::new(std::sync::Mutex::new(Vec::<(String, Instant)>::new()));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::<Instant>::new()));
+    let (took, failed) = (taken.clone(), failures.clone());
+    let reading = tokio::spawn(async move {
+        loop {
+            match peer.next().await {
+                Some(Ok(delivery)) => {
+                    let payload = String::from_utf8_lossy(&delivery.message().payload);
+                    took.lock()
+                        .unwrap()
+                        .push((payload.into_owned(), Instant::now()));
+                    drop(delivery);
+                }
+                Some(Err(_)) => {
+                    failed.lock().unwrap().push(Instant::now());
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                None => return,
+            }
+        }
+    });
+    signal("-STOP");
+    tokio::time::sleep(claim_idle + Duration::from_millis(1000)).await;
+    signal("-CONT");
+    let back = Instant::now();
+    let give_up = back + claim_idle * 3;
+    while taken.lock().unwrap().len() < 4 && Instant::now() < give_up {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let taken = taken.lock().unwrap().clone();
+    reading.abort();
+    let mut payloads: Vec<&str> = taken.iter().map(|(p, _)| p.as_str()).collect();
+    payloads.sort_unstable();
+    assert_eq!(
+        payloads,
+        ["held-0", "held-1", "held-2", "held-3"],
+        "claimed once the owner is dead"
+    );
+    // The reads sent while Redis was stopped wait in its socket; a
+    // connection that kept them would time out read after read once Redis
+    // is back (it runs each, BLOCK and all). Only the read in flight fails.
+    let failures_after = failures
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|at| **at > back)
+        .count();
+    assert!(
+        failures_after <= 2,
+        "{failures_after} reads failed after Redis was back"
+    );
+    let first = taken.iter().map(|(_, at)| *at).min().unwrap();
+    // Less the 400 ms in which the server may not yet have seen Redis back.
+    let waited = first.duration_since(back);
+    assert!(
+        waited >= claim_idle - Duration::from_millis(500),
+        "claimed {waited:?} after Redis came back, sooner than claim_idle ({claim_idle:?})"
+    );
 }
 
 /// docs/PROTOCOL.md's recipe: redis-cli alone calls a service.
