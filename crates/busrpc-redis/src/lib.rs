@@ -78,7 +78,15 @@ struct Inner {
     /// What this transport last measured of each request stream it
     /// publishes to (see [`Inner::add_request`]).
     lengths: std::sync::Mutex<HashMap<String, KnownLength>>,
+    /// Request streams this transport has added to: one of them missing
+    /// later was lost by Redis (a restart without persistence), not never
+    /// served (see [`Inner::add_bounded`]).
+    served: std::sync::Mutex<HashSet<String>>,
 }
+
+/// How many request streams a transport remembers having served before it
+/// forgets them all: a client meets few services.
+const MAX_SERVED: usize = 4096;
 
 /// A request stream's length as last measured, and requests added since.
 struct KnownLength {
@@ -156,6 +164,7 @@ impl RedisTransport {
                 inbox_prefix: format!("{}:inbox:", config.prefix),
                 bounded_xadd_sha: tokio::sync::OnceCell::new(),
                 lengths: std::sync::Mutex::default(),
+                served: std::sync::Mutex::default(),
                 config,
                 instance: busrpc_core::transport::unique_id(),
                 next_name: AtomicU64::new(1),
@@ -391,9 +400,23 @@ impl Inner {
             }
             added => added,
         };
+        let mut served = self.served.lock().unwrap_or_else(|e| e.into_inner());
+        if added.is_ok() && !served.contains(address) {
+            if served.len() >= MAX_SERVED {
+                served.clear();
+            }
+            served.insert(address.to_owned());
+        }
         added.map_err(|e| {
             self.forget_length(address);
-            if e.code() == Some("BUSRPCNOSERVICE") {
+            if e.code() == Some("BUSRPCNOSERVICE") && served.contains(address) {
+                // Served before, gone now: Redis lost it, and the servers'
+                // next read makes it again (XGROUP CREATE … MKSTREAM on
+                // NOGROUP). Worth waiting for, within the call's deadline.
+                TransportError::Unavailable(
+                    format!("the stream {address} is gone: Redis lost it (a restart without persistence?); its servers make it again").into(),
+                )
+            } else if e.code() == Some("BUSRPCNOSERVICE") {
                 TransportError::NotServed(address.to_owned())
             } else if e.code() == Some("BUSRPCFULL") {
                 TransportError::Rejected(

@@ -523,6 +523,79 @@ async fn a_server_back_from_an_outage_waits_claim_idle_before_claiming() {
     );
 }
 
+/// A service's stream that Redis lost (a restart without persistence) is
+/// waited for, not reported unserved: a client that has published to it
+/// tries again within the call's deadline, and is answered once a server
+/// has made it again. (Before, the call failed at once with "no server of
+/// it has ever started here", wrong for a service served a moment ago.) A
+/// client that never saw the stream is still told at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_redis_lost_is_waited_for_not_reported_unserved() {
+    let port = free_port();
+    let Some(mut redis) = PrivateRedis::start(port) else {
+        println!("skipped: a_stream_redis_lost_is_waited_for_not_reported_unserved: no redis-server binary to start (scripts/test.sh installs one)");
+        return;
+    };
+    let url =
+        format!("redis://127.0.0.1:{port}?claim_idle_ms=500&block_ms=100&response_timeout_ms=1000");
+    let connect = || async { Arc::new(RedisTransport::connect(&url).await.unwrap()) };
+    let start_server = || async {
+        Server::new(connect().await, "svc", echo_router())
+            .start()
+            .await
+            .unwrap()
+    };
+    let server = start_server().await;
+    let transport = connect().await;
+    let client = Client::connect_with(
+        transport.clone(),
+        ClientConfig::default().timeout(Duration::from_secs(20)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        client
+            .call::<String>("svc", "echo", ("before",))
+            .await
+            .unwrap(),
+        "RPC before!"
+    );
+    server.shutdown().await;
+
+    redis.stop();
+    let _redis = PrivateRedis::start(port).expect("redis-server restarts");
+    // What the transport says once it reaches Redis again (past the 100 ms
+    // in which it trusts the length it measured and adds without a check).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let address = transport.service_address("svc");
+    let said = loop {
+        match transport.publish(&address, Message::new("{}")).await {
+            Err(e) if e.to_string().contains("is gone") || !e.is_transient() => break e,
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            Ok(()) => panic!("published to a stream Redis has lost"),
+        }
+    };
+    assert!(said.is_transient(), "{said}");
+    let newcomer = Client::connect(connect().await).await.unwrap();
+    let told = newcomer.call::<String>("svc", "echo", ("new",)).await;
+    assert!(matches!(told, Err(Error::NoService { .. })), "{told:?}");
+    let waiting = tokio::spawn(async move {
+        let reply = client.call::<String>("svc", "echo", ("after",)).await;
+        (reply, client)
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        !waiting.is_finished(),
+        "the call waits for the stream to come back"
+    );
+    let server = start_server().await;
+    let (reply, client) = waiting.await.unwrap();
+    assert_eq!(reply.unwrap(), "RPC after!");
+    client.close().await;
+    newcomer.close().await;
+    server.shutdown().await;
+}
+
 /// docs/PROTOCOL.md's recipe: redis-cli alone calls a service.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_cli_alone_can_call_a_service() {
