@@ -123,6 +123,10 @@ pub(crate) enum Fault {
     TermOne,
     /// The broker stopped and started again, keeping what it stored.
     BrokerRestart,
+    /// The broker stopped and started again with nothing kept (Redis
+    /// without persistence, Tansu's memory storage): queues, groups and
+    /// inboxes gone; servers and clients must make them again.
+    BrokerLost,
     /// The broker unreachable for a while.
     BrokerAway,
     /// kill -9 of a client: its inbox must go.
@@ -131,11 +135,12 @@ pub(crate) enum Fault {
     Sustained,
 }
 
-pub(crate) const ALL: [Fault; 7] = [
+pub(crate) const ALL: [Fault; 8] = [
     Fault::KillOne,
     Fault::KillAllThenFresh,
     Fault::TermOne,
     Fault::BrokerRestart,
+    Fault::BrokerLost,
     Fault::BrokerAway,
     Fault::KillClient,
     Fault::Sustained,
@@ -148,6 +153,7 @@ impl Fault {
             Fault::KillAllThenFresh => "kill-all-then-fresh",
             Fault::TermOne => "sigterm-one",
             Fault::BrokerRestart => "broker-restart",
+            Fault::BrokerLost => "broker-lost",
             Fault::BrokerAway => "broker-away",
             Fault::KillClient => "kill-client",
             Fault::Sustained => "sustained",
@@ -156,6 +162,14 @@ impl Fault {
 
     pub(crate) fn parse(name: &str) -> Option<Self> {
         ALL.into_iter().find(|f| f.name() == name)
+    }
+
+    /// Why the fault cannot be made on `kind`, if it cannot.
+    pub(crate) fn not_on(self, kind: Kind) -> Option<&'static str> {
+        match (self, kind) {
+            (Fault::BrokerLost, Kind::KafkaMock) => Some("the mock cluster cannot lose its topics"),
+            _ => None,
+        }
     }
 }
 
@@ -230,6 +244,12 @@ pub(crate) struct Report {
     pub(crate) gap_ms: Option<u64>,
     /// Kill-client: how long its inbox outlived it.
     pub(crate) inbox_gone_ms: Option<u64>,
+    /// From the fault to the answer of the first call sent after it: how
+    /// long the service took to serve again.
+    pub(crate) recovered_ms: Option<u64>,
+    /// Calls lost that were sent after the first call sent after the fault
+    /// was answered, that is, once the service served again.
+    pub(crate) lost_after_recovery: u64,
     pub(crate) peak_rss_mb: Vec<(String, f64)>,
     /// Why calls were lost (the first few reasons).
     pub(crate) lost_reasons: Vec<String>,
@@ -252,6 +272,8 @@ impl Report {
             "stranded_answered_after_ms": self.stranded_ms,
             "longest_gap_after_fault_ms": self.gap_ms,
             "dead_client_inbox_gone_after_ms": self.inbox_gone_ms,
+            "recovered_after_ms": self.recovered_ms,
+            "lost_after_recovery": self.lost_after_recovery,
             "peak_rss_mb": self.peak_rss_mb.iter().map(|(p, mb)| serde_json::json!({"process": p, "mb": (mb * 10.0).round() / 10.0})).collect::<Vec<_>>(),
             "lost_reasons": self.lost_reasons,
             "broken_promises": self.broken,
@@ -267,6 +289,7 @@ pub(crate) async fn run(
     size: Size,
     dir: &Path,
 ) -> Result<Report, Failure> {
+    // BrokerLost restarts a broker that keeps nothing.
     let durable = fault == Fault::BrokerRestart;
     let mut broker = Broker::start(kind, &dir.join(fault.name()), durable).await?;
     let prefix = format!("chaos-{}-{}", fault.name(), std::process::id());
@@ -338,7 +361,7 @@ pub(crate) async fn run(
             );
         }
         Fault::TermOne => servers[0].kill("TERM"),
-        Fault::BrokerRestart => broker.restart().await?,
+        Fault::BrokerRestart | Fault::BrokerLost => broker.restart().await?,
         Fault::BrokerAway => broker.away(size.away).await?,
         Fault::KillClient if !broker.has_inboxes_per_client() => {
             report.note = Some("clients of the mock cluster over TCP share one reply topic: no inbox per client to remove".into());
@@ -441,6 +464,9 @@ fn count<'a>(
     let mut in_flight_at_fault = Vec::new();
     let mut last_sent = 0u64;
     let mut answers = Vec::new();
+    // (sent, answered) of the calls sent after the fault; when lost calls were sent.
+    let mut after_fault = Vec::new();
+    let mut lost_sent = Vec::new();
     for c in clients {
         for line in c.lines() {
             let mut words = line.split(' ');
@@ -456,11 +482,17 @@ fn count<'a>(
                     if sent < fault_ms && done >= fault_ms {
                         in_flight_at_fault.push(done - fault_ms);
                     }
+                    if sent >= fault_ms {
+                        after_fault.push((sent, done));
+                    }
                 }
                 Some("lost") => {
                     report.sent += 1;
                     report.lost += 1;
-                    let reason: Vec<&str> = words.skip(2).collect();
+                    let _seq = words.next();
+                    let sent: u64 = words.next().and_then(|w| w.parse().ok()).unwrap_or(0);
+                    lost_sent.push(sent);
+                    let reason: Vec<&str> = words.collect();
                     let reason = reason.join(" ");
                     if !report.lost_reasons.contains(&reason) && report.lost_reasons.len() < 3 {
                         report.lost_reasons.push(reason);
@@ -508,6 +540,12 @@ fn count<'a>(
         );
     }
     if fault != Fault::Sustained {
+        let first_after = after_fault.iter().min_by_key(|(sent, _)| *sent);
+        if let Some(&(_, done)) = first_after {
+            report.recovered_ms = Some(done - fault_ms);
+            // Calls sent once that one was answered found the service serving.
+            report.lost_after_recovery = lost_sent.iter().filter(|&&s| s > done).count() as u64;
+        }
         report.stranded_ms = in_flight_at_fault.iter().max().copied();
         // While calls were still being made: after the last one, a late
         // answer is no gap in service.
@@ -538,8 +576,24 @@ fn promises(report: &mut Report, kind: Kind, fault: Fault) {
     }
     // On Kafka, a broker that goes away stalls the servers' replies until
     // librdkafka's message timeout (30 s), and calls may outlast their own.
+    // A broker that keeps nothing loses what was in flight, everywhere; but
+    // the service must serve again, and lose nothing sent once it does.
     let outage = matches!(fault, Fault::BrokerRestart | Fault::BrokerAway);
-    let promises_none_lost = kind == Kind::Redis || !outage;
+    if fault == Fault::BrokerLost {
+        if report.recovered_ms.is_none() {
+            report
+                .broken
+                .push("no call made after the broker came back was answered".into());
+        }
+        if report.lost_after_recovery > 0 {
+            report.broken.push(format!(
+                "{} calls lost after the service served again ({})",
+                report.lost_after_recovery,
+                report.lost_reasons.join("; ")
+            ));
+        }
+    }
+    let promises_none_lost = (kind == Kind::Redis || !outage) && fault != Fault::BrokerLost;
     if report.lost > 0 && promises_none_lost {
         report.broken.push(format!(
             "{} calls got no reply ({})",

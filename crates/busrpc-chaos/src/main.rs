@@ -11,9 +11,11 @@
 //!
 //! BROKER is `redis`, `kafka-mock` or `tansu` (default: all three); the
 //! scenarios are kill-one, kill-all-then-fresh, sigterm-one, broker-restart,
+//! broker-lost (a restart that keeps nothing; not on the mock cluster),
 //! broker-away, kill-client and sustained (default: all). The exit code is 1
 //! if any scenario broke a promise: a call misrouted; a call lost (except
-//! on Kafka when the broker restarts or goes away); for sigterm-one and
+//! on Kafka when the broker restarts or goes away, and in broker-lost before
+//! the service serves again, which it must); for sigterm-one and
 //! sustained, a duplicate reply or a second run (except on Tansu). Set
 //! `BUSRPC_CHAOS_LOG` to a tracing filter to see what every process logs,
 //! `BUSRPC_CHAOS_TIMELINE=1` for answers per 100 ms around each fault.
@@ -115,7 +117,7 @@ fn run(args: &[&str]) -> ExitCode {
     let mut reports = Vec::new();
     let mut failed = false;
     println!(
-        "{:<11} {:<20} {:>6} {:>6} {:>5} {:>5} {:>9} {:>6} {:>9} {:>7} {:>7} {:>8}  broken",
+        "{:<11} {:<20} {:>6} {:>6} {:>5} {:>5} {:>9} {:>6} {:>9} {:>7} {:>9} {:>7} {:>8}  broken",
         "broker",
         "scenario",
         "sent",
@@ -126,11 +128,16 @@ fn run(args: &[&str]) -> ExitCode {
         "reruns",
         "stranded",
         "gap",
+        "recovered",
         "inbox",
         "peak MB"
     );
     for kind in &kinds {
         for fault in &faults {
+            if let Some(why) = fault.not_on(*kind) {
+                println!("{:<11} {:<20} not made: {why}", kind.name(), fault.name());
+                continue;
+            }
             let size = Size::new(long, *fault);
             let outcome =
                 runtime.block_on(harness::run(*kind, *fault, size, &dir.join(kind.name())));
@@ -140,7 +147,7 @@ fn run(args: &[&str]) -> ExitCode {
                         v.map_or("-".to_owned(), |ms| format!("{:.1}s", ms as f64 / 1000.0))
                     };
                     println!(
-                        "{:<11} {:<20} {:>6} {:>6} {:>5} {:>5} {:>9} {:>6} {:>9} {:>7} {:>7} {:>8.1}  {}",
+                        "{:<11} {:<20} {:>6} {:>6} {:>5} {:>5} {:>9} {:>6} {:>9} {:>7} {:>9} {:>7} {:>8.1}  {}",
                         report.broker,
                         report.scenario,
                         report.sent,
@@ -151,6 +158,7 @@ fn run(args: &[&str]) -> ExitCode {
                         report.executions_beyond_one,
                         ms(report.stranded_ms),
                         ms(report.gap_ms),
+                        ms(report.recovered_ms),
                         ms(report.inbox_gone_ms),
                         report.peak_rss_mb.iter().map(|(_, mb)| *mb).fold(0.0, f64::max),
                         report.broken.join("; ")

@@ -402,6 +402,10 @@ pub(crate) struct Membership {
     pub(crate) consumer: BaseConsumer<GroupContext>,
     pub(crate) ledger: Arc<Ledger>,
     pub(crate) joined: Arc<Notify>,
+    /// Set when the request topic has been made again (see
+    /// `crate::watch_topic`): the consumer thread asks for its metadata,
+    /// which makes the group see it and assign its partitions.
+    pub(crate) stale_metadata: Arc<AtomicBool>,
 }
 
 impl Membership {
@@ -428,6 +432,7 @@ impl Membership {
             consumer,
             ledger,
             joined,
+            stale_metadata: Arc::default(),
         })
     }
 }
@@ -440,11 +445,13 @@ pub(crate) fn start(
     membership: Membership,
     inner: Arc<Inner>,
     demand: Demand,
+    topic: &str,
 ) -> Result<(GroupReader, oneshot::Receiver<()>), TransportError> {
     let Membership {
         consumer,
         ledger,
         joined,
+        stale_metadata,
     } = membership;
     let consumer = Arc::new(consumer);
     let (handover, taken) = mpsc::channel(HANDOVER_CAPACITY);
@@ -475,6 +482,8 @@ pub(crate) fn start(
         trials_retry_at: None,
         paused: false,
         resume_again_at: None,
+        topic: topic.to_owned(),
+        stale_metadata,
     };
     let transport = inner.clone();
     std::thread::Builder::new()
@@ -496,6 +505,7 @@ pub(crate) fn start(
         done,
         again,
         retries,
+        watching: None,
     };
     Ok((reader, on_closed))
 }
@@ -526,6 +536,10 @@ struct ConsumerThread {
     paused: bool,
     /// When to resume the partitions once more (see [`RESUME_AGAIN_AFTER`]).
     resume_again_at: Option<Instant>,
+    /// The request topic, and whether it was made again since the consumer
+    /// last looked (see [`Membership::stale_metadata`]).
+    topic: String,
+    stale_metadata: Arc<AtomicBool>,
 }
 
 impl ConsumerThread {
@@ -538,6 +552,7 @@ impl ConsumerThread {
             self.hand_over_held();
             self.pause_or_resume();
             self.resume_again();
+            self.look_again();
             let wait = if self.paused || !self.held.is_empty() || !self.suspects.is_empty() {
                 PAUSED_POLL_WAIT
             } else {
@@ -602,6 +617,23 @@ impl ConsumerThread {
         // group (running the revocation, which finds nothing more to commit)
         // before returning.
         drop(self.consumer);
+    }
+
+    /// Subscribes again once the request topic was made again. A group
+    /// that rebalanced while the topic was missing gave this member no
+    /// partitions, and sees the topic's new partitions only when its
+    /// subscription's metadata is refreshed (every
+    /// `topic.metadata.refresh.interval.ms`, five minutes by default; asking
+    /// for the topic's metadata does not do it): a new subscription makes
+    /// the member join again, and the group hand out the partitions.
+    fn look_again(&self) {
+        if !self.stale_metadata.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        self.consumer.unsubscribe();
+        if let Err(e) = self.consumer.subscribe(&[&self.topic]) {
+            tracing::error!(topic = %self.topic, error = %e, "subscribing again to the request topic made again failed; nothing is served");
+        }
     }
 
     fn hand_over_held(&mut self) {
@@ -933,6 +965,9 @@ pub(crate) struct GroupReader {
     done: std_mpsc::Sender<()>,
     again: mpsc::UnboundedSender<Taken>,
     retries: mpsc::UnboundedReceiver<Taken>,
+    /// Dropped with the reader: stops the watch of its request topic
+    /// (`crate::watch_topic`).
+    pub(crate) watching: Option<oneshot::Sender<()>>,
 }
 
 impl GroupReader {

@@ -14,8 +14,8 @@ mod watermark;
 use std::collections::HashSet;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use busrpc_core::transport::{Deliveries, Demand, Inbox, Transport, TransportError};
@@ -95,7 +95,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Errors a caller can retry (the broker is away or busy) against those it cannot.
 /// Room left under `message.max.bytes` for a reply record's headers (a
 /// `content-type` at most) and framing.
 const RECORD_OVERHEAD_BYTES: usize = 1024;
@@ -103,6 +102,11 @@ const RECORD_OVERHEAD_BYTES: usize = 1024;
 /// How many topic names a transport remembers as existing before it
 /// forgets them all (see [`Inner::remember_topic`]).
 const MAX_KNOWN_TOPICS: usize = 4096;
+
+/// How often a server asks whether its request topic still exists: a broker
+/// that lost it (a restart without its data) would otherwise leave the
+/// server's consumer subscribed to nothing, silently, for good.
+const TOPIC_CHECK_EVERY: Duration = Duration::from_secs(3);
 
 fn transport_error(e: KafkaError) -> TransportError {
     use RDKafkaErrorCode as Code;
@@ -217,7 +221,16 @@ impl KafkaTransport {
             .consumer
             .subscribe(&[address])
             .map_err(transport_error)?;
-        let (reader, closed) = group::start(membership, inner.clone(), demand)?;
+        let stale = membership.stale_metadata.clone();
+        let (mut reader, closed) = group::start(membership, inner.clone(), demand, address)?;
+        let (watching, unwatched) = tokio::sync::oneshot::channel();
+        reader.watching = Some(watching);
+        tokio::spawn(watch_topic(
+            Arc::downgrade(&inner),
+            address.to_owned(),
+            stale,
+            unwatched,
+        ));
         reader.join(inner.config.join_wait).await;
         tracing::debug!(address, group, "joined the group");
         Ok((reader, closed))
@@ -279,6 +292,56 @@ struct Counters {
     inboxes_removed: AtomicU64,
     trials: AtomicU64,
     dead_letters: AtomicU64,
+}
+
+/// Asks every [`TOPIC_CHECK_EVERY`] whether a server's request `topic`
+/// still exists, until `stop` resolves (its reader is dropped). A broker
+/// that lost it (restarted without its data) leaves the consumer subscribed
+/// to nothing and every caller told nobody serves: the topic is made again,
+/// with a warning each time it is found missing and each time it cannot be
+/// made, and the consumer is told to look again (`stale`), which brings the
+/// group its partitions.
+async fn watch_topic(
+    inner: Weak<Inner>,
+    topic: String,
+    stale: Arc<AtomicBool>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    let mut missing_since = None;
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            () = tokio::time::sleep(TOPIC_CHECK_EVERY) => {}
+        }
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        match inner.topic_exists(&topic).await {
+            Ok(true) => continue,
+            Ok(false) => {}
+            // The broker away: nothing to say about the topic.
+            Err(e) => {
+                tracing::debug!(%topic, error = %e, "checking the request topic");
+                continue;
+            }
+        }
+        let since = *missing_since.get_or_insert_with(Instant::now);
+        tracing::warn!(%topic, "the request topic is gone (the broker lost it: restarted without its data?); creating it again");
+        inner.forget_topic(&topic);
+        match inner
+            .ensure_topic(&topic, inner.config.partitions, None, false)
+            .await
+        {
+            Ok(()) => {
+                stale.store(true, Ordering::Relaxed);
+                missing_since = None;
+                tracing::info!(%topic, missing_for = ?since.elapsed(), "the request topic is made again; serving it");
+            }
+            Err(e) => {
+                tracing::warn!(%topic, error = %e, missing_for = ?since.elapsed(), "the request topic is gone and cannot be made; nothing is served until it is");
+            }
+        }
+    }
 }
 
 fn base_config(config: &KafkaConfig, bootstrap: &str) -> ClientConfig {
@@ -428,6 +491,11 @@ impl Inner {
         }
         self.remember_topic(topic);
         Ok(())
+    }
+
+    /// Forgets that `topic` exists, so that its next use asks again.
+    fn forget_topic(&self, topic: &str) {
+        lock(&self.known_topics).remove(topic);
     }
 
     /// Fails with [`TransportError::NotServed`] unless the topic a reply
