@@ -486,14 +486,27 @@ pub(crate) fn start(
         stale_metadata,
     };
     let transport = inner.clone();
+    let died = Arc::new(Mutex::new(None));
+    let said = died.clone();
+    // Holds the handover open until a panic's message is written: the
+    // reader, told the channel closed, reads why.
+    let handover = thread.handover.clone();
     std::thread::Builder::new()
         .name("busrpc-kafka-consumer".into())
         .spawn(move || {
-            thread.run();
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| thread.run()));
+            if let Err(panic) = &ran {
+                let what = panic_text(panic.as_ref());
+                tracing::error!(panic = %what, "the Kafka consumer thread panicked; this member reads no more requests");
+                *said.lock().unwrap_or_else(|e| e.into_inner()) = Some(what);
+            }
+            drop(handover);
             // The brokers (an in-process mock cluster above all) outlive the
             // consumer's close, which the thread has just done.
             drop(transport);
-            let _ = closed.send(());
+            if ran.is_ok() {
+                let _ = closed.send(());
+            }
         })
         .map_err(spawn_error)?;
     let (again, retries) = mpsc::unbounded_channel();
@@ -506,9 +519,23 @@ pub(crate) fn start(
         again,
         retries,
         watching: None,
+        died,
     };
     Ok((reader, on_closed))
 }
+
+/// What a panic said, if it said it with a string.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}
+
+/// A test's way to make the consumer thread of one topic panic.
+#[cfg(test)]
+pub(crate) static PANIC_ON: Mutex<Option<String>> = Mutex::new(None);
 
 struct ConsumerThread {
     /// Shared with the committer only, which ends first: the consumer is
@@ -553,6 +580,10 @@ impl ConsumerThread {
             self.pause_or_resume();
             self.resume_again();
             self.look_again();
+            #[cfg(test)]
+            if PANIC_ON.lock().unwrap().as_deref() == Some(self.topic.as_str()) {
+                panic!("a panic a test asked for");
+            }
             let wait = if self.paused || !self.held.is_empty() || !self.suspects.is_empty() {
                 PAUSED_POLL_WAIT
             } else {
@@ -968,6 +999,8 @@ pub(crate) struct GroupReader {
     /// Dropped with the reader: stops the watch of its request topic
     /// (`crate::watch_topic`).
     pub(crate) watching: Option<oneshot::Sender<()>>,
+    /// What the consumer thread's panic said, once it has panicked.
+    died: Arc<Mutex<Option<String>>>,
 }
 
 impl GroupReader {
@@ -1007,7 +1040,16 @@ impl GroupReader {
                 Some(retry) = self.retries.recv() => retry,
                 taken = self.taken.recv() => match taken {
                     Some(taken) => taken?,
-                    None => return Err(TransportError::Closed),
+                    // A consumer thread that panicked says why: the server
+                    // stops with it (every later read fails the same way).
+                    None => {
+                        let died = self.died.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                        return Err(died.map_or(TransportError::Closed, |what| {
+                            TransportError::Other(
+                                format!("the Kafka consumer thread panicked: {what}").into(),
+                            )
+                        }));
+                    }
                 },
             };
             // Taken or released before a rebalance took its partition away:

@@ -825,6 +825,32 @@ mod tests {
         )));
     }
 
+    /// A consumer thread that panics stops its server, which says why
+    /// (before, it said only "transport closed").
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_consumer_thread_that_panics_stops_its_server_saying_so() {
+        let transport = Arc::new(
+            KafkaTransport::connect("kafka-mock://panics")
+                .await
+                .unwrap(),
+        );
+        let server = busrpc_core::Server::new(transport.clone(), "svc", busrpc_core::Router::new())
+            .start()
+            .await
+            .unwrap();
+        *group::PANIC_ON.lock().unwrap() = Some(transport.service_address("svc"));
+        let stopped = tokio::time::timeout(Duration::from_secs(30), server.stopped())
+            .await
+            .expect("stopped within 30 s");
+        let err = stopped.expect_err("stopped by a failure");
+        assert!(
+            err.to_string()
+                .contains("consumer thread panicked: a panic a test asked for"),
+            "{err}"
+        );
+        server.shutdown().await;
+    }
+
     /// Joining returns once the group has given the member its share: the
     /// first member all partitions, the second its part of them after the
     /// rebalance it caused. The first is not read meanwhile: its own thread
