@@ -134,6 +134,10 @@ fn unavailable(e: RedisError) -> TransportError {
     }
 }
 
+/// How many PINGs, each allowed `response_timeout_ms`, ask whether a
+/// command that timed out has run (see `Inner::ran_before_ping`).
+const PINGS_AFTER_A_TIMEOUT: u32 = 12;
+
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -315,6 +319,46 @@ impl Inner {
     /// other publishers can cover half a bound that large between two
     /// measures; near the bound, or for a small one, every request goes
     /// through the script.
+    /// The outcome of a command that adds a request, `Ok(None)` for one
+    /// that timed out but has run. Sent, unanswered, a request sent again
+    /// may run twice: a long stall (Redis stopped, busy, a host gone) had
+    /// the client send each call in it several times, every try waiting in
+    /// the socket to run (a 30 s stall of the chaos run: 9,843 reruns).
+    async fn unless_it_ran<T>(
+        &self,
+        result: redis::RedisResult<T>,
+    ) -> redis::RedisResult<Option<T>> {
+        match result {
+            Ok(value) => Ok(Some(value)),
+            Err(e) if e.is_timeout() && self.ran_before_ping().await => {
+                tracing::debug!("a request whose publish timed out had reached Redis");
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// After a command on the shared connection timed out: whether Redis
+    /// has run it. Redis runs a connection's commands in order, so it has
+    /// once it answers a PING sent after it on the same connection; while
+    /// PINGs time out too, Redis is still stalled, and they are sent again
+    /// (up to [`PINGS_AFTER_A_TIMEOUT`]); a connection that broke (or was
+    /// made again) leaves it unknown. The one case this misjudges: the
+    /// connection lost and made again between the timeout and the PING.
+    async fn ran_before_ping(&self) -> bool {
+        for _ in 0..PINGS_AFTER_A_TIMEOUT {
+            match redis::cmd("PING")
+                .query_async::<()>(&mut self.commands.clone())
+                .await
+            {
+                Ok(()) => return true,
+                Err(e) if e.is_timeout() => continue,
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+
     async fn add_request(&self, address: &str, message: &Message) -> Result<(), TransportError> {
         let bound = self.config.queue_max_len;
         let plan = {
@@ -339,22 +383,38 @@ impl Inner {
         };
         let measured = match plan {
             AddPlan::Add => {
-                return self.query(&xadd_uncapped(address, message)).await.map(drop);
+                let added = xadd_uncapped(address, message)
+                    .query_async::<Value>(&mut self.commands.clone())
+                    .await;
+                return match self.unless_it_ran(added).await {
+                    Ok(_) => Ok(()),
+                    Err(e) => {
+                        self.forget_length(address);
+                        Err(unavailable(e))
+                    }
+                };
             }
             AddPlan::AddAndMeasure => {
                 let mut pipe = redis::pipe();
                 pipe.add_command(xadd_uncapped(address, message)).ignore();
                 pipe.cmd("XLEN").arg(address);
                 let measured = pipe.query_async::<(u64,)>(&mut self.commands.clone()).await;
-                match measured {
-                    Ok((len,)) => len,
+                match self.unless_it_ran(measured).await {
+                    Ok(Some((len,))) => len,
+                    Ok(None) => {
+                        self.forget_length(address);
+                        return Ok(());
+                    }
                     Err(e) => {
                         self.forget_length(address);
                         return Err(unavailable(e));
                     }
                 }
             }
-            AddPlan::Bounded => self.add_bounded(address, message, bound).await?,
+            AddPlan::Bounded => match self.add_bounded(address, message, bound).await? {
+                Some(len) => len,
+                None => return Ok(()),
+            },
         };
         let mut lengths = self.lengths.lock().unwrap_or_else(|e| e.into_inner());
         let known = KnownLength {
@@ -374,13 +434,14 @@ impl Inner {
 
     /// Runs the bounding script: `EVALSHA` first, `EVAL` once if Redis does
     /// not know the script (a restart flushed it), which caches it again.
-    /// The stream's length with the request added.
+    /// The stream's length with the request added (`None`: added, the
+    /// length unknown, as the answer timed out).
     async fn add_bounded(
         &self,
         address: &str,
         message: &Message,
         bound: u64,
-    ) -> Result<u64, TransportError> {
+    ) -> Result<Option<u64>, TransportError> {
         let sha = self
             .bounded_xadd_sha
             .get_or_try_init(|| async {
@@ -400,6 +461,7 @@ impl Inner {
             }
             added => added,
         };
+        let added = self.unless_it_ran(added).await;
         let mut served = self.served.lock().unwrap_or_else(|e| e.into_inner());
         if added.is_ok() && !served.contains(address) {
             if served.len() >= MAX_SERVED {

@@ -596,6 +596,129 @@ async fn a_stream_redis_lost_is_waited_for_not_reported_unserved() {
     server.shutdown().await;
 }
 
+/// A call made while Redis is stopped (SIGSTOP: its socket takes the
+/// request, nobody answers) is added once: its publish times out, but the
+/// client learns from a PING answered after it, once Redis is back, that
+/// the request has run, and does not send it again. (Before, every try sat
+/// in the socket and ran: a 30 s stall of the chaos run reran 9,843 calls.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_made_while_redis_is_stopped_is_added_once() {
+    let port = free_port();
+    let Some(redis) = PrivateRedis::start(port) else {
+        println!("skipped: a_call_made_while_redis_is_stopped_is_added_once: no redis-server binary to start (scripts/test.sh installs one)");
+        return;
+    };
+    let pid = redis.child.as_ref().unwrap().id().to_string();
+    let signal = |sig: &str| {
+        let status = Command::new("kill").arg(sig).arg(&pid).status().unwrap();
+        assert!(status.success(), "kill {sig} {pid}");
+    };
+    let url = format!("redis://127.0.0.1:{port}?response_timeout_ms=200&block_ms=100");
+    let transport = Arc::new(RedisTransport::connect(&url).await.unwrap());
+    let address = transport.service_address("svc");
+    // The service's stream and group, and no server reading them: what is
+    // added stays there to be counted.
+    let _group = transport
+        .consume(&address, "svc", Demand::unbounded())
+        .await
+        .unwrap();
+    let client = Client::connect_with(
+        transport.clone(),
+        ClientConfig::default().timeout(Duration::from_secs(10)),
+    )
+    .await
+    .unwrap();
+    // One request before (which loads the bounding script), then past the
+    // 100 ms in which an add skips the script.
+    transport
+        .publish(&address, Message::new("before"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    signal("-STOP");
+    let call = tokio::spawn(async move {
+        let _ = client.call::<String>("svc", "echo", ("stalled",)).await;
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    signal("-CONT");
+    // Whatever the client sent again would have landed by now.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let len = on_port(port, redis::cmd("XLEN").arg(&address))
+        .await
+        .unwrap();
+    assert_eq!(len, redis::Value::Int(2), "the call was added once");
+    call.abort();
+}
+
+/// A reply written while Redis is stopped is written once and its request
+/// run once: the server's reply and acknowledgement time out and the
+/// request is handed back, but Redis runs a connection's commands in order,
+/// so once it is back the acknowledgement comes first and the hand-back
+/// finds nothing pending to hand back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_made_while_redis_is_stopped_runs_its_request_once() {
+    let port = free_port();
+    let Some(redis) = PrivateRedis::start(port) else {
+        println!("skipped: a_reply_made_while_redis_is_stopped_runs_its_request_once: no redis-server binary to start (scripts/test.sh installs one)");
+        return;
+    };
+    let pid = redis.child.as_ref().unwrap().id().to_string();
+    let signal = |sig: &str| {
+        let status = Command::new("kill").arg(sig).arg(&pid).status().unwrap();
+        assert!(status.success(), "kill {sig} {pid}");
+    };
+    let url =
+        format!("redis://127.0.0.1:{port}?response_timeout_ms=200&block_ms=100&claim_idle_ms=300");
+    let runs = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = runs.clone();
+    let router = Router::new().method("slow", move |(): ()| {
+        let counted = counted.clone();
+        async move {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Ok::<_, RpcError>("done")
+        }
+    });
+    let server = Server::new(
+        Arc::new(RedisTransport::connect(&url).await.unwrap()),
+        "svc",
+        router,
+    )
+    .start()
+    .await
+    .unwrap();
+    let client = Client::connect_with(
+        Arc::new(RedisTransport::connect(&url).await.unwrap()),
+        ClientConfig::default().timeout(Duration::from_secs(20)),
+    )
+    .await
+    .unwrap();
+    let call = tokio::spawn(async move {
+        let reply = client.call::<String>("svc", "slow", ()).await;
+        (reply, client)
+    });
+    let give_up = std::time::Instant::now() + Duration::from_secs(10);
+    while runs.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(std::time::Instant::now() < give_up, "the handler never ran");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The reply is written while Redis is stopped.
+    signal("-STOP");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    signal("-CONT");
+    let (reply, client) = call.await.unwrap();
+    assert_eq!(reply.unwrap(), "done");
+    // Time for a request handed back to be claimed (claim_idle 300 ms) and run.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert_eq!(
+        runs.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "run once"
+    );
+    client.close().await;
+    server.shutdown().await;
+}
+
 /// docs/PROTOCOL.md's recipe: redis-cli alone calls a service.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_cli_alone_can_call_a_service() {
