@@ -97,10 +97,13 @@ impl Process {
         signal(&self.child, how);
     }
 
-    async fn wait(&mut self, within: Duration) -> bool {
-        tokio::time::timeout(within, self.child.wait())
-            .await
-            .is_ok()
+    /// Waits up to `within` for the process to end: `None` if it has not,
+    /// else how it ended.
+    async fn wait(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        match tokio::time::timeout(within, self.child.wait()).await {
+            Ok(Ok(status)) => Some(status),
+            _ => None,
+        }
     }
 
     fn lines(&self) -> Vec<String> {
@@ -244,11 +247,12 @@ pub(crate) struct Report {
     pub(crate) gap_ms: Option<u64>,
     /// Kill-client: how long its inbox outlived it.
     pub(crate) inbox_gone_ms: Option<u64>,
-    /// From the fault to the answer of the first call sent after it: how
-    /// long the service took to serve again.
+    /// From the fault to the answer of the first call each client sent
+    /// after it, the longest of them: how long the service took to serve
+    /// every client again.
     pub(crate) recovered_ms: Option<u64>,
-    /// Calls lost that were sent after the first call sent after the fault
-    /// was answered, that is, once the service served again.
+    /// Calls lost that their client sent after the first call it sent
+    /// after the fault was answered, that is, once it was served again.
     pub(crate) lost_after_recovery: u64,
     pub(crate) peak_rss_mb: Vec<(String, f64)>,
     /// Why calls were lost (the first few reasons).
@@ -394,8 +398,12 @@ pub(crate) async fn run(
     // The clients end when every call is answered or timed out.
     let end = timeout + Duration::from_secs(120);
     for c in &mut clients {
-        if !c.wait(end.saturating_sub(started.elapsed())).await {
-            report.broken.push(format!("{} did not finish", c.label));
+        match c.wait(end.saturating_sub(started.elapsed())).await {
+            None => report.broken.push(format!("{} did not finish", c.label)),
+            Some(status) if !status.success() => {
+                report.broken.push(format!("{} died ({status})", c.label));
+            }
+            Some(_) => {}
         }
     }
     for s in servers.iter().chain(&extra) {
@@ -464,10 +472,11 @@ fn count<'a>(
     let mut in_flight_at_fault = Vec::new();
     let mut last_sent = 0u64;
     let mut answers = Vec::new();
-    // (sent, answered) of the calls sent after the fault; when lost calls were sent.
-    let mut after_fault = Vec::new();
-    let mut lost_sent = Vec::new();
-    for c in clients {
+    // Per client: (sent, answered) of its calls sent after the fault, and
+    // when its lost calls were sent.
+    let mut after_fault: Vec<Vec<(u64, u64)>> = vec![Vec::new(); clients.len()];
+    let mut lost_sent: Vec<Vec<u64>> = vec![Vec::new(); clients.len()];
+    for (client, c) in clients.iter().enumerate() {
         for line in c.lines() {
             let mut words = line.split(' ');
             match words.next() {
@@ -483,7 +492,7 @@ fn count<'a>(
                         in_flight_at_fault.push(done - fault_ms);
                     }
                     if sent >= fault_ms {
-                        after_fault.push((sent, done));
+                        after_fault[client].push((sent, done));
                     }
                 }
                 Some("lost") => {
@@ -491,7 +500,7 @@ fn count<'a>(
                     report.lost += 1;
                     let _seq = words.next();
                     let sent: u64 = words.next().and_then(|w| w.parse().ok()).unwrap_or(0);
-                    lost_sent.push(sent);
+                    lost_sent[client].push(sent);
                     let reason: Vec<&str> = words.collect();
                     let reason = reason.join(" ");
                     if !report.lost_reasons.contains(&reason) && report.lost_reasons.len() < 3 {
@@ -540,11 +549,16 @@ fn count<'a>(
         );
     }
     if fault != Fault::Sustained {
-        let first_after = after_fault.iter().min_by_key(|(sent, _)| *sent);
-        if let Some(&(_, done)) = first_after {
-            report.recovered_ms = Some(done - fault_ms);
-            // Calls sent once that one was answered found the service serving.
-            report.lost_after_recovery = lost_sent.iter().filter(|&&s| s > done).count() as u64;
+        // Each client serves again once the first call it sent after the
+        // fault is answered (its inbox may come back later than another's);
+        // the service has recovered when the last of them has.
+        for (calls, lost) in after_fault.iter().zip(&lost_sent) {
+            let Some(&(_, done)) = calls.iter().min_by_key(|(sent, _)| *sent) else {
+                continue;
+            };
+            let recovered = done - fault_ms;
+            report.recovered_ms = Some(report.recovered_ms.map_or(recovered, |r| r.max(recovered)));
+            report.lost_after_recovery += lost.iter().filter(|&&s| s > done).count() as u64;
         }
         report.stranded_ms = in_flight_at_fault.iter().max().copied();
         // While calls were still being made: after the last one, a late
