@@ -248,8 +248,8 @@ pub(crate) struct Report {
     /// Kill-client: how long its inbox outlived it.
     pub(crate) inbox_gone_ms: Option<u64>,
     /// From the fault to the answer of the first call each client sent
-    /// after it, the longest of them: how long the service took to serve
-    /// every client again.
+    /// once the fault was over (a restart: the broker back), the longest of
+    /// them: how long the service took to serve every client again.
     pub(crate) recovered_ms: Option<u64>,
     /// Calls lost that their client sent after the first call it sent
     /// after the fault was answered, that is, once it was served again.
@@ -337,6 +337,10 @@ pub(crate) async fn run(
     let started = Instant::now();
     tokio::time::sleep(size.fault_at).await;
     let fault_ms = now_ms();
+    // When the fault is over, for faults that take a while (a restart):
+    // recovery is counted from here, as calls sent while the broker was
+    // still shutting down were answered by it.
+    let mut over_ms = fault_ms;
     let mut extra = Vec::new();
     match fault {
         Fault::KillOne => {
@@ -365,7 +369,10 @@ pub(crate) async fn run(
             );
         }
         Fault::TermOne => servers[0].kill("TERM"),
-        Fault::BrokerRestart | Fault::BrokerLost => broker.restart().await?,
+        Fault::BrokerRestart | Fault::BrokerLost => {
+            broker.restart().await?;
+            over_ms = now_ms();
+        }
         Fault::BrokerAway => broker.away(size.away).await?,
         Fault::KillClient if !broker.has_inboxes_per_client() => {
             report.note = Some("clients of the mock cluster over TCP share one reply topic: no inbox per client to remove".into());
@@ -416,7 +423,7 @@ pub(crate) async fn run(
         &mut report,
         &clients,
         servers.iter().chain(&extra),
-        fault_ms,
+        (fault_ms, over_ms),
         fault,
     );
     for p in clients.iter().chain(&servers).chain(&extra) {
@@ -466,7 +473,7 @@ fn count<'a>(
     report: &mut Report,
     clients: &[Process],
     servers: impl Iterator<Item = &'a Process>,
-    fault_ms: u64,
+    (fault_ms, over_ms): (u64, u64),
     fault: Fault,
 ) {
     let mut in_flight_at_fault = Vec::new();
@@ -491,7 +498,7 @@ fn count<'a>(
                     if sent < fault_ms && done >= fault_ms {
                         in_flight_at_fault.push(done - fault_ms);
                     }
-                    if sent >= fault_ms {
+                    if sent >= over_ms {
                         after_fault[client].push((sent, done));
                     }
                 }
@@ -550,13 +557,13 @@ fn count<'a>(
     }
     if fault != Fault::Sustained {
         // Each client serves again once the first call it sent after the
-        // fault is answered (its inbox may come back later than another's);
-        // the service has recovered when the last of them has.
+        // fault was over is answered (its inbox may come back later than
+        // another's); the service has recovered when the last of them has.
         for (calls, lost) in after_fault.iter().zip(&lost_sent) {
             let Some(&(_, done)) = calls.iter().min_by_key(|(sent, _)| *sent) else {
                 continue;
             };
-            let recovered = done - fault_ms;
+            let recovered = done.saturating_sub(fault_ms);
             report.recovered_ms = Some(report.recovered_ms.map_or(recovered, |r| r.max(recovered)));
             report.lost_after_recovery += lost.iter().filter(|&&s| s > done).count() as u64;
         }
