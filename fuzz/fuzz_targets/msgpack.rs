@@ -1,5 +1,5 @@
 //! MessagePack to JSON and back: never a panic or an abort; what
-//! transcodes is JSON, and it transcodes back to the same JSON.
+//! transcodes is JSON, and it transcodes back to JSON of the same values.
 #![no_main]
 
 use busrpc_core::Codec;
@@ -14,5 +14,9 @@ fuzz_target!(|payload: &[u8]| {
         .from_json(json.to_vec())
         .expect("JSON from MessagePack packs again");
     let again = Codec::MessagePack.to_json(&packed).expect("and unpacks");
-    assert_eq!(&*again, &*json, "a round trip changed it");
+    // The same values, not the same bytes: a float32 comes out first in
+    // f32's shortest form (-9922124000000000.0) and, packed back as a
+    // float64, in f64's (-9.922124e15), the same number.
+    let value = |json: &[u8]| serde_json::from_slice::<serde_json::Value>(json).expect("JSON");
+    assert_eq!(value(&again), value(&json), "a round trip changed it");
 });
