@@ -301,6 +301,13 @@ impl PrivateRedis {
         None
     }
 
+    /// Sends `sig` (`-STOP`, `-CONT`) to the server.
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let status = Command::new("kill").arg(sig).arg(&pid).status().unwrap();
+        assert!(status.success(), "kill {sig} {pid}");
+    }
+
     fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -420,11 +427,7 @@ async fn a_server_back_from_an_outage_waits_claim_idle_before_claiming() {
         println!("skipped: a_server_back_from_an_outage_waits_claim_idle_before_claiming: no redis-server binary to start (scripts/test.sh installs one)");
         return;
     };
-    let pid = redis.child.as_ref().unwrap().id().to_string();
-    let signal = |sig: &str| {
-        let status = Command::new("kill").arg(sig).arg(&pid).status().unwrap();
-        assert!(status.success(), "kill {sig} {pid}");
-    };
+    let signal = |sig: &str| redis.signal(sig);
     let claim_idle = Duration::from_millis(4000);
     // Short timeouts: the server sees the outage end within 400 ms of it
     // (Redis times blocked reads out up to 100 ms late, so no shorter).
@@ -608,11 +611,7 @@ async fn a_call_made_while_redis_is_stopped_is_added_once() {
         println!("skipped: a_call_made_while_redis_is_stopped_is_added_once: no redis-server binary to start (scripts/test.sh installs one)");
         return;
     };
-    let pid = redis.child.as_ref().unwrap().id().to_string();
-    let signal = |sig: &str| {
-        let status = Command::new("kill").arg(sig).arg(&pid).status().unwrap();
-        assert!(status.success(), "kill {sig} {pid}");
-    };
+    let signal = |sig: &str| redis.signal(sig);
     let url = format!("redis://127.0.0.1:{port}?response_timeout_ms=200&block_ms=100");
     let transport = Arc::new(RedisTransport::connect(&url).await.unwrap());
     let address = transport.service_address("svc");
@@ -662,11 +661,7 @@ async fn a_reply_made_while_redis_is_stopped_runs_its_request_once() {
         println!("skipped: a_reply_made_while_redis_is_stopped_runs_its_request_once: no redis-server binary to start (scripts/test.sh installs one)");
         return;
     };
-    let pid = redis.child.as_ref().unwrap().id().to_string();
-    let signal = |sig: &str| {
-        let status = Command::new("kill").arg(sig).arg(&pid).status().unwrap();
-        assert!(status.success(), "kill {sig} {pid}");
-    };
+    let signal = |sig: &str| redis.signal(sig);
     let url =
         format!("redis://127.0.0.1:{port}?response_timeout_ms=200&block_ms=100&claim_idle_ms=300");
     let runs = Arc::new(std::sync::atomic::AtomicU64::new(0));
