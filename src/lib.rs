@@ -39,11 +39,19 @@
 use std::sync::Arc;
 
 pub use busrpc_core::{
-    codec, header, jsonrpc, memory, transport, Batch, BatchCall, BatchReplies, Client,
-    ClientConfig, ClientStats, Codec, Deadline, Error, Handler, Headers, InvalidDeadline, Limits,
-    Message, Router, RpcError, Server, ServerConfig, ServerHandle, ServerStats, ServerStatus,
-    Transport, TransportError, DESCRIBE_METHOD,
+    codec, header, jsonrpc, memory, openrpc, transport, Batch, BatchCall, BatchReplies,
+    CallOutcome, Client, ClientConfig, ClientMiddleware, ClientNext, ClientStats, Codec, Context,
+    Deadline, Error, Handler, Headers, InvalidDeadline, Limits, Message, Middleware, Next,
+    OutgoingCall, Router, RpcError, Server, ServerConfig, ServerHandle, ServerStats, ServerStatus,
+    Transport, TransportError, DESCRIBE_METHOD, DISCOVER_METHOD,
 };
+
+#[doc(hidden)]
+pub use busrpc_core::__private;
+
+#[cfg(feature = "macros")]
+#[cfg_attr(docsrs, doc(cfg(feature = "macros")))]
+pub use busrpc_macros::service;
 
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]

@@ -264,6 +264,11 @@ impl Drop for Shared {
 pub struct Client {
     shared: Arc<Shared>,
     timeout: Duration,
+    /// Sent with every call, notification and batch of this handle.
+    headers: Arc<Headers>,
+    /// Run around every call and notification of this handle, the first
+    /// outermost.
+    middleware: Arc<[Arc<dyn ClientMiddleware>]>,
 }
 
 impl std::fmt::Debug for Client {
@@ -271,6 +276,113 @@ impl std::fmt::Debug for Client {
         f.debug_struct("Client")
             .field("inbox", &self.shared.inbox_address)
             .field("timeout", &self.timeout)
+            .field("headers", &self.headers)
+            .field("middleware", &self.middleware.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A call or notification on its way out, as [`ClientMiddleware`] sees it:
+/// where it goes, and the headers it will carry (which middleware may add
+/// to: a token, a trace context).
+#[derive(Clone, Debug)]
+pub struct OutgoingCall {
+    service: String,
+    method: String,
+    notification: bool,
+    /// The headers sent with it, beside busrpc's own.
+    pub headers: Headers,
+}
+
+impl OutgoingCall {
+    /// The service called.
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
+    /// The method called.
+    pub fn method(&self) -> &str {
+        &self.method
+    }
+
+    /// Whether it is a notification (its outcome is `null` once published).
+    pub fn is_notification(&self) -> bool {
+        self.notification
+    }
+}
+
+/// Code that wraps every call and notification a [`Client`] handle sends
+/// (see [`Client::with_middleware`]): it may add headers, time the call,
+/// look at its outcome, or fail it without sending anything.
+///
+/// ```
+/// use busrpc_core::{ClientMiddleware, ClientNext, Error, OutgoingCall};
+/// use serde_json::value::RawValue;
+///
+/// struct Token(&'static str);
+///
+/// #[async_trait::async_trait]
+/// impl ClientMiddleware for Token {
+///     async fn call(&self, call: &mut OutgoingCall, next: ClientNext<'_>) -> Result<Box<RawValue>, Error> {
+///         call.headers.insert("authorization", format!("Bearer {}", self.0));
+///         next.run(call).await
+///     }
+/// }
+/// ```
+#[async_trait::async_trait]
+pub trait ClientMiddleware: Send + Sync + 'static {
+    /// Sends `call`: usually `next.run(call).await`, with work around it.
+    async fn call(
+        &self,
+        call: &mut OutgoingCall,
+        next: ClientNext<'_>,
+    ) -> Result<Box<RawValue>, Error>;
+}
+
+/// The rest of a client's chain: the middleware after this one, then the
+/// broker.
+pub struct ClientNext<'a> {
+    client: &'a Client,
+    rest: &'a [Arc<dyn ClientMiddleware>],
+    params: &'a RawValue,
+}
+
+impl ClientNext<'_> {
+    /// Runs the rest of the chain for `call`; its outcome.
+    pub async fn run(self, call: &mut OutgoingCall) -> Result<Box<RawValue>, Error> {
+        match self.rest.split_first() {
+            Some((first, rest)) => {
+                let next = ClientNext { rest, ..self };
+                first.call(call, next).await
+            }
+            None if call.notification => {
+                let published = self.client.notify_direct(
+                    &call.service,
+                    &call.method,
+                    self.params,
+                    &call.headers,
+                );
+                published.await?;
+                Ok(RawValue::from_string("null".to_owned()).expect("null is JSON"))
+            }
+            None => {
+                self.client
+                    .call_direct(&call.service, &call.method, self.params, &call.headers)
+                    .await
+            }
+        }
+    }
+
+    /// The call's params as they will be sent.
+    pub fn params(&self) -> &RawValue {
+        self.params
+    }
+}
+
+impl std::fmt::Debug for ClientNext<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientNext")
+            .field("middleware_left", &self.rest.len())
             .finish_non_exhaustive()
     }
 }
@@ -305,6 +417,8 @@ impl Client {
                 reader: Mutex::new(Some(reader)),
             }),
             timeout,
+            headers: Arc::new(Headers::new()),
+            middleware: Arc::new([]),
         })
     }
 
@@ -312,8 +426,48 @@ impl Client {
     #[must_use]
     pub fn with_timeout(&self, timeout: Duration) -> Self {
         Self {
-            shared: self.shared.clone(),
             timeout,
+            ..self.clone()
+        }
+    }
+
+    /// A handle to the same client whose calls, notifications and batches
+    /// also carry the header `name: value` (a token, a tenant): handlers
+    /// read it from their [`Context`](crate::Context). busrpc's own headers
+    /// (`reply-to`, `deadline`, `content-type`) cannot be set this way.
+    ///
+    /// # Panics
+    ///
+    /// If `name` is one of busrpc's own: a programming error.
+    #[must_use]
+    pub fn with_header(
+        &self,
+        name: impl Into<std::borrow::Cow<'static, str>>,
+        value: impl Into<Arc<str>>,
+    ) -> Self {
+        let name = name.into();
+        assert!(
+            ![header::REPLY_TO, header::DEADLINE, header::CONTENT_TYPE].contains(&&*name),
+            "the {name:?} header is busrpc's own; it cannot be set per client"
+        );
+        let mut headers = (*self.headers).clone();
+        headers.insert(name, value);
+        Self {
+            headers: Arc::new(headers),
+            ..self.clone()
+        }
+    }
+
+    /// A handle to the same client whose calls and notifications go
+    /// through `middleware` (after any this handle has already). Batches
+    /// do not: they carry the handle's headers only.
+    #[must_use]
+    pub fn with_middleware(&self, middleware: impl ClientMiddleware) -> Self {
+        let mut all: Vec<Arc<dyn ClientMiddleware>> = self.middleware.to_vec();
+        all.push(Arc::new(middleware));
+        Self {
+            middleware: all.into(),
+            ..self.clone()
         }
     }
 
@@ -360,13 +514,45 @@ impl Client {
         method: &str,
         params: impl Serialize,
     ) -> Result<Box<RawValue>, Error> {
+        if self.middleware.is_empty() {
+            return self
+                .call_direct(service, method, params, &self.headers)
+                .await;
+        }
+        let params = jsonrpc::params_to_raw(&params)?;
+        let mut call = self.outgoing(service, method, false);
+        let next = ClientNext {
+            client: self,
+            rest: &self.middleware,
+            params: &params,
+        };
+        next.run(&mut call).await
+    }
+
+    fn outgoing(&self, service: &str, method: &str, notification: bool) -> OutgoingCall {
+        OutgoingCall {
+            service: service.to_owned(),
+            method: method.to_owned(),
+            notification,
+            headers: (*self.headers).clone(),
+        }
+    }
+
+    /// A call past the middleware.
+    async fn call_direct(
+        &self,
+        service: &str,
+        method: &str,
+        params: impl Serialize,
+        headers: &Headers,
+    ) -> Result<Box<RawValue>, Error> {
         // One timer for the whole call, not one per step: the steps' own
         // timers cost more than any other part of the call's bookkeeping.
         // Taken now, before waiting for a slot: the deadline the server
         // sees is the caller's own.
         let deadline_at = Instant::now() + self.timeout;
         let deadline = Deadline::after(self.timeout);
-        let call = self.call_unbounded(service, method, params, deadline, deadline_at);
+        let call = self.call_unbounded(service, method, params, headers, deadline, deadline_at);
         match timeout_at(deadline_at, call).await {
             Ok(result) => result,
             Err(_) => Err(self.timed_out()),
@@ -379,6 +565,7 @@ impl Client {
         service: &str,
         method: &str,
         params: impl Serialize,
+        headers: &Headers,
         deadline: Deadline,
         deadline_at: Instant,
     ) -> Result<Box<RawValue>, Error> {
@@ -393,7 +580,7 @@ impl Client {
         let mut json = Vec::with_capacity(128);
         jsonrpc::write_request(&mut json, method, &params, Some(id))?;
         let (receiver, registration) = self.register(id)?;
-        self.send(service, json, true, Some(deadline), deadline_at)
+        self.send(service, json, headers, true, Some(deadline), deadline_at)
             .await?;
         shared.pending.calls.fetch_add(1, Ordering::Relaxed);
         let outcome = receiver.await.map_err(|_| Error::Closed)?;
@@ -409,12 +596,35 @@ impl Client {
         method: &str,
         params: impl Serialize,
     ) -> Result<(), Error> {
+        if self.middleware.is_empty() {
+            return self
+                .notify_direct(service, method, params, &self.headers)
+                .await;
+        }
+        let params = jsonrpc::params_to_raw(&params)?;
+        let mut call = self.outgoing(service, method, true);
+        let next = ClientNext {
+            client: self,
+            rest: &self.middleware,
+            params: &params,
+        };
+        next.run(&mut call).await.map(drop)
+    }
+
+    /// A notification past the middleware.
+    async fn notify_direct(
+        &self,
+        service: &str,
+        method: &str,
+        params: impl Serialize,
+        headers: &Headers,
+    ) -> Result<(), Error> {
         self.check_open()?;
         let mut json = Vec::with_capacity(128);
         jsonrpc::write_request(&mut json, method, &params, None)?;
         let ttl = self.shared.config.notification_ttl.map(Deadline::after);
         let give_up = Instant::now() + self.timeout;
-        let publish = self.send(service, json, false, ttl, give_up);
+        let publish = self.send(service, json, headers, false, ttl, give_up);
         match tokio::time::timeout(self.timeout, publish).await {
             Ok(result) => result,
             Err(_) => Err(Error::Timeout(self.timeout)),
@@ -492,6 +702,7 @@ impl Client {
         &self,
         service: &str,
         json: Vec<u8>,
+        extra: &Headers,
         expects_reply: bool,
         deadline: Option<Deadline>,
         give_up: Instant,
@@ -509,7 +720,9 @@ impl Client {
         let address = shared.transport.service_address(service);
         let mut backoff = FIRST_PUBLISH_RETRY;
         loop {
-            let mut headers = Headers::new();
+            // The caller's first; busrpc's own after them win, as
+            // `Headers::insert` replaces.
+            let mut headers = extra.clone();
             if expects_reply {
                 headers.insert(header::REPLY_TO, Arc::clone(&shared.inbox_address));
             }
@@ -556,7 +769,14 @@ impl Client {
         deadline: Option<Deadline>,
         deadline_at: Instant,
     ) -> Result<(), Error> {
-        let send = self.send(service, json, expects_reply, deadline, deadline_at);
+        let send = self.send(
+            service,
+            json,
+            &self.headers,
+            expects_reply,
+            deadline,
+            deadline_at,
+        );
         match timeout_at(deadline_at, send).await {
             Ok(result) => result,
             Err(_) => Err(self.timed_out()),

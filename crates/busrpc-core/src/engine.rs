@@ -10,8 +10,31 @@ use futures_util::stream::{FuturesOrdered, StreamExt};
 use serde_json::value::RawValue;
 use tokio::sync::Semaphore;
 
+use crate::context::{CallInfo, Middleware, Next};
 use crate::jsonrpc::{self, decode_incoming, Incoming, InvalidRequest, Request, RpcError};
+use crate::message::{Deadline, Headers};
 use crate::router::Methods;
+
+/// What the message carrying a payload says of it, beside the payload.
+#[derive(Clone, Copy)]
+pub(crate) struct Envelope<'a> {
+    pub(crate) headers: &'a Headers,
+    pub(crate) deadline: Option<Deadline>,
+    pub(crate) attempt: Option<u32>,
+}
+
+#[cfg(any(test, fuzzing))]
+impl Envelope<'static> {
+    /// A payload that came with nothing beside it.
+    pub(crate) fn bare() -> Self {
+        static NONE: Headers = Headers::new();
+        Self {
+            headers: &NONE,
+            deadline: None,
+            attempt: None,
+        }
+    }
+}
 
 /// Counters the engine keeps; the server adds its own beside them.
 #[derive(Default, Debug)]
@@ -24,6 +47,10 @@ pub(crate) struct EngineCounters {
 
 pub(crate) struct Engine {
     methods: Methods,
+    service: Arc<str>,
+    /// Run around every call, the first outermost; empty: none, and the
+    /// engine calls handlers directly.
+    middleware: Arc<[Arc<dyn Middleware>]>,
     max_batch_len: usize,
     /// The server's handler slots, which every call of a batch counts
     /// against; `None`: unbounded.
@@ -46,11 +73,15 @@ pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
 impl Engine {
     pub(crate) fn new(
         methods: Methods,
+        service: &str,
+        middleware: Vec<Arc<dyn Middleware>>,
         max_batch_len: usize,
         slots: Option<Arc<Semaphore>>,
     ) -> Self {
         Self {
             methods,
+            service: service.into(),
+            middleware: middleware.into(),
             max_batch_len,
             slots,
             counters: EngineCounters::default(),
@@ -59,10 +90,10 @@ impl Engine {
 
     /// The response to `payload`, or `None` when nothing is to be answered
     /// (a notification, or a batch of them).
-    pub(crate) async fn respond(&self, payload: &[u8]) -> Option<Vec<u8>> {
+    pub(crate) async fn respond(&self, payload: &[u8], env: Envelope<'_>) -> Option<Vec<u8>> {
         match decode_incoming(payload) {
             Err(jsonrpc::ParseError) => Some(self.error(None, &RpcError::parse_error())),
-            Ok(Incoming::Single(item)) => self.answer(item).await,
+            Ok(Incoming::Single(item)) => self.answer(item, env).await,
             Ok(Incoming::Batch(items)) if items.is_empty() => {
                 Some(self.error(None, &RpcError::invalid_request()))
             }
@@ -104,12 +135,12 @@ impl Engine {
                 // server's tasks need.
                 let mut running = FuturesOrdered::new();
                 for item in items.by_ref().take(width) {
-                    running.push_back(self.answer(item));
+                    running.push_back(self.answer(item, env));
                 }
                 while let Some(answer) = running.next().await {
                     answers.push(answer);
                     if let Some(item) = items.next() {
-                        running.push_back(self.answer(item));
+                        running.push_back(self.answer(item, env));
                     }
                 }
                 drop(extra);
@@ -124,14 +155,18 @@ impl Engine {
         jsonrpc::error_response(id, error)
     }
 
-    async fn answer(&self, item: Result<Request<'_>, InvalidRequest<'_>>) -> Option<Vec<u8>> {
+    async fn answer(
+        &self,
+        item: Result<Request<'_>, InvalidRequest<'_>>,
+        env: Envelope<'_>,
+    ) -> Option<Vec<u8>> {
         let request = match item {
             Ok(request) => request,
             Err(InvalidRequest { id }) => {
                 return Some(self.error(id, &RpcError::invalid_request()))
             }
         };
-        let outcome = self.execute(&request).await;
+        let outcome = self.execute(&request, env).await;
         let Some(id) = request.id else {
             bump(&self.counters.notifications);
             if let Err(e) = outcome {
@@ -150,16 +185,42 @@ impl Engine {
         }
     }
 
-    /// Runs the handler; a panic, in its synchronous part or its future,
-    /// becomes -32603 and the server goes on.
-    async fn execute(&self, request: &Request<'_>) -> Result<Box<RawValue>, RpcError> {
-        let started = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            self.methods.dispatch(&request.method, request.params)
-        }));
-        let outcome = match started {
-            Ok(Ok(future)) => AssertUnwindSafe(future).catch_unwind().await,
-            Ok(Err(e)) => return Err(e),
-            Err(panic) => Err(panic),
+    /// Runs the handler, through the middleware if there is any; a panic,
+    /// in its synchronous part or its future, becomes -32603 and the server
+    /// goes on.
+    async fn execute(
+        &self,
+        request: &Request<'_>,
+        env: Envelope<'_>,
+    ) -> Result<Box<RawValue>, RpcError> {
+        let info = CallInfo {
+            service: &self.service,
+            method: &request.method,
+            id: request.id,
+            headers: env.headers,
+            deadline: env.deadline,
+            attempt: env.attempt,
+        };
+        let outcome = if self.middleware.is_empty() {
+            let started = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                self.methods.dispatch_with(&info, request.params, None)
+            }));
+            match started {
+                Ok(Ok(future)) => AssertUnwindSafe(future).catch_unwind().await,
+                Ok(Err(e)) => return Err(e),
+                Err(panic) => Err(panic),
+            }
+        } else {
+            // Built once for the whole chain and the handler.
+            let ctx = info.context();
+            let next = Next {
+                rest: &self.middleware,
+                ctx: &ctx,
+                methods: &self.methods,
+                info: &info,
+                params: request.params,
+            };
+            AssertUnwindSafe(next.run()).catch_unwind().await
         };
         outcome.unwrap_or_else(|panic| {
             bump(&self.counters.panics);
@@ -189,12 +250,12 @@ mod tests {
                 "boom_early",
                 |(): ()| -> std::future::Ready<Result<(), RpcError>> { panic!("before any await") },
             )
-            .into_methods();
-        Engine::new(methods, max_batch_len, None)
+            .into_methods("test");
+        Engine::new(methods, "test", Vec::new(), max_batch_len, None)
     }
 
     async fn respond(e: &Engine, payload: &str) -> Option<String> {
-        e.respond(payload.as_bytes())
+        e.respond(payload.as_bytes(), Envelope::bare())
             .await
             .map(|b| String::from_utf8(b).unwrap())
     }

@@ -71,3 +71,23 @@ impl Error {
         matches!(self, Error::Timeout(_))
     }
 }
+
+/// A handler that calls another service can pass its failure on with `?`:
+/// the other server's error object as it is, anything else (a timeout, a
+/// broker failure) as -32603 saying what failed.
+impl From<Error> for RpcError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Rpc(e) => e,
+            other => RpcError::internal_error().with_data(&other.to_string()),
+        }
+    }
+}
+
+/// The error object a server answered with (what a generated client's
+/// `From<Error>` sees as [`Error::Rpc`]).
+impl From<RpcError> for Error {
+    fn from(e: RpcError) -> Self {
+        Error::Rpc(e)
+    }
+}

@@ -14,12 +14,20 @@ pub struct Requests(Engine);
 impl Requests {
     /// An engine serving `router`'s methods, batches up to `max_batch_len`.
     pub fn new<S: Clone + Send + Sync + 'static>(router: Router<S>, max_batch_len: usize) -> Self {
-        Self(Engine::new(router.into_methods(), max_batch_len, None))
+        Self(Engine::new(
+            router.into_methods("fuzz"),
+            "fuzz",
+            Vec::new(),
+            max_batch_len,
+            None,
+        ))
     }
 
     /// The response to a JSON payload, or `None` when nothing is answered.
     pub async fn respond(&self, payload: &[u8]) -> Option<Vec<u8>> {
-        self.0.respond(payload).await
+        self.0
+            .respond(payload, crate::engine::Envelope::bare())
+            .await
     }
 }
 

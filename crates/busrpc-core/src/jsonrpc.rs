@@ -399,6 +399,23 @@ pub enum EncodeError {
     },
 }
 
+/// `params` as the JSON a request would carry (`null` for none), checked
+/// for shape as [`write_request`] checks it.
+pub(crate) fn params_to_raw<P: Serialize + ?Sized>(
+    params: &P,
+) -> Result<Box<RawValue>, EncodeError> {
+    let raw = serde_json::value::to_raw_value(params)?;
+    match raw.get().as_bytes().first() {
+        Some(b'[' | b'{' | b'n') => Ok(raw),
+        _ => {
+            // Let write_request name the shape.
+            let mut buf = Vec::new();
+            write_request(&mut buf, "", &*raw, None)?;
+            Ok(raw)
+        }
+    }
+}
+
 /// Appends a request (`id` given) or a notification (`id` is `None`).
 /// Params that serialize to `null` (such as `()`) are left out.
 pub(crate) fn write_request<P: Serialize + ?Sized>(

@@ -158,9 +158,11 @@ struct Group {
 
 #[derive(Default)]
 struct GroupState {
-    ready: VecDeque<Arc<Message>>,
+    /// Each with how many times it was delivered before (0: never).
+    ready: VecDeque<(Arc<Message>, u32)>,
     /// Delivered, not yet settled: tag -> (consumer, message).
-    in_flight: HashMap<u64, (u64, Arc<Message>)>,
+    /// By tag: the consumer holding it, the message, which delivery.
+    in_flight: HashMap<u64, (u64, Arc<Message>, u32)>,
     next_tag: u64,
     next_consumer: u64,
     /// Consumers now in the group: one whose members have all gone and
@@ -234,7 +236,7 @@ impl Broker {
                 self.skipped.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            g.ready.push_back(message.clone());
+            g.ready.push_back((message.clone(), 0));
             group.available.notify_one();
         }
         Ok(())
@@ -282,7 +284,10 @@ impl Transport for MemoryTransport {
                 Some((_, g)) => g.clone(),
                 None => {
                     let g = Arc::new(Group::default());
-                    lock(&g.state).ready = std::mem::take(&mut state.backlog);
+                    lock(&g.state).ready = std::mem::take(&mut state.backlog)
+                        .into_iter()
+                        .map(|m| (m, 0))
+                        .collect();
                     state.groups.push((group.to_owned(), g.clone()));
                     g
                 }
@@ -338,11 +343,12 @@ impl Member {
         loop {
             {
                 let mut g = lock(&self.group.state);
-                if let Some(message) = g.ready.pop_front() {
+                if let Some((message, before)) = g.ready.pop_front() {
                     let tag = g.next_tag;
                     g.next_tag += 1;
+                    let attempt = before.saturating_add(1);
                     g.in_flight
-                        .insert(tag, (self.consumer, Arc::clone(&message)));
+                        .insert(tag, (self.consumer, Arc::clone(&message), attempt));
                     if !g.ready.is_empty() {
                         // Pass the wake-up on: one notify may stand for many messages.
                         self.group.available.notify_one();
@@ -352,7 +358,7 @@ impl Member {
                         group: self.group.clone(),
                         tag,
                     };
-                    return Delivery::shared(message, acker);
+                    return Delivery::shared(message, acker).with_attempt(attempt);
                 }
             }
             // notify_one stores a permit when nobody waits, so a message
@@ -368,13 +374,13 @@ impl Drop for Member {
         let mut held: Vec<u64> = g
             .in_flight
             .iter()
-            .filter(|(_, (consumer, _))| *consumer == self.consumer)
+            .filter(|(_, (consumer, _, _))| *consumer == self.consumer)
             .map(|(tag, _)| *tag)
             .collect();
         held.sort_unstable();
         for tag in held.into_iter().rev() {
-            if let Some((_, message)) = g.in_flight.remove(&tag) {
-                g.ready.push_front(message);
+            if let Some((_, message, attempt)) = g.in_flight.remove(&tag) {
+                g.ready.push_front((message, attempt));
                 self.group.available.notify_one();
             }
         }
@@ -434,8 +440,8 @@ impl Acknowledge for MemoryAck {
 
     async fn release(self: Box<Self>) -> Result<(), TransportError> {
         let mut g = lock(&self.group.state);
-        if let Some((_, message)) = g.in_flight.remove(&self.tag) {
-            g.ready.push_front(message);
+        if let Some((_, message, attempt)) = g.in_flight.remove(&self.tag) {
+            g.ready.push_front((message, attempt));
             self.group.available.notify_one();
         }
         Ok(())

@@ -20,12 +20,15 @@ pub mod header {
     pub const DEADLINE: &str = "deadline";
     /// A W3C trace context, passed through and recorded in the server's span.
     pub const TRACEPARENT: &str = "traceparent";
+    /// The vendor part of a W3C trace context, passed through beside
+    /// [`TRACEPARENT`].
+    pub const TRACESTATE: &str = "tracestate";
 
     /// A header name as stored in [`Headers`](super::Headers): borrowed for
     /// busrpc's own names, so a transport decoding messages allocates no
     /// name per message.
     pub fn name(name: &str) -> std::borrow::Cow<'static, str> {
-        for known in [REPLY_TO, CONTENT_TYPE, DEADLINE, TRACEPARENT] {
+        for known in [REPLY_TO, CONTENT_TYPE, DEADLINE, TRACEPARENT, TRACESTATE] {
             if name == known {
                 return std::borrow::Cow::Borrowed(known);
             }
@@ -45,7 +48,7 @@ pub struct Headers(Vec<(Cow<'static, str>, Arc<str>)>);
 
 impl Headers {
     /// No headers.
-    pub fn new() -> Self {
+    pub const fn new() -> Self {
         Self(Vec::new())
     }
 

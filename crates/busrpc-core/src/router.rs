@@ -10,51 +10,91 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
+use crate::context::{CallInfo, Context};
 use crate::jsonrpc::RpcError;
+use crate::openrpc::{self, MethodDoc};
 
 /// What an erased handler returns: the serialized result or an error object.
 pub(crate) type HandlerFuture = BoxFuture<'static, Result<Box<RawValue>, RpcError>>;
 
-type ErasedHandler =
-    Box<dyn Fn(Option<&RawValue>) -> Result<HandlerFuture, RpcError> + Send + Sync>;
+/// A handler with its types erased: given what the engine knows of the
+/// request, its params, and the [`Context`] if middleware built one already.
+type ErasedHandler = Box<
+    dyn Fn(&CallInfo<'_>, Option<&RawValue>, Option<&Context>) -> Result<HandlerFuture, RpcError>
+        + Send
+        + Sync,
+>;
 
 /// An async function that can serve a method. Implemented for closures and
-/// functions of two shapes, whose params type `P` is deserialized from the
+/// functions of four shapes, whose params type `P` is deserialized from the
 /// request's params (by position from an array, by name from an object):
 ///
 /// - `Fn(P) -> impl Future<Output = Result<R, E>>`
-/// - `Fn(S, P) -> impl Future<Output = Result<R, E>>`, given a clone of the
-///   router's state `S` (see [`Router::with_state`])
+/// - `Fn(S, P) -> …`, given a clone of the router's state `S` (see
+///   [`Router::with_state`])
+/// - `Fn(Context, P) -> …`, given the request's [`Context`]
+/// - `Fn(S, Context, P) -> …`
 ///
-/// where `R: Serialize` and `E: Into<RpcError>`. The marker `M` only tells
-/// the two shapes apart.
+/// where `R: Serialize` and `E: Into<RpcError>`. `P` is a tuple (by
+/// position: `|(a, b): (i64, i64)|`, `|(text,): (String,)|`), a struct
+/// (by name, or by position in field order), `()` for none, a `Vec` or a
+/// map. The marker `M` only tells the shapes apart.
 ///
 /// The trait is sealed: its one method works on the engine's internal
-/// types, so it is implemented here for those two shapes and nowhere else,
+/// types, so it is implemented here for those shapes and nowhere else,
 /// and can change without breaking anyone:
 ///
 /// ```compile_fail
 /// struct MyHandler;
-/// // error: `busrpc_core::router::sealed::Call` is not implemented for `MyHandler`
+/// // error: `MyHandler` cannot serve a method
 /// impl busrpc_core::Handler<(), ()> for MyHandler {}
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot serve a method",
+    label = "not a handler",
+    note = "a handler is an async closure or fn taking its params as ONE argument, a tuple `|(a, b): (i64, i64)|`, `|(text,): (String,)|` or a struct, optionally after the router's state and a `Context`",
+    note = "it returns a future of `Result<R, E>` where `R: Serialize` and `E: Into<RpcError>`: write `Ok::<_, RpcError>(value)` if the error type cannot be inferred"
+)]
 pub trait Handler<S, M>: sealed::Call<S, M> + Send + Sync + 'static {}
 
 impl<T: sealed::Call<S, M> + Send + Sync + 'static, S, M> Handler<S, M> for T {}
 
 mod sealed {
-    use super::{HandlerFuture, RawValue, RpcError};
+    use super::{CallInfo, Context, HandlerFuture, RawValue, RpcError};
 
     // Public in a private module: nameable as a supertrait of `Handler`,
     // implementable by no other crate.
     #[allow(unreachable_pub)]
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` cannot serve a method",
+        note = "a handler is an async closure or fn taking its params as ONE argument, a tuple `|(a, b): (i64, i64)|` or a struct, optionally after the router's state and a `Context`, and returning `Result<impl Serialize, impl Into<RpcError>>`"
+    )]
     pub trait Call<S, M> {
         /// Parses the params and starts the call.
-        fn call(&self, state: &S, params: Option<&RawValue>) -> Result<HandlerFuture, RpcError>;
+        fn call(
+            &self,
+            state: &S,
+            info: &CallInfo<'_>,
+            params: Option<&RawValue>,
+            ctx: Option<&Context>,
+        ) -> Result<HandlerFuture, RpcError>;
+
+        /// Panics, saying what to write instead, if the params type cannot
+        /// be deserialized from a JSON-RPC params array or object.
+        fn check_params(&self, method: &str);
     }
 }
 
 use sealed::Call;
+
+/// Marks the `Fn(Context, P)` shape.
+pub struct WithContext<P>(std::marker::PhantomData<P>);
+/// Marks the `Fn(S, Context, P)` shape.
+pub struct WithStateAndContext<P>(std::marker::PhantomData<P>);
+
+fn context_of(info: &CallInfo<'_>, ctx: Option<&Context>) -> Context {
+    ctx.cloned().unwrap_or_else(|| info.context())
+}
 
 impl<F, Fut, P, R, E, S> Call<S, (P,)> for F
 where
@@ -64,9 +104,19 @@ where
     R: Serialize,
     E: Into<RpcError>,
 {
-    fn call(&self, _state: &S, params: Option<&RawValue>) -> Result<HandlerFuture, RpcError> {
+    fn call(
+        &self,
+        _state: &S,
+        _info: &CallInfo<'_>,
+        params: Option<&RawValue>,
+        _ctx: Option<&Context>,
+    ) -> Result<HandlerFuture, RpcError> {
         let fut = self(parse_params(params)?);
         Ok(Box::pin(async move { serialize_result(fut.await) }))
+    }
+
+    fn check_params(&self, method: &str) {
+        shape::check::<P>(method);
     }
 }
 
@@ -79,9 +129,70 @@ where
     E: Into<RpcError>,
     S: Clone,
 {
-    fn call(&self, state: &S, params: Option<&RawValue>) -> Result<HandlerFuture, RpcError> {
+    fn call(
+        &self,
+        state: &S,
+        _info: &CallInfo<'_>,
+        params: Option<&RawValue>,
+        _ctx: Option<&Context>,
+    ) -> Result<HandlerFuture, RpcError> {
         let fut = self(state.clone(), parse_params(params)?);
         Ok(Box::pin(async move { serialize_result(fut.await) }))
+    }
+
+    fn check_params(&self, method: &str) {
+        shape::check::<P>(method);
+    }
+}
+
+impl<F, Fut, P, R, E, S> Call<S, WithContext<P>> for F
+where
+    F: Fn(Context, P) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<R, E>> + Send + 'static,
+    P: DeserializeOwned,
+    R: Serialize,
+    E: Into<RpcError>,
+{
+    fn call(
+        &self,
+        _state: &S,
+        info: &CallInfo<'_>,
+        params: Option<&RawValue>,
+        ctx: Option<&Context>,
+    ) -> Result<HandlerFuture, RpcError> {
+        let params = parse_params(params)?;
+        let fut = self(context_of(info, ctx), params);
+        Ok(Box::pin(async move { serialize_result(fut.await) }))
+    }
+
+    fn check_params(&self, method: &str) {
+        shape::check::<P>(method);
+    }
+}
+
+impl<F, Fut, P, R, E, S> Call<S, WithStateAndContext<P>> for F
+where
+    F: Fn(S, Context, P) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<R, E>> + Send + 'static,
+    P: DeserializeOwned,
+    R: Serialize,
+    E: Into<RpcError>,
+    S: Clone,
+{
+    fn call(
+        &self,
+        state: &S,
+        info: &CallInfo<'_>,
+        params: Option<&RawValue>,
+        ctx: Option<&Context>,
+    ) -> Result<HandlerFuture, RpcError> {
+        let params = parse_params(params)?;
+        let fut = self(state.clone(), context_of(info, ctx), params);
+        Ok(Box::pin(async move { serialize_result(fut.await) }))
+    }
+
+    fn check_params(&self, method: &str) {
+        shape::check::<P>(method);
     }
 }
 
@@ -149,6 +260,8 @@ fn serialize_result<R: Serialize, E: Into<RpcError>>(
 pub struct Router<S = ()> {
     state: S,
     methods: HashMap<Box<str>, ErasedHandler>,
+    docs: HashMap<Box<str>, MethodDoc>,
+    info: openrpc::ServiceInfo,
 }
 
 impl Router<()> {
@@ -170,6 +283,8 @@ impl<S: Clone + Send + Sync + 'static> Router<S> {
         Self {
             state,
             methods: HashMap::new(),
+            docs: HashMap::new(),
+            info: openrpc::ServiceInfo::default(),
         }
     }
 
@@ -178,7 +293,9 @@ impl<S: Clone + Send + Sync + 'static> Router<S> {
     /// # Panics
     ///
     /// If `name` is already registered, or starts with `rpc.` (reserved by
-    /// the specification): both are programming errors best found at start-up.
+    /// the specification), or if the handler's params type is a single
+    /// value (`String`, `i64`, …) that no JSON-RPC params array or object
+    /// can be: all programming errors best found at start-up.
     #[must_use]
     pub fn method<M, H: Handler<S, M>>(mut self, name: &str, handler: H) -> Self {
         assert!(
@@ -189,9 +306,40 @@ impl<S: Clone + Send + Sync + 'static> Router<S> {
             !self.methods.contains_key(name),
             "method {name:?} is registered twice"
         );
+        handler.check_params(name);
         let state = self.state.clone();
-        let erased: ErasedHandler = Box::new(move |params| handler.call(&state, params));
+        let erased: ErasedHandler =
+            Box::new(move |info, params, ctx| handler.call(&state, info, params, ctx));
         self.methods.insert(name.into(), erased);
+        self
+    }
+
+    /// Describes a registered method in the OpenRPC document the server
+    /// answers `rpc.discover` with (its params, result, summary). A method
+    /// without a description is listed by name, with its params unknown.
+    ///
+    /// # Panics
+    ///
+    /// If no method of that name is registered.
+    #[must_use]
+    pub fn document(mut self, doc: MethodDoc) -> Self {
+        assert!(
+            self.methods.contains_key(doc.name()),
+            "method {:?} is documented but not registered",
+            doc.name()
+        );
+        self.docs.insert(doc.name().into(), doc);
+        self
+    }
+
+    /// Sets the version (default `0.0.0`) and description of the service
+    /// in its OpenRPC document.
+    #[must_use]
+    pub fn service_info(mut self, version: &str, description: Option<&str>) -> Self {
+        self.info = openrpc::ServiceInfo {
+            version: version.to_owned(),
+            description: description.map(str::to_owned),
+        };
         self
     }
 
@@ -200,18 +348,31 @@ impl<S: Clone + Send + Sync + 'static> Router<S> {
         self.methods.keys().map(|k| &**k)
     }
 
-    /// The methods, with [`DESCRIBE_METHOD`] answered by the engine beside them.
-    pub(crate) fn into_methods(mut self) -> Methods {
+    /// The OpenRPC document a server of this router under `service` answers
+    /// `rpc.discover` with.
+    pub fn openrpc(&self, service: &str) -> serde_json::Value {
+        let mut names: Vec<&str> = self.method_names().collect();
+        names.sort_unstable();
+        openrpc::document(service, &self.info, &names, &self.docs)
+    }
+
+    /// The methods, with [`DESCRIBE_METHOD`] and [`DISCOVER_METHOD`]
+    /// answered by the engine beside them.
+    pub(crate) fn into_methods(mut self, service: &str) -> Methods {
         let mut names: Vec<&str> = self.methods.keys().map(|k| &**k).collect();
         names.sort_unstable();
         let description = serde_json::value::to_raw_value(&serde_json::json!({ "methods": names }))
             .expect("a list of strings serializes");
-        let described: Arc<RawValue> = Arc::from(description);
-        let describe: ErasedHandler = Box::new(move |_params| {
-            let answer = (*described).to_owned();
-            Ok(Box::pin(async move { Ok(answer) }))
-        });
-        self.methods.insert(DESCRIBE_METHOD.into(), describe);
+        let discovery = serde_json::value::to_raw_value(&self.openrpc(service))
+            .expect("a JSON value serializes");
+        for (name, answer) in [(DESCRIBE_METHOD, description), (DISCOVER_METHOD, discovery)] {
+            let answer: Arc<RawValue> = Arc::from(answer);
+            let handler: ErasedHandler = Box::new(move |_info, _params, _ctx| {
+                let answer = (*answer).to_owned();
+                Ok(Box::pin(async move { Ok(answer) }))
+            });
+            self.methods.insert(name.into(), handler);
+        }
         Methods(Arc::new(self.methods))
     }
 }
@@ -225,23 +386,163 @@ impl<S> fmt::Debug for Router<S> {
 }
 
 /// The method every server answers by itself, with `{"methods": [names]}`
-/// (sorted, itself not among them): what `busrpc describe` asks. The
-/// specification reserves `rpc.`-names for such extensions.
+/// (sorted, itself not among them). The specification reserves
+/// `rpc.`-names for such extensions.
 pub const DESCRIBE_METHOD: &str = "rpc.describe";
+
+/// The method every server answers by itself with its OpenRPC document
+/// (the service discovery method OpenRPC names): what `busrpc describe`
+/// asks.
+pub const DISCOVER_METHOD: &str = "rpc.discover";
 
 /// A router with its state type erased: what the engine dispatches on.
 #[derive(Clone)]
 pub(crate) struct Methods(Arc<HashMap<Box<str>, ErasedHandler>>);
 
 impl Methods {
-    pub(crate) fn dispatch(
+    pub(crate) fn dispatch_with(
         &self,
-        method: &str,
+        info: &CallInfo<'_>,
         params: Option<&RawValue>,
+        ctx: Option<&Context>,
     ) -> Result<HandlerFuture, RpcError> {
-        match self.0.get(method) {
-            Some(handler) => handler(params),
+        match self.0.get(info.method) {
+            Some(handler) => handler(info, params, ctx),
             None => Err(RpcError::method_not_found()),
+        }
+    }
+}
+
+/// Finds, at registration, params types no JSON-RPC params can fill: a
+/// request's params are an array or an object, never a bare string or
+/// number, so a handler taking `String` would compile and never be called.
+mod shape {
+    use std::fmt;
+
+    use serde::de::{self, Deserialize, Visitor};
+
+    /// What the params type asked the deserializer for.
+    #[derive(Debug)]
+    enum Asked {
+        /// A single value, by serde's name for it (`a string`, `an i64`).
+        Scalar(&'static str),
+        /// An array, an object, nothing, or anything: params can be that.
+        Fine,
+        Other,
+    }
+
+    impl fmt::Display for Asked {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "{self:?}")
+        }
+    }
+
+    impl std::error::Error for Asked {}
+
+    impl de::Error for Asked {
+        fn custom<T: fmt::Display>(_: T) -> Self {
+            Asked::Other
+        }
+    }
+
+    struct Probe;
+
+    macro_rules! scalar {
+        ($($method:ident => $what:literal),* $(,)?) => {$(
+            fn $method<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Asked> {
+                Err(Asked::Scalar($what))
+            }
+        )*};
+    }
+
+    macro_rules! fine {
+        ($($method:ident),* $(,)?) => {$(
+            fn $method<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Asked> {
+                Err(Asked::Fine)
+            }
+        )*};
+    }
+
+    impl<'de> de::Deserializer<'de> for Probe {
+        type Error = Asked;
+
+        scalar! {
+            deserialize_bool => "a bool", deserialize_i8 => "an integer",
+            deserialize_i16 => "an integer", deserialize_i32 => "an integer",
+            deserialize_i64 => "an integer", deserialize_i128 => "an integer",
+            deserialize_u8 => "an integer", deserialize_u16 => "an integer",
+            deserialize_u32 => "an integer", deserialize_u64 => "an integer",
+            deserialize_u128 => "an integer", deserialize_f32 => "a number",
+            deserialize_f64 => "a number", deserialize_char => "a char",
+            deserialize_str => "a string", deserialize_string => "a string",
+            deserialize_bytes => "bytes", deserialize_byte_buf => "bytes",
+            deserialize_identifier => "a string",
+        }
+
+        fine! {
+            deserialize_any, deserialize_unit, deserialize_seq, deserialize_map,
+            deserialize_ignored_any,
+        }
+
+        fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Asked> {
+            visitor.visit_some(Probe)
+        }
+
+        fn deserialize_newtype_struct<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            visitor: V,
+        ) -> Result<V::Value, Asked> {
+            visitor.visit_newtype_struct(Probe)
+        }
+
+        fn deserialize_unit_struct<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            _visitor: V,
+        ) -> Result<V::Value, Asked> {
+            Err(Asked::Fine)
+        }
+
+        fn deserialize_tuple<V: Visitor<'de>>(self, _len: usize, _: V) -> Result<V::Value, Asked> {
+            Err(Asked::Fine)
+        }
+
+        fn deserialize_tuple_struct<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            _len: usize,
+            _visitor: V,
+        ) -> Result<V::Value, Asked> {
+            Err(Asked::Fine)
+        }
+
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            _fields: &'static [&'static str],
+            _visitor: V,
+        ) -> Result<V::Value, Asked> {
+            Err(Asked::Fine)
+        }
+
+        fn deserialize_enum<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            _variants: &'static [&'static str],
+            _visitor: V,
+        ) -> Result<V::Value, Asked> {
+            Err(Asked::Fine)
+        }
+    }
+
+    pub(super) fn check<'de, P: Deserialize<'de>>(method: &str) {
+        if let Err(Asked::Scalar(what)) = P::deserialize(Probe) {
+            let ty = std::any::type_name::<P>();
+            panic!(
+                "method {method:?}: its handler takes its params as `{ty}`, {what}, but JSON-RPC params are an array or an object: \
+                 take a tuple (`|(value,): ({ty},)|` for one param by position) or a struct with named fields"
+            );
         }
     }
 }
@@ -261,7 +562,17 @@ mod tests {
         params: Option<&str>,
     ) -> Result<String, RpcError> {
         let params = params.map(raw);
-        let fut = methods.dispatch(method, params.as_deref())?;
+        let service: Arc<str> = "test".into();
+        let headers = crate::Headers::new();
+        let info = CallInfo {
+            service: &service,
+            method,
+            id: None,
+            headers: &headers,
+            deadline: None,
+            attempt: None,
+        };
+        let fut = methods.dispatch_with(&info, params.as_deref(), None)?;
         fut.await.map(|r| r.get().to_owned())
     }
 
@@ -283,7 +594,7 @@ mod tests {
             .method("fail", |(): ()| async move {
                 Err::<(), _>(RpcError::new(7, "nope"))
             })
-            .into_methods()
+            .into_methods("test")
     }
 
     #[tokio::test]
@@ -343,7 +654,7 @@ mod tests {
             .method("get", |s: Arc<AtomicI64>, (): ()| async move {
                 Ok::<_, RpcError>(s.load(Ordering::SeqCst))
             })
-            .into_methods();
+            .into_methods("test");
         call(&m, "incr", Some("[2]")).await.unwrap();
         call(&m, "incr", Some("[3]")).await.unwrap();
         assert_eq!(call(&m, "get", None).await.unwrap(), "5");
@@ -354,16 +665,72 @@ mod tests {
         let m = Router::new()
             .method("sub", |(): ()| async { Ok::<_, RpcError>(()) })
             .method("add", |(): ()| async { Ok::<_, RpcError>(()) })
-            .into_methods();
+            .into_methods("test");
         assert_eq!(
             call(&m, DESCRIBE_METHOD, None).await.unwrap(),
             r#"{"methods":["add","sub"]}"#
         );
-        let empty = Router::new().into_methods();
+        let empty = Router::new().into_methods("test");
         assert_eq!(
             call(&empty, DESCRIBE_METHOD, Some("[]")).await.unwrap(),
             r#"{"methods":[]}"#
         );
+    }
+
+    #[tokio::test]
+    async fn handlers_that_ask_get_the_context() {
+        let m = Router::with_state(5_i64)
+            .method("plain", |c: Context, (): ()| async move {
+                Ok::<_, RpcError>(format!("{} {} {}", c.service(), c.method(), c.id_text()))
+            })
+            .method("stateful", |s: i64, c: Context, (n,): (i64,)| async move {
+                Ok::<_, RpcError>((s + n, c.attempt()))
+            })
+            .into_methods("svc");
+        let service: Arc<str> = "svc".into();
+        let headers = crate::Headers::new();
+        let id = raw("17");
+        for (method, params, expected) in [
+            ("plain", None, r#""svc plain 17""#),
+            ("stateful", Some(raw("[2]")), "[7,3]"),
+        ] {
+            let info = CallInfo {
+                service: &service,
+                method,
+                id: Some(&id),
+                headers: &headers,
+                deadline: None,
+                attempt: Some(3),
+            };
+            let fut = m.dispatch_with(&info, params.as_deref(), None).unwrap();
+            assert_eq!(fut.await.unwrap().get(), expected);
+        }
+    }
+
+    #[test]
+    #[should_panic(
+        expected = "method \"echo\": its handler takes its params as `alloc::string::String`, a string, but JSON-RPC params are an array or an object: take a tuple"
+    )]
+    fn a_params_type_no_params_can_fill_is_refused_at_registration() {
+        let _ = Router::new().method(
+            "echo",
+            |text: String| async move { Ok::<_, RpcError>(text) },
+        );
+    }
+
+    #[test]
+    fn params_types_that_fit_are_accepted() {
+        #[derive(serde::Deserialize)]
+        struct Wrapped(#[allow(dead_code)] Vec<i64>);
+        let _ = Router::new()
+            .method("a", |(): ()| async { Ok::<_, RpcError>(()) })
+            .method("b", |_: Vec<i64>| async { Ok::<_, RpcError>(()) })
+            .method("c", |_: Option<Sub>| async { Ok::<_, RpcError>(()) })
+            .method("d", |_: serde_json::Value| async { Ok::<_, RpcError>(()) })
+            .method("e", |_: Wrapped| async { Ok::<_, RpcError>(()) })
+            .method("f", |_: HashMap<String, i64>| async {
+                Ok::<_, RpcError>(())
+            });
     }
 
     #[test]

@@ -14,11 +14,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::codec::{Codec, CodecError};
-use crate::engine::{panic_message, Engine};
+use crate::context::Middleware;
+use crate::engine::{panic_message, Engine, Envelope};
 use crate::error::Error;
 use crate::jsonrpc::RpcError;
 use crate::log::{Excerpt, Throttle};
-use crate::message::{header, Deadline, Headers, Limits, Message};
+use crate::message::{header, Deadline, Limits, Message};
 use crate::router::Router;
 use crate::transport::{Deliveries, Delivery, Demand, Transport, TransportError};
 
@@ -264,6 +265,7 @@ pub struct Server {
     transport: Arc<dyn Transport>,
     service: String,
     router: crate::router::Methods,
+    middleware: Vec<Arc<dyn Middleware>>,
     config: ServerConfig,
 }
 
@@ -274,12 +276,23 @@ impl Server {
         service: impl Into<String>,
         router: Router<S>,
     ) -> Self {
+        let service = service.into();
         Self {
             transport,
-            service: service.into(),
-            router: router.into_methods(),
+            router: router.into_methods(&service),
+            service,
+            middleware: Vec::new(),
             config: ServerConfig::default(),
         }
+    }
+
+    /// Wraps every call and notification in `middleware` (see
+    /// [`Middleware`]): the first added runs outermost. With none, the
+    /// engine calls handlers directly.
+    #[must_use]
+    pub fn middleware(mut self, middleware: impl Middleware) -> Self {
+        self.middleware.push(Arc::new(middleware));
+        self
     }
 
     /// Replaces the configuration.
@@ -316,6 +329,8 @@ impl Server {
             oversized_warnings: Throttle::new(WARN_EVERY),
             engine: Engine::new(
                 self.router,
+                &self.service,
+                self.middleware,
                 self.config.limits.max_batch_len,
                 Some(permits.clone()),
             ),
@@ -613,7 +628,7 @@ async fn handle(shared: Arc<Shared>, delivery: Delivery, permit: OwnedSemaphoreP
     // Read once: `process` answers in it, and a refused reply is told in it.
     let codec = Codec::from_content_type(request.headers.get(header::CONTENT_TYPE));
     let told_in = codec.as_ref().map_or(Codec::Json, |c| *c);
-    let reply = process(&shared, request, codec).await;
+    let reply = process(&shared, request, delivery.attempt(), codec).await;
     let reply_to = reply.as_ref().map(|(to, _)| to.clone());
     let server = shared.clone();
     // Kept (a reference count, no copy) to tell the caller if the broker
@@ -685,6 +700,7 @@ fn tell_refused(
 async fn process(
     shared: &Shared,
     message: &Message,
+    attempt: Option<u32>,
     codec: Result<Codec, CodecError>,
 ) -> Option<(Arc<str>, Message)> {
     let headers = &message.headers;
@@ -750,9 +766,14 @@ async fn process(
             )
         }
     };
+    let env = Envelope {
+        headers,
+        deadline,
+        attempt,
+    };
     let response = match deadline {
         Some(deadline) => {
-            let respond = Deadline::scope(deadline, respond(shared, headers, &json));
+            let respond = Deadline::scope(deadline, respond(shared, env, &json));
             if shared.cancel_on_deadline {
                 match until(deadline, respond).await {
                     Some(response) => response,
@@ -766,7 +787,7 @@ async fn process(
                 respond.await
             }
         }
-        None => respond(shared, headers, &json).await,
+        None => respond(shared, env, &json).await,
     }?;
     let reply = route(shared, reply_to, codec, response)?;
     let size = reply.1.payload.len();
@@ -789,13 +810,13 @@ async fn process(
 
 /// The engine's response to `json`, in a span carrying the caller's trace
 /// context if it sent one.
-async fn respond(shared: &Shared, headers: &Headers, json: &[u8]) -> Option<Vec<u8>> {
-    match headers.get(header::TRACEPARENT) {
+async fn respond(shared: &Shared, env: Envelope<'_>, json: &[u8]) -> Option<Vec<u8>> {
+    match env.headers.get(header::TRACEPARENT) {
         Some(traceparent) => {
             let span = tracing::debug_span!("busrpc.request", traceparent);
-            shared.engine.respond(json).instrument(span).await
+            shared.engine.respond(json, env).instrument(span).await
         }
-        None => shared.engine.respond(json).await,
+        None => shared.engine.respond(json, env).await,
     }
 }
 

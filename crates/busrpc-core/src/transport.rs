@@ -290,6 +290,7 @@ pub trait Acknowledge: Send + Sync + 'static {
 pub struct Delivery {
     message: Arc<Message>,
     acker: Box<dyn Acknowledge>,
+    attempt: Option<u32>,
 }
 
 impl Delivery {
@@ -304,7 +305,23 @@ impl Delivery {
         Self {
             message,
             acker: Box::new(acker),
+            attempt: None,
         }
+    }
+
+    /// This delivery with its count: `1` for the first delivery of the
+    /// message, more for redeliveries, as handlers see in
+    /// [`Context::attempt`](crate::Context::attempt). A transport whose
+    /// broker does not count deliveries leaves it unset.
+    #[must_use]
+    pub fn with_attempt(mut self, attempt: u32) -> Self {
+        self.attempt = Some(attempt);
+        self
+    }
+
+    /// Which delivery of the message this is, if the broker counts them.
+    pub fn attempt(&self) -> Option<u32> {
+        self.attempt
     }
 
     /// The message delivered.

@@ -734,7 +734,8 @@ struct GroupReader {
     address: Arc<str>,
     group: Arc<str>,
     consumer: Arc<str>,
-    buffer: VecDeque<Entry>,
+    /// Taken entries not yet handed out, each with which delivery it is.
+    buffer: VecDeque<(Entry, u32)>,
     next_claim: Instant,
     in_hand: Arc<InHand>,
     demand: Demand,
@@ -794,9 +795,9 @@ impl GroupReader {
     }
 
     /// Adds `entry` to what this consumer holds and will hand out.
-    fn hold(&mut self, entry: Entry) {
+    fn hold(&mut self, entry: Entry, attempt: u32) {
         self.in_hand.lock().insert(entry.id.clone());
-        self.buffer.push_back(entry);
+        self.buffer.push_back((entry, attempt));
     }
 
     fn claim_interval(&self) -> Duration {
@@ -805,7 +806,7 @@ impl GroupReader {
 
     async fn next(&mut self) -> Result<Delivery, TransportError> {
         loop {
-            if let Some(entry) = self.buffer.pop_front() {
+            if let Some((entry, attempt)) = self.buffer.pop_front() {
                 let acker = RedisAck {
                     inner: self.inner.clone(),
                     address: self.address.clone(),
@@ -815,7 +816,7 @@ impl GroupReader {
                     settle: self.settle.clone(),
                     in_hand: self.in_hand.clone(),
                 };
-                return Ok(Delivery::new(entry.message, acker));
+                return Ok(Delivery::new(entry.message, acker).with_attempt(attempt));
             }
             let now = Instant::now();
             if now >= self.next_claim {
@@ -893,8 +894,9 @@ impl GroupReader {
             .arg(&*self.address)
             .arg(">");
         let reply = self.query(&cmd, block).await?;
+        // `>`: entries never delivered to the group before.
         for entry in entries_of_first_stream(reply) {
-            self.hold(entry);
+            self.hold(entry, 1);
         }
         Ok(())
     }
@@ -936,7 +938,7 @@ impl GroupReader {
                 self.dead_letter(entry, count).await?;
             } else {
                 tracing::info!(address = %self.address, id = %entry.id, deliveries = count, "claimed a request a dead consumer left");
-                self.hold(entry);
+                self.hold(entry, u32::try_from(count).unwrap_or(u32::MAX));
             }
         }
         Ok(())

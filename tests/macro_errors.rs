@@ -1,0 +1,8 @@
+//! Misuse of `#[busrpc::service]` and `Router::method` gives compile errors
+//! that say what to write instead (tests/ui/*.stderr hold them).
+
+#[test]
+fn misuse_is_a_helpful_compile_error() {
+    let cases = trybuild::TestCases::new();
+    cases.compile_fail("tests/ui/*.rs");
+}

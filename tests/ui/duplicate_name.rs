@@ -1,0 +1,8 @@
+#[busrpc::service(name = "calc")]
+trait Calc {
+    async fn add(&self, a: i64, b: i64) -> Result<i64, busrpc::Error>;
+    #[method(name = "add")]
+    async fn plus(&self, a: i64, b: i64) -> Result<i64, busrpc::Error>;
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[busrpc::service(name = "calc")]
+trait Calc {
+    fn add(&self, a: i64, b: i64) -> Result<i64, busrpc::Error>;
+}
+
+fn main() {}
