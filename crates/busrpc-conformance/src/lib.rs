@@ -22,6 +22,7 @@
 
 pub mod hostile;
 pub mod tests;
+mod typed;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -80,6 +81,37 @@ impl Capabilities {
     }
 }
 
+/// How the suite's service is built.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavor {
+    /// A `Router` with a closure per method.
+    Router,
+    /// The same methods as a trait with `#[busrpc::service]`.
+    Macro,
+}
+
+/// A harness whose service is built with `#[busrpc::service]`.
+pub struct MacroBuilt<H>(pub H);
+
+#[async_trait::async_trait]
+impl<H: Harness> Harness for MacroBuilt<H> {
+    async fn connect(&self) -> Arc<dyn Transport> {
+        self.0.connect().await
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.0.capabilities()
+    }
+
+    async fn connect_bounded(&self, bound: usize) -> Option<Arc<dyn Transport>> {
+        self.0.connect_bounded(bound).await
+    }
+
+    fn flavor(&self) -> Flavor {
+        Flavor::Macro
+    }
+}
+
 /// How the suite reaches the broker under test.
 #[async_trait::async_trait]
 pub trait Harness: Send + Sync + 'static {
@@ -96,6 +128,11 @@ pub trait Harness: Send + Sync + 'static {
     async fn connect_bounded(&self, bound: usize) -> Option<Arc<dyn Transport>> {
         let _ = bound;
         None
+    }
+
+    /// How the suite's service is built (default: a `Router`).
+    fn flavor(&self) -> Flavor {
+        Flavor::Router
     }
 }
 
@@ -123,6 +160,10 @@ pub fn unique_service(test: &str) -> String {
 /// busrpc in either flavour, and a transport that blocks its worker, or
 /// leans on another worker to make progress, fails there.
 ///
+/// `suite!(harness, macro_calls)` runs those cases of calls again, in a
+/// module `macro_built`, against the same service written with
+/// `#[busrpc::service]`.
+///
 /// `suite!(harness, calls_only)` runs only the cases of calls, replies and
 /// the specification's examples, not the failure paths: for a second
 /// configuration of a backend that changes how replies travel (Kafka's
@@ -137,6 +178,8 @@ macro_rules! suite {
         $crate::suite!(@each multi_thread $harness;
             call_and_response,
             a_service_describes_its_methods,
+            a_service_answers_rpc_discover,
+            handlers_see_their_context,
             typed_errors_reach_the_caller,
             notification_gets_no_reply,
             client_batch,
@@ -155,6 +198,14 @@ macro_rules! suite {
             concurrent_clients_reach_their_own_replies,
             msgpack_calls,
         );
+    };
+    ($harness:expr, macro_calls) => {
+        /// The calls again, the service built by `#[busrpc::service]`.
+        mod macro_built {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::suite!($crate::MacroBuilt($harness), calls_only);
+        }
     };
     ($harness:expr, current_thread) => {
         $crate::suite!($harness);

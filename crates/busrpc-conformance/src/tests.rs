@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use busrpc_core::codec::{Codec, MSGPACK};
 use busrpc_core::{
-    header, Client, ClientConfig, Deadline, Error, Inbox, Limits, Message, Router, RpcError,
-    Server, ServerConfig, ServerHandle, Transport,
+    header, Client, ClientConfig, Context, Deadline, Error, Inbox, Limits, Message, Router,
+    RpcError, Server, ServerConfig, ServerHandle, Transport,
 };
 use futures_util::future::join_all;
 use futures_util::StreamExt;
@@ -20,7 +20,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use crate::{unique_service, Harness};
+use crate::{unique_service, Flavor, Harness};
 
 /// Polls `condition` until it holds, failing after `within`.
 async fn wait_until(what: &str, within: Duration, mut condition: impl FnMut() -> bool) {
@@ -48,13 +48,13 @@ struct Subtract {
 
 /// Signals from handlers to the test.
 #[derive(Clone)]
-struct Probe {
-    started: mpsc::UnboundedSender<String>,
-    running: Arc<AtomicUsize>,
-    most_running: Arc<AtomicUsize>,
+pub(crate) struct Probe {
+    pub(crate) started: mpsc::UnboundedSender<String>,
+    pub(crate) running: Arc<AtomicUsize>,
+    pub(crate) most_running: Arc<AtomicUsize>,
     /// The argument of every `once` call run, in order.
-    ran: Arc<Mutex<Vec<u64>>>,
-    label: &'static str,
+    pub(crate) ran: Arc<Mutex<Vec<u64>>>,
+    pub(crate) label: &'static str,
 }
 
 impl Probe {
@@ -133,9 +133,23 @@ fn router(probe: Probe) -> Router<Probe> {
             }
             Ok::<_, RpcError>(())
         })
+        .method("context", |_: Probe, ctx: Context, (): ()| async move {
+            Ok::<_, RpcError>(context_answer(&ctx))
+        })
         .method("fail", |_: Probe, (code,): (i32,)| async move {
             Err::<(), _>(RpcError::new(code, "it failed").with_data(&json!({"why": "asked to"})))
         })
+}
+
+/// What the `context` method answers: what its handler saw.
+pub(crate) fn context_answer(ctx: &Context) -> Value {
+    json!({
+        "method": ctx.method(),
+        "id": ctx.id().map(|id| id.get().to_owned()),
+        "header": ctx.headers().get("x-conformance"),
+        "has_deadline": ctx.deadline().is_some(),
+        "attempt": ctx.attempt(),
+    })
 }
 
 /// One server instance and the probe its handlers report to.
@@ -153,7 +167,15 @@ async fn serve(
 ) -> Instance {
     let (probe, started) = Probe::new(label);
     let transport = h.connect().await;
-    let handle = Server::new(transport, service, router(probe.clone()))
+    let server = match h.flavor() {
+        Flavor::Router => Server::new(transport, service, router(probe.clone())),
+        Flavor::Macro => Server::new(
+            transport,
+            service,
+            crate::typed::ConformanceServer::new(crate::typed::Typed(probe.clone())).router(),
+        ),
+    };
+    let handle = server
         .with_config(config)
         .start()
         .await
@@ -290,6 +312,66 @@ pub async fn a_service_describes_its_methods(h: &dyn Harness) {
         );
     }
     assert!(!names.iter().any(|n| n.starts_with("rpc.")), "{names:?}");
+    client.close().await;
+    server.handle.shutdown().await;
+}
+
+/// Every server answers `rpc.discover` with an OpenRPC document listing
+/// its methods (with their params where the service describes them).
+pub async fn a_service_answers_rpc_discover(h: &dyn Harness) {
+    let service = unique_service("discover");
+    let server = serve(h, &service, "a", ServerConfig::default()).await;
+    let client = client(h, ClientConfig::default().timeout(patient(h))).await;
+    let document: Value = client
+        .call(&service, busrpc_core::DISCOVER_METHOD, ())
+        .await
+        .expect("rpc.discover");
+    assert_eq!(document["openrpc"], "1.3.2", "{document}");
+    assert_eq!(document["info"]["title"], service.as_str());
+    let methods = document["methods"].as_array().expect("methods");
+    let subtract = methods
+        .iter()
+        .find(|m| m["name"] == "subtract")
+        .expect("subtract is listed");
+    if h.flavor() == Flavor::Macro {
+        let names: Vec<&Value> = subtract["params"]
+            .as_array()
+            .expect("params")
+            .iter()
+            .map(|p| &p["name"])
+            .collect();
+        assert_eq!(names, [&json!("minuend"), &json!("subtrahend")]);
+    } else {
+        assert_eq!(subtract["x-busrpc-params"], "undescribed");
+    }
+    assert!(
+        !methods
+            .iter()
+            .any(|m| m["name"].as_str().unwrap_or("").starts_with("rpc.")),
+        "{document}"
+    );
+    client.close().await;
+    server.handle.shutdown().await;
+}
+
+/// A handler that asks for its context sees the method, the id, the
+/// caller's headers, the deadline and (where the broker counts) that this
+/// is the first delivery.
+pub async fn handlers_see_their_context(h: &dyn Harness) {
+    let service = unique_service("context");
+    let server = serve(h, &service, "a", ServerConfig::default()).await;
+    let client = client(h, ClientConfig::default().timeout(patient(h)))
+        .await
+        .with_header("x-conformance", "yes");
+    let seen: Value = client.call(&service, "context", ()).await.expect("context");
+    assert_eq!(seen["method"], "context");
+    assert_eq!(seen["header"], "yes");
+    assert_eq!(seen["has_deadline"], true);
+    assert!(seen["id"].is_string(), "{seen}");
+    assert!(
+        seen["attempt"].is_null() || seen["attempt"] == 1,
+        "a first delivery: {seen}"
+    );
     client.close().await;
     server.handle.shutdown().await;
 }

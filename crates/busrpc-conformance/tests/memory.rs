@@ -27,3 +27,4 @@ impl Harness for Memory {
 }
 
 busrpc_conformance::suite!(Memory(MemoryTransport::new()), current_thread);
+busrpc_conformance::suite!(Memory(MemoryTransport::new()), macro_calls);

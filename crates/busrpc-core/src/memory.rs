@@ -529,6 +529,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn deliveries_count_their_attempts() {
+        let t = MemoryTransport::new();
+        let mut a = t.consume("q", "g", Demand::unbounded()).await.unwrap();
+        t.publish("q", Message::new("x")).await.unwrap();
+        let first = next(&mut a).await;
+        assert_eq!(first.attempt(), Some(1));
+        first.release().await.unwrap();
+        let second = next(&mut a).await;
+        assert_eq!(second.attempt(), Some(2));
+        // Held by a consumer that goes away: handed to the next one.
+        drop(second);
+        let mut b = t.consume("q", "g", Demand::unbounded()).await.unwrap();
+        drop(a);
+        assert_eq!(next(&mut b).await.attempt(), Some(3));
+    }
+
+    #[tokio::test]
     async fn released_deliveries_come_back_first() {
         let t = MemoryTransport::new();
         let mut c = t.consume("q", "g", Demand::unbounded()).await.unwrap();

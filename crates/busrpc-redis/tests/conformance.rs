@@ -34,3 +34,4 @@ impl Harness for Redis {
 }
 
 busrpc_conformance::suite!(Redis(Prefix::new("conformance")), current_thread);
+busrpc_conformance::suite!(Redis(Prefix::new("conformance-macro")), macro_calls);
