@@ -7,9 +7,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use busrpc::openrpc::MethodDoc;
 use busrpc::{Client, ClientConfig, Error, Router, RpcError, Server, ServerConfig, Transport};
 use clap::{Parser, Subcommand};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// What each failure exits with, so scripts can tell them apart.
 const EXIT_CODES: &str = "Exit codes: 0 success; 1 the service answered with a JSON-RPC error; \
@@ -42,7 +43,9 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
-    /// Lists the methods SERVICE serves (its servers answer rpc.describe).
+    /// Lists the methods SERVICE serves and their signatures, from the
+    /// OpenRPC document its servers answer rpc.discover with (the document
+    /// itself: `busrpc call SERVICE rpc.discover`).
     #[command(after_help = EXIT_CODES)]
     Describe {
         #[command(flatten)]
@@ -269,17 +272,87 @@ async fn notify(target: Target) -> Result<(), Failure> {
 
 async fn describe(broker: &BrokerArgs, timeout: Duration, service: &str) -> Result<(), Failure> {
     let client = client_for(broker, ClientConfig::default().timeout(timeout)).await?;
-    let outcome = client
-        .call_raw(service, busrpc::DESCRIBE_METHOD, Value::Null)
+    let mut outcome = client
+        .call_raw(service, busrpc::DISCOVER_METHOD, Value::Null)
         .await;
+    if matches!(&outcome, Err(Error::Rpc(e)) if e.code() == busrpc::jsonrpc::METHOD_NOT_FOUND_CODE)
+    {
+        // A server from before rpc.discover: its method names at least.
+        outcome = client
+            .call_raw(service, busrpc::DESCRIBE_METHOD, Value::Null)
+            .await;
+    }
     client.close().await;
     let described: Value = serde_json::from_str(outcome?.get()).map_err(|e| Failure {
         code: 5,
         message: format!("the description is not JSON: {e}"),
     })?;
-    let pretty = serde_json::to_string_pretty(&described).unwrap_or_else(|_| described.to_string());
-    println!("{pretty}");
+    print!("{}", readable_description(service, &described));
     Ok(())
+}
+
+/// An OpenRPC document (or an older `{"methods": [names]}`) as a list of
+/// signatures, one method per line.
+fn readable_description(service: &str, document: &Value) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let info = &document["info"];
+    let version = info["version"].as_str().unwrap_or("");
+    let _ = write!(out, "{service}");
+    if !version.is_empty() {
+        let _ = write!(out, " {version}");
+    }
+    if let Some(d) = info["description"].as_str() {
+        let _ = write!(out, ": {}", d.lines().next().unwrap_or(""));
+    }
+    out.push('\n');
+    let type_of = |schema: &Value| -> String {
+        schema["title"]
+            .as_str()
+            .or_else(|| schema["type"].as_str())
+            .unwrap_or("any")
+            .to_owned()
+    };
+    for method in document["methods"].as_array().into_iter().flatten() {
+        let (name, signature) = match method {
+            Value::String(name) => (name.as_str(), "(…)".to_owned()),
+            method => {
+                let name = method["name"].as_str().unwrap_or("?");
+                let signature = if method["x-busrpc-params"] == "undescribed" {
+                    "(…)".to_owned()
+                } else {
+                    let params: Vec<String> = method["params"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|p| {
+                            let optional = if p["required"] == true { "" } else { "?" };
+                            format!(
+                                "{}{optional}: {}",
+                                p["name"].as_str().unwrap_or("?"),
+                                type_of(&p["schema"])
+                            )
+                        })
+                        .collect();
+                    let result = match method.get("result") {
+                        Some(r) => format!(" -> {}", type_of(&r["schema"])),
+                        None if method["x-busrpc-notification"] == true => {
+                            " (notification)".to_owned()
+                        }
+                        None => String::new(),
+                    };
+                    format!("({}){result}", params.join(", "))
+                };
+                (name, signature)
+            }
+        };
+        let _ = write!(out, "  {name}{signature}");
+        if let Some(summary) = method["summary"].as_str() {
+            let _ = write!(out, "  # {summary}");
+        }
+        out.push('\n');
+    }
+    out
 }
 
 /// The demo service: `echo` returns its argument, `add` sums two integers,
@@ -297,6 +370,26 @@ fn demo_router() -> Router {
             tokio::time::sleep(Duration::from_millis(ms)).await;
             Ok::<_, RpcError>(ms)
         })
+        .document(
+            MethodDoc::new("echo")
+                .summary("Returns its argument.")
+                .param("value", json!({}), true)
+                .result("value", json!({})),
+        )
+        .document(
+            MethodDoc::new("add")
+                .summary("Sums two integers.")
+                .param("a", json!({"type": "integer"}), true)
+                .param("b", json!({"type": "integer"}), true)
+                .result("sum", json!({"type": "integer"})),
+        )
+        .document(
+            MethodDoc::new("sleep")
+                .summary("Waits that many milliseconds and returns them.")
+                .param("ms", json!({"type": "integer", "minimum": 0}), true)
+                .result("ms", json!({"type": "integer"})),
+        )
+        .service_info(env!("CARGO_PKG_VERSION"), None)
 }
 
 async fn interrupted() {

@@ -126,7 +126,15 @@ fn call_notify_and_errors(broker: &str, service: &str) {
         .env("BUSRPC_BROKER", broker)
         .assert()
         .success()
-        .stdout("{\n  \"methods\": [\n    \"add\",\n    \"echo\",\n    \"sleep\"\n  ]\n}\n");
+        .stdout(format!(
+            "{service} 0.1.0\n  add(a: integer, b: integer) -> integer  # Sums two integers.\n  echo(value: any) -> any  # Returns its argument.\n  sleep(ms: integer) -> integer  # Waits that many milliseconds and returns them.\n"
+        ));
+    // The document itself, as any client gets it.
+    busrpc()
+        .args(["call", "--broker", broker, service, "rpc.discover"])
+        .assert()
+        .success()
+        .stdout(contains(r#""openrpc":"1.3.2""#));
     // A JSON-RPC error: code and message, exit 1.
     busrpc()
         .args(["call", "--broker", broker, service, "nope"])
