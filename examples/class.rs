@@ -1,5 +1,7 @@
 //! Serve the methods of an object that keeps state, and call several of
-//! them: the `class` example of the library busrpc grew out of.
+//! them: the `class` example of the library busrpc grew out of, written
+//! with `#[busrpc::service]` (examples/class_plain.rs: the same with a
+//! plain `Router`).
 //!
 //! ```text
 //! cargo run --example class [-- --broker URL]
@@ -9,61 +11,52 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
-use busrpc::{Client, Router, RpcError, Server};
+use busrpc::{Client, RpcError};
 
-/// A key-value store with counters: the object whose methods are served.
+/// A key-value store with counters. The trait is the contract: the server
+/// serves it, `KvClient` calls it, and both know the service as "kv".
+#[busrpc::service(name = "kv")]
+pub trait Kv {
+    /// Sets a key; returns its previous value.
+    async fn set(&self, key: String, value: i64) -> Result<Option<i64>, RpcError>;
+    /// A key's value; error 1 (with the key as data) if it has none.
+    async fn get(&self, key: String) -> Result<i64, RpcError>;
+    /// Adds `by` to a key (from 0); returns the new value.
+    async fn incr(&self, key: String, by: i64) -> Result<i64, RpcError>;
+    /// Every key, in order.
+    async fn keys(&self) -> Result<Vec<String>, RpcError>;
+}
+
+/// The object whose methods are served.
 #[derive(Default)]
 struct KvStore {
     entries: Mutex<BTreeMap<String, i64>>,
 }
 
-impl KvStore {
-    fn set(&self, key: String, value: i64) -> Option<i64> {
-        self.entries.lock().unwrap().insert(key, value)
+impl Kv for KvStore {
+    async fn set(&self, key: String, value: i64) -> Result<Option<i64>, RpcError> {
+        Ok(self.entries.lock().unwrap().insert(key, value))
     }
 
-    fn get(&self, key: &str) -> Result<i64, RpcError> {
+    async fn get(&self, key: String) -> Result<i64, RpcError> {
         let entries = self.entries.lock().unwrap();
         entries
-            .get(key)
+            .get(&key)
             .copied()
-            .ok_or_else(|| RpcError::new(1, "no such key").with_data(key))
+            .ok_or_else(|| RpcError::new(1, "no such key").with_data(&key))
     }
 
-    fn incr(&self, key: String, by: i64) -> i64 {
+    async fn incr(&self, key: String, by: i64) -> Result<i64, RpcError> {
         let mut entries = self.entries.lock().unwrap();
         let value = entries.entry(key).or_default();
         *value += by;
-        *value
+        Ok(*value)
     }
 
-    fn keys(&self) -> Vec<String> {
-        self.entries.lock().unwrap().keys().cloned().collect()
-    }
-
-    /// Serves every method of the store, under the method's own name.
-    fn router(self: Arc<Self>) -> Router<Arc<Self>> {
-        Router::with_state(self)
-            .method(
-                "set",
-                |kv: Arc<Self>, (key, value): (String, i64)| async move {
-                    Ok::<_, RpcError>(kv.set(key, value))
-                },
-            )
-            .method("get", |kv: Arc<Self>, (key,): (String,)| async move {
-                kv.get(&key)
-            })
-            .method(
-                "incr",
-                |kv: Arc<Self>, (key, by): (String, i64)| async move {
-                    Ok::<_, RpcError>(kv.incr(key, by))
-                },
-            )
-            .method("keys", |kv: Arc<Self>, (): ()| async move {
-                Ok::<_, RpcError>(kv.keys())
-            })
+    async fn keys(&self) -> Result<Vec<String>, RpcError> {
+        Ok(self.entries.lock().unwrap().keys().cloned().collect())
     }
 }
 
@@ -74,29 +67,30 @@ fn main() -> ExitCode {
 async fn run(url: String) -> Result<(), Box<dyn std::error::Error>> {
     let transport = busrpc::connect(&url).await?;
 
-    let store = Arc::new(KvStore::default());
-    let server = Server::new(transport.clone(), "kv", store.router())
+    let server = KvServer::new(KvStore::default())
+        .into_server(transport.clone())
         .start()
         .await?;
-    println!("serving service \"kv\" on {url}");
+    println!(
+        "serving service \"{}\" on {url}",
+        KvServer::<KvStore>::SERVICE
+    );
 
-    let client = Client::connect(transport).await?;
-    let previous: Option<i64> = client.call("kv", "set", ("apples", 3)).await?;
+    let kv = KvClient::new(Client::connect(transport).await?);
+    let previous = kv.set("apples".into(), 3).await?;
     println!("set apples = 3 (previous: {previous:?})");
-    let apples: i64 = client.call("kv", "incr", ("apples", 2)).await?;
+    let apples = kv.incr("apples".into(), 2).await?;
     println!("incr apples by 2 -> {apples}");
-    let pears: i64 = client.call("kv", "incr", ("pears", 1)).await?;
+    let pears = kv.incr("pears".into(), 1).await?;
     println!("incr pears by 1 -> {pears}");
-    let keys: Vec<String> = client.call("kv", "keys", ()).await?;
-    println!("keys -> {keys:?}");
-    let apples: i64 = client.call("kv", "get", ("apples",)).await?;
-    println!("get apples -> {apples}");
-    match client.call::<i64>("kv", "get", ("plums",)).await {
-        Err(busrpc::Error::Rpc(e)) => println!("get plums -> error {}: {}", e.code(), e.message()),
-        other => return Err(format!("expected an error for a missing key, got {other:?}").into()),
+    println!("keys -> {:?}", kv.keys().await?);
+    println!("get apples -> {}", kv.get("apples".into()).await?);
+    match kv.get("plums".into()).await {
+        Err(e) => println!("get plums -> error {}: {}", e.code(), e.message()),
+        Ok(v) => return Err(format!("expected an error for a missing key, got {v}").into()),
     }
 
-    client.close().await;
+    kv.client().close().await;
     server.shutdown().await;
     Ok(())
 }

@@ -164,11 +164,18 @@ for broker in memory:// "redis://127.0.0.1:6379?prefix=busrpc-example-$$" kafka-
   step "examples on $broker"
   EXAMPLE_ARGS=(--broker "$broker")
   check_example simple 'reply: RPC hello!'
-  check_example class \
-    'set apples = 3 (previous: None)' \
-    'incr apples by 2 -> 5' \
-    'keys -> ["apples", "pears"]' \
-    'get plums -> error 1: no such key'
+  for class in class class_plain; do
+    check_example "$class" \
+      'set apples = 3 (previous: None)' \
+      'incr apples by 2 -> 5' \
+      'keys -> ["apples", "pears"]' \
+      'get plums -> error 1: no such key'
+  done
+  check_example billing \
+    'without a token: JSON-RPC error -32001: unauthorized' \
+    'charging 1000 more: insufficient funds, balance 300' \
+    'balance of bob: unknown account' \
+    'rpc.discover lists: audit, balance, charge, whoami'
 done
 redis-cli -h 127.0.0.1 -p 6379 --scan --pattern "busrpc-example-$$:*" | xargs -r redis-cli -h 127.0.0.1 -p 6379 del >/dev/null
 
