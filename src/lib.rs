@@ -49,6 +49,106 @@ pub use busrpc_core::{
 #[doc(hidden)]
 pub use busrpc_core::__private;
 
+/// Makes a busrpc service of a trait: `NameServer` serves any
+/// implementation of it, `NameClient` calls it with the trait's own
+/// signatures, and every server of it answers `rpc.discover` with an
+/// OpenRPC document of its methods.
+///
+/// - `#[busrpc::service(name = "billing")]`: the service's name on the
+///   broker (required), shared by server and client so they cannot
+///   disagree; `version = "1.2.0"` for the document (default: the crate's
+///   version).
+/// - Each method is an `async fn(&self, …)`. A call returns
+///   `Result<T, E>`: `T` serializes, and `E` converts into
+///   [`RpcError`] (what the server sends: code, message, data) and from
+///   [`Error`] (what the client returns: the server's error object as
+///   [`Error::Rpc`], or a timeout, a broker failure); `RpcError` and
+///   `Error` themselves will do. `#[notification]` methods return nothing
+///   and are sent without waiting.
+/// - `#[method(name = "refund.full")]` names a method on the wire (default:
+///   its Rust name); `#[method(params = "whole")]` gives its one param the
+///   params array or object as a whole.
+/// - A [`Context`] as the first param (after `&self`) gives the method its
+///   request's headers, deadline, trace context and attempt; the client's
+///   method leaves it out.
+/// - Params are taken by position or by name (the Rust param names); the
+///   client sends them by position. See docs/PROTOCOL.md.
+///
+/// ```
+/// use busrpc::{Client, Context, Error, RpcError};
+///
+/// #[derive(Debug)]
+/// enum BillingError {
+///     InsufficientFunds { balance: u64 },
+///     Other(Error),
+/// }
+///
+/// impl From<BillingError> for RpcError {
+///     fn from(e: BillingError) -> Self {
+///         match e {
+///             BillingError::InsufficientFunds { balance } => {
+///                 RpcError::new(1001, "insufficient funds").with_data(&balance)
+///             }
+///             BillingError::Other(e) => e.into(),
+///         }
+///     }
+/// }
+///
+/// impl From<Error> for BillingError {
+///     fn from(e: Error) -> Self {
+///         match &e {
+///             Error::Rpc(rpc) if rpc.code() == 1001 => BillingError::InsufficientFunds {
+///                 balance: rpc.data_as().and_then(Result::ok).unwrap_or(0),
+///             },
+///             _ => BillingError::Other(e),
+///         }
+///     }
+/// }
+///
+/// /// Money in, money out.
+/// #[busrpc::service(name = "billing")]
+/// pub trait Billing {
+///     /// Charges an account; returns the new balance.
+///     async fn charge(&self, account: String, cents: u64) -> Result<u64, BillingError>;
+///     /// Who is asking.
+///     async fn whoami(&self, ctx: Context) -> Result<String, RpcError>;
+///     #[notification]
+///     async fn audit(&self, line: String);
+/// }
+///
+/// struct Bank;
+///
+/// impl Billing for Bank {
+///     async fn charge(&self, _account: String, cents: u64) -> Result<u64, BillingError> {
+///         let balance: u64 = 100;
+///         balance.checked_sub(cents).ok_or(BillingError::InsufficientFunds { balance })
+///     }
+///     async fn whoami(&self, ctx: Context) -> Result<String, RpcError> {
+///         Ok(ctx.headers().get("x-caller").unwrap_or("anonymous").to_owned())
+///     }
+///     async fn audit(&self, _line: String) {}
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let transport = busrpc::connect("memory://").await?;
+/// let server = BillingServer::new(Bank).into_server(transport.clone()).start().await?;
+///
+/// let billing = BillingClient::new(Client::connect(transport).await?);
+/// assert_eq!(billing.charge("alice".into(), 30).await.unwrap(), 70);
+/// assert!(matches!(
+///     billing.charge("alice".into(), 300).await,
+///     Err(BillingError::InsufficientFunds { balance: 100 })
+/// ));
+/// assert_eq!(billing.with_header("x-caller", "docs").whoami().await?, "docs");
+/// billing.audit("charged alice".into()).await?;
+/// let document = billing.discover().await?;
+/// assert_eq!(document["methods"][1]["name"], "charge");
+///
+/// billing.client().close().await;
+/// server.shutdown().await;
+/// # Ok(()) }
+/// ```
 #[cfg(feature = "macros")]
 #[cfg_attr(docsrs, doc(cfg(feature = "macros")))]
 pub use busrpc_macros::service;
