@@ -519,23 +519,31 @@ impl Client {
                 .call_direct(service, method, params, &self.headers)
                 .await;
         }
+        self.through_middleware(service, method, params, false)
+            .await
+    }
+
+    /// A call or notification sent through this handle's middleware.
+    async fn through_middleware(
+        &self,
+        service: &str,
+        method: &str,
+        params: impl Serialize,
+        notification: bool,
+    ) -> Result<Box<RawValue>, Error> {
         let params = jsonrpc::params_to_raw(&params)?;
-        let mut call = self.outgoing(service, method, false);
+        let mut call = OutgoingCall {
+            service: service.to_owned(),
+            method: method.to_owned(),
+            notification,
+            headers: (*self.headers).clone(),
+        };
         let next = ClientNext {
             client: self,
             rest: &self.middleware,
             params: &params,
         };
         next.run(&mut call).await
-    }
-
-    fn outgoing(&self, service: &str, method: &str, notification: bool) -> OutgoingCall {
-        OutgoingCall {
-            service: service.to_owned(),
-            method: method.to_owned(),
-            notification,
-            headers: (*self.headers).clone(),
-        }
     }
 
     /// A call past the middleware.
@@ -601,14 +609,9 @@ impl Client {
                 .notify_direct(service, method, params, &self.headers)
                 .await;
         }
-        let params = jsonrpc::params_to_raw(&params)?;
-        let mut call = self.outgoing(service, method, true);
-        let next = ClientNext {
-            client: self,
-            rest: &self.middleware,
-            params: &params,
-        };
-        next.run(&mut call).await.map(drop)
+        self.through_middleware(service, method, params, true)
+            .await
+            .map(drop)
     }
 
     /// A notification past the middleware.

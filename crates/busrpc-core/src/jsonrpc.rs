@@ -405,14 +405,18 @@ pub(crate) fn params_to_raw<P: Serialize + ?Sized>(
     params: &P,
 ) -> Result<Box<RawValue>, EncodeError> {
     let raw = serde_json::value::to_raw_value(params)?;
-    match raw.get().as_bytes().first() {
-        Some(b'[' | b'{' | b'n') => Ok(raw),
-        _ => {
-            // Let write_request name the shape.
-            let mut buf = Vec::new();
-            write_request(&mut buf, "", &*raw, None)?;
-            Ok(raw)
-        }
+    check_params_shape(raw.get().as_bytes()[0])?;
+    Ok(raw)
+}
+
+/// Params serialize to an array, an object or `null` (none); anything else,
+/// by the first byte of its JSON, is refused, naming what it was.
+fn check_params_shape(first: u8) -> Result<(), EncodeError> {
+    match first {
+        b'[' | b'{' | b'n' => Ok(()),
+        b'"' => Err(EncodeError::ParamsShape("a string")),
+        b't' | b'f' => Err(EncodeError::ParamsShape("a boolean")),
+        _ => Err(EncodeError::ParamsShape("a number")),
     }
 }
 
@@ -434,17 +438,12 @@ pub(crate) fn write_request<P: Serialize + ?Sized>(
         buf.truncate(start);
         return Err(e.into());
     }
-    match buf[value_at] {
-        b'[' | b'{' => {}
-        b'n' => buf.truncate(params_at),
-        other => {
-            buf.truncate(start);
-            return Err(EncodeError::ParamsShape(match other {
-                b'"' => "a string",
-                b't' | b'f' => "a boolean",
-                _ => "a number",
-            }));
-        }
+    if let Err(e) = check_params_shape(buf[value_at]) {
+        buf.truncate(start);
+        return Err(e);
+    }
+    if buf[value_at] == b'n' {
+        buf.truncate(params_at);
     }
     if let Some(id) = id {
         use std::io::Write as _;

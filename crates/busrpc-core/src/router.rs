@@ -456,8 +456,8 @@ mod shape {
     }
 
     macro_rules! fine {
-        ($($method:ident),* $(,)?) => {$(
-            fn $method<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Asked> {
+        ($($method:ident($($arg:ty),*)),* $(,)?) => {$(
+            fn $method<V: Visitor<'de>>(self, $(_: $arg,)* _: V) -> Result<V::Value, Asked> {
                 Err(Asked::Fine)
             }
         )*};
@@ -480,8 +480,11 @@ mod shape {
         }
 
         fine! {
-            deserialize_any, deserialize_unit, deserialize_seq, deserialize_map,
-            deserialize_ignored_any,
+            deserialize_any(), deserialize_unit(), deserialize_seq(), deserialize_map(),
+            deserialize_ignored_any(), deserialize_unit_struct(&'static str),
+            deserialize_tuple(usize), deserialize_tuple_struct(&'static str, usize),
+            deserialize_struct(&'static str, &'static [&'static str]),
+            deserialize_enum(&'static str, &'static [&'static str]),
         }
 
         fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Asked> {
@@ -494,45 +497,6 @@ mod shape {
             visitor: V,
         ) -> Result<V::Value, Asked> {
             visitor.visit_newtype_struct(Probe)
-        }
-
-        fn deserialize_unit_struct<V: Visitor<'de>>(
-            self,
-            _name: &'static str,
-            _visitor: V,
-        ) -> Result<V::Value, Asked> {
-            Err(Asked::Fine)
-        }
-
-        fn deserialize_tuple<V: Visitor<'de>>(self, _len: usize, _: V) -> Result<V::Value, Asked> {
-            Err(Asked::Fine)
-        }
-
-        fn deserialize_tuple_struct<V: Visitor<'de>>(
-            self,
-            _name: &'static str,
-            _len: usize,
-            _visitor: V,
-        ) -> Result<V::Value, Asked> {
-            Err(Asked::Fine)
-        }
-
-        fn deserialize_struct<V: Visitor<'de>>(
-            self,
-            _name: &'static str,
-            _fields: &'static [&'static str],
-            _visitor: V,
-        ) -> Result<V::Value, Asked> {
-            Err(Asked::Fine)
-        }
-
-        fn deserialize_enum<V: Visitor<'de>>(
-            self,
-            _name: &'static str,
-            _variants: &'static [&'static str],
-            _visitor: V,
-        ) -> Result<V::Value, Asked> {
-            Err(Asked::Fine)
         }
     }
 
