@@ -120,18 +120,12 @@ pub trait Transport: Send + Sync + 'static {
     }
 }
 
-/// An id unlikely to repeat across processes and hosts (the time, the
-/// process id, and the randomness std seeds its hash maps with): for naming
-/// a transport's consumers and inboxes.
+/// An id that does not repeat across processes and hosts (a random
+/// version-4 UUID, as 32 hex digits): for naming a transport's consumers and
+/// inboxes. Random rather than time-based, so that it tells a reader of the
+/// broker nothing about the host or when it started.
 pub fn unique_id() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    hasher.write_u128(nanos);
-    hasher.write_u32(std::process::id());
-    format!("{:016x}", hasher.finish())
+    uuid::Uuid::new_v4().simple().to_string()
 }
 
 /// The reply owed to the caller of a request a transport gave up on after
@@ -496,5 +490,26 @@ impl fmt::Debug for Inbox {
         f.debug_struct("Inbox")
             .field("address", &self.address)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unique_id;
+
+    #[test]
+    fn unique_ids_are_random_uuids_that_do_not_repeat() {
+        let ids: std::collections::HashSet<String> = (0..10_000).map(|_| unique_id()).collect();
+        assert_eq!(ids.len(), 10_000);
+        for id in ids.iter().take(100) {
+            assert_eq!(id.len(), 32, "{id}");
+            assert!(
+                id.bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()),
+                "{id}"
+            );
+            // The version nibble: a v4 (random) UUID.
+            assert_eq!(&id[12..13], "4", "{id}");
+        }
     }
 }
