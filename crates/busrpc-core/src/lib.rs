@@ -36,8 +36,8 @@ pub use server::{
     Server, ServerConfig, ServerHandle, ServerStats, ServerStatus, FATAL_ERRORS_TO_STOP,
 };
 pub use transport::{
-    Acknowledge, BoxError, Deliveries, Delivery, Demand, Inbox, OnSettled, Transport,
-    TransportError,
+    Acknowledge, BoxError, Deliveries, Delivery, Demand, Inbox, OnSettled, Readiness,
+    ReadinessSignal, Transport, TransportError,
 };
 
 /// What the code `#[busrpc::service]` generates needs; not an API.

@@ -21,7 +21,9 @@ use crate::jsonrpc::RpcError;
 use crate::log::{Excerpt, Throttle};
 use crate::message::{header, Deadline, Limits, Message};
 use crate::router::Router;
-use crate::transport::{Deliveries, Delivery, Demand, Transport, TransportError};
+use crate::transport::{
+    Deliveries, Delivery, Demand, Readiness, ReadinessSignal, Transport, TransportError,
+};
 
 /// How a server runs.
 #[derive(Clone, Debug)]
@@ -209,6 +211,11 @@ pub const FATAL_ERRORS_TO_STOP: u32 = 5;
 struct Shared {
     transport: Arc<dyn Transport>,
     status: tokio::sync::watch::Sender<ServerStatus>,
+    /// The transport's, or the server's own when the transport keeps none
+    /// (`own_readiness`): then not ready from a failed read to the next
+    /// delivery.
+    readiness: ReadinessSignal,
+    own_readiness: bool,
     /// One warning per interval for failed reads and for responses with
     /// nowhere to go: a broker down or a flood of bad input must not
     /// flood the logs too.
@@ -322,8 +329,14 @@ impl Server {
             .transport
             .consume(&address, &self.service, demand)
             .await?;
+        let (readiness, own_readiness) = match deliveries.readiness() {
+            Some(signal) => (signal.clone(), false),
+            None => (ReadinessSignal::new(Readiness::Ready), true),
+        };
         let shared = Arc::new(Shared {
             status: tokio::sync::watch::Sender::new(ServerStatus::Serving),
+            readiness,
+            own_readiness,
             receive_warnings: Throttle::new(WARN_EVERY),
             dropped_warnings: Throttle::new(WARN_EVERY),
             oversized_warnings: Throttle::new(WARN_EVERY),
@@ -360,7 +373,7 @@ impl Server {
         Ok(ServerHandle {
             shared,
             stop,
-            task: Some(task),
+            task: std::sync::Mutex::new(Some(task)),
         })
     }
 
@@ -387,13 +400,31 @@ impl Server {
 ///
 /// Dropping the handle stops the server gracefully in the background (as
 /// [`shutdown`](Self::shutdown) does, without waiting); to serve on without
-/// a handle, call [`detach`](Self::detach).
+/// a handle, call [`detach`](Self::detach). Everything but `abort` and
+/// `detach` takes `&self`: to share the handle (with a web framework's
+/// health routes and its shutdown signal, say), put it in an `Arc`; the
+/// server then stops when the last clone is dropped.
+///
+/// ```
+/// # use std::sync::Arc;
+/// # use busrpc_core::{memory::MemoryTransport, Router, RpcError, Server};
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), busrpc_core::Error> {
+/// # let transport = Arc::new(MemoryTransport::new());
+/// # let router = Router::new().method("ping", |(): ()| async { Ok::<_, RpcError>("pong") });
+/// let server = Arc::new(Server::new(transport, "test", router).start().await?);
+/// let probe = server.clone();
+/// assert!(probe.readiness().is_ready()); // what /readyz answers
+/// server.shutdown().await;
+/// assert!(!probe.readiness().is_ready());
+/// probe.stopped().await.expect("stopped as asked, not by a failure");
+/// # Ok(()) }
+/// ```
 #[must_use = "dropping a ServerHandle stops the server; call shutdown().await, or detach() to serve on"]
 pub struct ServerHandle {
     shared: Arc<Shared>,
     stop: CancellationToken,
-    /// `None` once shut down, aborted or detached.
-    task: Option<JoinHandle<()>>,
+    /// `None` once shut down (or being shut down), aborted or detached.
+    task: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
 impl ServerHandle {
@@ -412,10 +443,48 @@ impl ServerHandle {
         self.shared.status.borrow().clone()
     }
 
+    /// Whether this instance takes requests now: serving, in its group
+    /// with its share of the queue, and its broker answering, as far as its
+    /// transport can tell (see [`Readiness`]). A readiness probe's answer;
+    /// [`status`](Self::status) is the liveness probe's.
+    pub fn readiness(&self) -> Readiness {
+        match &*self.shared.status.borrow() {
+            ServerStatus::Serving => self.shared.readiness.get(),
+            ServerStatus::Stopping => Readiness::NotReady("the server is stopping".into()),
+            ServerStatus::Stopped => Readiness::NotReady("the server has stopped".into()),
+            ServerStatus::Failed(e) => {
+                Readiness::NotReady(format!("the server stopped after an error: {e}").into())
+            }
+        }
+    }
+
+    /// Waits until the server is ready (see [`readiness`](Self::readiness)):
+    /// `true` then, `false` if it stops first.
+    pub async fn ready(&self) -> bool {
+        let mut status = self.shared.status.subscribe();
+        loop {
+            if !matches!(*status.borrow_and_update(), ServerStatus::Serving) {
+                return false;
+            }
+            if self.shared.readiness.get().is_ready() {
+                return true;
+            }
+            tokio::select! {
+                changed = status.changed() => {
+                    if changed.is_err() {
+                        return false;
+                    }
+                }
+                () = self.shared.readiness.wait_for(Readiness::is_ready) => {}
+            }
+        }
+    }
+
     /// Resolves when the server has stopped: `Ok` when it was asked to (or
-    /// its handle dropped elsewhere), the error when it stopped by itself
-    /// (see [`ServerStatus::Failed`]). An application awaits it beside its
-    /// own work, to exit or alert rather than leave callers timing out.
+    /// its handle dropped elsewhere, or it was aborted), the error when it
+    /// stopped by itself (see [`ServerStatus::Failed`]). An application
+    /// awaits it beside its own work, to exit or alert rather than leave
+    /// callers timing out.
     pub async fn stopped(&self) -> Result<(), Arc<TransportError>> {
         let mut status = self.shared.status.subscribe();
         let status = status
@@ -434,34 +503,47 @@ impl ServerHandle {
     /// When it returns, every finished request is committed or acknowledged
     /// on the broker, what was not started is handed back, and this member
     /// has left its group (see [`Deliveries::close`]): the process may exit,
-    /// and no peer answers again what this instance answered.
-    pub async fn shutdown(mut self) {
+    /// and no peer answers again what this instance answered. Called again,
+    /// or from several places at once, each call returns once the server
+    /// has stopped.
+    pub async fn shutdown(&self) {
         self.stop.cancel();
-        if let Some(task) = self.task.take() {
+        let task = self.take_task();
+        if let Some(task) = task {
             if let Err(e) = task.await {
                 tracing::error!(error = %e, "server task failed");
             }
         }
+        // Another caller took the task: its stop is this one's.
+        let _ = self.stopped().await;
+    }
+
+    fn take_task(&self) -> Option<JoinHandle<()>> {
+        self.task.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
     /// Stops at once, as if the process died: nothing in hand is answered
     /// or acknowledged, so the broker hands it to another instance.
-    pub fn abort(mut self) {
-        if let Some(task) = self.task.take() {
+    pub fn abort(self) {
+        if let Some(task) = self.take_task() {
             task.abort();
         }
     }
 
     /// Lets the server serve on without this handle, until the runtime
     /// ends: for a server meant to run as long as its process.
-    pub fn detach(mut self) {
-        self.task.take();
+    pub fn detach(self) {
+        self.take_task();
     }
 }
 
 impl Drop for ServerHandle {
     fn drop(&mut self) {
-        if self.task.is_some() {
+        let running = self
+            .task
+            .get_mut()
+            .map_or_else(|e| e.get_ref().is_some(), |task| task.is_some());
+        if running {
             // Graceful, in the background: the serving task finishes what
             // it holds and leaves its group on its own.
             self.stop.cancel();
@@ -486,6 +568,8 @@ async fn serve(
     stop: CancellationToken,
 ) {
     let concurrency = permits.available_permits();
+    // `stopped()` resolves however this task ends: aborted, or a panic.
+    let _stopped_anyway = StoppedOnDrop(shared.clone());
     // Owned here so that aborting this task aborts every handler with it.
     let mut tasks = JoinSet::new();
     let mut failures = 0u32;
@@ -508,6 +592,9 @@ async fn serve(
         };
         match next {
             Some(Ok(delivery)) => {
+                if failures > 0 && shared.own_readiness {
+                    shared.readiness.ready();
+                }
                 (failures, fatal) = (0, 0);
                 bump(&shared.counters.received);
                 let request = handle(shared.clone(), delivery, permit);
@@ -519,6 +606,11 @@ async fn serve(
             }
             Some(Err(e)) => {
                 drop(permit);
+                if shared.own_readiness {
+                    shared
+                        .readiness
+                        .not_ready(format!("receiving requests failed: {e}"));
+                }
                 if !e.is_transient() {
                     fatal += 1;
                     if fatal >= FATAL_ERRORS_TO_STOP {
@@ -590,6 +682,22 @@ async fn serve(
         None => ServerStatus::Stopped,
     });
     tracing::info!("stopped");
+}
+
+/// Marks the server stopped if its task ends without saying how (aborted,
+/// or a panic), so that nobody waits on `stopped()` for ever.
+struct StoppedOnDrop(Arc<Shared>);
+
+impl Drop for StoppedOnDrop {
+    fn drop(&mut self) {
+        self.0.status.send_if_modified(|status| {
+            let running = matches!(status, ServerStatus::Serving | ServerStatus::Stopping);
+            if running {
+                *status = ServerStatus::Stopped;
+            }
+            running
+        });
+    }
 }
 
 /// Runs `request` here until it first has to wait, then in a task of its
@@ -1165,7 +1273,7 @@ mod tests {
         until("one settlement held", || transport.held() == 1).await;
 
         let stats = server.shared.clone();
-        let shutdown = tokio::spawn(server.shutdown());
+        let shutdown = tokio::spawn(async move { server.shutdown().await });
         for _ in 0..100 {
             tokio::task::yield_now().await;
         }
@@ -1268,6 +1376,172 @@ mod tests {
             (waited.unwrap(), woke.unwrap()),
             ("waited".into(), "woke".into())
         );
+        server.shutdown().await;
+    }
+
+    struct NoAck;
+
+    #[async_trait]
+    impl Acknowledge for NoAck {
+        async fn ack(self: Box<Self>) -> Result<(), TransportError> {
+            Ok(())
+        }
+
+        async fn release(self: Box<Self>) -> Result<(), TransportError> {
+            Ok(())
+        }
+    }
+
+    /// Hands out what the test sends, deliveries and read errors alike,
+    /// with the readiness signal given, if any.
+    struct Scripted {
+        queue: Mutex<Option<mpsc::UnboundedReceiver<Result<Delivery, TransportError>>>>,
+        signal: Option<ReadinessSignal>,
+    }
+
+    impl Scripted {
+        fn new(
+            signal: Option<ReadinessSignal>,
+        ) -> (
+            Arc<Self>,
+            mpsc::UnboundedSender<Result<Delivery, TransportError>>,
+        ) {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let queue = Mutex::new(Some(rx));
+            (Arc::new(Self { queue, signal }), tx)
+        }
+    }
+
+    #[async_trait]
+    impl Transport for Scripted {
+        async fn publish(&self, _: &str, _: Message) -> Result<(), TransportError> {
+            Ok(())
+        }
+
+        async fn consume(&self, _: &str, _: &str, _: Demand) -> Result<Deliveries, TransportError> {
+            let queue = self.queue.lock().unwrap().take().expect("one consumer");
+            let deliveries = Deliveries::new(futures_util::stream::unfold(
+                queue,
+                |mut queue| async move { Some((queue.recv().await?, queue)) },
+            ));
+            Ok(match &self.signal {
+                Some(signal) => deliveries.with_readiness(signal.clone()),
+                None => deliveries,
+            })
+        }
+
+        async fn inbox(&self) -> Result<Inbox, TransportError> {
+            Err(TransportError::Closed)
+        }
+    }
+
+    fn notification() -> Delivery {
+        let json = r#"{"jsonrpc":"2.0","method":"echo","params":[1]}"#;
+        Delivery::new(Message::new(json.as_bytes().to_vec()), NoAck)
+    }
+
+    /// Without a signal from its transport, a server is not ready from a
+    /// failed read until it next receives a request.
+    #[tokio::test(start_paused = true)]
+    async fn readiness_follows_failed_reads_when_the_transport_says_nothing() {
+        let (transport, script) = Scripted::new(None);
+        let server = Arc::new(start_scripted(transport).await);
+        assert_eq!(server.readiness(), Readiness::Ready);
+        assert!(server.ready().await);
+        script
+            .send(Err(TransportError::Unavailable(
+                "connection refused".into(),
+            )))
+            .unwrap();
+        until("not ready", || !server.readiness().is_ready()).await;
+        let why = server.readiness().to_string();
+        assert!(why.contains("connection refused"), "{why}");
+        // Waits for the server to read again, which is after its backoff.
+        let waiting = tokio::spawn({
+            let server = server.clone();
+            async move { server.ready().await }
+        });
+        script.send(Ok(notification())).unwrap();
+        let ready = tokio::time::timeout(Duration::from_secs(3600), waiting);
+        assert!(ready.await.expect("ready again").unwrap());
+        assert_eq!(server.stats().received, 1);
+        server.shutdown().await;
+        assert!(!server.readiness().is_ready());
+        assert!(
+            !server.ready().await,
+            "a stopped server never becomes ready"
+        );
+    }
+
+    /// A transport's own signal is the server's readiness while it serves,
+    /// whatever the reads do.
+    #[tokio::test(start_paused = true)]
+    async fn readiness_is_the_transports_when_it_keeps_one() {
+        let signal = ReadinessSignal::new(Readiness::NotReady("joining the group".into()));
+        let (transport, script) = Scripted::new(Some(signal.clone()));
+        let server = Arc::new(start_scripted(transport).await);
+        assert_eq!(
+            server.readiness(),
+            Readiness::NotReady("joining the group".into())
+        );
+        let waiting = tokio::spawn({
+            let server = server.clone();
+            async move { server.ready().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        signal.ready();
+        let ready = tokio::time::timeout(Duration::from_secs(3600), waiting);
+        assert!(ready.await.expect("ready").unwrap());
+        // A delivery after a failed read does not overrule the transport.
+        signal.not_ready("rebalancing");
+        script
+            .send(Err(TransportError::Unavailable("broker down".into())))
+            .unwrap();
+        script.send(Ok(notification())).unwrap();
+        // Past the backoff (the clock is paused: sleeping costs nothing).
+        while server.stats().received == 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(
+            server.readiness(),
+            Readiness::NotReady("rebalancing".into())
+        );
+        server.shutdown().await;
+    }
+
+    async fn start_scripted(transport: Arc<Scripted>) -> ServerHandle {
+        let router =
+            Router::new().method("echo", |(n,): (u64,)| async move { Ok::<_, RpcError>(n) });
+        Server::new(transport, "scripted", router)
+            .start()
+            .await
+            .unwrap()
+    }
+
+    /// A handle shared by several owners is shut down by any of them, and
+    /// every caller of `shutdown` returns once the server has stopped.
+    #[tokio::test]
+    async fn a_shared_handle_shuts_down_once_for_every_caller() {
+        let transport = Arc::new(crate::memory::MemoryTransport::new());
+        let router =
+            Router::new().method("echo", |(n,): (u64,)| async move { Ok::<_, RpcError>(n) });
+        let server = Arc::new(
+            Server::new(transport.clone(), "shared", router)
+                .start()
+                .await
+                .unwrap(),
+        );
+        let (a, b) = (server.clone(), server.clone());
+        let stopped = server.clone();
+        let ((), (), stopped) = tokio::join!(
+            async move { a.shutdown().await },
+            async move { b.shutdown().await },
+            async move { stopped.stopped().await },
+        );
+        stopped.unwrap();
+        assert!(matches!(server.status(), ServerStatus::Stopped));
+        // And once more, after the fact.
         server.shutdown().await;
     }
 }

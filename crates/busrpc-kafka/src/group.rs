@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use busrpc_core::transport::{
-    dead_letter_reply, Acknowledge, Delivery, Demand, Transport, TransportError,
+    dead_letter_reply, Acknowledge, Delivery, Demand, Readiness, ReadinessSignal, Transport,
+    TransportError,
 };
 use busrpc_core::Message;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
@@ -116,6 +117,76 @@ impl Ledger {
     }
 }
 
+/// How often a consumer whose broker failed asks it for metadata, to learn
+/// that it answers again.
+const HEALTH_CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// What the server's readiness says for a group member: ready once the
+/// group has given it its share (from its first assignment to the next
+/// revocation) while its broker answers.
+pub(crate) struct Health {
+    signal: ReadinessSignal,
+    state: Mutex<HealthState>,
+    /// Whether `state.broker` is set: read for every record taken, where
+    /// the lock would cost more.
+    failing: AtomicBool,
+}
+
+struct HealthState {
+    /// Why the member holds no assignment now, if it holds none.
+    unassigned: Option<&'static str>,
+    /// The broker's last failure, until it answers again.
+    broker: Option<String>,
+}
+
+impl Health {
+    fn new() -> Self {
+        const JOINING: &str = "joining the consumer group";
+        Self {
+            signal: ReadinessSignal::new(Readiness::NotReady(JOINING.into())),
+            state: Mutex::new(HealthState {
+                unassigned: Some(JOINING),
+                broker: None,
+            }),
+            failing: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn signal(&self) -> ReadinessSignal {
+        self.signal.clone()
+    }
+
+    fn assigned(&self, why_not: Option<&'static str>) {
+        let mut state = lock(&self.state);
+        state.unassigned = why_not;
+        self.publish(&state);
+    }
+
+    fn broker(&self, failure: Option<String>) {
+        if failure.is_none() && !self.broker_failing() {
+            return;
+        }
+        let mut state = lock(&self.state);
+        self.failing.store(failure.is_some(), Ordering::Relaxed);
+        state.broker = failure;
+        self.publish(&state);
+    }
+
+    fn broker_failing(&self) -> bool {
+        self.failing.load(Ordering::Relaxed)
+    }
+
+    fn publish(&self, state: &HealthState) {
+        match (state.unassigned, &state.broker) {
+            (_, Some(failure)) => self
+                .signal
+                .not_ready(format!("the Kafka broker is failing: {failure}")),
+            (Some(why), None) => self.signal.not_ready(why),
+            (None, None) => self.signal.ready(),
+        }
+    }
+}
+
 /// Keeps the watermarks in step with the group's assignment. Its callbacks
 /// run on the consumer thread, where blocking is allowed.
 pub(crate) struct GroupContext {
@@ -138,9 +209,18 @@ pub(crate) struct GroupContext {
     unsaved: Mutex<Vec<(Partition, i64)>>,
     /// Set once this consumer has warned that its broker keeps no notes.
     warned_no_notes: AtomicBool,
+    pub(crate) health: Arc<Health>,
 }
 
-impl ClientContext for GroupContext {}
+impl ClientContext for GroupContext {
+    /// librdkafka's errors about its connections (all brokers down, a
+    /// broker unreachable, authentication failed): the member is not ready
+    /// until the broker answers again. librdkafka retries by itself.
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        tracing::warn!(error = %error, reason, "the Kafka consumer's connection failed");
+        self.health.broker(Some(reason.to_owned()));
+    }
+}
 
 impl ConsumerContext for GroupContext {
     /// Only now are the partitions ours: librdkafka serves this callback
@@ -175,6 +255,7 @@ impl ConsumerContext for GroupContext {
         }
         drop(tracker);
         tracing::debug!(partitions = assigned.count(), "partitions assigned");
+        self.health.assigned(None);
         self.joined.notify_one();
     }
 
@@ -186,6 +267,8 @@ impl ConsumerContext for GroupContext {
             // be refused or, worse, land over their new owner's.
             Rebalance::Error(e) => {
                 tracing::warn!(error = %e, "the group rebalance failed; this member gives up its partitions");
+                self.health
+                    .assigned(Some("the group's rebalance failed; joining again"));
                 self.lose_everything(consumer);
             }
             Rebalance::Revoke(revoked) if consumer.assignment_lost() => {
@@ -193,9 +276,12 @@ impl ConsumerContext for GroupContext {
                     partitions = revoked.count(),
                     "the partitions were lost (the session expired); nothing is committed for them"
                 );
+                self.health
+                    .assigned(Some("the partitions were lost; joining again"));
                 self.lose_everything(consumer);
             }
             Rebalance::Revoke(revoked) => {
+                self.health.assigned(Some("the group is rebalancing"));
                 self.revoke(consumer, revoked);
                 self.unpause(consumer, Some(revoked));
             }
@@ -406,6 +492,7 @@ pub(crate) struct Membership {
     /// `crate::watch_topic`): the consumer thread asks for its metadata,
     /// which makes the group see it and assign its partitions.
     pub(crate) stale_metadata: Arc<AtomicBool>,
+    pub(crate) health: Arc<Health>,
 }
 
 impl Membership {
@@ -416,6 +503,7 @@ impl Membership {
     ) -> Result<Self, TransportError> {
         let ledger = Arc::new(Ledger::default());
         let joined = Arc::new(Notify::new());
+        let health = Arc::new(Health::new());
         let consumer = config
             .create_with_context(GroupContext {
                 ledger: ledger.clone(),
@@ -426,6 +514,7 @@ impl Membership {
                 committing: Mutex::new(()),
                 unsaved: Mutex::default(),
                 warned_no_notes: AtomicBool::new(false),
+                health: health.clone(),
             })
             .map_err(transport_error)?;
         Ok(Self {
@@ -433,6 +522,7 @@ impl Membership {
             ledger,
             joined,
             stale_metadata: Arc::default(),
+            health,
         })
     }
 }
@@ -452,6 +542,7 @@ pub(crate) fn start(
         ledger,
         joined,
         stale_metadata,
+        health,
     } = membership;
     let consumer = Arc::new(consumer);
     let (handover, taken) = mpsc::channel(HANDOVER_CAPACITY);
@@ -484,6 +575,8 @@ pub(crate) fn start(
         resume_again_at: None,
         topic: topic.to_owned(),
         stale_metadata,
+        health: health.clone(),
+        next_health_check: Instant::now(),
     };
     let transport = inner.clone();
     let died = Arc::new(Mutex::new(None));
@@ -520,6 +613,7 @@ pub(crate) fn start(
         retries,
         watching: None,
         died,
+        health,
     };
     Ok((reader, on_closed))
 }
@@ -567,6 +661,8 @@ struct ConsumerThread {
     /// last looked (see [`Membership::stale_metadata`]).
     topic: String,
     stale_metadata: Arc<AtomicBool>,
+    health: Arc<Health>,
+    next_health_check: Instant,
 }
 
 impl ConsumerThread {
@@ -580,6 +676,7 @@ impl ConsumerThread {
             self.pause_or_resume();
             self.resume_again();
             self.look_again();
+            self.check_health();
             #[cfg(test)]
             if PANIC_ON.lock().unwrap().as_deref() == Some(self.topic.as_str()) {
                 panic!("a panic a test asked for");
@@ -591,8 +688,12 @@ impl ConsumerThread {
             };
             let taken = match self.consumer.poll(wait) {
                 None => continue,
-                Some(Err(e)) => Err(transport_error(e)),
+                Some(Err(e)) => {
+                    self.health.broker(Some(e.to_string()));
+                    Err(transport_error(e))
+                }
                 Some(Ok(record)) => {
+                    self.health.broker(None);
                     let partition: Partition = (record.topic().into(), record.partition());
                     let offset = record.offset();
                     // Tracked here, on the thread that runs the rebalances:
@@ -648,6 +749,23 @@ impl ConsumerThread {
         // group (running the revocation, which finds nothing more to commit)
         // before returning.
         drop(self.consumer);
+    }
+
+    /// While the broker is failing, asks it for the request topic's
+    /// metadata now and then: an answer means it is back (a consumer with
+    /// nothing to read hears nothing else from it).
+    fn check_health(&mut self) {
+        let now = Instant::now();
+        if now < self.next_health_check || !self.health.broker_failing() {
+            return;
+        }
+        self.next_health_check = now + HEALTH_CHECK_EVERY;
+        let answer = self
+            .consumer
+            .fetch_metadata(Some(&self.topic), HEALTH_CHECK_EVERY / 2);
+        if answer.is_ok() {
+            self.health.broker(None);
+        }
     }
 
     /// Subscribes again once the request topic was made again. A group
@@ -1001,6 +1119,7 @@ pub(crate) struct GroupReader {
     pub(crate) watching: Option<oneshot::Sender<()>>,
     /// What the consumer thread's panic said, once it has panicked.
     died: Arc<Mutex<Option<String>>>,
+    pub(crate) health: Arc<Health>,
 }
 
 impl GroupReader {

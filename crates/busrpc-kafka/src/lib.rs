@@ -680,10 +680,12 @@ impl Transport for KafkaTransport {
         if inner.mock.is_none() && !inner.sweeping.swap(true, Ordering::Relaxed) {
             tokio::spawn(inboxes::sweep(Arc::downgrade(inner)));
         }
+        let readiness = reader.health.signal();
         let deliveries = Deliveries::new(stream::unfold(reader, |mut reader| async move {
             let next = reader.next().await;
             Some((next, reader))
-        }));
+        }))
+        .with_readiness(readiness);
         // A clean close returns once the last commit is made and the member
         // has left the group: a process may exit right after.
         Ok(deliveries.on_close(async move {

@@ -69,6 +69,7 @@ async fn broker_down_for_seconds_then_back() {
         Duration::from_secs(60),
     )
     .await;
+    assert!(server.readiness().is_ready(), "{}", server.readiness());
 
     cluster.broker_down(1).unwrap();
     let calls: Vec<_> = (0..20)
@@ -84,6 +85,12 @@ async fn broker_down_for_seconds_then_back() {
         })
         .collect();
     tokio::time::sleep(Duration::from_secs(4)).await;
+    // The readiness probe said so while it was down.
+    let readiness = server.readiness().to_string();
+    assert!(
+        readiness.starts_with("not ready: the Kafka broker is failing"),
+        "{readiness}"
+    );
     cluster.broker_up(1).unwrap();
     for call in calls {
         let (outcome, took) = tokio::time::timeout(Duration::from_secs(10), call)
@@ -100,6 +107,8 @@ async fn broker_down_for_seconds_then_back() {
     }
     let reply = first_success(&client, "svc", Duration::from_secs(60)).await;
     assert_eq!(reply, "RPC again!", "the same client and server work again");
+    let ready = tokio::time::timeout(Duration::from_secs(30), server.ready());
+    assert!(ready.await.expect("ready again once the broker is back"));
     server.shutdown().await;
 }
 

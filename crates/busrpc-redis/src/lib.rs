@@ -28,7 +28,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use busrpc_core::transport::{
-    Acknowledge, Deliveries, Delivery, Demand, Inbox, OnSettled, Transport, TransportError,
+    Acknowledge, Deliveries, Delivery, Demand, Inbox, OnSettled, Readiness, ReadinessSignal,
+    Transport, TransportError,
 };
 use busrpc_core::Message;
 use futures_util::stream;
@@ -559,7 +560,10 @@ impl Transport for RedisTransport {
             in_hand.clone(),
             stopped,
         ));
+        let readiness = ReadinessSignal::new(Readiness::Ready);
         let reader = GroupReader {
+            readiness: readiness.clone(),
+            reported_ready: true,
             connection: inner.blocking_connection().await?,
             consumer,
             settle,
@@ -583,7 +587,9 @@ impl Transport for RedisTransport {
             let next = reader.next().await;
             Some((next, reader))
         }));
-        Ok(deliveries.on_close(leave(inner, names, left_in_hand)))
+        Ok(deliveries
+            .with_readiness(readiness)
+            .on_close(leave(inner, names, left_in_hand)))
     }
 
     async fn inbox(&self) -> Result<Inbox, TransportError> {
@@ -729,6 +735,10 @@ async fn keep_alive(
 /// take now.
 struct GroupReader {
     inner: Arc<Inner>,
+    /// Ready while the group's commands succeed; told only of changes
+    /// (`reported_ready` is what it was last told).
+    readiness: ReadinessSignal,
+    reported_ready: bool,
     settle: SettleQueue,
     connection: BlockingConnection,
     address: Arc<str>,
@@ -846,6 +856,7 @@ impl GroupReader {
             Ok(result) => result,
             Err(e) => {
                 self.defer_claims(false);
+                self.report(Err(&e));
                 return Err(e);
             }
         };
@@ -860,14 +871,34 @@ impl GroupReader {
         if result.is_err() || stalled {
             self.defer_claims(stalled);
         }
-        match result {
+        let result = match result {
             Ok(value) => Ok(value),
             Err(e) if e.code() == Some("NOGROUP") => {
                 tracing::warn!(address = %self.address, group = %self.group, "the group is gone; creating it again");
-                self.inner.create_group(&self.address, &self.group).await?;
-                Ok(Value::Nil)
+                self.inner
+                    .create_group(&self.address, &self.group)
+                    .await
+                    .map(|()| Value::Nil)
             }
             Err(e) => Err(unavailable(e)),
+        };
+        self.report(result.as_ref().map(|_| ()));
+        result
+    }
+
+    /// Tells the server's readiness how the last group command went.
+    fn report(&mut self, outcome: Result<(), &TransportError>) {
+        match outcome {
+            Ok(()) if !self.reported_ready => {
+                self.reported_ready = true;
+                self.readiness.ready();
+            }
+            Ok(()) => {}
+            Err(e) => {
+                self.reported_ready = false;
+                self.readiness
+                    .not_ready(format!("reading the request stream failed: {e}"));
+            }
         }
     }
 

@@ -366,6 +366,8 @@ async fn survives_a_redis_restart() {
         "RPC before!"
     );
 
+    assert!(server.readiness().is_ready());
+
     redis.stop();
     let started = tokio::time::Instant::now();
     let outcome = client.call::<String>("svc", "echo", ("during",)).await;
@@ -374,6 +376,20 @@ async fn survives_a_redis_restart() {
         started.elapsed() < timeout + Duration::from_secs(1),
         "resolved by its deadline"
     );
+    // The readiness probe says so, and why.
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(10);
+    while server.readiness().is_ready() && tokio::time::Instant::now() < give_up {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let readiness = server.readiness().to_string();
+    assert!(
+        readiness.starts_with("not ready: reading the request stream failed"),
+        "{readiness}"
+    );
+    assert!(matches!(
+        server.status(),
+        busrpc_core::ServerStatus::Serving
+    ));
 
     let _redis = PrivateRedis::start(port).expect("redis-server restarts");
     let mut answer = None;
@@ -391,6 +407,8 @@ async fn survives_a_redis_restart() {
         Some("RPC after!"),
         "client and server recovered by themselves"
     );
+    let ready = tokio::time::timeout(Duration::from_secs(10), server.ready());
+    assert!(ready.await.expect("ready again once Redis is back"));
     client.close().await;
     server.shutdown().await;
 }
