@@ -93,7 +93,7 @@ impl ClientConfig {
 }
 
 /// What a client has seen so far.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct ClientStats {
     /// Calls sent (each call of a batch counts).

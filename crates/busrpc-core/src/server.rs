@@ -131,7 +131,7 @@ impl ServerConfig {
 }
 
 /// What a server instance has done so far.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct ServerStats {
     /// Deliveries taken from the queue.
