@@ -15,6 +15,7 @@ use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::{timeout_at, Instant};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::codec::Codec;
 use crate::error::Error;
@@ -514,13 +515,18 @@ impl Client {
         method: &str,
         params: impl Serialize,
     ) -> Result<Box<RawValue>, Error> {
-        if self.middleware.is_empty() {
-            return self
-                .call_direct(service, method, params, &self.headers)
-                .await;
-        }
-        self.through_middleware(service, method, params, false)
-            .await
+        let span = call_span(service, method, false);
+        let outcome = if self.middleware.is_empty() {
+            self.call_direct(service, method, params, &self.headers)
+                .instrument(span.clone())
+                .await
+        } else {
+            self.through_middleware(service, method, params, false)
+                .instrument(span.clone())
+                .await
+        };
+        record_call_outcome(&span, outcome.as_ref().map(drop));
+        outcome
     }
 
     /// A call or notification sent through this handle's middleware.
@@ -585,6 +591,7 @@ impl Client {
             .await
             .map_err(|_| Error::Closed)?;
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+        tracing::Span::current().record("rpc.jsonrpc.request_id", id);
         let mut json = Vec::with_capacity(128);
         jsonrpc::write_request(&mut json, method, &params, Some(id))?;
         let (receiver, registration) = self.register(id)?;
@@ -604,14 +611,19 @@ impl Client {
         method: &str,
         params: impl Serialize,
     ) -> Result<(), Error> {
-        if self.middleware.is_empty() {
-            return self
-                .notify_direct(service, method, params, &self.headers)
-                .await;
-        }
-        self.through_middleware(service, method, params, true)
-            .await
-            .map(drop)
+        let span = call_span(service, method, true);
+        let outcome = if self.middleware.is_empty() {
+            self.notify_direct(service, method, params, &self.headers)
+                .instrument(span.clone())
+                .await
+        } else {
+            self.through_middleware(service, method, params, true)
+                .instrument(span.clone())
+                .await
+                .map(drop)
+        };
+        record_call_outcome(&span, outcome.as_ref().copied());
+        outcome
     }
 
     /// A notification past the middleware.
@@ -735,6 +747,12 @@ impl Client {
             if codec != Codec::Json {
                 headers.insert(header::CONTENT_TYPE, codec.content_type());
             }
+            // The call's span is the server's span's parent, unless the
+            // caller sent a trace context of its own.
+            #[cfg(feature = "otel")]
+            if extra.get(header::TRACEPARENT).is_none() {
+                crate::otel::inject(&tracing::Span::current(), &mut headers);
+            }
             let message = Message {
                 payload: payload.clone(),
                 headers,
@@ -783,6 +801,52 @@ impl Client {
         match timeout_at(deadline_at, send).await {
             Ok(result) => result,
             Err(_) => Err(self.timed_out()),
+        }
+    }
+}
+
+/// The span of one call (or, `notification`, one notification) a client
+/// makes: with feature `otel`, the parent of the server's `busrpc.request`.
+fn call_span(service: &str, method: &str, notification: bool) -> tracing::Span {
+    // One callsite per name: a span's name is fixed where it is declared.
+    macro_rules! span {
+        ($name:literal, $kind:literal) => {
+            tracing::info_span!(
+                $name,
+                otel.name = %format_args!("{service}/{method}"),
+                otel.kind = $kind,
+                otel.status_code = tracing::field::Empty,
+                rpc.system = "jsonrpc",
+                rpc.service = %service,
+                rpc.method = %method,
+                rpc.jsonrpc.request_id = tracing::field::Empty,
+                rpc.jsonrpc.error_code = tracing::field::Empty,
+                busrpc.outcome = tracing::field::Empty,
+            )
+        };
+    }
+    if notification {
+        span!("busrpc.notify", "producer")
+    } else {
+        span!("busrpc.call", "client")
+    }
+}
+
+/// Records how a call ended on its span: `ok`, an error with its code, or
+/// what else failed (`timeout`, `closed`, ...).
+fn record_call_outcome(span: &tracing::Span, outcome: Result<(), &Error>) {
+    if span.is_disabled() {
+        return;
+    }
+    match outcome {
+        Ok(()) => crate::engine::record_outcome(span, Ok(())),
+        Err(Error::Rpc(e)) => crate::engine::record_outcome(span, Err(e.code())),
+        Err(e) => {
+            let what = if e.is_timeout() { "timeout" } else { "failed" };
+            span.record("busrpc.outcome", what);
+            span.record("otel.status_code", "ERROR");
+            let _entered = span.enter();
+            tracing::debug!(error = %e, "the call failed");
         }
     }
 }

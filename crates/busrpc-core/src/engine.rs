@@ -9,6 +9,7 @@ use futures_util::future::FutureExt;
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use serde_json::value::RawValue;
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 
 use crate::context::{CallInfo, Middleware, Next};
 use crate::jsonrpc::{self, decode_incoming, Incoming, InvalidRequest, Request, RpcError};
@@ -185,10 +186,33 @@ impl Engine {
         }
     }
 
+    /// Runs the handler in its request's span (see [`request_span`]).
+    async fn execute(
+        &self,
+        request: &Request<'_>,
+        env: Envelope<'_>,
+    ) -> Result<Box<RawValue>, RpcError> {
+        let span = request_span(&self.service, request, env);
+        let outcome = self.run(request, env).instrument(span.clone()).await;
+        if !span.is_disabled() {
+            record_outcome(&span, outcome.as_ref().map(drop).map_err(RpcError::code));
+            let _entered = span.enter();
+            match &outcome {
+                Ok(_) => tracing::debug!("handled"),
+                Err(e) => tracing::debug!(
+                    code = e.code(),
+                    message = e.message(),
+                    "answered with an error"
+                ),
+            }
+        }
+        outcome
+    }
+
     /// Runs the handler, through the middleware if there is any; a panic,
     /// in its synchronous part or its future, becomes -32603 and the server
     /// goes on.
-    async fn execute(
+    async fn run(
         &self,
         request: &Request<'_>,
         env: Envelope<'_>,
@@ -227,6 +251,60 @@ impl Engine {
             tracing::error!(method = %request.method, panic = panic_message(&*panic), "handler panicked");
             Err(RpcError::internal_error())
         })
+    }
+}
+
+/// The span of one call or notification a server runs: a root, or with
+/// feature `otel` the child of the caller's span named by the request's
+/// `traceparent`. Every `.await` of the handler runs in it, in whichever
+/// task the handler goes on. Field names follow OpenTelemetry's RPC
+/// conventions where they have one (`rpc.*`, `otel.*`).
+fn request_span(service: &str, request: &Request<'_>, env: Envelope<'_>) -> tracing::Span {
+    // A root: the server's own span lives as long as the server, and every
+    // request under it would make one endless trace.
+    let span = tracing::info_span!(
+        parent: None,
+        "busrpc.request",
+        otel.name = %format_args!("{service}/{}", request.method),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        rpc.system = "jsonrpc",
+        rpc.service = %service,
+        rpc.method = %request.method,
+        rpc.jsonrpc.request_id = tracing::field::Empty,
+        rpc.jsonrpc.error_code = tracing::field::Empty,
+        busrpc.attempt = tracing::field::Empty,
+        busrpc.outcome = tracing::field::Empty,
+        traceparent = tracing::field::Empty,
+    );
+    if span.is_disabled() {
+        return span;
+    }
+    if let Some(id) = request.id {
+        span.record("rpc.jsonrpc.request_id", id.get());
+    }
+    if let Some(attempt) = env.attempt {
+        span.record("busrpc.attempt", attempt);
+    }
+    if let Some(traceparent) = env.headers.get(crate::message::header::TRACEPARENT) {
+        span.record("traceparent", traceparent);
+        #[cfg(feature = "otel")]
+        crate::otel::set_parent(&span, env.headers);
+    }
+    span
+}
+
+/// Records how a call ended on its span: `ok`, or `error` with its code.
+pub(crate) fn record_outcome(span: &tracing::Span, outcome: Result<(), i32>) {
+    match outcome {
+        Ok(()) => {
+            span.record("busrpc.outcome", "ok");
+        }
+        Err(code) => {
+            span.record("busrpc.outcome", "error");
+            span.record("rpc.jsonrpc.error_code", code);
+            span.record("otel.status_code", "ERROR");
+        }
     }
 }
 

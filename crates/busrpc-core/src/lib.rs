@@ -5,6 +5,8 @@ pub mod codec;
 pub mod jsonrpc;
 pub mod memory;
 pub mod openrpc;
+#[cfg(feature = "otel")]
+mod otel;
 pub mod transport;
 
 mod client;

@@ -916,16 +916,10 @@ async fn process(
     Some(reply)
 }
 
-/// The engine's response to `json`, in a span carrying the caller's trace
-/// context if it sent one.
+/// The engine's response to `json` (which runs each call in a span of its
+/// own, the caller's trace context its parent).
 async fn respond(shared: &Shared, env: Envelope<'_>, json: &[u8]) -> Option<Vec<u8>> {
-    match env.headers.get(header::TRACEPARENT) {
-        Some(traceparent) => {
-            let span = tracing::debug_span!("busrpc.request", traceparent);
-            shared.engine.respond(json, env).instrument(span).await
-        }
-        None => shared.engine.respond(json, env).await,
-    }
+    shared.engine.respond(json, env).await
 }
 
 /// `work`'s output, or `None` if `deadline` passes first. The timer is set
