@@ -33,7 +33,13 @@
 //!
 //! The wire protocol, so that any client (kcat, redis-cli, Python) can speak
 //! to a service, is in `docs/PROTOCOL.md`; the architecture in
-//! `docs/ARCHITECTURE.md`.
+//! `docs/ARCHITECTURE.md`; running it in production (health, traces) in
+//! `docs/OPERATIONS.md`.
+//!
+//! Feature `otel`: the client writes the W3C `traceparent` of its
+//! `busrpc.call` span and the server makes its `busrpc.request` span the
+//! child of it, through `tracing-opentelemetry`, so that one trace crosses
+//! the broker. Install `tracing_opentelemetry::layer()` in your subscriber.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 use std::sync::Arc;
