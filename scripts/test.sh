@@ -100,6 +100,12 @@ ensure_python_kafka() {
   export BUSRPC_PYTHON="$PWD/$venv/bin/python"
 }
 
+# docker-compose (Debian's), only to validate docker-compose.yml: no Docker
+# engine runs on the test machines.
+ensure_compose() {
+  command -v docker-compose >/dev/null || apt_install docker-compose
+}
+
 # cargo-hack, cargo-machete, cargo-deny and cargo-fuzz, built once (about
 # ten minutes the first time) and kept in ~/.cargo/bin.
 ensure_cargo_tools() {
@@ -115,6 +121,10 @@ ensure_cargo_tools
 ensure_redis
 ensure_kafka
 ensure_python_kafka
+ensure_compose
+
+step "docker-compose.yml is a valid compose file"
+docker-compose -f docker-compose.yml config -q
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
