@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use busrpc::openrpc::MethodDoc;
+use busrpc::transport::redact_url;
 use busrpc::{Client, ClientConfig, Error, Router, RpcError, Server, ServerConfig, Transport};
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
@@ -218,7 +219,7 @@ async fn connect(url: &str) -> Result<Arc<dyn Transport>, Failure> {
         } else {
             3
         },
-        message: format!("cannot use broker {url}: {e}"),
+        message: format!("cannot use broker {}: {e}", redact_url(url)),
     })
 }
 
@@ -244,7 +245,8 @@ async fn client_for(target: &BrokerArgs, config: ClientConfig) -> Result<Client,
         Err(_) => Err(Failure {
             code: 3,
             message: format!(
-                "cannot use broker {url}: no answer within {} (--connect-timeout)",
+                "cannot use broker {}: no answer within {} (--connect-timeout)",
+                redact_url(url),
                 humantime::format_duration(target.connect_timeout)
             ),
         }),
@@ -413,7 +415,10 @@ async fn serve_echo(broker: &str, service: &str) -> Result<(), Failure> {
         .with_config(config)
         .start()
         .await?;
-    println!("serving {service} (echo, add, sleep) on {broker}; Ctrl-C to stop");
+    println!(
+        "serving {service} (echo, add, sleep) on {}; Ctrl-C to stop",
+        redact_url(broker)
+    );
     interrupted().await;
     println!("stopping: finishing the calls in hand");
     let stats = server.stats();
@@ -450,7 +455,8 @@ async fn run_bench(
         let mut outcomes = Vec::new();
         for broker in &brokers {
             let url = busrpc_bench::on_own_prefix(broker, "busrpc-bench");
-            outcomes.push(bench::measure(broker, &url, settings, &current).await);
+            let shown = redact_url(broker);
+            outcomes.push(bench::measure(&shown, &url, settings, &current).await);
         }
         outcomes
     };

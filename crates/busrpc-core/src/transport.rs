@@ -41,10 +41,12 @@ pub enum TransportError {
     /// The transport, consumer or inbox has been closed.
     #[error("transport closed")]
     Closed,
-    /// The broker URL cannot be used.
-    #[error("invalid broker URL {url:?}: {reason}")]
+    /// The broker URL cannot be used. Shown with its secrets masked (see
+    /// [`redact_url`]).
+    #[error("invalid broker URL {:?}: {reason}", redact_url(url))]
     InvalidUrl {
-        /// The URL as given.
+        /// The URL as given, secrets included: show it through
+        /// [`redact_url`].
         url: String,
         /// What is wrong with it, and what to do instead.
         reason: String,
@@ -118,6 +120,86 @@ pub trait Transport: Send + Sync + 'static {
     fn max_payload_bytes(&self) -> Option<usize> {
         None
     }
+}
+
+/// Whether a URL option or broker-client setting named `key` holds a
+/// secret (a password, a token, a private key), so that its value is never
+/// shown: `sasl.password`, `ssl.key.password`, `ssl.key.pem`,
+/// `sasl.oauthbearer.client.secret`, `password`, `token`, ...
+pub fn is_secret_option(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["password", "passwd", "secret", "token", "credential"]
+        .iter()
+        .any(|word| key.contains(word))
+        || key.ends_with(".pem")
+        || key == "sasl.oauthbearer.config"
+}
+
+/// `url` fit for an error message or a log line: the password of its user
+/// info and the value of every option that [holds a
+/// secret](is_secret_option) replaced by `***`. Works on URLs the `url`
+/// crate cannot parse too (`kafka://a:9092,b:9092`).
+///
+/// ```
+/// use busrpc_core::transport::redact_url;
+/// assert_eq!(
+///     redact_url("redis://app:s3cr%40t@db:6379/0?prefix=x"),
+///     "redis://app:***@db:6379/0?prefix=x"
+/// );
+/// assert_eq!(
+///     redact_url("kafka://k:9092?sasl.username=u&sasl.password=p%26q"),
+///     "kafka://k:9092?sasl.username=u&sasl.password=***"
+/// );
+/// ```
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, url),
+    };
+    let (base, query) = match rest.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (rest, None),
+    };
+    let authority_end = base.find('/').unwrap_or(base.len());
+    let (authority, path) = base.split_at(authority_end);
+    let mut shown = String::with_capacity(url.len());
+    if let Some(scheme) = scheme {
+        shown.push_str(scheme);
+        shown.push_str("://");
+    }
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            match userinfo.split_once(':') {
+                Some((user, _password)) => {
+                    shown.push_str(user);
+                    shown.push_str(":***");
+                }
+                // A lone user name may be a token (`redis://TOKEN@host`).
+                None if scheme.is_some() && userinfo.len() > 20 => shown.push_str("***"),
+                None => shown.push_str(userinfo),
+            }
+            shown.push('@');
+            shown.push_str(host);
+        }
+        None => shown.push_str(authority),
+    }
+    shown.push_str(path);
+    if let Some(query) = query {
+        shown.push('?');
+        for (i, pair) in query.split('&').enumerate() {
+            if i > 0 {
+                shown.push('&');
+            }
+            match pair.split_once('=') {
+                Some((key, _)) if is_secret_option(key) => {
+                    shown.push_str(key);
+                    shown.push_str("=***");
+                }
+                _ => shown.push_str(pair),
+            }
+        }
+    }
+    shown
 }
 
 /// An id that does not repeat across processes and hosts (a random
@@ -591,7 +673,47 @@ impl fmt::Debug for Inbox {
 
 #[cfg(test)]
 mod tests {
-    use super::unique_id;
+    use super::{redact_url, unique_id, TransportError};
+
+    #[test]
+    fn urls_are_shown_without_their_secrets() {
+        for (url, shown) in [
+            ("redis://127.0.0.1:6379", "redis://127.0.0.1:6379"),
+            ("redis://u:p@h:1/2?prefix=a", "redis://u:***@h:1/2?prefix=a"),
+            ("rediss://:only-a-password@h", "rediss://:***@h"),
+            ("redis://a%40b:c%3Ad@h", "redis://a%40b:***@h"),
+            ("redis://user@h", "redis://user@h"),
+            (
+                "redis://0123456789abcdef0123456789@h",
+                "redis://***@h",
+            ),
+            (
+                "kafka://a:1,b:2?security.protocol=SASL_SSL&sasl.password=x%26y&ssl.key.password=k&ssl.key.pem=PEM&sasl.oauthbearer.client.secret=s&fetch.wait.max.ms=5",
+                "kafka://a:1,b:2?security.protocol=SASL_SSL&sasl.password=***&ssl.key.password=***&ssl.key.pem=***&sasl.oauthbearer.client.secret=***&fetch.wait.max.ms=5",
+            ),
+            ("kafka://u:p@k:9092?x=1", "kafka://u:***@k:9092?x=1"),
+            ("not a url", "not a url"),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
+    }
+
+    #[test]
+    fn an_invalid_url_error_masks_its_secrets() {
+        let e = TransportError::InvalidUrl {
+            url: "redis://app:hunter2@h?token=abc&claim_idle=5".into(),
+            reason: "unknown option \"claim_idle\"".into(),
+        };
+        let shown = e.to_string();
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("abc"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("redis://app:***@h?token=***&claim_idle=5"),
+            "{shown}"
+        );
+    }
 
     #[test]
     fn unique_ids_are_random_uuids_that_do_not_repeat() {
