@@ -42,7 +42,12 @@ pub enum InboxMode {
 /// busrpc's Kafka options. Query keys busrpc does not know go to librdkafka
 /// as they are (`security.protocol`, `sasl.mechanism`, `ssl.ca.location`,
 /// `fetch.wait.max.ms`, ...), so anything librdkafka can do is one URL away.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// Its `Debug` output masks the values of librdkafka settings that hold
+/// secrets (`sasl.password`, `ssl.key.password`, ...; see
+/// [`is_secret_option`](busrpc_core::transport::is_secret_option)), so a
+/// configuration can be logged.
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct KafkaConfig {
     /// The brokers.
@@ -77,6 +82,34 @@ pub struct KafkaConfig {
     pub max_deliveries: u32,
     /// Everything passed to librdkafka, busrpc's defaults first, then the URL's.
     pub librdkafka: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let librdkafka: Vec<(&str, &str)> = self
+            .librdkafka
+            .iter()
+            .map(|(key, value)| {
+                let shown = if busrpc_core::transport::is_secret_option(key) {
+                    "***"
+                } else {
+                    value.as_str()
+                };
+                (key.as_str(), shown)
+            })
+            .collect();
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("prefix", &self.prefix)
+            .field("partitions", &self.partitions)
+            .field("replication", &self.replication)
+            .field("inbox_retention_ms", &self.inbox_retention_ms)
+            .field("inbox", &self.inbox)
+            .field("join_wait", &self.join_wait)
+            .field("max_deliveries", &self.max_deliveries)
+            .field("librdkafka", &librdkafka)
+            .finish()
+    }
 }
 
 /// busrpc's librdkafka defaults, chosen for RPC latency; each can be
@@ -257,6 +290,24 @@ mod tests {
         );
         assert_eq!(c.librdkafka_value("linger.ms"), Some("0"));
         assert_eq!((c.inbox, c.max_deliveries), (InboxMode::Topic, 5));
+    }
+
+    #[test]
+    fn debug_output_masks_secret_settings() {
+        let c = KafkaConfig::from_url(
+            "kafka://a:9092?security.protocol=SASL_SSL&sasl.username=app&sasl.password=hunter2&ssl.key.password=k3y",
+        )
+        .unwrap();
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("k3y"),
+            "{shown}"
+        );
+        assert!(shown.contains(r#"("sasl.password", "***")"#), "{shown}");
+        assert!(shown.contains(r#"("sasl.username", "app")"#), "{shown}");
+        assert!(shown.contains(r#"("linger.ms", "0")"#), "{shown}");
+        // The value itself is kept for librdkafka.
+        assert_eq!(c.librdkafka_value("sasl.password"), Some("hunter2"));
     }
 
     #[test]
