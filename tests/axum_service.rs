@@ -10,15 +10,28 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The example's binary, built beside this test by `cargo test` (which
-/// builds the examples too).
+/// builds the examples too, as `examples/axum_service-<hash>`; `cargo build
+/// --example` adds `examples/axum_service`): the newest of them.
 fn example_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("the test's path");
-    let profile = exe
+    let examples = exe
         .parent()
         .and_then(|deps| deps.parent())
-        .expect("target/<profile>/deps");
-    let binary = profile.join("examples").join("axum_service");
-    let built = std::fs::metadata(&binary).and_then(|m| m.modified());
+        .expect("target/<profile>/deps")
+        .join("examples");
+    let newest = std::fs::read_dir(&examples)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let hashed = name
+                .strip_prefix("axum_service-")
+                .is_some_and(|hash| hash.bytes().all(|b| b.is_ascii_hexdigit()));
+            name == "axum_service" || hashed
+        })
+        .filter_map(|entry| Some((entry.metadata().ok()?.modified().ok()?, entry.path())))
+        .max();
     let source = std::fs::metadata(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/examples/axum_service.rs"
@@ -27,12 +40,13 @@ fn example_binary() -> PathBuf {
     .expect("the example's source");
     // `cargo test --test axum_service` builds no example: say so rather
     // than test an old one.
-    assert!(
-        built.is_ok_and(|built| built >= source),
-        "{} is missing or older than its source: run `cargo test` without --test, or `cargo build --example axum_service` first",
-        binary.display()
-    );
-    binary
+    match newest {
+        Some((built, binary)) if built >= source => binary,
+        _ => panic!(
+            "no axum_service in {} newer than its source: run `cargo test` without --test, or `cargo build --example axum_service` first",
+            examples.display()
+        ),
+    }
 }
 
 struct Running {
