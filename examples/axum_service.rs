@@ -145,7 +145,23 @@ fn args() -> Result<Args, String> {
 }
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    let transport = busrpc::connect(&args.broker).await?;
+    let listener = tokio::net::TcpListener::bind(&args.listen).await?;
+    // Flushed at once: a script waits for this line.
+    println!("listening on http://{}", listener.local_addr()?);
+    let calls = serve(&args.broker, listener, shutdown_signal()).await?;
+    println!("drained: {calls} calls answered");
+    Ok(())
+}
+
+/// Serves the web routes on `listener` and the busrpc service on `broker`
+/// until `shutdown`, then drains both; returns how many calls the busrpc
+/// server answered.
+async fn serve(
+    broker: &str,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<u64, Box<dyn std::error::Error>> {
+    let transport = busrpc::connect(broker).await?;
     let server = Arc::new(
         Server::new(transport.clone(), SERVICE, service())
             .start()
@@ -163,11 +179,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .route("/echo/{text}", get(echo))
         .route("/slow/{ms}", get(slow))
         .with_state(app);
-    let listener = tokio::net::TcpListener::bind(&args.listen).await?;
-    // Flushed at once: a test or a script waits for this line.
-    println!("listening on http://{}", listener.local_addr()?);
 
-    let web = axum::serve(listener, routes).with_graceful_shutdown(shutdown_signal());
+    let web = axum::serve(listener, routes).with_graceful_shutdown(shutdown);
     // The busrpc server stopping by itself (the broker refused it) ends the
     // process too, with its error: better than a web service whose calls
     // all time out.
@@ -185,8 +198,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     // nothing can call any more, and the server answers what it holds.
     client.close().await;
     server.shutdown().await;
-    println!("drained: {} calls answered", server.stats().calls);
-    Ok(())
+    Ok(server.stats().calls)
 }
 
 fn main() -> ExitCode {
@@ -203,5 +215,102 @@ fn main() -> ExitCode {
             }
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Run by `cargo test --all-targets` (which builds examples with the test
+/// harness): the probes, a call, then SIGTERM with a call in flight, which
+/// must be answered before the service finishes draining.
+#[cfg(all(test, unix))]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+
+    /// GET `path`: the status code and the body.
+    fn get(address: &str, path: &str) -> (u16, String) {
+        let mut stream = TcpStream::connect(address).expect("the web server accepts");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).expect("a response");
+        let status = response
+            .split(' ')
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or_else(|| panic!("no status line in {response:?}"));
+        let body = response
+            .split_once("\r\n\r\n")
+            .map_or("", |(_, body)| body)
+            .to_owned();
+        (status, body)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn answers_its_probes_and_drains_on_sigterm() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        // The real signal handler: axum polls it (installing it) as it
+        // starts serving, before the first request below is answered.
+        let signal = super::shutdown_signal();
+        let serving = tokio::spawn(async move {
+            super::serve("memory://", listener, signal)
+                .await
+                .map_err(|e| e.to_string())
+        });
+        let on = |path: &'static str| {
+            let address = address.clone();
+            tokio::task::spawn_blocking(move || get(&address, path))
+        };
+        assert_eq!(on("/healthz").await.unwrap(), (200, "ok".into()));
+        assert_eq!(on("/readyz").await.unwrap(), (200, "ready".into()));
+        assert_eq!(on("/echo/hello").await.unwrap(), (200, "RPC hello!".into()));
+
+        let slow = on("/slow/1500");
+        // Until the busrpc server holds it: it counts requests as it takes them.
+        let give_up = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (code, stats) = on("/stats").await.unwrap();
+            assert_eq!(code, 200);
+            let stats: serde_json::Value = serde_json::from_str(&stats).expect("JSON");
+            if stats["server"]["received"] == 2 {
+                assert_eq!(
+                    stats["server"]["calls"], 1,
+                    "the slow call is still running"
+                );
+                break;
+            }
+            assert!(
+                Instant::now() < give_up,
+                "the slow call never arrived: {stats}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let pid = std::process::id().to_string();
+        let killed = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+
+        assert_eq!(
+            slow.await.unwrap(),
+            (200, "slept 1500 ms".into()),
+            "the call in flight was answered"
+        );
+        let calls = tokio::time::timeout(Duration::from_secs(30), serving)
+            .await
+            .expect("drained")
+            .unwrap()
+            .expect("served without an error");
+        assert_eq!(calls, 2);
+        // And it no longer listens.
+        assert!(TcpStream::connect(&address).is_err());
     }
 }
