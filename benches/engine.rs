@@ -19,6 +19,11 @@
 //! Every measured loop runs as a task on the runtime's two workers, as a
 //! service's callers would. `cargo bench --bench engine` runs it all;
 //! `cargo test --benches` runs each benchmark once as a smoke test.
+//!
+//! With `BUSRPC_BENCH_METRICS=prometheus`, a Prometheus recorder is
+//! installed first, so that a run with `--features metrics` measures what
+//! metrics cost a service that exports them (without the variable, what the
+//! feature costs with no recorder).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -144,6 +149,15 @@ fn summary(
 
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
+    let _metrics = match std::env::var("BUSRPC_BENCH_METRICS").as_deref() {
+        Ok("prometheus") => Some(
+            metrics_exporter_prometheus::PrometheusBuilder::new()
+                .install_recorder()
+                .expect("the only recorder"),
+        ),
+        Ok(other) => panic!("BUSRPC_BENCH_METRICS={other:?}: only \"prometheus\" is known"),
+        Err(_) => None,
+    };
     let rt = runtime();
     let transport: Arc<dyn Transport> = Arc::new(MemoryTransport::new());
     let rpc = Arc::new(rt.block_on(Rpc::start(transport.clone())));

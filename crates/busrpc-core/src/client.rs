@@ -21,6 +21,7 @@ use crate::codec::Codec;
 use crate::error::Error;
 use crate::jsonrpc::{self, EncodeError, RpcError};
 use crate::message::{header, Deadline, Headers, Limits, Message};
+use crate::metrics::{self, ClientCall, Dropped};
 use crate::transport::{Inbox, Transport, TransportError};
 
 /// How a client calls.
@@ -126,16 +127,59 @@ pub(crate) struct Pending {
     replies: AtomicU64,
     timeouts: AtomicU64,
     pub(crate) dropped: AtomicU64,
+    /// The last call's id: ids run from 1 up to it.
+    issued: AtomicU64,
+    /// The ids of the latest calls whose callers gave up before their
+    /// reply came (at most [`GAVE_UP_KEPT`]), so that a reply coming for
+    /// one later counts as late rather than a duplicate.
+    gave_up: Mutex<std::collections::VecDeque<u64>>,
 }
+
+/// How many given-up calls a client remembers (see [`Pending::gave_up`]).
+const GAVE_UP_KEPT: usize = 1024;
 
 impl Pending {
     fn waiting(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Outcome>>> {
         self.waiting.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn drop_reply(&self, why: &str, payload: &[u8]) {
+    fn drop_reply(&self, kind: Dropped, why: &str, payload: &[u8]) {
         self.dropped.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(why, reply = %crate::log::Excerpt(payload), "reply dropped");
+        metrics::reply_dropped(kind);
+        tracing::debug!(kind = kind.as_str(), why, reply = %crate::log::Excerpt(payload), "reply dropped");
+    }
+
+    /// An id for a new call.
+    fn issue_id(&self) -> u64 {
+        self.issued.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Remembers that the call `id` stopped waiting unanswered.
+    fn gave_up(&self, id: u64) {
+        let mut gave_up = self.gave_up.lock().unwrap_or_else(|e| e.into_inner());
+        if gave_up.len() == GAVE_UP_KEPT {
+            gave_up.pop_front();
+        }
+        gave_up.push_back(id);
+    }
+
+    /// Why a reply with `id` has no caller waiting: its caller gave up
+    /// (late: the first reply after that), it was answered already
+    /// (duplicate), or no call of this client had that id (stray).
+    fn unwaited(&self, id: Option<u64>) -> Dropped {
+        let Some(id) = id else {
+            return Dropped::Stray;
+        };
+        let mut gave_up = self.gave_up.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(at) = gave_up.iter().position(|&given_up| given_up == id) {
+            gave_up.remove(at);
+            return Dropped::Late;
+        }
+        if (1..=self.issued.load(Ordering::Relaxed)).contains(&id) {
+            Dropped::Duplicate
+        } else {
+            Dropped::Stray
+        }
     }
 
     pub(crate) fn deliver(&self, message: &Message) {
@@ -143,27 +187,30 @@ impl Pending {
             .and_then(|codec| codec.to_json(&message.payload))
         {
             Ok(json) => json,
-            Err(e) => return self.drop_reply(&e.to_string(), &message.payload),
+            Err(e) => return self.drop_reply(Dropped::Malformed, &e.to_string(), &message.payload),
         };
         let responses = match jsonrpc::decode_responses(&json) {
             Ok(responses) => responses,
-            Err(e) => return self.drop_reply(&e.to_string(), &json),
+            Err(e) => return self.drop_reply(Dropped::Malformed, &e.to_string(), &json),
         };
         for response in responses {
             let response = match response {
                 Ok(r) => r,
                 Err(e) => {
-                    self.drop_reply(&e.to_string(), &json);
+                    self.drop_reply(Dropped::Malformed, &e.to_string(), &json);
                     continue;
                 }
             };
-            let waiter = response
-                .numeric_id()
-                .and_then(|id| self.waiting().remove(&id));
+            let id = response.numeric_id();
+            let waiter = id.and_then(|id| self.waiting().remove(&id));
             let Some(waiter) = waiter else {
                 // Late (its caller timed out), a duplicate, or not ours; a
                 // null id means the server could not read which call it was.
-                self.drop_reply("no caller waits for this id", response.id.get().as_bytes());
+                self.drop_reply(
+                    self.unwaited(id),
+                    "no caller waits for this id",
+                    response.id.get().as_bytes(),
+                );
                 continue;
             };
             // The caller counts the reply when it takes it (see `call_unbounded`).
@@ -172,6 +219,7 @@ impl Pending {
                 .is_err()
             {
                 self.drop_reply(
+                    Dropped::Late,
                     "the caller gave up as the reply arrived",
                     response.id.get().as_bytes(),
                 );
@@ -223,7 +271,10 @@ impl Registration<'_> {
 
 impl Drop for Registration<'_> {
     fn drop(&mut self) {
-        self.pending.waiting().remove(&self.id);
+        let waited = self.pending.waiting().remove(&self.id).is_some();
+        if waited {
+            self.pending.gave_up(self.id);
+        }
     }
 }
 
@@ -231,7 +282,6 @@ struct Shared {
     transport: Arc<dyn Transport>,
     inbox_address: Arc<str>,
     pending: Arc<Pending>,
-    next_id: AtomicU64,
     in_flight: Semaphore,
     config: ClientConfig,
     stop: CancellationToken,
@@ -411,7 +461,6 @@ impl Client {
                 transport,
                 inbox_address,
                 pending,
-                next_id: AtomicU64::new(1),
                 in_flight: Semaphore::new(config.max_in_flight),
                 config,
                 stop,
@@ -516,6 +565,7 @@ impl Client {
         params: impl Serialize,
     ) -> Result<Box<RawValue>, Error> {
         let span = call_span(service, method, false);
+        let metered = metrics::enabled().then(|| ClientCall::start(service, method, false));
         let outcome = if self.middleware.is_empty() {
             self.call_direct(service, method, params, &self.headers)
                 .instrument(span.clone())
@@ -526,6 +576,9 @@ impl Client {
                 .await
         };
         record_call_outcome(&span, outcome.as_ref().map(drop));
+        if let Some(call) = metered {
+            call.finished(metrics::call_code(outcome.as_ref().map(drop)));
+        }
         outcome
     }
 
@@ -590,7 +643,7 @@ impl Client {
             .acquire()
             .await
             .map_err(|_| Error::Closed)?;
-        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = shared.pending.issue_id();
         tracing::Span::current().record("rpc.jsonrpc.request_id", id);
         let mut json = Vec::with_capacity(128);
         jsonrpc::write_request(&mut json, method, &params, Some(id))?;
@@ -612,6 +665,7 @@ impl Client {
         params: impl Serialize,
     ) -> Result<(), Error> {
         let span = call_span(service, method, true);
+        let metered = metrics::enabled().then(|| ClientCall::start(service, method, true));
         let outcome = if self.middleware.is_empty() {
             self.notify_direct(service, method, params, &self.headers)
                 .instrument(span.clone())
@@ -623,6 +677,9 @@ impl Client {
                 .map(drop)
         };
         record_call_outcome(&span, outcome.as_ref().copied());
+        if let Some(call) = metered {
+            call.finished(metrics::call_code(outcome.as_ref().copied()));
+        }
         outcome
     }
 
@@ -655,6 +712,7 @@ impl Client {
             json: Vec::new(),
             ids: Vec::new(),
             entries: 0,
+            methods: Vec::new(),
         }
     }
 
@@ -934,6 +992,9 @@ pub struct Batch {
     json: Vec<u8>,
     ids: Vec<u64>,
     entries: usize,
+    /// Each entry's method and whether it is a call, when metrics are
+    /// recorded.
+    methods: Vec<(Box<str>, bool)>,
 }
 
 impl Batch {
@@ -946,12 +1007,15 @@ impl Batch {
             return Err(e.into());
         }
         self.entries += 1;
+        if metrics::enabled() {
+            self.methods.push((method.into(), id.is_some()));
+        }
         Ok(())
     }
 
     /// Adds a call; its result is picked from the replies with the returned handle.
     pub fn call(&mut self, method: &str, params: impl Serialize) -> Result<BatchCall, Error> {
-        let id = self.client.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = self.client.shared.pending.issue_id();
         self.push(method, params, Some(id))?;
         self.ids.push(id);
         Ok(BatchCall {
@@ -978,6 +1042,32 @@ impl Batch {
     /// Sends the batch and, if it holds calls, waits for all their replies
     /// within the client's timeout.
     pub async fn send(mut self) -> Result<BatchReplies, Error> {
+        if !metrics::enabled() {
+            return self.exchange().await;
+        }
+        let started = std::time::Instant::now();
+        let calls = self.ids.len() as f64;
+        let service = self.service.clone();
+        let in_flight = metrics::ClientInFlight::new(&service, calls);
+        let outcome = self.exchange().await;
+        drop(in_flight);
+        let took = started.elapsed();
+        let mut answers = outcome.as_ref().ok().map(|r| r.outcomes.iter());
+        for (method, is_call) in &self.methods {
+            let code = match (&outcome, answers.as_mut()) {
+                (Err(e), _) => metrics::call_code(Err(e)),
+                (Ok(_), Some(answers)) if *is_call => match answers.next() {
+                    Some(Err(e)) => metrics::CallCode::Rpc(e.code()),
+                    _ => metrics::CallCode::Ok,
+                },
+                (Ok(_), _) => metrics::CallCode::Ok,
+            };
+            metrics::client_call(&service, method, !*is_call, code, took);
+        }
+        outcome
+    }
+
+    async fn exchange(&mut self) -> Result<BatchReplies, Error> {
         let client = &self.client;
         let limits = client.shared.config.limits;
         if self.entries == 0 {

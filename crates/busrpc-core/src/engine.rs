@@ -14,6 +14,7 @@ use tracing::Instrument;
 use crate::context::{CallInfo, Middleware, Next};
 use crate::jsonrpc::{self, decode_incoming, Incoming, InvalidRequest, Request, RpcError};
 use crate::message::{Deadline, Headers};
+use crate::metrics::{Handled, ServerMeters};
 use crate::router::Methods;
 
 /// What the message carrying a payload says of it, beside the payload.
@@ -57,6 +58,8 @@ pub(crate) struct Engine {
     /// against; `None`: unbounded.
     slots: Option<Arc<Semaphore>>,
     pub(crate) counters: EngineCounters,
+    /// The server records its own events through these too.
+    pub(crate) meters: ServerMeters,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -86,6 +89,7 @@ impl Engine {
             max_batch_len,
             slots,
             counters: EngineCounters::default(),
+            meters: ServerMeters::new(service),
         }
     }
 
@@ -93,10 +97,10 @@ impl Engine {
     /// (a notification, or a batch of them).
     pub(crate) async fn respond(&self, payload: &[u8], env: Envelope<'_>) -> Option<Vec<u8>> {
         match decode_incoming(payload) {
-            Err(jsonrpc::ParseError) => Some(self.error(None, &RpcError::parse_error())),
+            Err(jsonrpc::ParseError) => Some(self.refused(None, &RpcError::parse_error())),
             Ok(Incoming::Single(item)) => self.answer(item, env).await,
             Ok(Incoming::Batch(items)) if items.is_empty() => {
-                Some(self.error(None, &RpcError::invalid_request()))
+                Some(self.refused(None, &RpcError::invalid_request()))
             }
             Ok(Incoming::Batch(items)) if items.len() > self.max_batch_len => {
                 let reason = format!(
@@ -112,6 +116,20 @@ impl Engine {
                 self.counters
                     .errors
                     .fetch_add(answered.count() as u64, Ordering::Relaxed);
+                if self.meters.enabled() {
+                    for item in &items {
+                        let request = item.as_ref().ok();
+                        self.meters.request(
+                            &Handled {
+                                method: request.and_then(|r| self.methods.name(&r.method)),
+                                readable: request.is_some(),
+                                notification: request.is_some_and(Request::is_notification),
+                                outcome: Err(error.code()),
+                            },
+                            None,
+                        );
+                    }
+                }
                 jsonrpc::answer_each(&items, &error)
             }
             Ok(Incoming::Batch(items)) => {
@@ -156,6 +174,27 @@ impl Engine {
         jsonrpc::error_response(id, error)
     }
 
+    /// An error response to a message that runs nothing (unreadable, or
+    /// refused whole), counted as a request of no method.
+    pub(crate) fn refused(&self, id: Option<&RawValue>, error: &RpcError) -> Vec<u8> {
+        self.count_refused(error.code());
+        self.error(id, error)
+    }
+
+    /// Counts a message refused whole with `code` as one request of no
+    /// method (its calls are not counted one by one: it may be unreadable).
+    pub(crate) fn count_refused(&self, code: i32) {
+        self.meters.request(
+            &Handled {
+                method: None,
+                readable: false,
+                notification: false,
+                outcome: Err(code),
+            },
+            None,
+        );
+    }
+
     async fn answer(
         &self,
         item: Result<Request<'_>, InvalidRequest<'_>>,
@@ -164,7 +203,7 @@ impl Engine {
         let request = match item {
             Ok(request) => request,
             Err(InvalidRequest { id }) => {
-                return Some(self.error(id, &RpcError::invalid_request()))
+                return Some(self.refused(id, &RpcError::invalid_request()))
             }
         };
         let outcome = self.execute(&request, env).await;
@@ -193,7 +232,19 @@ impl Engine {
         env: Envelope<'_>,
     ) -> Result<Box<RawValue>, RpcError> {
         let span = request_span(&self.service, request, env);
+        let running = self.meters.enabled().then(|| self.meters.start());
         let outcome = self.run(request, env).instrument(span.clone()).await;
+        if let Some(running) = running {
+            let took = running.elapsed();
+            drop(running);
+            let handled = Handled {
+                method: self.methods.name(&request.method),
+                readable: true,
+                notification: request.is_notification(),
+                outcome: outcome.as_ref().map(drop).map_err(RpcError::code),
+            };
+            self.meters.request(&handled, Some(took));
+        }
         if !span.is_disabled() {
             record_outcome(&span, outcome.as_ref().map(drop).map_err(RpcError::code));
             let _entered = span.enter();
@@ -248,6 +299,7 @@ impl Engine {
         };
         outcome.unwrap_or_else(|panic| {
             bump(&self.counters.panics);
+            self.meters.panic(self.methods.name(&request.method));
             tracing::error!(method = %request.method, panic = panic_message(&*panic), "handler panicked");
             Err(RpcError::internal_error())
         })

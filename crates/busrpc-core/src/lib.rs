@@ -4,6 +4,7 @@
 pub mod codec;
 pub mod jsonrpc;
 pub mod memory;
+pub mod metrics;
 pub mod openrpc;
 #[cfg(feature = "otel")]
 mod otel;

@@ -373,7 +373,9 @@ impl<S: Clone + Send + Sync + 'static> Router<S> {
             });
             self.methods.insert(name.into(), handler);
         }
-        Methods(Arc::new(self.methods))
+        // Arc'd names: a metric's `method` label shares them.
+        let methods = self.methods.into_iter().map(|(k, v)| (Arc::from(k), v));
+        Methods(Arc::new(methods.collect()))
     }
 }
 
@@ -397,9 +399,14 @@ pub const DISCOVER_METHOD: &str = "rpc.discover";
 
 /// A router with its state type erased: what the engine dispatches on.
 #[derive(Clone)]
-pub(crate) struct Methods(Arc<HashMap<Box<str>, ErasedHandler>>);
+pub(crate) struct Methods(Arc<HashMap<Arc<str>, ErasedHandler>>);
 
 impl Methods {
+    /// `method`'s name as registered, if it is one of these.
+    pub(crate) fn name(&self, method: &str) -> Option<&Arc<str>> {
+        self.0.get_key_value(method).map(|(name, _)| name)
+    }
+
     pub(crate) fn dispatch_with(
         &self,
         info: &CallInfo<'_>,

@@ -20,6 +20,7 @@ use crate::error::Error;
 use crate::jsonrpc::RpcError;
 use crate::log::{Excerpt, Throttle};
 use crate::message::{header, Deadline, Limits, Message};
+use crate::metrics;
 use crate::router::Router;
 use crate::transport::{
     Deliveries, Delivery, Demand, Readiness, ReadinessSignal, Transport, TransportError,
@@ -185,6 +186,35 @@ const WARN_EVERY: Duration = Duration::from_secs(10);
 
 fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// What a server counts of its messages: in its stats, and as a metric.
+#[derive(Clone, Copy)]
+enum Event {
+    Received,
+    Acked,
+    Expired,
+    Cancelled,
+    Dropped,
+    ReplyFailed,
+    Oversized,
+}
+
+impl Shared {
+    fn count(&self, event: Event) {
+        let c = &self.counters;
+        let (counter, metric) = match event {
+            Event::Received => (&c.received, metrics::SERVER_RECEIVED),
+            Event::Acked => (&c.acked, metrics::SERVER_ACKED),
+            Event::Expired => (&c.expired, metrics::SERVER_EXPIRED),
+            Event::Cancelled => (&c.cancelled, metrics::SERVER_CANCELLED),
+            Event::Dropped => (&c.dropped, metrics::SERVER_DROPPED),
+            Event::ReplyFailed => (&c.reply_failures, metrics::SERVER_REPLY_FAILURES),
+            Event::Oversized => (&c.oversized_replies, metrics::SERVER_OVERSIZED_REPLIES),
+        };
+        bump(counter);
+        self.engine.meters.count(metric);
+    }
 }
 
 /// Where a server instance is in its life.
@@ -596,7 +626,10 @@ async fn serve(
                     shared.readiness.ready();
                 }
                 (failures, fatal) = (0, 0);
-                bump(&shared.counters.received);
+                shared.count(Event::Received);
+                if delivery.attempt().is_some_and(|n| n > 1) {
+                    shared.engine.meters.count(metrics::SERVER_REDELIVERIES);
+                }
                 let request = handle(shared.clone(), delivery, permit);
                 if config.run_inline {
                     start_inline(&mut tasks, request);
@@ -672,6 +705,10 @@ async fn serve(
             .counters
             .released
             .fetch_add(released, Ordering::Relaxed);
+        shared
+            .engine
+            .meters
+            .count_n(metrics::SERVER_RELEASED, released);
     }
     // Only now leave the group, so nothing finished is handed out again;
     // `shutdown()` returns once it has.
@@ -743,27 +780,27 @@ async fn handle(shared: Arc<Shared>, delivery: Delivery, permit: OwnedSemaphoreP
     // refuses the reply.
     let request = delivery.message().payload.clone();
     let on_settled = Box::new(move |outcome: Result<(), TransportError>| {
-        let (service, counters) = (&server.service, &server.counters);
+        let service = &server.service;
         match (outcome, reply_to) {
-            (Ok(()), _) => bump(&counters.acked),
+            (Ok(()), _) => server.count(Event::Acked),
             (Err(e), None) => {
                 tracing::warn!(%service, error = %e, "acknowledging failed");
             }
             (Err(TransportError::Rejected(why)), Some(reply_to)) => {
                 // Final: the transport acknowledged the request.
-                bump(&counters.acked);
-                bump(&counters.reply_failures);
+                server.count(Event::Acked);
+                server.count(Event::ReplyFailed);
                 tracing::warn!(%service, error = %why, %reply_to, "the broker refused the reply; the request is acknowledged and its caller told");
                 tell_refused(&server, &reply_to, told_in, &request, &why);
             }
             (Err(TransportError::NotServed(_)), Some(reply_to)) => {
                 // Final too: the caller named an address that is no queue.
-                bump(&counters.acked);
-                bump(&counters.reply_failures);
+                server.count(Event::Acked);
+                server.count(Event::ReplyFailed);
                 tracing::warn!(%service, %reply_to, "the reply-to names no queue on this broker; the request is acknowledged, its reply dropped");
             }
             (Err(e), Some(reply_to)) => {
-                bump(&counters.reply_failures);
+                server.count(Event::ReplyFailed);
                 tracing::warn!(%service, error = %e, %reply_to, "answering failed");
             }
         }
@@ -828,7 +865,7 @@ async fn process(
         }
     };
     if deadline.is_some_and(|d| d.has_passed()) {
-        bump(&shared.counters.expired);
+        shared.count(Event::Expired);
         tracing::debug!("skipping a request whose deadline has passed");
         return None;
     }
@@ -886,7 +923,7 @@ async fn process(
                 match until(deadline, respond).await {
                     Some(response) => response,
                     None => {
-                        bump(&shared.counters.cancelled);
+                        shared.count(Event::Cancelled);
                         tracing::debug!(%deadline, "a handler ran past its deadline; stopped");
                         return None;
                     }
@@ -901,7 +938,7 @@ async fn process(
     let size = reply.1.payload.len();
     if size > shared.max_reply_bytes {
         // The broker would refuse it, or the caller's own limit would.
-        bump(&shared.counters.oversized_replies);
+        shared.count(Event::Oversized);
         let limit = shared.max_reply_bytes;
         if let Some(held_back) = shared.oversized_warnings.allow() {
             tracing::warn!(service = %shared.service, size, limit, held_back, "a reply is over the size limit; its caller is told instead");
@@ -940,7 +977,7 @@ fn reject(
     codec: Codec,
     error: &RpcError,
 ) -> Option<(Arc<str>, Message)> {
-    route(shared, reply_to, codec, shared.engine.error(None, error))
+    route(shared, reply_to, codec, shared.engine.refused(None, error))
 }
 
 /// Answers every call of a request the server will not run with `error`,
@@ -958,8 +995,9 @@ fn refuse(
         Ok(json) => crate::jsonrpc::answer_all(&json, error),
         Err(_) => Some(crate::jsonrpc::error_response(None, error)),
     };
+    shared.engine.count_refused(error.code());
     let Some(answer) = answer else {
-        bump(&shared.counters.dropped);
+        shared.count(Event::Dropped);
         tracing::debug!(code = error.code(), "a refused notification; dropped");
         return None;
     };
@@ -974,7 +1012,7 @@ fn route(
     json: Vec<u8>,
 ) -> Option<(Arc<str>, Message)> {
     let Some(reply_to) = reply_to else {
-        bump(&shared.counters.dropped);
+        shared.count(Event::Dropped);
         if let Some(held_back) = shared.dropped_warnings.allow() {
             tracing::warn!(
                 response = %Excerpt(&json),

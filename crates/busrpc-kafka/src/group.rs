@@ -1221,6 +1221,7 @@ impl GroupReader {
                 let t = &taken;
                 self.ledger.lock().done(&t.partition, t.offset, t.epoch);
                 inner.counters.dead_letters.fetch_add(1, Ordering::Relaxed);
+                busrpc_core::metrics::dead_lettered(&t.partition.0);
                 let _ = self.done.send(());
             }
             Err(e) => {

@@ -999,7 +999,9 @@ impl GroupReader {
             inner.add_reply(&mut pipe, &reply_to, &reply);
         }
         inner.add_dead_settle(&mut pipe, &self.address, &self.group, &entry.id);
-        inner.run(&pipe).await
+        inner.run(&pipe).await?;
+        busrpc_core::metrics::dead_lettered(&self.address);
+        Ok(())
     }
 }
 

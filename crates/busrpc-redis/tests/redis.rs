@@ -191,6 +191,8 @@ async fn trimming_keeps_what_is_pending_or_unread() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn too_many_deliveries_dead_letter_and_answer_the_caller() {
     let prefix = Prefix::new("dead");
+    // Installs the recorder before anything is dead-lettered.
+    assert_eq!(dead_lettered("none yet"), 0);
     let options = "&max_deliveries=2";
     let caller = Client::connect_with(
         Arc::new(prefix.connect(options).await),
@@ -266,6 +268,39 @@ async fn too_many_deliveries_dead_letter_and_answer_the_caller() {
         "{text}"
     );
     assert_eq!(query::<u64>(redis::cmd("XLEN").arg(&address)).await, 0);
+    assert_eq!(dead_lettered(&address), 1, "counted as a metric");
+}
+
+/// `busrpc_dead_lettered_total{queue}` as recorded so far (this binary's
+/// only reader of metrics).
+fn dead_lettered(queue: &str) -> u64 {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+    static SNAPSHOTTER: std::sync::OnceLock<Snapshotter> = std::sync::OnceLock::new();
+    let snapshotter = SNAPSHOTTER.get_or_init(|| {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        recorder
+            .install()
+            .expect("the only recorder of this binary");
+        snapshotter
+    });
+    let found = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter(|(key, ..)| {
+            let key = key.key();
+            key.name() == busrpc_core::metrics::DEAD_LETTERED
+                && key
+                    .labels()
+                    .any(|l| l.key() == "queue" && l.value() == queue)
+        });
+    found
+        .map(|(.., value)| match value {
+            DebugValue::Counter(n) => n,
+            other => panic!("not a counter: {other:?}"),
+        })
+        .sum()
 }
 
 /// A redis-server of the test's own, on a free port, killed on drop.
