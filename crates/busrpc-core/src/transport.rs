@@ -51,6 +51,10 @@ pub enum TransportError {
         /// What is wrong with it, and what to do instead.
         reason: String,
     },
+    /// A transport's configuration (built in code, not parsed from a URL)
+    /// cannot be used: what is wrong with it, never a secret's value.
+    #[error("invalid transport configuration: {0}")]
+    InvalidConfig(String),
     /// Anything else the broker client reported.
     #[error(transparent)]
     Other(BoxError),

@@ -157,9 +157,64 @@ fn invalid(url: &str, reason: impl Into<String>) -> TransportError {
     }
 }
 
+/// `text` percent-decoded, which must give UTF-8.
+fn decode(url: &str, text: &str) -> Result<String, TransportError> {
+    percent_encoding::percent_decode_str(text)
+        .decode_utf8()
+        .map(std::borrow::Cow::into_owned)
+        .map_err(|_| invalid(url, "a percent-escape in it does not decode to UTF-8"))
+}
+
+/// `key=value` with the value masked if the key names a secret.
+fn redact_option(pair: &str) -> String {
+    match pair.split_once('=') {
+        Some((key, _)) if busrpc_core::transport::is_secret_option(key) => format!("{key}=***"),
+        _ => pair.to_owned(),
+    }
+}
+
+/// A SASL mechanism (`sasl.mechanism`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SaslMechanism {
+    /// `PLAIN`: the password as it is, so only over TLS outside a test.
+    Plain,
+    /// `SCRAM-SHA-256`.
+    ScramSha256,
+    /// `SCRAM-SHA-512`.
+    ScramSha512,
+    /// Any other mechanism librdkafka knows, by its name.
+    Named(String),
+}
+
+impl SaslMechanism {
+    /// librdkafka's name of it.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Plain => "PLAIN",
+            Self::ScramSha256 => "SCRAM-SHA-256",
+            Self::ScramSha512 => "SCRAM-SHA-512",
+            Self::Named(name) => name,
+        }
+    }
+
+    fn into_name(self) -> String {
+        match self {
+            Self::Named(name) => name,
+            known => known.name().to_owned(),
+        }
+    }
+}
+
 impl KafkaConfig {
-    /// Parses `kafka://host:port[,host:port...][?options]` or
-    /// `kafka-mock://[NAME][?options]`.
+    /// Parses `kafka://[user:password@]host:port[,host:port...][?options]`
+    /// or `kafka-mock://[NAME][?options]`. Option keys and values, the user
+    /// and the password are percent-decoded (`%26` for '&', `%3D` for '=',
+    /// `%25` for '%'; a '@' in the password needs none). A user and
+    /// password mean SASL: `sasl.username` and `sasl.password`, with
+    /// `sasl.mechanism` `PLAIN` and `security.protocol` `SASL_PLAINTEXT`
+    /// unless the options name others (`security.protocol=SASL_SSL`,
+    /// `sasl.mechanism=SCRAM-SHA-512`).
     pub fn from_url(url: &str) -> Result<Self, TransportError> {
         let (scheme, rest) = url.split_once("://").ok_or_else(|| {
             invalid(
@@ -174,27 +229,26 @@ impl KafkaConfig {
             ));
         }
         let (authority, query) = rest.split_once('?').unwrap_or((rest, ""));
+        // The last '@': hosts hold none, so one in a password needs no escape.
+        let (credentials, authority) = match authority.rsplit_once('@') {
+            Some((credentials, hosts)) => (Some(credentials), hosts),
+            None => (None, authority),
+        };
         let mut mock_brokers = 1;
         let mut shared = false;
         let mut shared_partitions = 16;
-        let mut config = KafkaConfig {
-            brokers: Brokers::Bootstrap(String::new()),
-            prefix: "busrpc".to_owned(),
-            partitions: 8,
-            replication: 1,
-            inbox_retention_ms: 3_600_000,
-            inbox: InboxMode::Topic,
-            join_wait: std::time::Duration::from_secs(30),
-            max_deliveries: 5,
-            librdkafka: LIBRDKAFKA_DEFAULTS
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-        };
+        let mut config = KafkaConfig::new("");
         for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (key, value) = pair
-                .split_once('=')
-                .ok_or_else(|| invalid(url, format!("option {pair:?} needs a value: key=value")))?;
+            let (key, value) = pair.split_once('=').ok_or_else(|| {
+                invalid(
+                    url,
+                    format!("option {:?} needs a value: key=value", redact_option(pair)),
+                )
+            })?;
+            // Percent-decoded, so that a value may hold '&', '=' or '%'
+            // (a password: `sasl.password=a%26b`); '+' stays a '+'.
+            let (key, value) = (decode(url, key)?, decode(url, value)?);
+            let (key, value) = (key.as_str(), value.as_str());
             let number = || {
                 value.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
                     invalid(
@@ -227,10 +281,7 @@ impl KafkaConfig {
                     config.join_wait = std::time::Duration::from_millis(ms);
                 }
                 "brokers" if scheme == "kafka-mock" => mock_brokers = i32::try_from(number()?).unwrap_or(1),
-                _ if key.contains('.') => {
-                    config.librdkafka.retain(|(k, _)| k != key);
-                    config.librdkafka.push((key.to_owned(), value.to_owned()));
-                }
+                _ if key.contains('.') => config = config.option(key, value),
                 _ => {
                     return Err(invalid(
                         url,
@@ -247,13 +298,210 @@ impl KafkaConfig {
         config.brokers = match scheme {
             "kafka" if !authority.is_empty() => Brokers::Bootstrap(authority.to_owned()),
             "kafka" => return Err(invalid(url, "no brokers: kafka://host:port[,host:port...]")),
+            "kafka-mock" if credentials.is_some() => {
+                return Err(invalid(url, "kafka-mock:// takes no user or password"))
+            }
             "kafka-mock" => Brokers::Mock {
                 name: authority.trim_end_matches('/').to_owned(),
                 brokers: mock_brokers,
             },
             _ => return Err(invalid(url, "expected kafka:// or kafka-mock://")),
         };
+        if let Some(credentials) = credentials {
+            let (user, password) = credentials.split_once(':').ok_or_else(|| {
+                invalid(
+                    url,
+                    "credentials are user:password (SASL); percent-encode a ':' in the user",
+                )
+            })?;
+            let (user, password) = (decode(url, user)?, decode(url, password)?);
+            if user.is_empty() {
+                return Err(invalid(url, "the user before ':' is empty"));
+            }
+            let given = ["sasl.username", "sasl.password"];
+            if let Some(key) = given.iter().find(|k| config.librdkafka_value(k).is_some()) {
+                return Err(invalid(
+                    url,
+                    format!("credentials given twice: before the '@' and as {key}"),
+                ));
+            }
+            // SASL/PLAIN unless the URL names another mechanism.
+            let mechanism = match config.librdkafka_value("sasl.mechanism") {
+                Some(named) => SaslMechanism::Named(named.to_owned()),
+                None => SaslMechanism::Plain,
+            };
+            config = config.sasl(mechanism, user, password);
+        }
         Ok(config)
+    }
+
+    /// busrpc's defaults for the cluster at `bootstrap_servers`
+    /// (`host:port[,host:port...]`), to adjust with the setters below and
+    /// connect with
+    /// [`KafkaTransport::connect_with`](crate::KafkaTransport::connect_with).
+    ///
+    /// ```
+    /// use busrpc_kafka::{KafkaConfig, SaslMechanism};
+    ///
+    /// let config = KafkaConfig::new("broker-1:9093,broker-2:9093")
+    ///     .prefix("billing")
+    ///     .partitions(16)
+    ///     .sasl(SaslMechanism::ScramSha512, "app", "p&ss=w@rd%")
+    ///     .tls()
+    ///     .option("ssl.ca.location", "/etc/ssl/private-ca.pem");
+    /// assert_eq!(config.librdkafka_value("security.protocol"), Some("SASL_SSL"));
+    /// assert!(!format!("{config:?}").contains("p&ss"), "Debug masks the password");
+    /// ```
+    pub fn new(bootstrap_servers: impl Into<String>) -> Self {
+        Self {
+            brokers: Brokers::Bootstrap(bootstrap_servers.into()),
+            prefix: "busrpc".to_owned(),
+            partitions: 8,
+            replication: 1,
+            inbox_retention_ms: 3_600_000,
+            inbox: InboxMode::Topic,
+            join_wait: std::time::Duration::from_secs(30),
+            max_deliveries: 5,
+            librdkafka: LIBRDKAFKA_DEFAULTS
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        }
+    }
+
+    /// busrpc's defaults for librdkafka's in-process mock cluster `name`
+    /// (see [`Brokers::Mock`]), of `brokers` brokers.
+    #[cfg(feature = "mock")]
+    pub fn mock(name: impl Into<String>, brokers: i32) -> Self {
+        let mut config = Self::new("");
+        config.brokers = Brokers::Mock {
+            name: name.into(),
+            brokers: brokers.max(1),
+        };
+        config
+    }
+
+    /// Sets [`prefix`](Self::prefix): letters, digits, '.', '_' and '-'
+    /// (checked when connecting).
+    #[must_use]
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Sets [`partitions`](Self::partitions) (at least 1).
+    #[must_use]
+    pub fn partitions(mut self, partitions: i32) -> Self {
+        self.partitions = partitions.max(1);
+        self
+    }
+
+    /// Sets [`replication`](Self::replication) (at least 1).
+    #[must_use]
+    pub fn replication(mut self, replication: i32) -> Self {
+        self.replication = replication.max(1);
+        self
+    }
+
+    /// Sets [`inbox_retention_ms`](Self::inbox_retention_ms).
+    #[must_use]
+    pub fn inbox_retention(mut self, retention: std::time::Duration) -> Self {
+        self.inbox_retention_ms = u64::try_from(retention.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        self
+    }
+
+    /// Sets [`inbox`](Self::inbox).
+    #[must_use]
+    pub fn inbox(mut self, inbox: InboxMode) -> Self {
+        self.inbox = inbox;
+        self
+    }
+
+    /// Sets [`join_wait`](Self::join_wait).
+    #[must_use]
+    pub fn join_wait(mut self, wait: std::time::Duration) -> Self {
+        self.join_wait = wait;
+        self
+    }
+
+    /// Sets [`max_deliveries`](Self::max_deliveries) (at least 1).
+    #[must_use]
+    pub fn max_deliveries(mut self, max: u32) -> Self {
+        self.max_deliveries = max.max(1);
+        self
+    }
+
+    /// Sets a librdkafka option (`fetch.wait.max.ms`, `ssl.ca.location`,
+    /// ...), replacing busrpc's default or an earlier value. librdkafka
+    /// checks it when the transport connects.
+    #[must_use]
+    pub fn option(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.librdkafka.retain(|(k, _)| k != key);
+        self.librdkafka.push((key.to_owned(), value.into()));
+        self
+    }
+
+    /// Authenticates with SASL as `username`: sets `sasl.mechanism`,
+    /// `sasl.username`, `sasl.password`, and `security.protocol` to
+    /// `SASL_SSL` after [`tls`](Self::tls), else `SASL_PLAINTEXT`. PLAIN
+    /// is built into librdkafka; SCRAM needs OpenSSL in it (busrpc-kafka's
+    /// feature `ssl`, `kafka-ssl` of busrpc) and GSSAPI needs libsasl2
+    /// (`sasl`, `kafka-sasl`), or librdkafka refuses the mechanism when the
+    /// transport connects.
+    #[must_use]
+    pub fn sasl(
+        self,
+        mechanism: SaslMechanism,
+        username: impl Into<String>,
+        password: impl Into<String>,
+    ) -> Self {
+        let tls = self.uses_tls();
+        self.option("sasl.mechanism", mechanism.into_name())
+            .option("sasl.username", username)
+            .option("sasl.password", password)
+            .option(
+                "security.protocol",
+                if tls { "SASL_SSL" } else { "SASL_PLAINTEXT" },
+            )
+    }
+
+    /// Speaks TLS to the brokers: `security.protocol` becomes `SSL`, or
+    /// `SASL_SSL` with [`sasl`](Self::sasl). Needs busrpc-kafka's feature
+    /// `ssl` (`kafka-ssl` of busrpc). Trust a private CA with
+    /// `.option("ssl.ca.location", path)`.
+    #[must_use]
+    pub fn tls(self) -> Self {
+        let sasl = self
+            .librdkafka_value("security.protocol")
+            .is_some_and(|p| p.to_ascii_uppercase().starts_with("SASL"));
+        self.option("security.protocol", if sasl { "SASL_SSL" } else { "SSL" })
+    }
+
+    fn uses_tls(&self) -> bool {
+        self.librdkafka_value("security.protocol")
+            .is_some_and(|p| p.to_ascii_uppercase().ends_with("SSL"))
+    }
+
+    /// What is wrong with these settings, if anything librdkafka does not
+    /// check itself.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        let prefix_ok = !self.prefix.is_empty()
+            && self
+                .prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if !prefix_ok {
+            return Err(format!(
+                "prefix {:?} may hold only letters, digits, '.', '_' and '-'",
+                self.prefix
+            ));
+        }
+        if matches!(&self.brokers, Brokers::Bootstrap(servers) if servers.is_empty()) {
+            return Err("no brokers: give host:port[,host:port...]".into());
+        }
+        Ok(())
     }
 
     /// The value librdkafka will get for `key`.
@@ -311,6 +559,88 @@ mod tests {
     }
 
     #[test]
+    fn credentials_and_values_are_percent_decoded() {
+        // '&', '=', '@' and '%' in the password; a ':' in the user escaped.
+        let c = KafkaConfig::from_url("kafka://app%3Aone:p%26ss%3Dw@rd%25@a:9092,b:9092").unwrap();
+        assert_eq!(c.brokers, Brokers::Bootstrap("a:9092,b:9092".into()));
+        assert_eq!(c.librdkafka_value("sasl.username"), Some("app:one"));
+        assert_eq!(c.librdkafka_value("sasl.password"), Some("p&ss=w@rd%"));
+        assert_eq!(c.librdkafka_value("sasl.mechanism"), Some("PLAIN"));
+        assert_eq!(
+            c.librdkafka_value("security.protocol"),
+            Some("SASL_PLAINTEXT")
+        );
+        // The same as options, in any order, with TLS and SCRAM named.
+        let c = KafkaConfig::from_url(
+            "kafka://app:p%26ss%3Dw%40rd%25@a:9092?security.protocol=SASL_SSL&sasl.mechanism=SCRAM-SHA-512",
+        )
+        .unwrap();
+        assert_eq!(c.librdkafka_value("sasl.password"), Some("p&ss=w@rd%"));
+        assert_eq!(c.librdkafka_value("sasl.mechanism"), Some("SCRAM-SHA-512"));
+        assert_eq!(c.librdkafka_value("security.protocol"), Some("SASL_SSL"));
+        let c =
+            KafkaConfig::from_url("kafka://a:9092?sasl.password=p%26ss%3Dw%40rd%25&client.id=a+b")
+                .unwrap();
+        assert_eq!(c.librdkafka_value("sasl.password"), Some("p&ss=w@rd%"));
+        assert_eq!(
+            c.librdkafka_value("client.id"),
+            Some("a+b"),
+            "'+' is not a space"
+        );
+    }
+
+    #[test]
+    fn the_builder_gives_what_the_url_gives() {
+        let parsed = KafkaConfig::from_url(
+            "kafka://app:pw@a:9092?prefix=billing&partitions=4&max_deliveries=2&security.protocol=SASL_SSL&sasl.mechanism=SCRAM-SHA-256&join_wait_ms=0",
+        )
+        .unwrap();
+        let built = KafkaConfig::new("a:9092")
+            .prefix("billing")
+            .partitions(4)
+            .max_deliveries(2)
+            .tls()
+            .sasl(SaslMechanism::ScramSha256, "app", "pw")
+            .join_wait(std::time::Duration::ZERO);
+        let sorted = |c: &KafkaConfig| {
+            let mut options = c.librdkafka.clone();
+            options.sort();
+            options
+        };
+        assert_eq!(sorted(&parsed), sorted(&built));
+        assert_eq!(
+            (parsed.prefix, parsed.partitions),
+            (built.prefix, built.partitions)
+        );
+        assert_eq!(parsed.max_deliveries, built.max_deliveries);
+        // TLS after SASL keeps SASL.
+        let c = KafkaConfig::new("a:1")
+            .sasl(SaslMechanism::Plain, "u", "p")
+            .tls();
+        assert_eq!(c.librdkafka_value("security.protocol"), Some("SASL_SSL"));
+        assert_eq!(
+            KafkaConfig::new("a:1")
+                .tls()
+                .librdkafka_value("security.protocol"),
+            Some("SSL")
+        );
+        assert!(KafkaConfig::new("a:1").prefix("a b").check().is_err());
+        assert!(KafkaConfig::new("").check().is_err());
+    }
+
+    #[test]
+    fn secrets_stay_out_of_error_messages() {
+        for url in [
+            "kafka://app:hunter2@a:9092?partition=2",
+            "kafka://a:9092?sasl.password=hunter2&partition=2",
+            "kafka://a:9092?sasl.password=hunter2&linger.ms",
+        ] {
+            let err = KafkaConfig::from_url(url).unwrap_err().to_string();
+            assert!(!err.contains("hunter2"), "{url}: {err}");
+        }
+    }
+
+    #[test]
     fn inbox_modes_and_the_poison_bound() {
         let c = KafkaConfig::from_url("kafka://a:9092?inbox=shared&max_deliveries=2").unwrap();
         assert_eq!(c.inbox, InboxMode::Shared { partitions: 16 });
@@ -363,6 +693,10 @@ mod tests {
             ("redis://h", "expected kafka://"),
             ("kafka://h:1?inbox=group", "inbox must be topic or shared"),
             ("kafka://h:1?max_deliveries=0", "positive whole number"),
+            ("kafka://app@h:1", "credentials are user:password"),
+            ("kafka://:pw@h:1", "the user before ':' is empty"),
+            ("kafka://u:p@h:1?sasl.username=v", "credentials given twice"),
+            ("kafka://h:1?client.id=%FF", "does not decode to UTF-8"),
         ] {
             let err = KafkaConfig::from_url(url).unwrap_err().to_string();
             assert!(err.contains(says), "{url}: {err}");

@@ -31,7 +31,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::util::Timeout;
 use rdkafka::{Message as _, Offset, TopicPartitionList};
 
-pub use config::{Brokers, InboxMode, KafkaConfig, LIBRDKAFKA_DEFAULTS};
+pub use config::{Brokers, InboxMode, KafkaConfig, SaslMechanism, LIBRDKAFKA_DEFAULTS};
 use group::GroupReader;
 #[cfg(feature = "mock")]
 #[cfg_attr(docsrs, doc(cfg(feature = "mock")))]
@@ -134,13 +134,27 @@ impl KafkaTransport {
     /// [`KafkaConfig`] for the options.
     pub async fn connect(url: &str) -> Result<Self, TransportError> {
         let config = KafkaConfig::from_url(url)?;
+        // A setting librdkafka refuses came from the URL: say so with it.
+        Self::connect_with(config).await.map_err(|e| match e {
+            TransportError::InvalidConfig(reason) => TransportError::InvalidUrl {
+                url: url.to_owned(),
+                reason,
+            },
+            e => e,
+        })
+    }
+
+    /// Connects with `config`, built with [`KafkaConfig::new`] and its
+    /// setters (or parsed from a URL); fails with
+    /// [`TransportError::InvalidConfig`] for settings librdkafka refuses.
+    pub async fn connect_with(config: KafkaConfig) -> Result<Self, TransportError> {
+        config.check().map_err(TransportError::InvalidConfig)?;
         let (bootstrap, mock) = config.brokers.resolve()?;
         let base = base_config(&config, &bootstrap);
         // librdkafka checks every option as the client is made: a typo or a
-        // bad value in the URL is the URL's fault, not the broker's.
-        let invalid = |e: KafkaError| TransportError::InvalidUrl {
-            url: url.to_owned(),
-            reason: format!("librdkafka refused the options: {e}"),
+        // bad value is the configuration's fault, not the broker's.
+        let invalid = |e: KafkaError| {
+            TransportError::InvalidConfig(format!("librdkafka refused the options: {e}"))
         };
         let producer: FutureProducer = base.create().map_err(invalid)?;
         let admin: AdminClient<DefaultClientContext> = base.create().map_err(invalid)?;

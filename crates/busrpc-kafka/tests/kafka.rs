@@ -1173,3 +1173,48 @@ async fn lost_topics_scenario() {
     drop(before);
     server.shutdown().await;
 }
+
+/// SASL settings go to librdkafka, which checks them as the transport
+/// connects: a mechanism it does not know is the configuration's fault
+/// (`InvalidConfig`, or `InvalidUrl` from a URL), said without the
+/// password; a SCRAM login it accepts goes on to look for the broker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sasl_settings_are_checked_by_librdkafka_and_keep_the_password_out() {
+    use busrpc_core::TransportError;
+    use busrpc_kafka::{KafkaConfig, SaslMechanism};
+
+    let refused = KafkaConfig::new("127.0.0.1:1").sasl(
+        SaslMechanism::Named("NO-SUCH-MECHANISM".into()),
+        "app",
+        "hunter2",
+    );
+    let err = KafkaTransport::connect_with(refused)
+        .await
+        .expect_err("refused");
+    let shown = err.to_string();
+    assert!(matches!(err, TransportError::InvalidConfig(_)), "{err:?}");
+    assert!(shown.contains("Unsupported SASL mechanism"), "{shown}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+
+    let url = "kafka://app:hunter2@127.0.0.1:1?sasl.mechanism=NO-SUCH-MECHANISM";
+    let err = KafkaTransport::connect(url).await.expect_err("refused");
+    let shown = err.to_string();
+    assert!(matches!(err, TransportError::InvalidUrl { .. }), "{err:?}");
+    assert!(
+        shown.contains("Unsupported SASL mechanism") && !shown.contains("hunter2"),
+        "{shown}"
+    );
+
+    // Accepted (SCRAM needs librdkafka's OpenSSL: feature `ssl`); nothing
+    // listens on port 1.
+    if cfg!(feature = "ssl") {
+        let scram = KafkaConfig::new("127.0.0.1:1")
+            .sasl(SaslMechanism::ScramSha512, "app", "hunter2")
+            .tls();
+        let err = KafkaTransport::connect_with(scram)
+            .await
+            .expect_err("no broker");
+        assert!(matches!(err, TransportError::Unavailable(_)), "{err:?}");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+}

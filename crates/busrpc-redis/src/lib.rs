@@ -147,19 +147,42 @@ impl RedisTransport {
     /// Connects to `redis://[user:password@]host:port[/db][?options]` (or
     /// `rediss://` with the `tls` feature); see [`RedisConfig`] for the options.
     pub async fn connect(url: &str) -> Result<Self, TransportError> {
-        let (base, config) = RedisConfig::from_url(url)?;
+        let config = RedisConfig::from_url(url)?;
+        // A setting refused below came from the URL: say so with it.
+        Self::connect_with(config).await.map_err(|e| match e {
+            TransportError::InvalidConfig(reason) => TransportError::InvalidUrl {
+                url: url.to_owned(),
+                reason,
+            },
+            e => e,
+        })
+    }
+
+    /// Connects with `config`, built with [`RedisConfig::new`] and its
+    /// setters (or parsed from a URL). A wrong password or an unknown ACL
+    /// user fails with [`TransportError::Rejected`] (Redis' own words, no
+    /// secret in them); settings that cannot be used with
+    /// [`TransportError::InvalidConfig`].
+    pub async fn connect_with(config: RedisConfig) -> Result<Self, TransportError> {
+        config.check().map_err(TransportError::InvalidConfig)?;
         #[cfg(feature = "tls")]
-        if base.starts_with("rediss://") {
+        if config.tls {
             // rustls needs a process-wide crypto provider; keep the
             // application's if it installed one.
             let _ = rustls::crypto::ring::default_provider().install_default();
         }
-        let client = open_client(url, &base, &config)?;
+        let client = open_client(&config)?;
         let manager = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.response_timeout))
             .set_response_timeout(Some(config.response_timeout));
-        let commands = client
+        let mut commands = client
             .get_connection_manager_with_config(manager)
+            .await
+            .map_err(unavailable)?;
+        // A server that wants a password connects without one and refuses
+        // every command: say so now, not at the first call.
+        redis::cmd("PING")
+            .query_async::<()>(&mut commands)
             .await
             .map_err(unavailable)?;
         Ok(Self {
@@ -188,30 +211,27 @@ impl RedisTransport {
     }
 }
 
-fn open_client(
-    url: &str,
-    base: &str,
-    config: &RedisConfig,
-) -> Result<redis::Client, TransportError> {
-    let invalid = |reason: String| TransportError::InvalidUrl {
-        url: url.to_owned(),
-        reason,
-    };
+fn open_client(config: &RedisConfig) -> Result<redis::Client, TransportError> {
+    let info = config
+        .connection_info()
+        .map_err(TransportError::InvalidConfig)?;
+    let invalid = |e: redis::RedisError| TransportError::InvalidConfig(e.to_string());
     let Some(ca_file) = &config.tls_ca_file else {
-        return redis::Client::open(base).map_err(|e| invalid(e.to_string()));
+        return redis::Client::open(info).map_err(invalid);
     };
     #[cfg(feature = "tls")]
     {
-        let root_cert = std::fs::read(ca_file)
-            .map_err(|e| invalid(format!("tls_ca_file {}: {e}", ca_file.display())))?;
+        let root_cert = std::fs::read(ca_file).map_err(|e| {
+            TransportError::InvalidConfig(format!("tls_ca_file {}: {e}", ca_file.display()))
+        })?;
         let certificates = redis::TlsCertificates {
             client_tls: None,
             root_cert: Some(root_cert),
         };
-        redis::Client::build_with_tls(base, certificates).map_err(|e| invalid(e.to_string()))
+        redis::Client::build_with_tls(info, certificates).map_err(invalid)
     }
     #[cfg(not(feature = "tls"))]
-    Err(invalid(format!(
+    Err(TransportError::InvalidConfig(format!(
         "tls_ca_file={} needs the cargo feature `tls` of busrpc-redis",
         ca_file.display()
     )))

@@ -205,12 +205,14 @@ impl PingPong {
     /// Starts a responder and a reply reader on the Redis a busrpc URL
     /// (`redis://host:port?prefix=P`) names, on streams under its prefix.
     pub async fn start(url: &str) -> Result<Self, TransportError> {
-        let (plain, config) = RedisConfig::from_url(url)?;
-        let client =
-            redis::Client::open(plain.as_str()).map_err(|e| TransportError::InvalidUrl {
+        let config = RedisConfig::from_url(url)?;
+        let client = crate::open_client(&config).map_err(|e| match e {
+            TransportError::InvalidConfig(reason) => TransportError::InvalidUrl {
                 url: url.to_owned(),
-                reason: e.to_string(),
-            })?;
+                reason,
+            },
+            e => e,
+        })?;
         let prefix = config.prefix.clone();
         let requests = format!("{prefix}:raw-requests");
         let replies = format!("{prefix}:raw-replies");

@@ -12,7 +12,7 @@ use busrpc_core::jsonrpc::DEAD_LETTER_CODE;
 use busrpc_core::{
     header, Client, ClientConfig, Demand, Error, Message, Router, RpcError, Server, Transport,
 };
-use busrpc_redis::RedisTransport;
+use busrpc_redis::{RedisConfig, RedisTransport};
 use common::{query, redis_url, Prefix};
 use futures_util::StreamExt;
 
@@ -301,6 +301,77 @@ fn dead_lettered(queue: &str) -> u64 {
             other => panic!("not a counter: {other:?}"),
         })
         .sum()
+}
+
+/// An ACL user with a password holding '&', '=', '@' and '%' logs in,
+/// from a URL (percent-encoded) and from a `RedisConfig` (as it is); a
+/// wrong password, and no password for a server whose default user is off,
+/// are refused at once with Redis' reason and without the password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acl_user_logs_in_and_a_wrong_password_is_refused_plainly() {
+    let port = free_port();
+    let password = "p&ss=w@rd%";
+    let args: Vec<String> = [
+        "--port",
+        &port.to_string(),
+        "--user",
+        "app",
+        "on",
+        &format!(">{password}"),
+        "~*",
+        "&*",
+        "+@all",
+        "--user",
+        "default",
+        "off",
+    ]
+    .map(str::to_owned)
+    .into();
+    let Some(_redis) = PrivateRedis::start_with(port, &args) else {
+        println!("skipped: an_acl_user_logs_in_and_a_wrong_password_is_refused_plainly: no redis-server binary to start (scripts/test.sh installs one)");
+        return;
+    };
+    let url = format!("redis://app:p%26ss%3Dw%40rd%25@127.0.0.1:{port}");
+    let transport: Arc<dyn Transport> = Arc::new(RedisTransport::connect(&url).await.unwrap());
+    let server = Server::new(transport.clone(), "acl", echo_router())
+        .start()
+        .await
+        .unwrap();
+    let config = RedisConfig::new("127.0.0.1", port).credentials("app", password);
+    let built = RedisTransport::connect_with(config).await.unwrap();
+    let client = Client::connect(Arc::new(built)).await.unwrap();
+    let reply: String = client.call("acl", "echo", ("in",)).await.unwrap();
+    assert_eq!(reply, "RPC in!");
+
+    for (url, says) in [
+        (
+            format!("redis://app:not-the-secret@127.0.0.1:{port}"),
+            "Password authentication failed",
+        ),
+        (format!("redis://127.0.0.1:{port}"), "NOAUTH"),
+    ] {
+        let started = Instant::now();
+        let err = match RedisTransport::connect(&url).await {
+            Ok(_) => panic!("{url}: logged in"),
+            Err(e) => e,
+        };
+        let shown = err.to_string();
+        assert!(
+            matches!(err, busrpc_core::TransportError::Rejected(_)),
+            "{url}: final, not worth retrying: {err:?}"
+        );
+        assert!(shown.contains(says), "{url}: {shown}");
+        assert!(
+            !shown.contains("not-the-secret") && !shown.contains(password),
+            "{shown}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{url}: refused at once, not after retries"
+        );
+    }
+    client.close().await;
+    server.shutdown().await;
 }
 
 /// A redis-server of the test's own, on a free port, killed on drop.
