@@ -282,6 +282,7 @@ struct Shared {
     transport: Arc<dyn Transport>,
     inbox_address: Arc<str>,
     pending: Arc<Pending>,
+    meters: metrics::ClientMeters,
     in_flight: Semaphore,
     config: ClientConfig,
     stop: CancellationToken,
@@ -461,6 +462,7 @@ impl Client {
                 transport,
                 inbox_address,
                 pending,
+                meters: metrics::ClientMeters::default(),
                 in_flight: Semaphore::new(config.max_in_flight),
                 config,
                 stop,
@@ -565,7 +567,8 @@ impl Client {
         params: impl Serialize,
     ) -> Result<Box<RawValue>, Error> {
         let span = call_span(service, method, false);
-        let metered = metrics::enabled().then(|| ClientCall::start(service, method, false));
+        let metered = metrics::enabled()
+            .then(|| ClientCall::start(&self.shared.meters, service, method, false));
         let outcome = if self.middleware.is_empty() {
             self.call_direct(service, method, params, &self.headers)
                 .instrument(span.clone())
@@ -665,7 +668,8 @@ impl Client {
         params: impl Serialize,
     ) -> Result<(), Error> {
         let span = call_span(service, method, true);
-        let metered = metrics::enabled().then(|| ClientCall::start(service, method, true));
+        let metered = metrics::enabled()
+            .then(|| ClientCall::start(&self.shared.meters, service, method, true));
         let outcome = if self.middleware.is_empty() {
             self.notify_direct(service, method, params, &self.headers)
                 .instrument(span.clone())

@@ -82,6 +82,7 @@ impl Engine {
         max_batch_len: usize,
         slots: Option<Arc<Semaphore>>,
     ) -> Self {
+        let meters = ServerMeters::new(service, methods.names());
         Self {
             methods,
             service: service.into(),
@@ -89,7 +90,7 @@ impl Engine {
             max_batch_len,
             slots,
             counters: EngineCounters::default(),
-            meters: ServerMeters::new(service),
+            meters,
         }
     }
 
@@ -121,8 +122,7 @@ impl Engine {
                         let request = item.as_ref().ok();
                         self.meters.request(
                             &Handled {
-                                method: request.and_then(|r| self.methods.name(&r.method)),
-                                readable: request.is_some(),
+                                method: request.map(|r| &*r.method),
                                 notification: request.is_some_and(Request::is_notification),
                                 outcome: Err(error.code()),
                             },
@@ -187,7 +187,6 @@ impl Engine {
         self.meters.request(
             &Handled {
                 method: None,
-                readable: false,
                 notification: false,
                 outcome: Err(code),
             },
@@ -238,8 +237,7 @@ impl Engine {
             let took = running.elapsed();
             drop(running);
             let handled = Handled {
-                method: self.methods.name(&request.method),
-                readable: true,
+                method: Some(&request.method),
                 notification: request.is_notification(),
                 outcome: outcome.as_ref().map(drop).map_err(RpcError::code),
             };
@@ -299,7 +297,7 @@ impl Engine {
         };
         outcome.unwrap_or_else(|panic| {
             bump(&self.counters.panics);
-            self.meters.panic(self.methods.name(&request.method));
+            self.meters.panic(&request.method);
             tracing::error!(method = %request.method, panic = panic_message(&*panic), "handler panicked");
             Err(RpcError::internal_error())
         })

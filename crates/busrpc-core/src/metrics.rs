@@ -1,8 +1,11 @@
 //! Metrics through the [`metrics`](https://docs.rs/metrics) facade (feature
 //! `metrics`): whatever recorder the application installs (Prometheus,
-//! StatsD, OpenTelemetry...) receives them. Without the feature, or with no
-//! recorder installed, nothing is recorded and nothing is paid beyond a
-//! check.
+//! StatsD, OpenTelemetry...) receives them. Without the feature nothing is
+//! recorded or paid. Install the recorder before making servers and before
+//! a client's first call: the handles every request touches are registered
+//! once (a server's when it is made, a client's at its first call of each
+//! service and method), and handles registered with no recorder installed
+//! record nothing.
 //!
 //! The constants below are the metrics' names; docs/OPERATIONS.md says
 //! what each means and when to worry. Labels:
@@ -176,33 +179,137 @@ fn kind_label(notification: bool) -> &'static str {
     }
 }
 
-/// What a server records, labelled with its service.
-#[derive(Clone, Debug)]
+/// What a server counts of its messages (see the `SERVER_*` names).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum ServerEvent {
+    Received,
+    Redelivered,
+    Acked,
+    Released,
+    Expired,
+    Cancelled,
+    Dropped,
+    ReplyFailed,
+    Oversized,
+}
+
+impl ServerEvent {
+    #[cfg(feature = "metrics")]
+    const ALL: [Self; 9] = [
+        Self::Received,
+        Self::Redelivered,
+        Self::Acked,
+        Self::Released,
+        Self::Expired,
+        Self::Cancelled,
+        Self::Dropped,
+        Self::ReplyFailed,
+        Self::Oversized,
+    ];
+
+    #[cfg(feature = "metrics")]
+    fn name(self) -> &'static str {
+        match self {
+            Self::Received => SERVER_RECEIVED,
+            Self::Redelivered => SERVER_REDELIVERIES,
+            Self::Acked => SERVER_ACKED,
+            Self::Released => SERVER_RELEASED,
+            Self::Expired => SERVER_EXPIRED,
+            Self::Cancelled => SERVER_CANCELLED,
+            Self::Dropped => SERVER_DROPPED,
+            Self::ReplyFailed => SERVER_REPLY_FAILURES,
+            Self::Oversized => SERVER_OVERSIZED_REPLIES,
+        }
+    }
+}
+
+/// What a server records, labelled with its service. The handles of what
+/// every request touches (its events, the in-flight gauge, each known
+/// method's successes and latency) are registered once, when the server
+/// is made: a registry lookup per request cost more than the rest of the
+/// server's bookkeeping (see docs/ARCHITECTURE.md). Errors, rarer, are
+/// registered as they come, with their code.
 pub(crate) struct ServerMeters {
     #[cfg(feature = "metrics")]
+    registered: Registered,
+}
+
+#[cfg(feature = "metrics")]
+struct Registered {
     service: ::metrics::SharedString,
+    events: [::metrics::Counter; 9],
+    in_flight: ::metrics::Gauge,
+    methods: std::collections::HashMap<std::sync::Arc<str>, MethodMeters>,
+}
+
+/// A known method's handles: successes by kind, and latency.
+#[cfg(feature = "metrics")]
+struct MethodMeters {
+    name: ::metrics::SharedString,
+    /// `[calls, notifications]` that ended well.
+    ok: [::metrics::Counter; 2],
+    duration: ::metrics::Histogram,
 }
 
 /// How a server's request ended, for [`ServerMeters::request`].
 #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
 pub(crate) struct Handled<'a> {
-    /// The method's name as the router has it; `None`: not one of its
-    /// methods, or no method could be read.
-    pub(crate) method: Option<&'a std::sync::Arc<str>>,
-    /// Whether the request could be read at all (`(unknown)` or `(none)`
-    /// when it has no `method`).
-    pub(crate) readable: bool,
+    /// The method the request names; `None` when none could be read. Only
+    /// the service's own methods are labelled by name.
+    pub(crate) method: Option<&'a str>,
     pub(crate) notification: bool,
     pub(crate) outcome: Result<(), i32>,
 }
 
 impl ServerMeters {
-    pub(crate) fn new(service: &str) -> Self {
+    /// Registers the server's metrics with the recorder installed now:
+    /// install it before making servers.
+    pub(crate) fn new<'a>(
+        service: &str,
+        methods: impl Iterator<Item = &'a std::sync::Arc<str>>,
+    ) -> Self {
         #[cfg(not(feature = "metrics"))]
-        let _ = service;
+        let _ = (service, methods);
         Self {
             #[cfg(feature = "metrics")]
-            service: std::sync::Arc::<str>::from(service).into(),
+            registered: {
+                let service = ::metrics::SharedString::from(std::sync::Arc::<str>::from(service));
+                let s = || service.clone();
+                let events =
+                    ServerEvent::ALL.map(|e| ::metrics::counter!(e.name(), "service" => s()));
+                let in_flight = ::metrics::gauge!(SERVER_REQUESTS_IN_FLIGHT, "service" => s());
+                let methods = methods
+                    .map(|name| {
+                        let label = ::metrics::SharedString::from(name.clone());
+                        let ok = [false, true].map(|notification| {
+                            ::metrics::counter!(
+                                SERVER_REQUESTS,
+                                "service" => s(),
+                                "method" => label.clone(),
+                                "kind" => kind_label(notification),
+                                "code" => "ok",
+                            )
+                        });
+                        let duration = ::metrics::histogram!(
+                            SERVER_REQUEST_DURATION,
+                            "service" => s(),
+                            "method" => label.clone(),
+                        );
+                        let meters = MethodMeters {
+                            name: label,
+                            ok,
+                            duration,
+                        };
+                        (name.clone(), meters)
+                    })
+                    .collect();
+                Registered {
+                    service,
+                    events,
+                    in_flight,
+                    methods,
+                }
+            },
         }
     }
 
@@ -213,22 +320,19 @@ impl ServerMeters {
         cfg!(feature = "metrics")
     }
 
-    /// Counts one of the service-labelled events above.
+    /// Counts one event.
     #[inline]
-    pub(crate) fn count(&self, name: &'static str) {
-        #[cfg(feature = "metrics")]
-        ::metrics::counter!(name, "service" => self.service.clone()).increment(1);
-        #[cfg(not(feature = "metrics"))]
-        let _ = name;
+    pub(crate) fn count(&self, event: ServerEvent) {
+        self.count_n(event, 1);
     }
 
     /// Counts `n` of an event at once.
     #[inline]
-    pub(crate) fn count_n(&self, name: &'static str, n: u64) {
+    pub(crate) fn count_n(&self, event: ServerEvent, n: u64) {
         #[cfg(feature = "metrics")]
-        ::metrics::counter!(name, "service" => self.service.clone()).increment(n);
+        self.registered.events[event as usize].increment(n);
         #[cfg(not(feature = "metrics"))]
-        let _ = (name, n);
+        let _ = (event, n);
     }
 
     /// A handler starts: counted in flight until the guard is dropped
@@ -243,8 +347,7 @@ impl ServerMeters {
 
     fn in_flight(&self, delta: f64) {
         #[cfg(feature = "metrics")]
-        ::metrics::gauge!(SERVER_REQUESTS_IN_FLIGHT, "service" => self.service.clone())
-            .increment(delta);
+        self.registered.in_flight.increment(delta);
         #[cfg(not(feature = "metrics"))]
         let _ = delta;
     }
@@ -254,45 +357,59 @@ impl ServerMeters {
     pub(crate) fn request(&self, handled: &Handled<'_>, took: Option<std::time::Duration>) {
         #[cfg(feature = "metrics")]
         {
-            let method: ::metrics::SharedString = match handled.method {
-                Some(name) => name.clone().into(),
-                None if handled.readable => ::metrics::SharedString::const_str("(unknown)"),
-                None => ::metrics::SharedString::const_str("(none)"),
+            let registered = &self.registered;
+            let known = handled.method.and_then(|m| registered.methods.get(m));
+            if let Some(known) = known {
+                if let Some(took) = took {
+                    known.duration.record(took.as_secs_f64());
+                }
+                if handled.outcome.is_ok() {
+                    known.ok[usize::from(handled.notification)].increment(1);
+                    return;
+                }
+            }
+            let method = match (known, handled.method) {
+                (Some(known), _) => known.name.clone(),
+                (None, Some(_)) => ::metrics::SharedString::const_str("(unknown)"),
+                (None, None) => ::metrics::SharedString::const_str("(none)"),
             };
+            if known.is_none() {
+                if let Some(took) = took {
+                    ::metrics::histogram!(
+                        SERVER_REQUEST_DURATION,
+                        "service" => registered.service.clone(),
+                        "method" => method.clone(),
+                    )
+                    .record(took.as_secs_f64());
+                }
+            }
             let code = match handled.outcome {
                 Ok(()) => ::metrics::SharedString::const_str("ok"),
                 Err(code) => code_label(code),
             };
             ::metrics::counter!(
                 SERVER_REQUESTS,
-                "service" => self.service.clone(),
-                "method" => method.clone(),
+                "service" => registered.service.clone(),
+                "method" => method,
                 "kind" => kind_label(handled.notification),
                 "code" => code,
             )
             .increment(1);
-            if let Some(took) = took {
-                ::metrics::histogram!(
-                    SERVER_REQUEST_DURATION,
-                    "service" => self.service.clone(),
-                    "method" => method,
-                )
-                .record(took.as_secs_f64());
-            }
         }
         #[cfg(not(feature = "metrics"))]
         let _ = (handled, took);
     }
 
     /// Counts a handler's panic.
-    pub(crate) fn panic(&self, method: Option<&std::sync::Arc<str>>) {
+    pub(crate) fn panic(&self, method: &str) {
         #[cfg(feature = "metrics")]
         {
-            let method: ::metrics::SharedString = match method {
-                Some(name) => name.clone().into(),
+            let registered = &self.registered;
+            let method = match registered.methods.get(method) {
+                Some(known) => known.name.clone(),
                 None => ::metrics::SharedString::const_str("(unknown)"),
             };
-            ::metrics::counter!(SERVER_PANICS, "service" => self.service.clone(), "method" => method)
+            ::metrics::counter!(SERVER_PANICS, "service" => registered.service.clone(), "method" => method)
                 .increment(1);
         }
         #[cfg(not(feature = "metrics"))]
@@ -339,16 +456,99 @@ pub(crate) enum CallCode {
     Other(&'static str),
 }
 
+#[cfg(feature = "metrics")]
+impl CallCode {
+    fn label(self) -> ::metrics::SharedString {
+        match self {
+            CallCode::Ok => ::metrics::SharedString::const_str("ok"),
+            CallCode::Rpc(code) => code_label(code),
+            CallCode::Other(what) => ::metrics::SharedString::const_str(what),
+        }
+    }
+}
+
 /// Whether a client records anything (see [`ServerMeters::enabled`]).
 #[inline]
 pub(crate) const fn enabled() -> bool {
     cfg!(feature = "metrics")
 }
 
+/// How many (service, method) pairs a client keeps registered handles for;
+/// calls to others are recorded through the registry each time.
+#[cfg(feature = "metrics")]
+const CLIENT_METHODS_KEPT: usize = 1024;
+
+/// A client's registered handles, by service and method, made at the first
+/// call of each (see [`ServerMeters`] for why): install the recorder
+/// before the first call.
+#[derive(Default)]
+pub(crate) struct ClientMeters {
+    #[cfg(feature = "metrics")]
+    known: std::sync::RwLock<CallMetersByService>,
+}
+
+#[cfg(feature = "metrics")]
+type CallMetersByService = std::collections::HashMap<
+    Box<str>,
+    std::collections::HashMap<Box<str>, std::sync::Arc<CallMeters>>,
+>;
+
+/// The handles of calls to one method of one service.
+#[cfg(feature = "metrics")]
+struct CallMeters {
+    service: ::metrics::SharedString,
+    method: ::metrics::SharedString,
+    /// `[calls, notifications]` that ended well.
+    ok: [::metrics::Counter; 2],
+    duration: ::metrics::Histogram,
+    in_flight: ::metrics::Gauge,
+}
+
+#[cfg(feature = "metrics")]
+impl ClientMeters {
+    fn get(&self, service: &str, method: &str) -> Option<std::sync::Arc<CallMeters>> {
+        let known = self.known.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(meters) = known.get(service).and_then(|m| m.get(method)) {
+            return Some(meters.clone());
+        }
+        let kept: usize = known.values().map(std::collections::HashMap::len).sum();
+        drop(known);
+        if kept >= CLIENT_METHODS_KEPT {
+            return None;
+        }
+        let service_label = ::metrics::SharedString::from(service.to_owned());
+        let method_label = ::metrics::SharedString::from(method.to_owned());
+        let ok = [false, true].map(|notification| {
+            ::metrics::counter!(
+                CLIENT_CALLS,
+                "service" => service_label.clone(),
+                "method" => method_label.clone(),
+                "kind" => kind_label(notification),
+                "code" => "ok",
+            )
+        });
+        let meters = std::sync::Arc::new(CallMeters {
+            duration: ::metrics::histogram!(
+                CLIENT_CALL_DURATION,
+                "service" => service_label.clone(),
+                "method" => method_label.clone(),
+            ),
+            in_flight: ::metrics::gauge!(CLIENT_CALLS_IN_FLIGHT, "service" => service_label.clone()),
+            service: service_label,
+            method: method_label,
+            ok,
+        });
+        let mut known = self.known.write().unwrap_or_else(|e| e.into_inner());
+        let by_method = known.entry(service.into()).or_default();
+        Some(by_method.entry(method.into()).or_insert(meters).clone())
+    }
+}
+
 /// A client's call (or notification) under way: in flight until
 /// [`finished`](Self::finished) or dropped (its caller gave up).
 pub(crate) struct ClientCall<'a> {
-    _in_flight: ClientInFlight<'a>,
+    #[cfg(feature = "metrics")]
+    meters: Option<std::sync::Arc<CallMeters>>,
     service: &'a str,
     method: &'a str,
     notification: bool,
@@ -357,42 +557,73 @@ pub(crate) struct ClientCall<'a> {
 }
 
 impl<'a> ClientCall<'a> {
-    pub(crate) fn start(service: &'a str, method: &'a str, notification: bool) -> Self {
-        let in_flight = ClientInFlight::new(service, if notification { 0.0 } else { 1.0 });
-        Self {
-            _in_flight: in_flight,
+    pub(crate) fn start(
+        meters: &ClientMeters,
+        service: &'a str,
+        method: &'a str,
+        notification: bool,
+    ) -> Self {
+        #[cfg(not(feature = "metrics"))]
+        let _ = meters;
+        let call = Self {
+            #[cfg(feature = "metrics")]
+            meters: meters.get(service, method),
             service,
             method,
             notification,
             started: std::time::Instant::now(),
             done: false,
+        };
+        call.in_flight(1.0);
+        call
+    }
+
+    fn in_flight(&self, delta: f64) {
+        if self.notification {
+            return;
         }
+        #[cfg(feature = "metrics")]
+        if let Some(meters) = &self.meters {
+            meters.in_flight.increment(delta);
+            return;
+        }
+        client_in_flight(self.service, delta);
     }
 
     /// Records how the call ended.
     pub(crate) fn finished(mut self, code: CallCode) {
         self.done = true;
-        client_call(
-            self.service,
-            self.method,
-            self.notification,
-            code,
-            self.started.elapsed(),
-        );
+        self.record(code);
+    }
+
+    fn record(&self, code: CallCode) {
+        let took = self.started.elapsed();
+        #[cfg(feature = "metrics")]
+        if let Some(meters) = &self.meters {
+            meters.duration.record(took.as_secs_f64());
+            match code {
+                CallCode::Ok => meters.ok[usize::from(self.notification)].increment(1),
+                code => ::metrics::counter!(
+                    CLIENT_CALLS,
+                    "service" => meters.service.clone(),
+                    "method" => meters.method.clone(),
+                    "kind" => kind_label(self.notification),
+                    "code" => code.label(),
+                )
+                .increment(1),
+            }
+            return;
+        }
+        client_call(self.service, self.method, self.notification, code, took);
     }
 }
 
 impl Drop for ClientCall<'_> {
     fn drop(&mut self) {
+        self.in_flight(-1.0);
         if !self.done {
             // The caller dropped the call's future: it gave up.
-            client_call(
-                self.service,
-                self.method,
-                self.notification,
-                CallCode::Other("cancelled"),
-                self.started.elapsed(),
-            );
+            self.record(CallCode::Other("cancelled"));
         }
     }
 }
@@ -410,17 +641,12 @@ pub(crate) fn client_call(
     {
         let service = ::metrics::SharedString::from(service.to_owned());
         let method = ::metrics::SharedString::from(method.to_owned());
-        let code = match code {
-            CallCode::Ok => ::metrics::SharedString::const_str("ok"),
-            CallCode::Rpc(code) => code_label(code),
-            CallCode::Other(what) => ::metrics::SharedString::const_str(what),
-        };
         ::metrics::counter!(
             CLIENT_CALLS,
             "service" => service.clone(),
             "method" => method.clone(),
             "kind" => kind_label(notification),
-            "code" => code,
+            "code" => code.label(),
         )
         .increment(1);
         ::metrics::histogram!(CLIENT_CALL_DURATION, "service" => service, "method" => method)

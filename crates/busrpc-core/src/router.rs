@@ -402,9 +402,9 @@ pub const DISCOVER_METHOD: &str = "rpc.discover";
 pub(crate) struct Methods(Arc<HashMap<Arc<str>, ErasedHandler>>);
 
 impl Methods {
-    /// `method`'s name as registered, if it is one of these.
-    pub(crate) fn name(&self, method: &str) -> Option<&Arc<str>> {
-        self.0.get_key_value(method).map(|(name, _)| name)
+    /// The methods' names.
+    pub(crate) fn names(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.0.keys()
     }
 
     pub(crate) fn dispatch_with(

@@ -20,7 +20,7 @@ use crate::error::Error;
 use crate::jsonrpc::RpcError;
 use crate::log::{Excerpt, Throttle};
 use crate::message::{header, Deadline, Limits, Message};
-use crate::metrics;
+use crate::metrics::ServerEvent;
 use crate::router::Router;
 use crate::transport::{
     Deliveries, Delivery, Demand, Readiness, ReadinessSignal, Transport, TransportError,
@@ -188,32 +188,26 @@ fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
-/// What a server counts of its messages: in its stats, and as a metric.
-#[derive(Clone, Copy)]
-enum Event {
-    Received,
-    Acked,
-    Expired,
-    Cancelled,
-    Dropped,
-    ReplyFailed,
-    Oversized,
-}
-
 impl Shared {
-    fn count(&self, event: Event) {
+    /// Counts `event` in the stats and as a metric.
+    fn count(&self, event: ServerEvent) {
         let c = &self.counters;
-        let (counter, metric) = match event {
-            Event::Received => (&c.received, metrics::SERVER_RECEIVED),
-            Event::Acked => (&c.acked, metrics::SERVER_ACKED),
-            Event::Expired => (&c.expired, metrics::SERVER_EXPIRED),
-            Event::Cancelled => (&c.cancelled, metrics::SERVER_CANCELLED),
-            Event::Dropped => (&c.dropped, metrics::SERVER_DROPPED),
-            Event::ReplyFailed => (&c.reply_failures, metrics::SERVER_REPLY_FAILURES),
-            Event::Oversized => (&c.oversized_replies, metrics::SERVER_OVERSIZED_REPLIES),
+        let counter = match event {
+            ServerEvent::Received => &c.received,
+            ServerEvent::Acked => &c.acked,
+            ServerEvent::Expired => &c.expired,
+            ServerEvent::Cancelled => &c.cancelled,
+            ServerEvent::Dropped => &c.dropped,
+            ServerEvent::ReplyFailed => &c.reply_failures,
+            ServerEvent::Oversized => &c.oversized_replies,
+            // Not in the stats (released are counted at once, below).
+            ServerEvent::Redelivered | ServerEvent::Released => {
+                self.engine.meters.count(event);
+                return;
+            }
         };
         bump(counter);
-        self.engine.meters.count(metric);
+        self.engine.meters.count(event);
     }
 }
 
@@ -626,9 +620,9 @@ async fn serve(
                     shared.readiness.ready();
                 }
                 (failures, fatal) = (0, 0);
-                shared.count(Event::Received);
+                shared.count(ServerEvent::Received);
                 if delivery.attempt().is_some_and(|n| n > 1) {
-                    shared.engine.meters.count(metrics::SERVER_REDELIVERIES);
+                    shared.count(ServerEvent::Redelivered);
                 }
                 let request = handle(shared.clone(), delivery, permit);
                 if config.run_inline {
@@ -708,7 +702,7 @@ async fn serve(
         shared
             .engine
             .meters
-            .count_n(metrics::SERVER_RELEASED, released);
+            .count_n(ServerEvent::Released, released);
     }
     // Only now leave the group, so nothing finished is handed out again;
     // `shutdown()` returns once it has.
@@ -782,25 +776,25 @@ async fn handle(shared: Arc<Shared>, delivery: Delivery, permit: OwnedSemaphoreP
     let on_settled = Box::new(move |outcome: Result<(), TransportError>| {
         let service = &server.service;
         match (outcome, reply_to) {
-            (Ok(()), _) => server.count(Event::Acked),
+            (Ok(()), _) => server.count(ServerEvent::Acked),
             (Err(e), None) => {
                 tracing::warn!(%service, error = %e, "acknowledging failed");
             }
             (Err(TransportError::Rejected(why)), Some(reply_to)) => {
                 // Final: the transport acknowledged the request.
-                server.count(Event::Acked);
-                server.count(Event::ReplyFailed);
+                server.count(ServerEvent::Acked);
+                server.count(ServerEvent::ReplyFailed);
                 tracing::warn!(%service, error = %why, %reply_to, "the broker refused the reply; the request is acknowledged and its caller told");
                 tell_refused(&server, &reply_to, told_in, &request, &why);
             }
             (Err(TransportError::NotServed(_)), Some(reply_to)) => {
                 // Final too: the caller named an address that is no queue.
-                server.count(Event::Acked);
-                server.count(Event::ReplyFailed);
+                server.count(ServerEvent::Acked);
+                server.count(ServerEvent::ReplyFailed);
                 tracing::warn!(%service, %reply_to, "the reply-to names no queue on this broker; the request is acknowledged, its reply dropped");
             }
             (Err(e), Some(reply_to)) => {
-                server.count(Event::ReplyFailed);
+                server.count(ServerEvent::ReplyFailed);
                 tracing::warn!(%service, error = %e, %reply_to, "answering failed");
             }
         }
@@ -865,7 +859,7 @@ async fn process(
         }
     };
     if deadline.is_some_and(|d| d.has_passed()) {
-        shared.count(Event::Expired);
+        shared.count(ServerEvent::Expired);
         tracing::debug!("skipping a request whose deadline has passed");
         return None;
     }
@@ -923,7 +917,7 @@ async fn process(
                 match until(deadline, respond).await {
                     Some(response) => response,
                     None => {
-                        shared.count(Event::Cancelled);
+                        shared.count(ServerEvent::Cancelled);
                         tracing::debug!(%deadline, "a handler ran past its deadline; stopped");
                         return None;
                     }
@@ -938,7 +932,7 @@ async fn process(
     let size = reply.1.payload.len();
     if size > shared.max_reply_bytes {
         // The broker would refuse it, or the caller's own limit would.
-        shared.count(Event::Oversized);
+        shared.count(ServerEvent::Oversized);
         let limit = shared.max_reply_bytes;
         if let Some(held_back) = shared.oversized_warnings.allow() {
             tracing::warn!(service = %shared.service, size, limit, held_back, "a reply is over the size limit; its caller is told instead");
@@ -997,7 +991,7 @@ fn refuse(
     };
     shared.engine.count_refused(error.code());
     let Some(answer) = answer else {
-        shared.count(Event::Dropped);
+        shared.count(ServerEvent::Dropped);
         tracing::debug!(code = error.code(), "a refused notification; dropped");
         return None;
     };
@@ -1012,7 +1006,7 @@ fn route(
     json: Vec<u8>,
 ) -> Option<(Arc<str>, Message)> {
     let Some(reply_to) = reply_to else {
-        shared.count(Event::Dropped);
+        shared.count(ServerEvent::Dropped);
         if let Some(held_back) = shared.dropped_warnings.allow() {
             tracing::warn!(
                 response = %Excerpt(&json),
