@@ -75,7 +75,6 @@ impl std::fmt::Debug for KafkaTransport {
 struct Inner {
     config: KafkaConfig,
     bootstrap: String,
-    mock: Option<Arc<MockBrokers>>,
     producer: FutureProducer,
     admin: AdminClient<DefaultClientContext>,
     /// Topics known to exist, so each is created at most once per transport.
@@ -89,6 +88,10 @@ struct Inner {
     checking: tokio::sync::Mutex<()>,
     /// Set once this transport's sweeper of abandoned inboxes has started.
     sweeping: AtomicBool,
+    /// The in-process mock cluster, for `kafka-mock://`. Last: fields drop
+    /// in order, and a cluster gone before the producer and the admin
+    /// client left them logging `AllBrokersDown` at ERROR as they closed.
+    mock: Option<Arc<MockBrokers>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
