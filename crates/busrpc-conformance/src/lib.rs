@@ -223,6 +223,7 @@ macro_rules! suite {
             expired_request_is_not_executed,
             server_death_leaves_request_to_another_instance,
             graceful_shutdown_answers_what_is_in_hand,
+            a_server_is_ready_while_it_serves,
             shutdown_grace_releases_to_another_instance,
             oversized_message_is_refused,
             oversized_batch_is_refused_per_call,

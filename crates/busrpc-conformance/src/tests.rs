@@ -935,6 +935,27 @@ pub async fn graceful_shutdown_answers_what_is_in_hand(h: &dyn Harness) {
     assert!(err.is_timeout(), "{err}");
 }
 
+/// A started server becomes ready (its consumer has its group, the broker
+/// answers), answers, and once shut down is neither ready nor running, and
+/// `stopped()` resolves without an error.
+pub async fn a_server_is_ready_while_it_serves(h: &dyn Harness) {
+    let service = unique_service("ready");
+    let a = serve(h, &service, "a", ServerConfig::default()).await;
+    let ready = within("the server to be ready", patient(h), a.handle.ready()).await;
+    assert!(ready, "ready() resolved false while serving");
+    assert!(a.handle.readiness().is_ready(), "{}", a.handle.readiness());
+    let client = client(h, ClientConfig::default().timeout(patient(h))).await;
+    let reply: String = client.call(&service, "echo", ("ready",)).await.unwrap();
+    assert_eq!(reply, "RPC ready!");
+    assert!(a.handle.readiness().is_ready(), "{}", a.handle.readiness());
+    within("shutdown", patient(h), a.handle.shutdown()).await;
+    assert!(!a.handle.readiness().is_ready(), "ready after shutdown");
+    assert!(!within("ready()", patient(h), a.handle.ready()).await);
+    within("stopped()", patient(h), a.handle.stopped())
+        .await
+        .expect("stopped as asked, not failed");
+}
+
 /// A call that outlives the shutdown grace is released, and another instance answers it.
 pub async fn shutdown_grace_releases_to_another_instance(h: &dyn Harness) {
     if let Err(reason) = h.capabilities().redelivery {
