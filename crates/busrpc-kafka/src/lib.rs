@@ -75,7 +75,9 @@ impl std::fmt::Debug for KafkaTransport {
 struct Inner {
     config: KafkaConfig,
     bootstrap: String,
-    producer: FutureProducer,
+    producer: FutureProducer<Reports>,
+    /// What the producer's librdkafka reported (a failed login).
+    reports: Reports,
     admin: AdminClient<DefaultClientContext>,
     /// Topics known to exist, so each is created at most once per transport.
     known_topics: Mutex<HashSet<String>>,
@@ -159,7 +161,9 @@ impl KafkaTransport {
         let invalid = |e: KafkaError| {
             TransportError::InvalidConfig(format!("librdkafka refused the options: {e}"))
         };
-        let producer: FutureProducer = base.create().map_err(invalid)?;
+        let reports = Reports::default();
+        let producer: FutureProducer<Reports> =
+            base.create_with_context(reports.clone()).map_err(invalid)?;
         let admin: AdminClient<DefaultClientContext> = base.create().map_err(invalid)?;
         let transport = Self {
             inner: Arc::new(Inner {
@@ -168,6 +172,7 @@ impl KafkaTransport {
                 bootstrap,
                 mock,
                 producer,
+                reports,
                 admin,
                 known_topics: Mutex::default(),
                 instance: busrpc_core::transport::unique_id(),
@@ -185,15 +190,32 @@ impl KafkaTransport {
     async fn check_reachable(&self) -> Result<(), TransportError> {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
-            inner
+            // In short tries, so that a refused login ends the wait at once.
+            let give_up = std::time::Instant::now() + Duration::from_secs(10);
+            let mut answer = inner
                 .producer
                 .client()
-                .fetch_metadata(None, Duration::from_secs(10))
+                .fetch_metadata(None, Duration::from_millis(500));
+            while answer.is_err()
+                && inner.reports.login_failure().is_none()
+                && std::time::Instant::now() < give_up
+            {
+                answer = inner
+                    .producer
+                    .client()
+                    .fetch_metadata(None, Duration::from_millis(500));
+            }
+            answer
                 .map(drop)
-                .map_err(|e| {
-                    TransportError::Unavailable(
+                .map_err(|e| match inner.reports.login_failure() {
+                    // Final: the same secret will be refused again.
+                    Some(why) => TransportError::Rejected(format!(
+                        "the Kafka broker at {} refused the login: {why}",
+                        inner.bootstrap
+                    )),
+                    None => TransportError::Unavailable(
                         format!("no Kafka broker answers at {}: {e}", inner.bootstrap).into(),
-                    )
+                    ),
                 })
         })
         .await
@@ -358,6 +380,31 @@ async fn watch_topic(
                 tracing::warn!(%topic, error = %e, missing_for = ?since.elapsed(), "the request topic is gone and cannot be made; nothing is served until it is");
             }
         }
+    }
+}
+
+/// What librdkafka reports to the transport's producer: a failed login is
+/// kept, so that `connect` can say so rather than that no broker answers
+/// (librdkafka tells it only here; its metadata request just times out).
+#[derive(Clone, Default)]
+struct Reports {
+    login_failed: Arc<Mutex<Option<String>>>,
+}
+
+impl Reports {
+    fn login_failure(&self) -> Option<String> {
+        lock(&self.login_failed).clone()
+    }
+}
+
+impl rdkafka::ClientContext for Reports {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::Authentication) {
+            *lock(&self.login_failed) = Some(reason.to_owned());
+        }
+        // As librdkafka's default context does, and at the same level: the
+        // transport retries by itself, but an operator wants to know.
+        tracing::error!(target: "librdkafka", error = %error, reason, "librdkafka reported an error");
     }
 }
 
