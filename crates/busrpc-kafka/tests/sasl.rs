@@ -9,7 +9,9 @@
 //! and there two runs in five crashed librdkafka (a NULL topic name
 //! compared in `rd_kafka_metadata_cache_find`, on its main thread) and a
 //! group's last commit and leave were never answered. What can run in CI,
-//! the configuration against librdkafka's own checks, is in kafka.rs.
+//! the configuration against librdkafka's own checks, is in kafka.rs. A
+//! crashed run leaves its Tansu running (no destructor runs):
+//! `pkill -f sqlite://users.db`.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
