@@ -117,7 +117,7 @@ impl Engine {
                 self.counters
                     .errors
                     .fetch_add(answered.count() as u64, Ordering::Relaxed);
-                if self.meters.enabled() {
+                if crate::metrics::enabled() {
                     for item in &items {
                         let request = item.as_ref().ok();
                         self.meters.request(
@@ -231,7 +231,7 @@ impl Engine {
         env: Envelope<'_>,
     ) -> Result<Box<RawValue>, RpcError> {
         let span = request_span(&self.service, request, env);
-        let running = self.meters.enabled().then(|| self.meters.start());
+        let running = crate::metrics::enabled().then(|| self.meters.start());
         let outcome = self.run(request, env).instrument(span.clone()).await;
         if let Some(running) = running {
             let took = running.elapsed();

@@ -313,19 +313,6 @@ impl ServerMeters {
         }
     }
 
-    /// Whether anything is recorded: what costs even without a recorder
-    /// (a clock read, a lookup) is skipped when not.
-    #[inline]
-    pub(crate) fn enabled(&self) -> bool {
-        cfg!(feature = "metrics")
-    }
-
-    /// Counts one event.
-    #[inline]
-    pub(crate) fn count(&self, event: ServerEvent) {
-        self.count_n(event, 1);
-    }
-
     /// Counts `n` of an event at once.
     #[inline]
     pub(crate) fn count_n(&self, event: ServerEvent, n: u64) {
@@ -467,7 +454,8 @@ impl CallCode {
     }
 }
 
-/// Whether a client records anything (see [`ServerMeters::enabled`]).
+/// Whether anything is recorded: what costs even without a recorder (a
+/// clock read, a lookup) is skipped when not.
 #[inline]
 pub(crate) const fn enabled() -> bool {
     cfg!(feature = "metrics")

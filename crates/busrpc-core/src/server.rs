@@ -191,23 +191,28 @@ fn bump(counter: &AtomicU64) {
 impl Shared {
     /// Counts `event` in the stats and as a metric.
     fn count(&self, event: ServerEvent) {
+        self.count_n(event, 1);
+    }
+
+    /// Counts `n` of `event` in the stats and as a metric.
+    fn count_n(&self, event: ServerEvent, n: u64) {
         let c = &self.counters;
         let counter = match event {
-            ServerEvent::Received => &c.received,
-            ServerEvent::Acked => &c.acked,
-            ServerEvent::Expired => &c.expired,
-            ServerEvent::Cancelled => &c.cancelled,
-            ServerEvent::Dropped => &c.dropped,
-            ServerEvent::ReplyFailed => &c.reply_failures,
-            ServerEvent::Oversized => &c.oversized_replies,
-            // Not in the stats (released are counted at once, below).
-            ServerEvent::Redelivered | ServerEvent::Released => {
-                self.engine.meters.count(event);
-                return;
-            }
+            ServerEvent::Received => Some(&c.received),
+            ServerEvent::Acked => Some(&c.acked),
+            ServerEvent::Released => Some(&c.released),
+            ServerEvent::Expired => Some(&c.expired),
+            ServerEvent::Cancelled => Some(&c.cancelled),
+            ServerEvent::Dropped => Some(&c.dropped),
+            ServerEvent::ReplyFailed => Some(&c.reply_failures),
+            ServerEvent::Oversized => Some(&c.oversized_replies),
+            // A metric only: the stats have no count of it.
+            ServerEvent::Redelivered => None,
         };
-        bump(counter);
-        self.engine.meters.count(event);
+        if let Some(counter) = counter {
+            counter.fetch_add(n, Ordering::Relaxed);
+        }
+        self.engine.meters.count_n(event, n);
     }
 }
 
@@ -695,14 +700,7 @@ async fn serve(
             released,
             "shutdown grace ran out; releasing what is still running"
         );
-        shared
-            .counters
-            .released
-            .fetch_add(released, Ordering::Relaxed);
-        shared
-            .engine
-            .meters
-            .count_n(ServerEvent::Released, released);
+        shared.count_n(ServerEvent::Released, released);
     }
     // Only now leave the group, so nothing finished is handed out again;
     // `shutdown()` returns once it has.

@@ -258,10 +258,7 @@ impl KafkaConfig {
                 })
             };
             match key {
-                "prefix" if !value.is_empty() && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) => {
-                    config.prefix = value.to_owned();
-                }
-                "prefix" => return Err(invalid(url, "prefix may hold only letters, digits, '.', '_' and '-'")),
+                "prefix" => config.prefix = value.to_owned(),
                 "partitions" => config.partitions = i32::try_from(number()?).unwrap_or(i32::MAX),
                 "replication" => config.replication = i32::try_from(number()?).unwrap_or(i32::MAX),
                 "inbox_retention_ms" => config.inbox_retention_ms = number()?.unsigned_abs(),
@@ -332,6 +329,7 @@ impl KafkaConfig {
             };
             config = config.sasl(mechanism, user, password);
         }
+        config.check().map_err(|reason| invalid(url, reason))?;
         Ok(config)
     }
 
@@ -684,7 +682,10 @@ mod tests {
             ("kafka://", "no brokers"),
             ("kafka://h:1?partitions=0", "positive whole number"),
             ("kafka://h:1?partition=2", "unknown option \"partition\""),
-            ("kafka://h:1?prefix=a b", "prefix may hold only"),
+            (
+                "kafka://h:1?prefix=a b",
+                "prefix \"a b\" may hold only letters",
+            ),
             ("kafka://h:1?linger.ms", "needs a value"),
             (
                 "kafka://h:1?join_wait_ms=soon",

@@ -192,19 +192,16 @@ impl KafkaTransport {
         tokio::task::spawn_blocking(move || {
             // In short tries, so that a refused login ends the wait at once.
             let give_up = std::time::Instant::now() + Duration::from_secs(10);
-            let mut answer = inner
-                .producer
-                .client()
-                .fetch_metadata(None, Duration::from_millis(500));
-            while answer.is_err()
-                && inner.reports.login_failure().is_none()
-                && std::time::Instant::now() < give_up
-            {
-                answer = inner
+            let answer = loop {
+                let answer = inner
                     .producer
                     .client()
                     .fetch_metadata(None, Duration::from_millis(500));
-            }
+                let done = answer.is_ok() || inner.reports.login_failure().is_some();
+                if done || std::time::Instant::now() >= give_up {
+                    break answer;
+                }
+            };
             answer
                 .map(drop)
                 .map_err(|e| match inner.reports.login_failure() {
