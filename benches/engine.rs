@@ -24,6 +24,10 @@
 //! installed first, so that a run with `--features metrics` measures what
 //! metrics cost a service that exports them (without the variable, what the
 //! feature costs with no recorder).
+//!
+//! With `BUSRPC_BENCH_AUTH=1` (and `--features auth`), busrpc's calls go
+//! through an authenticated transport: every request and reply signed and
+//! checked (HMAC-SHA256), which the raw ping-pong is not.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -160,7 +164,16 @@ fn main() {
     };
     let rt = runtime();
     let transport: Arc<dyn Transport> = Arc::new(MemoryTransport::new());
-    let rpc = Arc::new(rt.block_on(Rpc::start(transport.clone())));
+    let signed: Arc<dyn Transport> = match std::env::var("BUSRPC_BENCH_AUTH").as_deref() {
+        #[cfg(feature = "auth")]
+        Ok("1") => {
+            let keys = busrpc::auth::Keys::new("bench", [7u8; 32]).expect("a valid key");
+            Arc::new(busrpc::auth::Authenticated::new(transport.clone(), keys))
+        }
+        Ok(other) => panic!("BUSRPC_BENCH_AUTH={other:?}: only \"1\", with --features auth"),
+        Err(_) => transport.clone(),
+    };
+    let rpc = Arc::new(rt.block_on(Rpc::start(signed)));
     let raw = Arc::new(
         rt.block_on(TransportPingPong::start(transport, "raw-bench"))
             .expect("the raw ping-pong"),

@@ -186,6 +186,12 @@ for broker in memory:// "redis://127.0.0.1:6379?prefix=busrpc-example-$$" kafka-
     'charging 1000 more: insufficient funds, balance 300' \
     'balance of bob: unknown account' \
     'rpc.discover lists: audit, balance, charge, whoami'
+  check_example signed \
+    'signed call: RPC hello!' \
+    'unsigned call: no reply (1s)' \
+    'the server rejected 1 request(s)' \
+    'the waiting call got: RPC again!' \
+    'the client rejected 1 reply(ies)'
 done
 redis-cli -h 127.0.0.1 -p 6379 --scan --pattern "busrpc-example-$$:*" | xargs -r redis-cli -h 127.0.0.1 -p 6379 del >/dev/null
 

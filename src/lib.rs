@@ -40,6 +40,11 @@
 //! `busrpc.call` span and the server makes its `busrpc.request` span the
 //! child of it, through `tracing-opentelemetry`, so that one trace crosses
 //! the broker. Install `tracing_opentelemetry::layer()` in your subscriber.
+//!
+//! Feature `auth`: `busrpc::auth::Authenticated` wraps any transport so that
+//! clients and servers on it sign what they send (HMAC-SHA256 with a shared
+//! key, several for rotation) and drop, unseen and counted, whatever is
+//! unsigned, forged, or a genuine message copied to another address.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 use std::sync::Arc;
@@ -54,6 +59,10 @@ pub use busrpc_core::{
 
 #[doc(hidden)]
 pub use busrpc_core::__private;
+
+#[cfg(feature = "auth")]
+#[cfg_attr(docsrs, doc(cfg(feature = "auth")))]
+pub use busrpc_core::auth;
 
 /// Makes a busrpc service of a trait: `NameServer` serves any
 /// implementation of it, `NameClient` calls it with the trait's own

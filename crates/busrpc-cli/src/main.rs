@@ -18,7 +18,11 @@ const EXIT_CODES: &str = "Exit codes: 0 success; 1 the service answered with a J
 2 bad usage (arguments, a malformed or unsupported broker URL, memory:// for call, notify or describe, \
 params that are not a JSON array or object); 3 the broker is unreachable or refused; 4 no reply \
 within the timeout; 5 anything else; 6 no such service on this broker (no server of it has ever \
-started there: a typo?); 130 interrupted (bench deletes what it created first).";
+started there: a typo?); 130 interrupted (bench deletes what it created first).
+
+Signed messages: set BUSRPC_KEYS to id:hex-secret[,id:hex-secret...] (the first signs, all are \
+accepted) and call, notify, describe and serve-echo sign what they send and drop what is unsigned \
+or wrongly signed; a call its service rejects gets no reply (exit 4).";
 
 #[derive(Parser)]
 #[command(name = "busrpc", version, about = "JSON-RPC 2.0 over message brokers, from the shell", after_help = EXIT_CODES)]
@@ -211,8 +215,22 @@ fn params(text: Option<&str>) -> Result<Value, Failure> {
     }
 }
 
+/// The environment variable holding the keys messages are signed and
+/// checked with: `id:hex-secret[,id:hex-secret...]`, the first signing.
+/// Not a flag: a flag's value is visible to every user of the machine.
+const KEYS_VARIABLE: &str = "BUSRPC_KEYS";
+
+/// The broker at `url`, authenticated with the keys in [`KEYS_VARIABLE`]
+/// when it is set.
 async fn connect(url: &str) -> Result<Arc<dyn Transport>, Failure> {
-    busrpc::connect(url).await.map_err(|e| Failure {
+    let keys = match std::env::var(KEYS_VARIABLE) {
+        Ok(list) if !list.trim().is_empty() => Some(
+            busrpc::auth::Keys::parse(&list)
+                .map_err(|e| Failure::usage(format!("{KEYS_VARIABLE}: {e}")))?,
+        ),
+        _ => None,
+    };
+    let transport = busrpc::connect(url).await.map_err(|e| Failure {
         // A URL that cannot be right is the caller's mistake, not an outage.
         code: if matches!(e, busrpc::TransportError::InvalidUrl { .. }) {
             2
@@ -220,6 +238,10 @@ async fn connect(url: &str) -> Result<Arc<dyn Transport>, Failure> {
             3
         },
         message: format!("cannot use broker {}: {e}", redact_url(url)),
+    })?;
+    Ok(match keys {
+        Some(keys) => Arc::new(busrpc::auth::Authenticated::new(transport, keys)),
+        None => transport,
     })
 }
 

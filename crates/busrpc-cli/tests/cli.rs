@@ -552,3 +552,63 @@ fn a_plot_that_cannot_be_written_exits_5() {
         .stdout(contains("memory://"))
         .stderr(contains("plotting to /nonexistent-busrpc-dir/latency.svg"));
 }
+
+/// `BUSRPC_KEYS` signs what the commands send and checks what they get:
+/// a caller with the server's key is answered; one without a key, or with
+/// another secret under the same id, is dropped unanswered by the server
+/// (exit 4, no reply); a key list that cannot be read is bad usage, and the
+/// error shows no secret.
+#[test]
+fn signed_calls_are_answered_and_unsigned_ones_dropped() {
+    const KEYS: &str = "k1:000102030405060708090a0b0c0d0e0f";
+    let broker = format!(
+        "{}?prefix=busrpc-cli-keys-{}",
+        redis_url(),
+        std::process::id()
+    );
+    let service = "signed";
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("busrpc"))
+        .args(["serve-echo", "--broker", &broker, service])
+        .env("BUSRPC_KEYS", KEYS)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("serve-echo starts");
+    let mut output = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    output.read_line(&mut line).unwrap();
+    let server = ServeEcho {
+        child: Some(child),
+        output,
+    };
+    let call = |keys: Option<&str>| {
+        let mut cmd = busrpc();
+        cmd.args([
+            "call",
+            "--broker",
+            &broker,
+            service,
+            "echo",
+            r#"["hi"]"#,
+            "--timeout",
+            "2s",
+        ]);
+        match keys {
+            Some(keys) => cmd.env("BUSRPC_KEYS", keys),
+            None => cmd.env_remove("BUSRPC_KEYS"),
+        };
+        cmd.assert()
+    };
+    call(Some(KEYS)).success().stdout(contains("\"hi\""));
+    call(None).code(4).stderr(contains("no reply within 2s"));
+    call(Some("k1:ffeeddccbbaa99887766554433221100"))
+        .code(4)
+        .stderr(contains("no reply within 2s"));
+    let bad = call(Some("k1:0011")).code(2);
+    let said = String::from_utf8(bad.get_output().stderr.clone()).unwrap();
+    assert!(
+        said.contains("BUSRPC_KEYS: the secret of key \"k1\" has 2 bytes"),
+        "{said}"
+    );
+    assert!(!said.contains("0011"), "{said}");
+    server.interrupt();
+}

@@ -197,6 +197,7 @@ macro_rules! suite {
             spec_batch_all_notifications,
             concurrent_clients_reach_their_own_replies,
             msgpack_calls,
+            forged_and_replayed_replies_are_dropped,
         );
     };
     ($harness:expr, macro_calls) => {
@@ -247,6 +248,8 @@ macro_rules! suite {
             a_publish_beyond_the_queue_bound_is_rejected,
             a_service_never_served_is_refused_at_once,
             hostile_inputs_get_their_exact_answers,
+            unsigned_and_forged_requests_are_dropped_unrun,
+            keys_rotate_without_a_failed_call,
         );
     };
     (@each multi_thread $harness:expr; $($name:ident),* $(,)?) => {

@@ -22,6 +22,12 @@ use tokio::sync::mpsc;
 
 use crate::{unique_service, Flavor, Harness};
 
+mod signed;
+pub use signed::{
+    forged_and_replayed_replies_are_dropped, keys_rotate_without_a_failed_call,
+    unsigned_and_forged_requests_are_dropped_unrun,
+};
+
 /// Polls `condition` until it holds, failing after `within`.
 async fn wait_until(what: &str, within: Duration, mut condition: impl FnMut() -> bool) {
     let give_up = tokio::time::Instant::now() + within;

@@ -1,6 +1,8 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "auth")]
+pub mod auth;
 pub mod codec;
 pub mod jsonrpc;
 pub mod memory;
@@ -40,7 +42,7 @@ pub use server::{
 };
 pub use transport::{
     Acknowledge, BoxError, Deliveries, Delivery, Demand, Inbox, OnSettled, Readiness,
-    ReadinessSignal, Transport, TransportError,
+    ReadinessSignal, Signer, SignerSlot, Transport, TransportError,
 };
 
 /// What the code `#[busrpc::service]` generates needs; not an API.

@@ -23,12 +23,23 @@ pub mod header {
     /// The vendor part of a W3C trace context, passed through beside
     /// [`TRACEPARENT`].
     pub const TRACESTATE: &str = "tracestate";
+    /// A message's signature, `v1;kid=<key id>;mac=<hex>`, written and
+    /// checked by an authenticated transport (feature `auth`; see
+    /// docs/PROTOCOL.md).
+    pub const SIGNATURE: &str = "busrpc-sig";
 
     /// A header name as stored in [`Headers`](super::Headers): borrowed for
     /// busrpc's own names, so a transport decoding messages allocates no
     /// name per message.
     pub fn name(name: &str) -> std::borrow::Cow<'static, str> {
-        for known in [REPLY_TO, CONTENT_TYPE, DEADLINE, TRACEPARENT, TRACESTATE] {
+        for known in [
+            REPLY_TO,
+            CONTENT_TYPE,
+            DEADLINE,
+            TRACEPARENT,
+            TRACESTATE,
+            SIGNATURE,
+        ] {
             if name == known {
                 return std::borrow::Cow::Borrowed(known);
             }

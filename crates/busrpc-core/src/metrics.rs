@@ -66,6 +66,12 @@ pub const SERVER_OVERSIZED_REPLIES: &str = "busrpc_server_oversized_replies_tota
 /// stream they were taken from.
 pub const DEAD_LETTERED: &str = "busrpc_dead_lettered_total";
 
+/// Counter: messages an authenticated transport rejected (feature `auth`).
+/// Labels `kind` (`request`: a delivery to a server; `reply`: a message to a
+/// client's inbox) and `reason` (`unsigned`, `malformed`, `unknown_key`,
+/// `forged`).
+pub const AUTH_REJECTED: &str = "busrpc_auth_rejected_total";
+
 /// Counter: calls and notifications a client made, by how they ended.
 /// Labels `service`, `method`, `kind`, `code`.
 pub const CLIENT_CALLS: &str = "busrpc_client_calls_total";
@@ -127,6 +133,10 @@ pub fn describe() {
             "Requests delivered too often, moved to the dead-letter queue"
         );
         describe_counter!(
+            AUTH_REJECTED,
+            "Messages that failed authentication, dropped unseen"
+        );
+        describe_counter!(
             CLIENT_CALLS,
             "Calls and notifications a client made, by method, kind and how they ended"
         );
@@ -151,6 +161,16 @@ pub fn dead_lettered(queue: &str) {
     ::metrics::counter!(DEAD_LETTERED, "queue" => queue.to_owned()).increment(1);
     #[cfg(not(feature = "metrics"))]
     let _ = queue;
+}
+
+/// Counts a message an authenticated transport rejected (see
+/// [`AUTH_REJECTED`]).
+#[cfg(feature = "auth")]
+pub(crate) fn auth_rejected(kind: &'static str, reason: &'static str) {
+    #[cfg(feature = "metrics")]
+    ::metrics::counter!(AUTH_REJECTED, "kind" => kind, "reason" => reason).increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = (kind, reason);
 }
 
 /// A JSON-RPC error code as a label value, without formatting the common

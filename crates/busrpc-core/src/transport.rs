@@ -124,6 +124,46 @@ pub trait Transport: Send + Sync + 'static {
     fn max_payload_bytes(&self) -> Option<usize> {
         None
     }
+
+    /// Hands the transport the signer of an authenticated transport that
+    /// wraps it (see `busrpc_core::auth`, feature `auth`), for the messages
+    /// it sends on its own rather than through [`publish`](Self::publish)
+    /// or a delivery's acknowledger: the dead-letter answer. A transport
+    /// that sends none needs nothing here; one that does keeps it in a
+    /// [`SignerSlot`].
+    fn sign_own_messages(&self, signer: Signer) {
+        let _ = signer;
+    }
+}
+
+/// Signs a message about to be published to an address (see
+/// [`Transport::sign_own_messages`]).
+pub type Signer = Arc<dyn Fn(&str, &mut Message) + Send + Sync + 'static>;
+
+/// Where a transport keeps the [`Signer`] of its own messages: none until
+/// one is given, the latest after.
+#[derive(Default)]
+pub struct SignerSlot(std::sync::RwLock<Option<Signer>>);
+
+impl SignerSlot {
+    /// Signs with `signer` from now on.
+    pub fn set(&self, signer: Signer) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Some(signer);
+    }
+
+    /// Signs `message` for `address`, if a signer was given.
+    pub fn sign(&self, address: &str, message: &mut Message) {
+        if let Some(sign) = &*self.0.read().unwrap_or_else(|e| e.into_inner()) {
+            sign(address, message);
+        }
+    }
+}
+
+impl fmt::Debug for SignerSlot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let set = self.0.read().unwrap_or_else(|e| e.into_inner()).is_some();
+        f.debug_tuple("SignerSlot").field(&set).finish()
+    }
 }
 
 /// Whether a URL option or broker-client setting named `key` holds a
@@ -404,6 +444,20 @@ impl Delivery {
         self.attempt
     }
 
+    /// The same delivery settled through `wrap(its acknowledger)`: how a
+    /// transport wrapping another changes what settling does.
+    #[cfg(feature = "auth")]
+    pub(crate) fn map_acker<A: Acknowledge>(
+        self,
+        wrap: impl FnOnce(Box<dyn Acknowledge>) -> A,
+    ) -> Self {
+        Self {
+            message: self.message,
+            acker: Box::new(wrap(self.acker)),
+            attempt: self.attempt,
+        }
+    }
+
     /// The message delivered.
     pub fn message(&self) -> &Message {
         &self.message
@@ -545,6 +599,22 @@ impl ReadinessSignal {
 }
 
 impl Deliveries {
+    /// The same deliveries (readiness and close kept), each passed through
+    /// `filter` first, which may settle one itself and leave it out.
+    #[cfg(feature = "auth")]
+    pub(crate) fn filter_stream<F, Fut>(self, filter: F) -> Self
+    where
+        F: FnMut(Result<Delivery, TransportError>) -> Fut + Send + 'static,
+        Fut:
+            std::future::Future<Output = Option<Result<Delivery, TransportError>>> + Send + 'static,
+    {
+        use futures_util::StreamExt;
+        Self {
+            stream: Box::pin(self.stream.filter_map(filter)),
+            ..self
+        }
+    }
+
     /// The deliveries of `stream`.
     pub fn new(
         stream: impl Stream<Item = Result<Delivery, TransportError>> + Send + 'static,
@@ -617,6 +687,25 @@ pub struct Inbox {
 }
 
 impl Inbox {
+    /// The same inbox (address and close kept), leaving out the messages
+    /// `filter` turns to `None`.
+    #[cfg(feature = "auth")]
+    pub(crate) fn filter_messages<F>(self, mut filter: F) -> Self
+    where
+        F: FnMut(Result<Message, TransportError>) -> Option<Result<Message, TransportError>>
+            + Send
+            + 'static,
+    {
+        use futures_util::StreamExt;
+        Self {
+            messages: Box::pin(
+                self.messages
+                    .filter_map(move |m| std::future::ready(filter(m))),
+            ),
+            ..self
+        }
+    }
+
     /// An inbox at `address` receiving `messages`.
     pub fn new(
         address: impl Into<String>,

@@ -1208,7 +1208,8 @@ impl GroupReader {
                 .await
                 .map_err(transport_error)?;
             let reply = dead_letter_reply(&taken.message, deliveries.into(), max.into(), &dead);
-            if let Some((reply_to, reply)) = reply {
+            if let Some((reply_to, mut reply)) = reply {
+                inner.signer.sign(&reply_to, &mut reply);
                 match inner.produce(&reply_to, &reply).await {
                     Err(e) if topic_is_gone(&e) => {}
                     produced => produced.map_err(transport_error)?,

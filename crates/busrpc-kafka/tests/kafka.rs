@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use busrpc_core::auth::{Authenticated, Keys};
 use busrpc_core::{Client, ClientConfig, Error, Router, RpcError, Server, ServerHandle, Transport};
 use busrpc_kafka::KafkaTransport;
 use futures_util::StreamExt;
@@ -246,14 +247,41 @@ async fn clients_sharing_a_reply_partition_get_only_their_own_replies() {
 /// (scripts/test.sh makes one in a virtualenv).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_client_written_from_the_protocol_can_call() {
+    python_client_calls(None).await;
+}
+
+/// The same client signs its request as docs/PROTOCOL.md's "Signed
+/// messages" says, and checks the signature of the reply, against an
+/// authenticated server (which drops what is not signed right: a wrong
+/// recipe would get no reply).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_client_signs_its_call_and_checks_the_reply() {
+    python_client_calls(Some(("py1", "00112233445566778899aabbccddeeff"))).await;
+}
+
+async fn python_client_calls(key: Option<(&str, &str)>) {
     let Ok(python) = std::env::var("BUSRPC_PYTHON") else {
-        println!("skipped: a_python_client_written_from_the_protocol_can_call: BUSRPC_PYTHON is not set (scripts/test.sh sets it)");
+        println!("skipped: a Python client: BUSRPC_PYTHON is not set (scripts/test.sh sets it)");
         return;
     };
-    let service = format!("python-{}", std::process::id());
-    let server = serve(&kafka_url(), &service).await;
+    let service = format!("python-{}-{}", std::process::id(), key.is_some());
+    let keys = key.map(|(id, hex)| Keys::parse(&format!("{id}:{hex}")).unwrap());
+    let authenticated = |transport: KafkaTransport| -> Arc<dyn Transport> {
+        match &keys {
+            Some(keys) => Arc::new(Authenticated::new(Arc::new(transport), keys.clone())),
+            None => Arc::new(transport),
+        }
+    };
+    let server = Server::new(
+        authenticated(KafkaTransport::connect(&kafka_url()).await.unwrap()),
+        &service,
+        echo_router(),
+    )
+    .start()
+    .await
+    .unwrap();
     // Wait until the server takes requests, so the script's wait is short.
-    let warm = Client::connect(Arc::new(
+    let warm = Client::connect(authenticated(
         KafkaTransport::connect(&kafka_url()).await.unwrap(),
     ))
     .await
@@ -266,8 +294,10 @@ async fn a_python_client_written_from_the_protocol_can_call() {
         .unwrap()
         .to_owned();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python_client.py");
+    let mut args = vec![script.to_owned(), bootstrap, service.clone()];
+    args.extend(key.map(|(id, hex)| format!("{id}:{hex}")));
     let output = tokio::process::Command::new(python)
-        .args([script, &bootstrap, &service])
+        .args(&args)
         .output()
         .await
         .expect("python runs");

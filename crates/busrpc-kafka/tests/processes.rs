@@ -13,6 +13,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
+use busrpc_core::auth::{Authenticated, Keys};
 use busrpc_core::{Client, ClientConfig, Router, RpcError, Server, Transport};
 use busrpc_kafka::KafkaTransport;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -32,8 +33,9 @@ const POISON: u64 = 666_666;
 
 /// Run by the tests below in a process of its own, as `BUSRPC_CHILD` says:
 /// `server URL SERVICE` serves `work` (which aborts the process when given
-/// [`POISON`]) until SIGTERM, then shuts down gracefully; `client URL`
-/// connects a client, prints its inbox and waits to be killed.
+/// [`POISON`]) until SIGTERM, then shuts down gracefully (`server URL
+/// SERVICE signed`: on an authenticated transport, with [`keys`]); `client
+/// URL` connects a client, prints its inbox and waits to be killed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a server or client process for the tests of this file"]
 async fn child_process() {
@@ -43,7 +45,8 @@ async fn child_process() {
     busrpc_conformance::log_if_asked();
     let mut words = spec.split(' ');
     let (role, url) = (words.next().unwrap(), words.next().expect("URL"));
-    let transport = Arc::new(KafkaTransport::connect(url).await.expect("broker"));
+    let transport: Arc<dyn Transport> =
+        Arc::new(KafkaTransport::connect(url).await.expect("broker"));
     if role == "client" {
         let client = Client::connect(transport.clone()).await.unwrap();
         println!("inbox {}", client.inbox_address());
@@ -51,6 +54,10 @@ async fn child_process() {
         std::future::pending::<()>().await;
     }
     let service = words.next().expect("SERVICE");
+    let transport = match words.next() {
+        Some("signed") => Arc::new(Authenticated::new(transport, keys())),
+        _ => transport,
+    };
     let router = Router::new().method("work", |(n,): (u64,)| async move {
         if n == POISON {
             std::process::abort();
@@ -113,6 +120,11 @@ async fn spawn_child(spec: String) -> (tokio::process::Child, Vec<String>) {
 
 async fn spawn_server(url: &str, service: &str) -> tokio::process::Child {
     spawn_child(format!("server {url} {service}")).await.0
+}
+
+/// The keys of the authenticated servers and clients of these tests.
+fn keys() -> Keys {
+    Keys::new("k1", "the processes' test secret, 32 B").unwrap()
 }
 
 /// One of three servers gets SIGTERM while 12,000 calls run: it finishes
@@ -308,7 +320,9 @@ async fn a_killed_clients_inbox_is_deleted_and_a_live_ones_kept() {
 /// times, each delivery counted in the partition's commit before it is
 /// made (so the deaths count), then moved to `{topic}.dead` and answered
 /// -32001; the requests that ran beside it are tried alone and answered.
-/// The test restarts the servers as they die.
+/// The test restarts the servers as they die. Servers and client are
+/// authenticated: the dead-letter answer, which the transport sends on its
+/// own, is signed too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_that_kills_its_server_is_dead_lettered_after_max_deliveries() {
     let _alone = ONE_AT_A_TIME.lock().await;
@@ -329,7 +343,7 @@ async fn a_request_that_kills_its_server_is_dead_lettered_after_max_deliveries()
         cluster.bootstrap_servers()
     );
     let client = Client::connect_with(
-        Arc::new(parent),
+        Arc::new(Authenticated::new(Arc::new(parent), keys())),
         ClientConfig::default().timeout(Duration::from_secs(240)),
     )
     .await
@@ -350,7 +364,9 @@ async fn a_request_that_kills_its_server_is_dead_lettered_after_max_deliveries()
     tokio::pin!(all_answered);
     let started = std::time::Instant::now();
     let results = loop {
-        let mut server = spawn_server(&url, service).await;
+        let mut server = spawn_child(format!("server {url} {service} signed"))
+            .await
+            .0;
         println!("{:?}: a server is ready", started.elapsed());
         tokio::select! {
             results = &mut all_answered => {

@@ -83,6 +83,9 @@ struct Inner {
     /// later was lost by Redis (a restart without persistence), not never
     /// served (see [`Inner::add_bounded`]).
     served: std::sync::Mutex<HashSet<String>>,
+    /// Signs the dead-letter answer when an authenticated transport wraps
+    /// this one.
+    signer: busrpc_core::transport::SignerSlot,
 }
 
 /// How many request streams a transport remembers having served before it
@@ -193,6 +196,7 @@ impl RedisTransport {
                 bounded_xadd_sha: tokio::sync::OnceCell::new(),
                 lengths: std::sync::Mutex::default(),
                 served: std::sync::Mutex::default(),
+                signer: busrpc_core::transport::SignerSlot::default(),
                 config,
                 instance: busrpc_core::transport::unique_id(),
                 next_name: AtomicU64::new(1),
@@ -637,6 +641,10 @@ impl Transport for RedisTransport {
         }))
     }
 
+    fn sign_own_messages(&self, signer: busrpc_core::transport::Signer) {
+        self.inner.signer.set(signer);
+    }
+
     fn service_address(&self, service: &str) -> String {
         // Called on every call: one allocation, where format! takes two.
         let prefix = &self.inner.config.prefix;
@@ -1010,12 +1018,13 @@ impl GroupReader {
         pipe.atomic();
         pipe.add_command(xadd(&dead, &dead_message, inner.config.queue_max_len))
             .ignore();
-        if let Some((reply_to, reply)) = busrpc_core::transport::dead_letter_reply(
+        if let Some((reply_to, mut reply)) = busrpc_core::transport::dead_letter_reply(
             &entry.message,
             deliveries,
             inner.config.max_deliveries,
             &dead,
         ) {
+            inner.signer.sign(&reply_to, &mut reply);
             inner.add_reply(&mut pipe, &reply_to, &reply);
         }
         inner.add_dead_settle(&mut pipe, &self.address, &self.group, &entry.id);

@@ -190,12 +190,33 @@ async fn trimming_keeps_what_is_pending_or_unread() {
 /// dead-letter stream, and its caller gets a JSON-RPC error, not silence.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn too_many_deliveries_dead_letter_and_answer_the_caller() {
+    dead_letter_and_answer(None).await;
+}
+
+/// With authenticated transports, the dead-letter answer is signed too: a
+/// client that drops unsigned replies hears of its dead-lettered call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_authenticated_caller_hears_of_its_dead_lettered_call() {
+    let keys = busrpc_core::auth::Keys::new("k1", "a secret of thirty-two bytes...!").unwrap();
+    dead_letter_and_answer(Some(keys)).await;
+}
+
+async fn dead_letter_and_answer(keys: Option<busrpc_core::auth::Keys>) {
     let prefix = Prefix::new("dead");
     // Installs the recorder before anything is dead-lettered.
     assert_eq!(dead_lettered("none yet"), 0);
     let options = "&max_deliveries=2";
+    let wrap = |transport: RedisTransport| -> Arc<dyn Transport> {
+        match &keys {
+            Some(keys) => Arc::new(busrpc_core::auth::Authenticated::new(
+                Arc::new(transport),
+                keys.clone(),
+            )),
+            None => Arc::new(transport),
+        }
+    };
     let caller = Client::connect_with(
-        Arc::new(prefix.connect(options).await),
+        wrap(prefix.connect(options).await),
         ClientConfig::default().timeout(Duration::from_secs(20)),
     )
     .await
@@ -229,7 +250,7 @@ async fn too_many_deliveries_dead_letter_and_answer_the_caller() {
         drop(delivery);
     }
     // The third finds it delivered twice already and dead-letters it.
-    let transport = prefix.connect(options).await;
+    let transport = wrap(prefix.connect(options).await);
     let address = transport.service_address("svc");
     let mut third = transport
         .consume(&address, "svc", Demand::unbounded())
@@ -272,10 +293,13 @@ async fn too_many_deliveries_dead_letter_and_answer_the_caller() {
 }
 
 /// `busrpc_dead_lettered_total{queue}` as recorded so far (this binary's
-/// only reader of metrics).
+/// only reader of metrics). A snapshot takes what it reports (counters
+/// start again from zero), and tests run side by side: every snapshot is
+/// added to totals that all of them read.
 fn dead_lettered(queue: &str) -> u64 {
     use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
     static SNAPSHOTTER: std::sync::OnceLock<Snapshotter> = std::sync::OnceLock::new();
+    static TOTALS: std::sync::Mutex<Vec<(String, u64)>> = std::sync::Mutex::new(Vec::new());
     let snapshotter = SNAPSHOTTER.get_or_init(|| {
         let recorder = DebuggingRecorder::new();
         let snapshotter = recorder.snapshotter();
@@ -284,22 +308,26 @@ fn dead_lettered(queue: &str) -> u64 {
             .expect("the only recorder of this binary");
         snapshotter
     });
-    let found = snapshotter
-        .snapshot()
-        .into_vec()
-        .into_iter()
-        .filter(|(key, ..)| {
-            let key = key.key();
-            key.name() == busrpc_core::metrics::DEAD_LETTERED
-                && key
-                    .labels()
-                    .any(|l| l.key() == "queue" && l.value() == queue)
-        });
-    found
-        .map(|(.., value)| match value {
-            DebugValue::Counter(n) => n,
-            other => panic!("not a counter: {other:?}"),
-        })
+    let mut totals = TOTALS.lock().unwrap();
+    for (key, .., value) in snapshotter.snapshot().into_vec() {
+        let key = key.key();
+        if key.name() != busrpc_core::metrics::DEAD_LETTERED {
+            continue;
+        }
+        let DebugValue::Counter(n) = value else {
+            panic!("not a counter: {value:?}")
+        };
+        let labelled = key.labels().find(|l| l.key() == "queue");
+        let labelled = labelled.map(|l| l.value().to_owned()).unwrap_or_default();
+        match totals.iter_mut().find(|(q, _)| *q == labelled) {
+            Some((_, total)) => *total += n,
+            None => totals.push((labelled, n)),
+        }
+    }
+    totals
+        .iter()
+        .filter(|(q, _)| q == queue)
+        .map(|(_, n)| n)
         .sum()
 }
 
