@@ -149,6 +149,15 @@ step "each crate builds with each feature on its own, and with none (cargo hack)
 # build them, together, with --all-features.
 cargo hack check --workspace --each-feature --exclude-features ssl,sasl,kafka-ssl,kafka-sasl --locked
 
+step "the testcontainers runner builds, lints and takes its skip path (no Docker engine here)"
+# A workspace of its own (the Docker client stays out of the builds above);
+# the same target directory, so what the two share is built once.
+tc=(--manifest-path crates/busrpc-testcontainers/Cargo.toml --target-dir target --locked)
+cargo fmt --manifest-path crates/busrpc-testcontainers/Cargo.toml -- --check
+cargo clippy "${tc[@]}" --all-targets -- -D warnings
+cargo test "${tc[@]}"
+cargo deny --manifest-path crates/busrpc-testcontainers/Cargo.toml --locked check --hide-inclusion-graph licenses bans sources
+
 step "docs build without a warning"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features --locked
 
