@@ -30,8 +30,14 @@ struct ServeEcho {
 
 impl ServeEcho {
     fn start(broker: &str, service: &str) -> Self {
+        Self::start_with(broker, service, &[])
+    }
+
+    /// [`start`](Self::start), with `env` set for the server.
+    fn start_with(broker: &str, service: &str, env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(assert_cmd::cargo::cargo_bin("busrpc"))
             .args(["serve-echo", "--broker", broker, service])
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .spawn()
             .expect("serve-echo starts");
@@ -567,19 +573,7 @@ fn signed_calls_are_answered_and_unsigned_ones_dropped() {
         std::process::id()
     );
     let service = "signed";
-    let mut child = Command::new(assert_cmd::cargo::cargo_bin("busrpc"))
-        .args(["serve-echo", "--broker", &broker, service])
-        .env("BUSRPC_KEYS", KEYS)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("serve-echo starts");
-    let mut output = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    output.read_line(&mut line).unwrap();
-    let server = ServeEcho {
-        child: Some(child),
-        output,
-    };
+    let server = ServeEcho::start_with(&broker, service, &[("BUSRPC_KEYS", KEYS)]);
     let call = |keys: Option<&str>| {
         let mut cmd = busrpc();
         cmd.args([
