@@ -169,6 +169,27 @@ fn one_trace_across_the_memory_transport() {
 fn one_trace_across_redis() {
     let url = std::env::var("BUSRPC_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let prefix = format!("busrpc-otel-{}", busrpc::transport::unique_id());
-    let url = format!("{url}?prefix={prefix}");
-    one_trace_across(move || async move { busrpc::connect(&url).await.unwrap() });
+    let with_prefix = format!("{url}?prefix={prefix}");
+    one_trace_across(move || async move { busrpc::connect(&with_prefix).await.unwrap() });
+    // The service's stream outlives its server (requests would wait in it):
+    // delete what the test made, with redis-cli (scripts/test.sh installs it
+    // with the server; without it the keys stay, as they did before).
+    let server = url.split('?').next().unwrap_or(&url);
+    let redis_cli = |args: &[&str]| {
+        std::process::Command::new("redis-cli")
+            .args(["-u", server])
+            .args(args)
+            .output()
+            .ok()
+    };
+    if let Some(found) = redis_cli(&["--scan", "--pattern", &format!("{prefix}:*")]) {
+        let keys = String::from_utf8_lossy(&found.stdout).into_owned();
+        let keys: Vec<&str> = keys.lines().collect();
+        assert!(!keys.is_empty(), "the test made keys under {prefix}");
+        let mut del = vec!["del"];
+        del.extend(&keys);
+        redis_cli(&del);
+        let left = redis_cli(&["--scan", "--pattern", &format!("{prefix}:*")]).unwrap();
+        assert!(left.stdout.is_empty(), "left behind: {left:?}");
+    }
 }
