@@ -182,15 +182,16 @@ impl Keys {
 
     /// The ids of every key accepted, the signing key's first.
     pub fn ids(&self) -> impl Iterator<Item = &str> {
-        std::iter::once(&self.signing)
-            .chain(&self.accepted)
-            .map(|k| &*k.id)
+        self.all().map(|k| &*k.id)
+    }
+
+    /// Every key accepted, the signing key first.
+    fn all(&self) -> impl Iterator<Item = &Key> {
+        std::iter::once(&self.signing).chain(&self.accepted)
     }
 
     fn find(&self, id: &str) -> Option<&Key> {
-        std::iter::once(&self.signing)
-            .chain(&self.accepted)
-            .find(|k| &*k.id == id)
+        self.all().find(|k| &*k.id == id)
     }
 
     /// Signs `message` for `address`: sets its `busrpc-sig` header.

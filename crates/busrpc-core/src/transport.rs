@@ -258,14 +258,16 @@ pub fn unique_id() -> String {
 /// `deliveries` deliveries (more than `max_deliveries`) and moved to the
 /// dead-letter queue `dead_letter`: each of its calls answered with
 /// [`DEAD_LETTER_CODE`](crate::jsonrpc::DEAD_LETTER_CODE), in the request's
-/// own encoding. Returns the address to send it to and the reply, or `None`
-/// when nobody waits for one (a notification, no `reply-to`, an encoding
-/// not understood).
+/// own encoding, and signed with `signer` when an authenticated transport
+/// wraps this one (see [`Transport::sign_own_messages`]). Returns the
+/// address to send it to and the reply, or `None` when nobody waits for one
+/// (a notification, no `reply-to`, an encoding not understood).
 pub fn dead_letter_reply(
     request: &Message,
     deliveries: u64,
     max_deliveries: u64,
     dead_letter: &str,
+    signer: &SignerSlot,
 ) -> Option<(String, Message)> {
     use crate::codec::Codec;
     use crate::jsonrpc::{self, RpcError};
@@ -287,6 +289,7 @@ pub fn dead_letter_reply(
             .headers
             .insert(header::CONTENT_TYPE, codec.content_type());
     }
+    signer.sign(reply_to, &mut reply);
     Some((reply_to.to_owned(), reply))
 }
 

@@ -1207,9 +1207,14 @@ impl GroupReader {
                 .produce(&dead, &message)
                 .await
                 .map_err(transport_error)?;
-            let reply = dead_letter_reply(&taken.message, deliveries.into(), max.into(), &dead);
-            if let Some((reply_to, mut reply)) = reply {
-                inner.signer.sign(&reply_to, &mut reply);
+            let reply = dead_letter_reply(
+                &taken.message,
+                deliveries.into(),
+                max.into(),
+                &dead,
+                &inner.signer,
+            );
+            if let Some((reply_to, reply)) = reply {
                 match inner.produce(&reply_to, &reply).await {
                     Err(e) if topic_is_gone(&e) => {}
                     produced => produced.map_err(transport_error)?,

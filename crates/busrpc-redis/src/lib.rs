@@ -1018,13 +1018,13 @@ impl GroupReader {
         pipe.atomic();
         pipe.add_command(xadd(&dead, &dead_message, inner.config.queue_max_len))
             .ignore();
-        if let Some((reply_to, mut reply)) = busrpc_core::transport::dead_letter_reply(
+        if let Some((reply_to, reply)) = busrpc_core::transport::dead_letter_reply(
             &entry.message,
             deliveries,
             inner.config.max_deliveries,
             &dead,
+            &inner.signer,
         ) {
-            inner.signer.sign(&reply_to, &mut reply);
             inner.add_reply(&mut pipe, &reply_to, &reply);
         }
         inner.add_dead_settle(&mut pipe, &self.address, &self.group, &entry.id);
