@@ -89,14 +89,15 @@ ensure_build_deps() {
   [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
 }
 
-# A Python with kafka-python, for the test of a client written from
-# docs/PROTOCOL.md alone; kept in target/ between runs.
+# A Python with kafka-python and msgpack, for the tests of a client written
+# from docs/PROTOCOL.md alone and of the original library's callers and
+# receivers (the pipeline dialect); kept in target/ between runs.
 ensure_python_kafka() {
   local venv=target/test-venv
   if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv && python3 -m venv "$venv"; }
   fi
-  "$venv/bin/python" -c "import kafka" 2>/dev/null || "$venv/bin/pip" install -q kafka-python
+  "$venv/bin/python" -c "import kafka, msgpack" 2>/dev/null || "$venv/bin/pip" install -q kafka-python msgpack
   export BUSRPC_PYTHON="$PWD/$venv/bin/python"
 }
 
@@ -201,6 +202,13 @@ for broker in memory:// "redis://127.0.0.1:6379?prefix=busrpc-example-$$" kafka-
     'the server rejected 1 request(s)' \
     'the waiting call got: RPC again!' \
     'the client rejected 1 reply(ies)'
+done
+# The original library's topics (S_method_requests, method_results).
+for broker in 'kafka-mock://?dialect=pipeline' 'kafka://127.0.0.1:9092?dialect=pipeline'; do
+  step "examples in the pipeline dialect on $broker"
+  EXAMPLE_ARGS=(--broker "$broker")
+  check_example simple 'reply: RPC hello!'
+  check_example class 'incr apples by 2 -> 5' 'get plums -> error 1: no such key'
 done
 redis-cli -h 127.0.0.1 -p 6379 --scan --pattern "busrpc-example-$$:*" | xargs -r redis-cli -h 127.0.0.1 -p 6379 del >/dev/null
 

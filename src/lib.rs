@@ -194,9 +194,9 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Transport>, TransportError> {
         #[cfg(feature = "redis")]
         Some("redis" | "rediss") => Ok(Arc::new(busrpc_redis::RedisTransport::connect(url).await?)),
         #[cfg(feature = "kafka")]
-        Some("kafka") => Ok(Arc::new(busrpc_kafka::KafkaTransport::connect(url).await?)),
+        Some("kafka") => busrpc_kafka::connect(url).await,
         #[cfg(feature = "kafka-mock")]
-        Some("kafka-mock") => Ok(Arc::new(busrpc_kafka::KafkaTransport::connect(url).await?)),
+        Some("kafka-mock") => busrpc_kafka::connect(url).await,
         // Backends this build lacks (with every feature on, none).
         #[allow(unreachable_patterns)]
         Some(scheme @ ("kafka" | "kafka-mock" | "redis" | "rediss")) => {

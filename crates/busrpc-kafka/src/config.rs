@@ -39,6 +39,27 @@ pub enum InboxMode {
     },
 }
 
+/// Which wire format a Kafka transport speaks.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Dialect {
+    /// `dialect=busrpc` (the default): busrpc's own (docs/PROTOCOL.md),
+    /// spoken by [`KafkaTransport`](crate::KafkaTransport).
+    #[default]
+    Busrpc,
+    /// `dialect=pipeline`: the wire format of the Python library busrpc
+    /// grew out of, spoken by [`PipelineTransport`](crate::PipelineTransport):
+    /// requests on `S_method_requests`, replies on `method_results`,
+    /// MessagePack, no headers (docs/PROTOCOL.md, "The pipeline dialect").
+    Pipeline {
+        /// `pipeline_group` (default `default`, the Python receivers' own):
+        /// the consumer group whose committed offset on `S_method_requests`
+        /// a server resumes from and commits to, so that a busrpc server
+        /// takes over where a Python receiver stopped, and the other way.
+        group: String,
+    },
+}
+
 /// busrpc's Kafka options. Query keys busrpc does not know go to librdkafka
 /// as they are (`security.protocol`, `sasl.mechanism`, `ssl.ca.location`,
 /// `fetch.wait.max.ms`, ...), so anything librdkafka can do is one URL away.
@@ -80,6 +101,8 @@ pub struct KafkaConfig {
     /// answered -32001, as on Redis. Needs a broker that keeps commit
     /// metadata (Kafka does; Tansu 0.6.0 does not).
     pub max_deliveries: u32,
+    /// `dialect`: the wire format (default [`Dialect::Busrpc`]).
+    pub dialect: Dialect,
     /// Everything passed to librdkafka, busrpc's defaults first, then the URL's.
     pub librdkafka: Vec<(String, String)>,
 }
@@ -107,6 +130,7 @@ impl std::fmt::Debug for KafkaConfig {
             .field("inbox", &self.inbox)
             .field("join_wait", &self.join_wait)
             .field("max_deliveries", &self.max_deliveries)
+            .field("dialect", &self.dialect)
             .field("librdkafka", &librdkafka)
             .finish()
     }
@@ -237,6 +261,8 @@ impl KafkaConfig {
         let mut mock_brokers = 1;
         let mut shared = false;
         let mut shared_partitions = 16;
+        let mut pipeline = false;
+        let mut pipeline_group = None;
         let mut config = KafkaConfig::new("");
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (key, value) = pair.split_once('=').ok_or_else(|| {
@@ -277,6 +303,15 @@ impl KafkaConfig {
                     })?;
                     config.join_wait = std::time::Duration::from_millis(ms);
                 }
+                "dialect" => {
+                    pipeline = match value {
+                        "busrpc" => false,
+                        "pipeline" => true,
+                        _ => return Err(invalid(url, format!("dialect must be busrpc or pipeline, got {value:?}"))),
+                    }
+                }
+                "pipeline_group" if value.is_empty() => return Err(invalid(url, "pipeline_group is empty")),
+                "pipeline_group" => pipeline_group = Some(value.to_owned()),
                 "brokers" if scheme == "kafka-mock" => mock_brokers = i32::try_from(number()?).unwrap_or(1),
                 _ if key.contains('.') => config = config.option(key, value),
                 _ => {
@@ -286,6 +321,15 @@ impl KafkaConfig {
                     ))
                 }
             }
+        }
+        match (pipeline, pipeline_group) {
+            (true, group) => {
+                config.dialect = Dialect::Pipeline {
+                    group: group.unwrap_or_else(|| "default".to_owned()),
+                }
+            }
+            (false, Some(_)) => return Err(invalid(url, "pipeline_group needs dialect=pipeline")),
+            (false, None) => {}
         }
         if shared {
             config.inbox = InboxMode::Shared {
@@ -360,6 +404,7 @@ impl KafkaConfig {
             inbox: InboxMode::Topic,
             join_wait: std::time::Duration::from_secs(30),
             max_deliveries: 5,
+            dialect: Dialect::Busrpc,
             librdkafka: LIBRDKAFKA_DEFAULTS
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -428,6 +473,13 @@ impl KafkaConfig {
     #[must_use]
     pub fn max_deliveries(mut self, max: u32) -> Self {
         self.max_deliveries = max.max(1);
+        self
+    }
+
+    /// Sets [`dialect`](Self::dialect).
+    #[must_use]
+    pub fn dialect(mut self, dialect: Dialect) -> Self {
+        self.dialect = dialect;
         self
     }
 
@@ -536,6 +588,45 @@ mod tests {
         );
         assert_eq!(c.librdkafka_value("linger.ms"), Some("0"));
         assert_eq!((c.inbox, c.max_deliveries), (InboxMode::Topic, 5));
+    }
+
+    #[test]
+    fn the_pipeline_dialect_is_chosen_by_the_url() {
+        let default = KafkaConfig::from_url("kafka://a:9092").unwrap();
+        assert_eq!(default.dialect, Dialect::Busrpc);
+        let pipeline = KafkaConfig::from_url("kafka://a:9092?dialect=pipeline").unwrap();
+        assert_eq!(
+            pipeline.dialect,
+            Dialect::Pipeline {
+                group: "default".into()
+            }
+        );
+        let grouped =
+            KafkaConfig::from_url("kafka://a:9092?pipeline_group=receivers&dialect=pipeline")
+                .unwrap();
+        assert_eq!(
+            grouped.dialect,
+            Dialect::Pipeline {
+                group: "receivers".into()
+            }
+        );
+        for (url, says) in [
+            (
+                "kafka://a:9092?dialect=python",
+                "dialect must be busrpc or pipeline",
+            ),
+            (
+                "kafka://a:9092?pipeline_group=x",
+                "pipeline_group needs dialect=pipeline",
+            ),
+            (
+                "kafka://a:9092?dialect=pipeline&pipeline_group=",
+                "pipeline_group is empty",
+            ),
+        ] {
+            let err = KafkaConfig::from_url(url).unwrap_err().to_string();
+            assert!(err.contains(says), "{url}: {err}");
+        }
     }
 
     #[test]

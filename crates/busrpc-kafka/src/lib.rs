@@ -5,6 +5,7 @@ mod config;
 mod group;
 mod inboxes;
 mod mock;
+mod pipeline;
 mod poison;
 #[cfg(feature = "raw")]
 #[cfg_attr(docsrs, doc(cfg(feature = "raw")))]
@@ -31,13 +32,24 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::util::Timeout;
 use rdkafka::{Message as _, Offset, TopicPartitionList};
 
-pub use config::{Brokers, InboxMode, KafkaConfig, SaslMechanism, LIBRDKAFKA_DEFAULTS};
+pub use config::{Brokers, Dialect, InboxMode, KafkaConfig, SaslMechanism, LIBRDKAFKA_DEFAULTS};
 use group::GroupReader;
 #[cfg(feature = "mock")]
 #[cfg_attr(docsrs, doc(cfg(feature = "mock")))]
 pub use mock::MockBrokers;
 #[cfg(not(feature = "mock"))]
 use mock::MockBrokers;
+pub use pipeline::{PipelineTransport, RESULTS_TOPIC};
+
+/// Connects to a `kafka://` or `kafka-mock://` URL with the transport of
+/// its dialect: [`KafkaTransport`], or [`PipelineTransport`] for
+/// `dialect=pipeline`.
+pub async fn connect(url: &str) -> Result<Arc<dyn Transport>, TransportError> {
+    match KafkaConfig::from_url(url)?.dialect {
+        Dialect::Busrpc => Ok(Arc::new(KafkaTransport::connect(url).await?)),
+        Dialect::Pipeline { .. } => Ok(Arc::new(PipelineTransport::connect(url).await?)),
+    }
+}
 
 /// The Kafka transport.
 ///
@@ -129,6 +141,17 @@ fn transport_error(e: KafkaError) -> TransportError {
     }
 }
 
+/// A setting librdkafka refuses came from the URL: says so with it.
+fn of_url(url: &str, e: TransportError) -> TransportError {
+    match e {
+        TransportError::InvalidConfig(reason) => TransportError::InvalidUrl {
+            url: url.to_owned(),
+            reason,
+        },
+        e => e,
+    }
+}
+
 fn topic_is_gone(e: &KafkaError) -> bool {
     matches!(
         e.rdkafka_error_code(),
@@ -142,20 +165,27 @@ impl KafkaTransport {
     /// [`KafkaConfig`] for the options.
     pub async fn connect(url: &str) -> Result<Self, TransportError> {
         let config = KafkaConfig::from_url(url)?;
-        // A setting librdkafka refuses came from the URL: say so with it.
-        Self::connect_with(config).await.map_err(|e| match e {
-            TransportError::InvalidConfig(reason) => TransportError::InvalidUrl {
-                url: url.to_owned(),
-                reason,
-            },
-            e => e,
-        })
+        Self::connect_with(config).await.map_err(|e| of_url(url, e))
     }
 
     /// Connects with `config`, built with [`KafkaConfig::new`] and its
     /// setters (or parsed from a URL); fails with
-    /// [`TransportError::InvalidConfig`] for settings librdkafka refuses.
+    /// [`TransportError::InvalidConfig`] for settings librdkafka refuses,
+    /// and for [`Dialect::Pipeline`], which [`PipelineTransport`] speaks
+    /// (or [`connect`], which picks the transport by the dialect).
     pub async fn connect_with(config: KafkaConfig) -> Result<Self, TransportError> {
+        if config.dialect != Dialect::Busrpc {
+            return Err(TransportError::InvalidConfig(
+                "dialect=pipeline is spoken by busrpc_kafka::PipelineTransport (or busrpc_kafka::connect)"
+                    .into(),
+            ));
+        }
+        Self::connect_dialect(config).await
+    }
+
+    /// The connection of either dialect: the producer, the admin client and
+    /// the check that a broker answers.
+    pub(crate) async fn connect_dialect(config: KafkaConfig) -> Result<Self, TransportError> {
         config.check().map_err(TransportError::InvalidConfig)?;
         let (bootstrap, mock) = config.brokers.resolve()?;
         let base = base_config(&config, &bootstrap);
@@ -589,8 +619,12 @@ impl Inner {
         known.insert(topic.to_owned());
     }
 
-    /// Whether the broker knows `topic`.
-    async fn topic_exists(self: &Arc<Self>, topic: &str) -> Result<bool, TransportError> {
+    /// What the broker reports of `topic`, read by `read` from its metadata.
+    async fn topic_metadata<T: Send + 'static>(
+        self: &Arc<Self>,
+        topic: &str,
+        read: impl FnOnce(Option<&rdkafka::metadata::MetadataTopic>) -> T + Send + 'static,
+    ) -> Result<T, TransportError> {
         let inner = self.clone();
         let name = topic.to_owned();
         tokio::task::spawn_blocking(move || {
@@ -599,24 +633,36 @@ impl Inner {
                 .client()
                 .fetch_metadata(Some(&name), Duration::from_secs(10))
                 .map_err(transport_error)?;
-            // Only "unknown topic" (or a name no topic can have) means no
-            // server has made it: a topic just created may be reported
-            // without a leader for a moment.
-            let missing = metadata.topics().iter().any(|t| {
-                t.name() == name
-                    && matches!(
-                        t.error().map(RDKafkaErrorCode::from),
-                        Some(
-                            RDKafkaErrorCode::UnknownTopicOrPartition
-                                | RDKafkaErrorCode::UnknownTopic
-                                | RDKafkaErrorCode::InvalidTopic
-                        )
-                    )
-            });
-            Ok::<_, TransportError>(!missing)
+            Ok(read(metadata.topics().iter().find(|t| t.name() == name)))
         })
         .await
         .map_err(|e| TransportError::Other(Box::new(e)))?
+    }
+
+    /// How many partitions the broker reports for `topic`.
+    async fn partition_count(self: &Arc<Self>, topic: &str) -> Result<usize, TransportError> {
+        self.topic_metadata(topic, |t| t.map_or(0, |t| t.partitions().len()))
+            .await
+    }
+
+    /// Whether the broker knows `topic`.
+    async fn topic_exists(self: &Arc<Self>, topic: &str) -> Result<bool, TransportError> {
+        // Only "unknown topic" (or a name no topic can have) means no
+        // server has made it: a topic just created may be reported without
+        // a leader for a moment.
+        self.topic_metadata(topic, |t| {
+            !t.is_some_and(|t| {
+                matches!(
+                    t.error().map(RDKafkaErrorCode::from),
+                    Some(
+                        RDKafkaErrorCode::UnknownTopicOrPartition
+                            | RDKafkaErrorCode::UnknownTopic
+                            | RDKafkaErrorCode::InvalidTopic
+                    )
+                )
+            })
+        })
+        .await
     }
 
     /// Produces `message` to `address`: a topic, or a shared inbox (its

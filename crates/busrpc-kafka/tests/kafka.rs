@@ -287,12 +287,7 @@ async fn python_client_calls(key: Option<(&str, &str)>) {
     .await
     .unwrap();
     first_success(&warm, &service, Duration::from_secs(60)).await;
-    let bootstrap = kafka_url()
-        .trim_start_matches("kafka://")
-        .split('?')
-        .next()
-        .unwrap()
-        .to_owned();
+    let bootstrap = common::bootstrap(&kafka_url());
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python_client.py");
     let mut args = vec![script.to_owned(), bootstrap, service.clone()];
     args.extend(key.map(|(id, hex)| format!("{id}:{hex}")));
