@@ -2,7 +2,9 @@
 //! the same broker in the same run, with the same librdkafka settings. Then
 //! the two inbox modes against each other: clients with reply topics of
 //! their own (`inbox=topic`) and as many sharing one reply partition
-//! (`inbox=shared`), where each reads every reply to all of them.
+//! (`inbox=shared`), where each reads every reply to all of them. Each
+//! broker is measured in the pipeline dialect too (`dialect=pipeline`, the
+//! original Python library's wire), against the same raw ping-pong.
 //!
 //! Brokers: `BUSRPC_BENCH_KAFKA` (comma-separated URLs; default
 //! `kafka://127.0.0.1:9092,kafka-mock://bench`). An unreachable one is
@@ -16,7 +18,7 @@ use busrpc_bench::ping::PING_TIMEOUT;
 use busrpc_bench::Baseline;
 use busrpc_core::{Client, ClientConfig, Router, RpcError, Server};
 use busrpc_kafka::raw::PingPong;
-use busrpc_kafka::KafkaTransport;
+use busrpc_kafka::{KafkaConfig, KafkaTransport};
 
 async fn measure(url: &str, full: bool) -> String {
     let shown = url;
@@ -27,9 +29,10 @@ async fn measure(url: &str, full: bool) -> String {
     };
     let service = "bench".to_owned();
     let router = Router::new().method("echo", |(n,): (u64,)| async move { Ok::<_, RpcError>(n) });
-    let server_transport = Arc::new(KafkaTransport::connect(url).await.expect("broker"));
-    let fetch_wait = server_transport
-        .config()
+    // Either dialect, as the URL says.
+    let server_transport = busrpc_kafka::connect(url).await.expect("broker");
+    let fetch_wait = KafkaConfig::from_url(url)
+        .expect("a Kafka URL")
         .librdkafka_value("fetch.wait.max.ms")
         .unwrap_or("?")
         .to_owned();
@@ -38,7 +41,7 @@ async fn measure(url: &str, full: bool) -> String {
         .await
         .expect("server");
     let client = Client::connect_with(
-        Arc::new(KafkaTransport::connect(url).await.expect("broker")),
+        busrpc_kafka::connect(url).await.expect("broker"),
         ClientConfig::default().timeout(PING_TIMEOUT),
     )
     .await
@@ -183,6 +186,9 @@ fn main() {
         .expect("runtime");
     for url in brokers.split(',') {
         println!("{}", runtime.block_on(measure(url, full)));
+        let joiner = if url.contains('?') { '&' } else { '?' };
+        let pipeline = format!("{url}{joiner}dialect=pipeline");
+        println!("{}", runtime.block_on(measure(&pipeline, full)));
         println!("{}", runtime.block_on(inboxes(url, full)));
     }
 }
