@@ -43,7 +43,7 @@ use crate::{base_config, of_url, transport_error, KafkaTransport};
 /// The topic every reply goes to.
 pub const RESULTS_TOPIC: &str = "method_results";
 
-/// What a service's name is followed by in its request topic's.
+/// The end of a service's request topic's name, after the service's.
 const REQUESTS_SUFFIX: &str = "_method_requests";
 
 /// The digits of a client's nonce. The original's ids (its clock in 100 ns
@@ -57,13 +57,16 @@ const PARTITION: i32 = 0;
 /// The Kafka transport in the pipeline dialect ([`Dialect::Pipeline`],
 /// `kafka://host:port?dialect=pipeline`).
 ///
-/// - A server of `S` reads partition 0 of `S_method_requests` by `assign()`
-///   (no group membership) from the offset its group (`pipeline_group`,
-///   default `default`, the Python receivers' own) committed, and commits
-///   what it has answered there: a busrpc server resumes where a Python
-///   receiver stopped, and a Python receiver where busrpc stopped. Records
-///   with a key are skipped, as the original skips them. Run one receiver
-///   per service, as with the original: two would both answer every request.
+/// - A server of `S` reads partition 0 of `S_method_requests` from the
+///   offset committed by `pipeline_group` (default `default`, the Python
+///   receivers' own), and commits what it has answered there: a busrpc
+///   server resumes where a Python receiver stopped, and a Python receiver
+///   where busrpc stopped. Records with a key are skipped, as the original
+///   skips them. The busrpc servers of `S` form the consumer group
+///   `busrpc.pipeline.S_method_requests`, in which one holds the partition
+///   and the others stand by, taking it over when it stops or dies. Python
+///   receivers form no group: never run one beside a busrpc server of its
+///   service, for both would answer every request.
 /// - Replies go to `method_results`, partition 0, keyed by the request's id;
 ///   a batch's responses as one record each. The error objects keep `code`
 ///   and `message` only, as the original's.
