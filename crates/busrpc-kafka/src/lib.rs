@@ -45,10 +45,20 @@ pub use pipeline::{PipelineTransport, RESULTS_TOPIC};
 /// its dialect: [`KafkaTransport`], or [`PipelineTransport`] for
 /// `dialect=pipeline`.
 pub async fn connect(url: &str) -> Result<Arc<dyn Transport>, TransportError> {
-    match KafkaConfig::from_url(url)?.dialect {
-        Dialect::Busrpc => Ok(Arc::new(KafkaTransport::connect(url).await?)),
-        Dialect::Pipeline { .. } => Ok(Arc::new(PipelineTransport::connect(url).await?)),
-    }
+    let config = KafkaConfig::from_url(url)?;
+    let transport: Arc<dyn Transport> = match config.dialect {
+        Dialect::Busrpc => Arc::new(
+            KafkaTransport::connect_with(config)
+                .await
+                .map_err(|e| of_url(url, e))?,
+        ),
+        Dialect::Pipeline { .. } => Arc::new(
+            PipelineTransport::connect_with(config)
+                .await
+                .map_err(|e| of_url(url, e))?,
+        ),
+    };
+    Ok(transport)
 }
 
 /// The Kafka transport.

@@ -33,12 +33,12 @@ use rdkafka::producer::FutureRecord;
 use rdkafka::producer::Producer as _;
 use rdkafka::util::Timeout;
 use rdkafka::{Message as _, Offset};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 mod receiver;
 
 use crate::config::{Dialect, KafkaConfig};
-use crate::{base_config, of_url, transport_error, KafkaTransport};
+use crate::{base_config, lock, of_url, transport_error, KafkaTransport};
 
 /// The topic every reply goes to.
 pub const RESULTS_TOPIC: &str = "method_results";
@@ -180,8 +180,14 @@ impl PipelineTransport {
 
     /// Creates `topic` with one partition unless it exists, and warns when
     /// it has more: the original reads partition 0 only, and so does this.
+    /// Once per topic and transport: a client's every inbox asks.
     async fn ensure_topic(&self, topic: &str) -> Result<(), TransportError> {
         let inner = &self.kafka.inner;
+        if lock(&inner.known_topics).contains(topic) {
+            return Ok(());
+        }
+        // Its own lookup first: the mock cluster answers a metadata request
+        // for a topic it lacks with an error, not an empty topic.
         inner.ensure_topic(topic, 1, None, false).await?;
         let partitions = inner.partition_count(topic).await?;
         if partitions > 1 {
@@ -304,7 +310,8 @@ fn new_nonce() -> String {
 /// The call id a record's key holds if it is `{nonce}{id}`.
 fn own_id(key: &[u8], nonce: &str) -> Option<u64> {
     let rest = key.strip_prefix(nonce.as_bytes())?;
-    if rest.is_empty() || !rest.iter().all(u8::is_ascii_digit) {
+    // Digits only: u64's parser would take a leading '+'.
+    if !rest.iter().all(u8::is_ascii_digit) {
         return None;
     }
     std::str::from_utf8(rest).ok()?.parse().ok()
@@ -319,16 +326,19 @@ fn write_value(out: &mut Vec<u8>, value: &Value) {
     let _ = rmp_serde::encode::write(out, value);
 }
 
+/// `payload` in `codec`, as a JSON value.
+fn decode(codec: Codec, payload: &[u8]) -> Result<Value, String> {
+    let json = codec.to_json(payload).map_err(|e| e.to_string())?;
+    serde_json::from_slice(&json).map_err(|e| e.to_string())
+}
+
 /// The busrpc message about to be translated, as a JSON value, whatever
 /// its encoding: a `what` (request or reply) it cannot read is refused.
 fn payload_json(message: &Message, what: &str) -> Result<Value, TransportError> {
-    let refused = |e: &dyn std::fmt::Display| {
-        TransportError::Rejected(format!("a {what} that cannot be read: {e}"))
-    };
-    let codec = Codec::from_content_type(message.headers.get(header::CONTENT_TYPE))
-        .map_err(|e| refused(&e))?;
-    let json = codec.to_json(&message.payload).map_err(|e| refused(&e))?;
-    serde_json::from_slice(&json).map_err(|e| refused(&e))
+    Codec::from_content_type(message.headers.get(header::CONTENT_TYPE))
+        .map_err(|e| e.to_string())
+        .and_then(|codec| decode(codec, &message.payload))
+        .map_err(|e| TransportError::Rejected(format!("a {what} that cannot be read: {e}")))
 }
 
 /// The text of an id as the key of its reply.
@@ -353,9 +363,7 @@ fn may_have_null_id(reply: &[u8]) -> bool {
 
 /// The id of a MessagePack request, as its reply's key.
 fn request_key(request: &[u8]) -> Option<String> {
-    let json = Codec::MessagePack.to_json(request).ok()?;
-    let request: Value = serde_json::from_slice(&json).ok()?;
-    id_text(request.get("id")?)
+    id_text(decode(Codec::MessagePack, request).ok()?.get("id")?)
 }
 
 /// A busrpc request (JSON) as the original's MessagePack map: `jsonrpc`,
@@ -432,11 +440,7 @@ fn encode_response(response: &Value, fallback: Option<&str>) -> Option<(String, 
 /// is. A reply that is not a MessagePack map is answered -32603, so that
 /// the caller hears at once instead of at its deadline.
 fn decode_reply(payload: &[u8], id: u64) -> Vec<u8> {
-    let parsed = Codec::MessagePack
-        .to_json(payload)
-        .map_err(|e| e.to_string())
-        .and_then(|json| serde_json::from_slice::<Value>(&json).map_err(|e| e.to_string()));
-    let mut response = match parsed {
+    let mut response = match decode(Codec::MessagePack, payload) {
         Ok(Value::Object(response)) => response,
         Ok(other) => return unreadable_reply(id, &format!("not a map but {other}")),
         Err(e) => return unreadable_reply(id, &e),
@@ -450,13 +454,8 @@ fn decode_reply(payload: &[u8], id: u64) -> Vec<u8> {
 }
 
 fn unreadable_reply(id: u64, reason: &str) -> Vec<u8> {
-    let mut error = Map::new();
-    error.insert("code".into(), Value::from(-32603));
-    error.insert("message".into(), Value::from("Internal error"));
-    error.insert(
-        "data".into(),
-        Value::from(format!("the receiver's reply could not be read: {reason}")),
-    );
+    let data = format!("the receiver's reply could not be read: {reason}");
+    let error = serde_json::json!({"code": -32603, "message": "Internal error", "data": data});
     serde_json::to_vec(&serde_json::json!({"jsonrpc": "2.0", "id": id, "error": error}))
         .unwrap_or_default()
 }

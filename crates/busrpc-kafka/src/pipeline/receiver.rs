@@ -123,8 +123,7 @@ fn read(topic: &str, consumer: &Arc<BaseConsumer<Handover>>, progress: &Progress
             POLL_WAIT
         };
         if let Some(record) = consumer.poll(wait) {
-            let seek = take(record, progress);
-            seek_back(consumer, topic, seek);
+            take(record, consumer, topic, progress);
         }
         // An assignment ends the split of the one before: split again.
         let epoch = progress.assigned();
@@ -135,8 +134,7 @@ fn read(topic: &str, consumer: &Arc<BaseConsumer<Handover>>, progress: &Progress
         if let Some(queue) = &queue {
             if progress.handoff.wait_for_room(POLL_WAIT) {
                 if let Some(record) = queue.poll(POLL_WAIT) {
-                    let seek = take(record, progress);
-                    seek_back(consumer, topic, seek);
+                    take(record, consumer, topic, progress);
                 }
             }
         }
@@ -149,52 +147,52 @@ fn read(topic: &str, consumer: &Arc<BaseConsumer<Handover>>, progress: &Progress
     drop(queue);
 }
 
-/// Sends the consumer back to `offset`, to read records a fetch skipped.
-fn seek_back(consumer: &BaseConsumer<Handover>, topic: &str, offset: Option<i64>) {
-    let Some(offset) = offset else { return };
-    tracing::debug!(
-        topic,
-        offset,
-        "a fetch skipped records; reading again from the first"
-    );
-    if let Err(e) = consumer.seek(topic, PARTITION, Offset::Offset(offset), SEEK_WAIT) {
-        tracing::warn!(topic, offset, error = %e, "seeking back to skipped records failed; they stay uncommitted for the next server");
-    }
-}
-
 /// Hands a record over, or counts it done at once: a record with a key is
-/// skipped, as the original receiver skips it. Returns the offset to read
-/// again from when the record shows that a fetch skipped some.
+/// skipped, as the original receiver skips it. A record that shows a fetch
+/// skipped some sends the consumer back to read them.
 fn take(
     record: Result<rdkafka::message::BorrowedMessage<'_>, KafkaError>,
+    consumer: &BaseConsumer<Handover>,
+    topic: &str,
     progress: &Progress,
-) -> Option<i64> {
+) {
     let record = match record {
         Ok(record) => record,
-        Err(KafkaError::PartitionEOF(_)) => return None,
+        Err(KafkaError::PartitionEOF(_)) => return,
         Err(e) => {
-            progress.handoff.push_back(Err(transport_error(e)));
-            return None;
+            progress.handoff.push(Err(transport_error(e)), false);
+            return;
         }
     };
     if record.partition() != PARTITION {
-        return None;
+        return;
     }
     let offset = record.offset();
-    let (epoch, seek) = progress.taken(offset)?;
+    let Some((epoch, seek)) = progress.taken(offset) else {
+        return;
+    };
     if record.key().is_some() {
         progress.done(offset, epoch);
-        return seek;
+    } else {
+        let message = Arc::new(Message {
+            payload: bytes_of(record.payload().unwrap_or_default()),
+            headers: Headers::new()
+                .with(header::CONTENT_TYPE, Codec::MessagePack.content_type())
+                .with(header::REPLY_TO, RESULTS_TOPIC),
+        });
+        let delivery = RequestAck::deliver(offset, epoch, message, progress.me());
+        progress.handoff.push(Ok(delivery), false);
     }
-    let message = Arc::new(Message {
-        payload: bytes_of(record.payload().unwrap_or_default()),
-        headers: Headers::new()
-            .with(header::CONTENT_TYPE, Codec::MessagePack.content_type())
-            .with(header::REPLY_TO, RESULTS_TOPIC),
-    });
-    let delivery = RequestAck::deliver(offset, epoch, message, progress.me());
-    progress.handoff.push_back(Ok(delivery));
-    seek
+    if let Some(gap) = seek {
+        tracing::debug!(
+            topic,
+            gap,
+            "a fetch skipped records; reading again from the first"
+        );
+        if let Err(e) = consumer.seek(topic, PARTITION, Offset::Offset(gap), SEEK_WAIT) {
+            tracing::warn!(topic, gap, error = %e, "seeking back to skipped records failed; they stay uncommitted for the next server");
+        }
+    }
 }
 
 /// Where the consumer thread leaves requests for the server: one at a
@@ -264,10 +262,6 @@ impl Handoff {
         if let Some(waker) = waker {
             waker.wake();
         }
-    }
-
-    fn push_back(&self, item: Result<Delivery, TransportError>) {
-        self.push(item, false);
     }
 
     /// The requests not handed to the server, dropped unsettled.
