@@ -45,11 +45,11 @@ use async_trait::async_trait;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::log::Throttle;
-use crate::message::{header, Message};
+use crate::telemetry::log::Throttle;
 use crate::transport::{
     Acknowledge, Deliveries, Demand, Inbox, OnSettled, Transport, TransportError,
 };
+use crate::wire::{header, Message};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -351,10 +351,10 @@ impl Shared {
             (&self.replies_rejected, "reply")
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        crate::metrics::auth_rejected(kind, why.as_str());
+        crate::telemetry::metrics::auth_rejected(kind, why.as_str());
         if let Some(held_back) = self.warnings.allow() {
             let signature = message.headers.get(header::SIGNATURE).unwrap_or("");
-            tracing::warn!(%address, kind, reason = %why, signature = %crate::log::Excerpt(signature.as_bytes()), held_back, "a message failed authentication; dropped");
+            tracing::warn!(%address, kind, reason = %why, signature = %crate::telemetry::log::Excerpt(signature.as_bytes()), held_back, "a message failed authentication; dropped");
         }
     }
 }

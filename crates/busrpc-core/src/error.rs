@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use crate::codec::CodecError;
-use crate::jsonrpc::{EncodeError, RpcError};
 use crate::transport::TransportError;
+use crate::wire::codec::CodecError;
+use crate::wire::jsonrpc::{EncodeError, RpcError};
 
 /// What can go wrong calling or serving.
 #[derive(Debug, thiserror::Error)]

@@ -4,9 +4,10 @@
 
 use std::sync::atomic::Ordering;
 
-use crate::client::Pending;
-use crate::engine::Engine;
-use crate::{header, jsonrpc, Message, Router};
+use crate::client::pending::Pending;
+use crate::engine::{Engine, Envelope};
+use crate::service::Router;
+use crate::wire::{header, jsonrpc, Message};
 
 /// The engine, as a server runs it, over `router`.
 pub struct Requests(Engine);
@@ -25,9 +26,7 @@ impl Requests {
 
     /// The response to a JSON payload, or `None` when nothing is answered.
     pub async fn respond(&self, payload: &[u8]) -> Option<Vec<u8>> {
-        self.0
-            .respond(payload, crate::engine::Envelope::bare())
-            .await
+        self.0.respond(payload, Envelope::bare()).await
     }
 }
 

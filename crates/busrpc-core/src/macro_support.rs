@@ -1,5 +1,6 @@
 //! What the code `#[busrpc::service]` generates leans on: params taken by
-//! position or by name, and checks that say what a type lacks.
+//! position or by name, and checks that say what a type lacks. Reached by
+//! the generated code as `busrpc::__private`; not an API.
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -9,7 +10,12 @@ use serde::de::{self, Deserialize, DeserializeOwned, Deserializer, MapAccess, Se
 use serde::Serialize;
 
 use crate::error::Error;
-use crate::jsonrpc::RpcError;
+use crate::wire::jsonrpc::RpcError;
+
+pub use serde;
+pub use serde_json;
+
+pub use crate::__schema as schema;
 
 /// A method's params, as the caller sent them: an array (`T`, a tuple of
 /// the params in order) or an object (`N`, a struct with a field per

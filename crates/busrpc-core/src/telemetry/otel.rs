@@ -7,7 +7,7 @@
 use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::message::{header, Headers};
+use crate::wire::{header, Headers};
 
 /// Writes the trace context of `span` into `headers`, unless `span` has
 /// none (no OpenTelemetry layer, or a disabled span).

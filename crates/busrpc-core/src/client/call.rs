@@ -1,0 +1,152 @@
+//! Calls and notifications.
+
+use std::sync::atomic::Ordering;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::value::RawValue;
+use tokio::time::{timeout_at, Instant};
+use tracing::Instrument;
+
+use super::Client;
+use crate::error::Error;
+use crate::telemetry::metrics::{self, ClientCall};
+use crate::telemetry::{call_span, record_call_outcome};
+use crate::wire::jsonrpc;
+use crate::wire::{Deadline, Headers};
+
+impl Client {
+    /// Calls `method` of `service` and deserializes the result into `R`.
+    ///
+    /// `params` must serialize to an array (a tuple, a `Vec`: by position) or
+    /// an object (a struct, a map: by name); `()` sends no params.
+    pub async fn call<R: DeserializeOwned>(
+        &self,
+        service: &str,
+        method: &str,
+        params: impl Serialize,
+    ) -> Result<R, Error> {
+        let raw = self.call_raw(service, method, params).await?;
+        serde_json::from_str(raw.get()).map_err(Error::Decode)
+    }
+
+    /// Like [`call`](Self::call), returning the result as raw JSON.
+    pub async fn call_raw(
+        &self,
+        service: &str,
+        method: &str,
+        params: impl Serialize,
+    ) -> Result<Box<RawValue>, Error> {
+        let span = call_span(service, method, false);
+        let metered = metrics::enabled()
+            .then(|| ClientCall::start(&self.core.meters, service, method, false));
+        let outcome = if self.middleware.is_empty() {
+            self.call_direct(service, method, params, &self.headers)
+                .instrument(span.clone())
+                .await
+        } else {
+            self.through_middleware(service, method, params, false)
+                .instrument(span.clone())
+                .await
+        };
+        record_call_outcome(&span, outcome.as_ref().map(drop));
+        if let Some(call) = metered {
+            call.finished(metrics::call_code(outcome.as_ref().map(drop)));
+        }
+        outcome
+    }
+    /// A call past the middleware.
+    pub(super) async fn call_direct(
+        &self,
+        service: &str,
+        method: &str,
+        params: impl Serialize,
+        headers: &Headers,
+    ) -> Result<Box<RawValue>, Error> {
+        // One timer for the whole call, not one per step: the steps' own
+        // timers cost more than any other part of the call's bookkeeping.
+        // Taken now, before waiting for a slot: the deadline the server
+        // sees is the caller's own.
+        let deadline_at = Instant::now() + self.timeout;
+        let deadline = Deadline::after(self.timeout);
+        let call = self.call_unbounded(service, method, params, headers, deadline, deadline_at);
+        match timeout_at(deadline_at, call).await {
+            Ok(result) => result,
+            Err(_) => Err(self.timed_out()),
+        }
+    }
+
+    /// [`call_raw`](Self::call_raw) without its deadline.
+    pub(super) async fn call_unbounded(
+        &self,
+        service: &str,
+        method: &str,
+        params: impl Serialize,
+        headers: &Headers,
+        deadline: Deadline,
+        deadline_at: Instant,
+    ) -> Result<Box<RawValue>, Error> {
+        let core = &*self.core;
+        self.check_open()?;
+        let _permit = core.in_flight.acquire().await.map_err(|_| Error::Closed)?;
+        let id = core.pending.issue_id();
+        tracing::Span::current().record("rpc.jsonrpc.request_id", id);
+        let mut json = Vec::with_capacity(128);
+        jsonrpc::write_request(&mut json, method, &params, Some(id))?;
+        let (receiver, registration) = self.register(id)?;
+        self.send(service, json, headers, true, Some(deadline), deadline_at)
+            .await?;
+        core.pending.calls.fetch_add(1, Ordering::Relaxed);
+        let outcome = receiver.await.map_err(|_| Error::Closed)?;
+        core.pending.replies.fetch_add(1, Ordering::Relaxed);
+        registration.answered();
+        outcome.map_err(Error::Rpc)
+    }
+
+    /// Sends a notification: no id, no reply, no waiting beyond the publish.
+    pub async fn notify(
+        &self,
+        service: &str,
+        method: &str,
+        params: impl Serialize,
+    ) -> Result<(), Error> {
+        let span = call_span(service, method, true);
+        let metered =
+            metrics::enabled().then(|| ClientCall::start(&self.core.meters, service, method, true));
+        let outcome = if self.middleware.is_empty() {
+            self.notify_direct(service, method, params, &self.headers)
+                .instrument(span.clone())
+                .await
+        } else {
+            self.through_middleware(service, method, params, true)
+                .instrument(span.clone())
+                .await
+                .map(drop)
+        };
+        record_call_outcome(&span, outcome.as_ref().copied());
+        if let Some(call) = metered {
+            call.finished(metrics::call_code(outcome.as_ref().copied()));
+        }
+        outcome
+    }
+
+    /// A notification past the middleware.
+    pub(super) async fn notify_direct(
+        &self,
+        service: &str,
+        method: &str,
+        params: impl Serialize,
+        headers: &Headers,
+    ) -> Result<(), Error> {
+        self.check_open()?;
+        let mut json = Vec::with_capacity(128);
+        jsonrpc::write_request(&mut json, method, &params, None)?;
+        let ttl = self.core.config.notification_ttl.map(Deadline::after);
+        let give_up = Instant::now() + self.timeout;
+        let publish = self.send(service, json, headers, false, ttl, give_up);
+        match tokio::time::timeout(self.timeout, publish).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Timeout(self.timeout)),
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! How a client calls, and what it has seen.
+
+use std::time::Duration;
+
+use crate::wire::codec::Codec;
+use crate::wire::Limits;
+
+/// How a client calls.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ClientConfig {
+    /// How long a call waits for its reply (default 30 s). It travels as the
+    /// `deadline` header, so servers skip calls nobody waits for any more.
+    pub timeout: Duration,
+    /// Most calls awaiting a reply at once (default 1024); a call beyond it
+    /// waits, within its timeout, for a slot.
+    pub max_in_flight: usize,
+    /// Largest message and batch sent (see [`Limits`]).
+    pub limits: Limits,
+    /// Encoding of requests (default JSON).
+    pub codec: Codec,
+    /// How long a notification stays worth running (default: forever).
+    /// It travels as the `deadline` header, so a server skips notifications
+    /// that waited longer in the queue (after an outage, say) instead of
+    /// running a backlog of stale ones.
+    pub notification_ttl: Option<Duration>,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(30),
+            max_in_flight: 1024,
+            limits: Limits::default(),
+            codec: Codec::Json,
+            notification_ttl: None,
+        }
+    }
+}
+
+impl ClientConfig {
+    /// Sets [`timeout`](Self::timeout).
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sets [`max_in_flight`](Self::max_in_flight); at least 1.
+    #[must_use]
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.max_in_flight = n.max(1);
+        self
+    }
+
+    /// Sets [`limits`](Self::limits).
+    #[must_use]
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Sets [`codec`](Self::codec).
+    #[must_use]
+    pub fn codec(mut self, codec: Codec) -> Self {
+        self.codec = codec;
+        self
+    }
+
+    /// Sets [`notification_ttl`](Self::notification_ttl).
+    #[must_use]
+    pub fn notification_ttl(mut self, ttl: Duration) -> Self {
+        self.notification_ttl = Some(ttl);
+        self
+    }
+}
+
+/// What a client has seen so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct ClientStats {
+    /// Calls sent (each call of a batch counts).
+    pub calls: u64,
+    /// Replies handed to their caller.
+    pub replies: u64,
+    /// Calls that ran out of time.
+    pub timeouts: u64,
+    /// Replies dropped: late (their caller gave up), duplicate, unknown,
+    /// or malformed. None is ever handed to another caller.
+    pub replies_dropped: u64,
+}

@@ -1,0 +1,197 @@
+//! The client's own tests, over hand-written transports.
+
+use async_trait::async_trait;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::*;
+use crate::memory::MemoryTransport;
+use crate::transport::{Deliveries, Demand, TransportError};
+use crate::wire::jsonrpc::RpcError;
+use crate::wire::Message;
+use crate::{Router, Server};
+
+/// A broker that takes inboxes but never confirms a publish.
+struct Stalled(MemoryTransport);
+
+#[async_trait]
+impl Transport for Stalled {
+    async fn publish(&self, _: &str, _: Message) -> Result<(), TransportError> {
+        std::future::pending().await
+    }
+
+    async fn consume(&self, a: &str, g: &str, d: Demand) -> Result<Deliveries, TransportError> {
+        self.0.consume(a, g, d).await
+    }
+
+    async fn inbox(&self) -> Result<Inbox, TransportError> {
+        self.0.inbox().await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_batch_of_notifications_waits_no_longer_than_the_timeout() {
+    let transport = Arc::new(Stalled(MemoryTransport::new()));
+    let config = ClientConfig::default().timeout(Duration::from_secs(3));
+    let client = Client::connect_with(transport, config).await.unwrap();
+    let mut batch = client.batch("svc");
+    batch.notify("a", [1]).unwrap();
+    batch.notify("b", [2]).unwrap();
+    let sent = tokio::time::timeout(Duration::from_secs(60), batch.send()).await;
+    let err = sent.expect("the batch returned").unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+}
+
+/// A broker whose first `failures` publishes to the service fail with
+/// `error` (transient or not); then the memory broker behind it.
+struct Flaky {
+    inner: MemoryTransport,
+    failures: std::sync::atomic::AtomicU32,
+    tries: std::sync::atomic::AtomicU32,
+    transient: bool,
+}
+
+impl Flaky {
+    fn new(failures: u32, transient: bool) -> Arc<Self> {
+        Arc::new(Flaky {
+            inner: MemoryTransport::new(),
+            failures: failures.into(),
+            tries: 0.into(),
+            transient,
+        })
+    }
+}
+
+#[async_trait]
+impl Transport for Flaky {
+    async fn publish(&self, address: &str, message: Message) -> Result<(), TransportError> {
+        if address == self.inner.service_address("svc") {
+            self.tries.fetch_add(1, Ordering::SeqCst);
+            let left = self.failures.load(Ordering::SeqCst);
+            if left > 0 {
+                self.failures.store(left - 1, Ordering::SeqCst);
+                return Err(if self.transient {
+                    TransportError::Unavailable("connection reset".into())
+                } else {
+                    TransportError::Rejected("not allowed".into())
+                });
+            }
+        }
+        self.inner.publish(address, message).await
+    }
+
+    async fn consume(&self, a: &str, g: &str, d: Demand) -> Result<Deliveries, TransportError> {
+        self.inner.consume(a, g, d).await
+    }
+
+    async fn inbox(&self) -> Result<Inbox, TransportError> {
+        self.inner.inbox().await
+    }
+}
+
+async fn flaky_call(transport: Arc<Flaky>) -> Result<u64, Error> {
+    let router = Router::new().method("id", |(n,): (u64,)| async move { Ok::<_, RpcError>(n) });
+    let _server = Server::new(transport.clone(), "svc", router)
+        .start()
+        .await
+        .unwrap();
+    let config = ClientConfig::default().timeout(Duration::from_secs(5));
+    let client = Client::connect_with(transport, config).await.unwrap();
+    client.call::<u64>("svc", "id", (7,)).await
+}
+
+/// A broker away for a moment (a restart) costs the caller a wait, not
+/// the call: the publish is tried again within the call's deadline.
+#[tokio::test(start_paused = true)]
+async fn a_publish_that_fails_for_a_moment_is_tried_again() {
+    let transport = Flaky::new(3, true);
+    assert_eq!(flaky_call(transport.clone()).await.unwrap(), 7);
+    assert_eq!(transport.tries.load(Ordering::SeqCst), 4);
+}
+
+/// A broker away for longer than the caller waits: the caller learns
+/// why (not merely that time ran out), by its deadline.
+#[tokio::test(start_paused = true)]
+async fn a_broker_away_past_the_deadline_is_reported_as_such() {
+    let transport = Flaky::new(u32::MAX, true);
+    let started = Instant::now();
+    let err = flaky_call(transport.clone()).await.unwrap_err();
+    assert!(
+        matches!(err, Error::Transport(TransportError::Unavailable(_))),
+        "{err}"
+    );
+    assert!(started.elapsed() <= Duration::from_secs(5));
+    // 20, 40, 80 ... ms, then every second: a handful of tries.
+    let tries = transport.tries.load(Ordering::SeqCst);
+    assert!((5..=12).contains(&tries), "{tries} tries");
+}
+
+/// A refusal is not tried again: it would be refused alike.
+#[tokio::test(start_paused = true)]
+async fn a_refused_publish_is_not_tried_again() {
+    let transport = Flaky::new(1, false);
+    let err = flaky_call(transport.clone()).await.unwrap_err();
+    assert!(
+        matches!(err, Error::Transport(TransportError::Rejected(_))),
+        "{err}"
+    );
+    assert_eq!(transport.tries.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_batch_call_from_another_batch_is_refused() {
+    let transport = Arc::new(MemoryTransport::new());
+    let router = Router::new().method("id", |(n,): (u64,)| async move { Ok::<_, RpcError>(n) });
+    let server = Server::new(transport.clone(), "calc", router)
+        .start()
+        .await
+        .unwrap();
+    let client = Client::connect(transport).await.unwrap();
+    let mut a = client.batch("calc");
+    let in_a = a.call("id", (1,)).unwrap();
+    let mut b = client.batch("calc");
+    let in_b = b.call("id", (2,)).unwrap();
+    let a = a.send().await.unwrap();
+    let b = b.send().await.unwrap();
+    assert_eq!(a.get::<u64>(in_a).unwrap(), 1);
+    assert_eq!(b.get::<u64>(in_b).unwrap(), 2);
+    // The same place in its batch, but not the same call.
+    let err = a.get::<u64>(in_b).unwrap_err();
+    assert!(
+        matches!(err, Error::NotInBatch { id } if id == in_b.id()),
+        "{err}"
+    );
+    assert!(b.raw(in_a).is_none());
+    server.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_waiting_for_a_slot_fails_when_the_client_closes() {
+    // The broker never confirms: the first call holds the only slot,
+    // stuck in its publish, until its timeout; the second waits for
+    // that slot, and gets it only after the client has closed.
+    let transport = Arc::new(Stalled(MemoryTransport::new()));
+    let config = ClientConfig::default()
+        .max_in_flight(1)
+        .timeout(Duration::from_secs(30));
+    let client = Client::connect_with(transport, config).await.unwrap();
+    let first = tokio::spawn({
+        let client = client.clone();
+        async move { client.call::<u64>("svc", "m", ()).await }
+    });
+    tokio::task::yield_now().await;
+    let second = tokio::spawn({
+        let client = client.clone();
+        async move { client.call::<u64>("svc", "m", ()).await }
+    });
+    tokio::task::yield_now().await;
+    client.close().await;
+    let second = second.await.unwrap();
+    assert!(matches!(second, Err(Error::Closed)), "{second:?}");
+    let first = first.await.unwrap();
+    assert!(first.is_err(), "{first:?}");
+}

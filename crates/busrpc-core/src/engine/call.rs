@@ -1,0 +1,131 @@
+//! One call: through the middleware chain to its handler, in its span,
+//! metered, a panic answered -32603.
+
+use std::panic::AssertUnwindSafe;
+
+use futures_util::future::FutureExt;
+use serde_json::value::RawValue;
+use tracing::Instrument;
+
+use super::{bump, panic_message, Engine, Envelope};
+use crate::service::{CallInfo, Next};
+use crate::telemetry::metrics::{self, Handled};
+use crate::telemetry::{record_outcome, request_span};
+use crate::wire::jsonrpc::{self, InvalidRequest, Request, RpcError};
+
+impl Engine {
+    pub(super) async fn answer(
+        &self,
+        item: Result<Request<'_>, InvalidRequest<'_>>,
+        env: Envelope<'_>,
+    ) -> Option<Vec<u8>> {
+        let request = match item {
+            Ok(request) => request,
+            Err(InvalidRequest { id }) => {
+                return Some(self.refused(id, &RpcError::invalid_request()))
+            }
+        };
+        let outcome = self.execute(&request, env).await;
+        let Some(id) = request.id else {
+            bump(&self.counters.notifications);
+            if let Err(e) = outcome {
+                tracing::debug!(method = %request.method, error = %e, "notification failed");
+            }
+            return None;
+        };
+        bump(&self.counters.calls);
+        match outcome {
+            Ok(result) => {
+                let mut buf = Vec::with_capacity(result.get().len() + 48);
+                jsonrpc::write_result(&mut buf, Some(id), &result);
+                Some(buf)
+            }
+            Err(e) => Some(self.error(Some(id), &e)),
+        }
+    }
+
+    /// Runs the handler in its request's span (see [`request_span`]).
+    async fn execute(
+        &self,
+        request: &Request<'_>,
+        env: Envelope<'_>,
+    ) -> Result<Box<RawValue>, RpcError> {
+        let span = request_span(
+            &self.service,
+            &request.method,
+            request.id,
+            env.headers,
+            env.attempt,
+        );
+        let running = metrics::enabled().then(|| self.meters.start());
+        let outcome = self.run(request, env).instrument(span.clone()).await;
+        if let Some(running) = running {
+            let took = running.elapsed();
+            drop(running);
+            let handled = Handled {
+                method: Some(&request.method),
+                notification: request.is_notification(),
+                outcome: outcome.as_ref().map(drop).map_err(RpcError::code),
+            };
+            self.meters.request(&handled, Some(took));
+        }
+        if !span.is_disabled() {
+            record_outcome(&span, outcome.as_ref().map(drop).map_err(RpcError::code));
+            let _entered = span.enter();
+            match &outcome {
+                Ok(_) => tracing::debug!("handled"),
+                Err(e) => tracing::debug!(
+                    code = e.code(),
+                    message = e.message(),
+                    "answered with an error"
+                ),
+            }
+        }
+        outcome
+    }
+
+    /// Runs the handler, through the middleware if there is any; a panic,
+    /// in its synchronous part or its future, becomes -32603 and the server
+    /// goes on.
+    async fn run(
+        &self,
+        request: &Request<'_>,
+        env: Envelope<'_>,
+    ) -> Result<Box<RawValue>, RpcError> {
+        let info = CallInfo {
+            service: &self.service,
+            method: &request.method,
+            id: request.id,
+            headers: env.headers,
+            deadline: env.deadline,
+            attempt: env.attempt,
+        };
+        let outcome = if self.middleware.is_empty() {
+            let started = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                self.methods.dispatch_with(&info, request.params, None)
+            }));
+            match started {
+                Ok(Ok(future)) => AssertUnwindSafe(future).catch_unwind().await,
+                Ok(Err(e)) => return Err(e),
+                Err(panic) => Err(panic),
+            }
+        } else {
+            // Built once for the whole chain and the handler.
+            let ctx = info.context();
+            let next = Next {
+                rest: &self.middleware,
+                ctx: &ctx,
+                methods: &self.methods,
+                info: &info,
+                params: request.params,
+            };
+            AssertUnwindSafe(next.run()).catch_unwind().await
+        };
+        outcome.unwrap_or_else(|panic| {
+            bump(&self.counters.panics);
+            self.meters.panic(&request.method);
+            tracing::error!(method = %request.method, panic = panic_message(&*panic), "handler panicked");
+            Err(RpcError::internal_error())
+        })
+    }
+}

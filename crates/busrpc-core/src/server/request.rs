@@ -1,0 +1,233 @@
+//! One delivery's path: read it, refuse or run it, and route its reply.
+
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::Poll;
+
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::settle::settle;
+use super::ServerState;
+use crate::engine::Envelope;
+use crate::telemetry::log::Excerpt;
+use crate::telemetry::metrics::ServerEvent;
+use crate::transport::Delivery;
+use crate::wire::codec::{Codec, CodecError};
+use crate::wire::jsonrpc::RpcError;
+use crate::wire::{header, Deadline, Message};
+
+/// Handles one delivery: skip it, refuse it or run it, then settle it
+/// (see [`settle`]). `permit` is given back when the settlement is
+/// reported.
+pub(super) async fn handle(
+    state: Arc<ServerState>,
+    delivery: Delivery,
+    permit: OwnedSemaphorePermit,
+) {
+    let request = delivery.message();
+    // Read once: `process` answers in it, and a refused reply is told in it.
+    let codec = Codec::from_content_type(request.headers.get(header::CONTENT_TYPE));
+    let told_in = codec.as_ref().map_or(Codec::Json, |c| *c);
+    let reply = process(&state, request, delivery.attempt(), codec).await;
+    settle(state, delivery, reply, told_in, permit).await;
+}
+
+/// The reply to one message and where it goes, or `None` when there is
+/// nothing to send.
+async fn process(
+    state: &ServerState,
+    message: &Message,
+    attempt: Option<u32>,
+    codec: Result<Codec, CodecError>,
+) -> Option<(Arc<str>, Message)> {
+    let headers = &message.headers;
+    // An empty reply-to names nowhere (Kafka has no topic "", Redis would
+    // make a key of it): the request is served as if it had none.
+    let reply_to = headers
+        .get_shared(header::REPLY_TO)
+        .filter(|to| !to.is_empty());
+    let deadline = match headers.deadline() {
+        Ok(deadline) => deadline,
+        Err(e) => {
+            // Executing it would guess: ignoring the header might run work
+            // nobody waits for; treating it as passed, drop work someone does.
+            let codec = codec.unwrap_or_default();
+            let error = RpcError::invalid_request().with_data(&e.to_string());
+            return refuse(state, reply_to, codec, &message.payload, &error);
+        }
+    };
+    if deadline.is_some_and(|d| d.has_passed()) {
+        state.count(ServerEvent::Expired);
+        tracing::debug!("skipping a request whose deadline has passed");
+        return None;
+    }
+    let codec = match codec {
+        Ok(codec) => codec,
+        Err(e) => {
+            return reject(
+                state,
+                reply_to,
+                Codec::Json,
+                &RpcError::parse_error().with_data(&e.to_string()),
+            )
+        }
+    };
+    let size = message.payload.len();
+    if size > state.limits.max_message_bytes {
+        let reason = format!(
+            "message of {size} bytes exceeds this server's limit of {} bytes",
+            state.limits.max_message_bytes
+        );
+        return reject(
+            state,
+            reply_to,
+            codec,
+            &RpcError::invalid_request().with_data(&reason),
+        );
+    }
+    if message.payload.is_empty() {
+        // No request at all (a Redis entry without a `payload` field, a
+        // Kafka record with a null value): answered if it says where,
+        // settled either way.
+        let error = RpcError::invalid_request().with_data("the message has no payload");
+        return reject(state, reply_to, codec, &error);
+    }
+    let json = match codec.to_json(&message.payload) {
+        Ok(json) => json,
+        Err(e) => {
+            return reject(
+                state,
+                reply_to,
+                codec,
+                &RpcError::parse_error().with_data(&e.to_string()),
+            )
+        }
+    };
+    let env = Envelope {
+        headers,
+        deadline,
+        attempt,
+    };
+    let response = match deadline {
+        Some(deadline) => {
+            let respond = Deadline::scope(deadline, respond(state, env, &json));
+            if state.cancel_on_deadline {
+                match until(deadline, respond).await {
+                    Some(response) => response,
+                    None => {
+                        state.count(ServerEvent::Cancelled);
+                        tracing::debug!(%deadline, "a handler ran past its deadline; stopped");
+                        return None;
+                    }
+                }
+            } else {
+                respond.await
+            }
+        }
+        None => respond(state, env, &json).await,
+    }?;
+    let reply = route(state, reply_to, codec, response)?;
+    let size = reply.1.payload.len();
+    if size > state.max_reply_bytes {
+        // The broker would refuse it, or the caller's own limit would.
+        state.count(ServerEvent::Oversized);
+        let limit = state.max_reply_bytes;
+        if let Some(held_back) = state.oversized_warnings.allow() {
+            tracing::warn!(service = %state.service, size, limit, held_back, "a reply is over the size limit; its caller is told instead");
+        }
+        let error = RpcError::internal_error().with_data(&serde_json::json!({
+            "error": "the reply is larger than the limit",
+            "reply_bytes": size,
+            "max_bytes": limit,
+        }));
+        return refuse(state, reply_to, codec, &message.payload, &error);
+    }
+    Some(reply)
+}
+
+/// The engine's response to `json` (which runs each call in a span of its
+/// own, the caller's trace context its parent).
+async fn respond(state: &ServerState, env: Envelope<'_>, json: &[u8]) -> Option<Vec<u8>> {
+    state.engine.respond(json, env).await
+}
+
+/// `work`'s output, or `None` if `deadline` passes first. The timer is set
+/// only if `work` has to wait: most handlers finish in their first poll,
+/// and a timer per request would cost every one of them.
+async fn until<F: Future>(deadline: Deadline, work: F) -> Option<F::Output> {
+    let mut work = std::pin::pin!(work);
+    let first = std::future::poll_fn(|cx| Poll::Ready(work.as_mut().poll(cx))).await;
+    match first {
+        Poll::Ready(output) => Some(output),
+        Poll::Pending => tokio::time::timeout(deadline.remaining(), work).await.ok(),
+    }
+}
+
+fn reject(
+    state: &ServerState,
+    reply_to: Option<&Arc<str>>,
+    codec: Codec,
+    error: &RpcError,
+) -> Option<(Arc<str>, Message)> {
+    route(state, reply_to, codec, state.engine.refused(None, error))
+}
+
+/// Answers every call of a request the server will not run with `error`,
+/// each under its own id where the payload can be read (so that a caller
+/// matching replies by id learns why); a notification gets nothing and is
+/// counted as dropped.
+pub(super) fn refuse(
+    state: &ServerState,
+    reply_to: Option<&Arc<str>>,
+    codec: Codec,
+    payload: &[u8],
+    error: &RpcError,
+) -> Option<(Arc<str>, Message)> {
+    let answer = match codec.to_json(payload) {
+        Ok(json) => crate::wire::jsonrpc::answer_all(&json, error),
+        Err(_) => Some(crate::wire::jsonrpc::error_response(None, error)),
+    };
+    state.engine.count_refused(error.code());
+    let Some(answer) = answer else {
+        state.count(ServerEvent::Dropped);
+        tracing::debug!(code = error.code(), "a refused notification; dropped");
+        return None;
+    };
+    state.engine.counters.errors.fetch_add(1, Ordering::Relaxed);
+    route(state, reply_to, codec, answer)
+}
+
+fn route(
+    state: &ServerState,
+    reply_to: Option<&Arc<str>>,
+    codec: Codec,
+    json: Vec<u8>,
+) -> Option<(Arc<str>, Message)> {
+    let Some(reply_to) = reply_to else {
+        state.count(ServerEvent::Dropped);
+        if let Some(held_back) = state.dropped_warnings.allow() {
+            tracing::warn!(
+                response = %Excerpt(&json),
+                held_back,
+                "a response has no reply-to address; dropped"
+            );
+        }
+        return None;
+    };
+    let (payload, codec) = match codec.from_json(json) {
+        Ok(payload) => (payload, codec),
+        Err(e) => {
+            tracing::error!(error = %e, "re-encoding a response failed");
+            let internal = crate::wire::jsonrpc::error_response(None, &RpcError::internal_error());
+            (internal, Codec::Json)
+        }
+    };
+    let mut reply = Message::new(payload);
+    if codec != Codec::Json {
+        reply
+            .headers
+            .insert(header::CONTENT_TYPE, codec.content_type());
+    }
+    Some((Arc::clone(reply_to), reply))
+}

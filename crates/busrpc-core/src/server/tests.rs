@@ -1,0 +1,542 @@
+//! The server's own tests, over hand-written transports.
+
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::transport::{
+    Acknowledge, Deliveries, Delivery, Demand, Inbox, OnSettled, Readiness, ReadinessSignal,
+    TransportError,
+};
+use crate::wire::jsonrpc::RpcError;
+use crate::wire::{header, Message};
+
+type Held = Arc<Mutex<Vec<OnSettled>>>;
+
+/// A broker whose settlements are reported only when the test says so,
+/// as a transport that settles in batches reports them after the
+/// request's task has ended.
+struct HeldSettlements {
+    queue: Mutex<Option<mpsc::UnboundedReceiver<Message>>>,
+    held: Held,
+}
+
+impl HeldSettlements {
+    fn new() -> (Arc<Self>, mpsc::UnboundedSender<Message>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let transport = Self {
+            queue: Mutex::new(Some(rx)),
+            held: Held::default(),
+        };
+        (Arc::new(transport), tx)
+    }
+
+    fn held(&self) -> usize {
+        self.held.lock().unwrap().len()
+    }
+
+    /// Reports every settlement held so far as done.
+    fn report(&self) {
+        let held = std::mem::take(&mut *self.held.lock().unwrap());
+        for on_settled in held {
+            on_settled(Ok(()));
+        }
+    }
+}
+
+struct HeldAck(Held);
+
+#[async_trait]
+impl Acknowledge for HeldAck {
+    async fn ack(self: Box<Self>) -> Result<(), TransportError> {
+        unreachable!("the server settles through settle_then")
+    }
+
+    async fn release(self: Box<Self>) -> Result<(), TransportError> {
+        unreachable!("the server settles through settle_then")
+    }
+
+    async fn settle_then(
+        self: Box<Self>,
+        _transport: &dyn Transport,
+        _reply: Option<(Arc<str>, Message)>,
+        on_settled: OnSettled,
+    ) {
+        self.0.lock().unwrap().push(on_settled);
+    }
+}
+
+#[async_trait]
+impl Transport for HeldSettlements {
+    async fn publish(&self, _: &str, _: Message) -> Result<(), TransportError> {
+        Ok(())
+    }
+
+    async fn consume(&self, _: &str, _: &str, _: Demand) -> Result<Deliveries, TransportError> {
+        let queue = self.queue.lock().unwrap().take().expect("one consumer");
+        let held = self.held.clone();
+        Ok(Deliveries::new(futures_util::stream::unfold(
+            queue,
+            move |mut queue| {
+                let held = held.clone();
+                async move {
+                    let message = queue.recv().await?;
+                    Some((Ok(Delivery::new(message, HeldAck(held))), queue))
+                }
+            },
+        )))
+    }
+
+    async fn inbox(&self) -> Result<Inbox, TransportError> {
+        Err(TransportError::Closed)
+    }
+}
+
+fn call(n: u64) -> Message {
+    let json = format!(r#"{{"jsonrpc":"2.0","method":"echo","params":[{n}],"id":{n}}}"#);
+    Message::new(json.into_bytes()).with_header(header::REPLY_TO, "inbox")
+}
+
+async fn start(transport: Arc<HeldSettlements>, config: ServerConfig) -> ServerHandle {
+    let router = Router::new().method("echo", |(n,): (u64,)| async move { Ok::<_, RpcError>(n) });
+    Server::new(transport, "held", router)
+        .with_config(config)
+        .start()
+        .await
+        .unwrap()
+}
+
+/// Waits (yielding, not sleeping) until `done` holds; a bound on the
+/// yields, not on time, turns "never" into a failure.
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..100_000 {
+        if done() {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("never came true: {what}");
+}
+
+/// A broker that only ever fails, in the way given.
+struct Failing(fn() -> TransportError);
+
+#[async_trait]
+impl Transport for Failing {
+    async fn publish(&self, _: &str, _: Message) -> Result<(), TransportError> {
+        Err((self.0)())
+    }
+
+    async fn consume(&self, _: &str, _: &str, _: Demand) -> Result<Deliveries, TransportError> {
+        let error = self.0;
+        Ok(Deliveries::new(futures_util::stream::repeat_with(
+            move || Err(error()),
+        )))
+    }
+
+    async fn inbox(&self) -> Result<Inbox, TransportError> {
+        Err((self.0)())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn fatal_errors_stop_the_server_and_say_why() {
+    let refused = || TransportError::Rejected("NOPERM no permission to read".into());
+    let server = Server::new(Arc::new(Failing(refused)), "denied", Router::new())
+        .start()
+        .await
+        .unwrap();
+    let stopped = tokio::time::timeout(Duration::from_secs(3600), server.stopped());
+    let stopped = stopped.await.expect("stopped by itself").unwrap_err();
+    assert!(stopped.to_string().contains("NOPERM"), "{stopped}");
+    assert!(matches!(server.status(), ServerStatus::Failed(_)));
+    server.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn transient_errors_do_not_stop_the_server() {
+    let down = || TransportError::Unavailable("connection refused".into());
+    let server = Server::new(Arc::new(Failing(down)), "down", Router::new())
+        .start()
+        .await
+        .unwrap();
+    // A minute of failed reads, backing off.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert!(matches!(server.status(), ServerStatus::Serving));
+    server.shutdown().await;
+}
+
+/// Dropping a handle stops its server (gracefully, in the background);
+/// a detached one serves on.
+#[tokio::test]
+async fn a_dropped_handle_stops_its_server_and_a_detached_one_serves_on() {
+    let transport = Arc::new(crate::memory::MemoryTransport::new());
+    let router =
+        || Router::new().method("echo", |(n,): (u64,)| async move { Ok::<_, RpcError>(n) });
+    let dropped = Server::new(transport.clone(), "dropped", router())
+        .start()
+        .await
+        .unwrap();
+    drop(dropped);
+    Server::new(transport.clone(), "detached", router())
+        .start()
+        .await
+        .unwrap()
+        .detach();
+    let config = crate::ClientConfig::default().timeout(Duration::from_millis(300));
+    let client = crate::Client::connect_with(transport, config)
+        .await
+        .unwrap();
+    let err = client
+        .call::<u64>("dropped", "echo", (1,))
+        .await
+        .unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    assert_eq!(
+        client.call::<u64>("detached", "echo", (2,)).await.unwrap(),
+        2
+    );
+}
+
+/// A reply the broker refuses (here: a full inbox) is final: the
+/// request is acknowledged and counted, not released to run again in a
+/// loop, and the server goes on.
+#[tokio::test]
+async fn a_refused_reply_is_final() {
+    let transport = Arc::new(crate::memory::MemoryTransport::with_capacity(2));
+    let runs = Arc::new(AtomicU64::new(0));
+    let counted = runs.clone();
+    let router = Router::new().method("echo", move |(n,): (u64,)| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        async move { Ok::<_, RpcError>(n) }
+    });
+    let server = Server::new(transport.clone(), "full", router)
+        .start()
+        .await
+        .unwrap();
+    // Nobody reads this inbox: it holds two replies, then is full.
+    let inbox = transport.inbox().await.unwrap();
+    let address = transport.service_address("full");
+    for n in 1..=3 {
+        let request = call(n).with_header(header::REPLY_TO, inbox.address());
+        transport.publish(&address, request).await.unwrap();
+        let acked = n;
+        for _ in 0..10_000 {
+            if server.stats().acked >= acked {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(server.stats().acked, acked, "request {n} settled");
+    }
+    server.shutdown().await;
+    assert_eq!(runs.load(Ordering::SeqCst), 3, "each ran once");
+    drop(inbox);
+}
+
+#[tokio::test]
+async fn a_request_holds_its_permit_until_its_settlement_is_reported() {
+    let (transport, queue) = HeldSettlements::new();
+    let server = start(transport.clone(), ServerConfig::default().concurrency(2)).await;
+    for n in 1..=3 {
+        queue.send(call(n)).unwrap();
+    }
+    until("two settlements held", || transport.held() == 2).await;
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(server.stats().received, 2, "two permits, both held");
+    assert_eq!(server.stats().acked, 0, "nothing reported yet");
+
+    transport.report();
+    until("one settlement held", || transport.held() == 1).await;
+    let stats = server.stats();
+    assert_eq!((stats.received, stats.acked), (3, 2));
+    transport.report();
+    assert_eq!(server.stats().acked, 3);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_waits_for_settlements_reported_after_their_task() {
+    let (transport, queue) = HeldSettlements::new();
+    let server = start(transport.clone(), ServerConfig::default()).await;
+    queue.send(call(1)).unwrap();
+    until("one settlement held", || transport.held() == 1).await;
+
+    let stats = server.state.clone();
+    let shutdown = tokio::spawn(async move { server.shutdown().await });
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    assert!(
+        !shutdown.is_finished(),
+        "shutdown returned with a settlement unreported"
+    );
+    transport.report();
+    shutdown.await.unwrap();
+    assert_eq!(stats.stats().acked, 1);
+    assert_eq!(stats.stats().released, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_stops_waiting_for_settlements_when_its_grace_runs_out() {
+    let (transport, queue) = HeldSettlements::new();
+    let config = ServerConfig::default().shutdown_grace(Duration::from_secs(5));
+    let server = start(transport.clone(), config).await;
+    queue.send(call(1)).unwrap();
+    until("one settlement held", || transport.held() == 1).await;
+    let stats = server.state.clone();
+    // The paused clock jumps to the end of the grace once all is idle.
+    server.shutdown().await;
+    // Handed to the transport, not released: it is the transport's to finish.
+    assert_eq!((stats.stats().acked, stats.stats().released), (0, 0));
+    transport.report();
+    assert_eq!(stats.stats().acked, 1);
+}
+
+/// The id of the task each call's handler ran in, for three calls.
+async fn handler_tasks(config: ServerConfig) -> Vec<String> {
+    let transport = Arc::new(crate::memory::MemoryTransport::new());
+    let router = Router::new().method("task", |(): ()| async move {
+        Ok::<_, RpcError>(tokio::task::try_id().map(|id| id.to_string()))
+    });
+    let server = Server::new(transport.clone(), "tasks", router)
+        .with_config(config)
+        .start()
+        .await
+        .unwrap();
+    let client = crate::Client::connect(transport).await.unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let id: Option<String> = client.call("tasks", "task", ()).await.unwrap();
+        ids.push(id.expect("handlers run in a task"));
+    }
+    server.shutdown().await;
+    ids
+}
+
+#[tokio::test]
+async fn ready_handlers_run_in_the_serving_task_unless_told_otherwise() {
+    let inline = handler_tasks(ServerConfig::default()).await;
+    assert!(inline.iter().all(|id| *id == inline[0]), "{inline:?}");
+    let spawned = handler_tasks(ServerConfig::default().run_inline(false)).await;
+    let distinct: std::collections::HashSet<_> = spawned.iter().collect();
+    assert_eq!(distinct.len(), 3, "{spawned:?}");
+}
+
+#[tokio::test]
+async fn a_handler_that_waits_goes_on_in_its_own_task() {
+    // "wait" returns only once "wake" has run: were a waiting handler
+    // kept in the serving task, "wake" would never be taken.
+    let transport = Arc::new(crate::memory::MemoryTransport::new());
+    let woken = Arc::new(tokio::sync::Notify::new());
+    let (w1, w2) = (woken.clone(), woken);
+    let router = Router::new()
+        .method("wait", move |(): ()| {
+            let woken = w1.clone();
+            async move {
+                woken.notified().await;
+                Ok::<_, RpcError>("waited")
+            }
+        })
+        .method("wake", move |(): ()| {
+            let woken = w2.clone();
+            async move {
+                woken.notify_one();
+                Ok::<_, RpcError>("woke")
+            }
+        });
+    let server = Server::new(transport.clone(), "waits", router)
+        .start()
+        .await
+        .unwrap();
+    let client = crate::Client::connect_with(
+        transport,
+        crate::ClientConfig::default().timeout(Duration::from_secs(10)),
+    )
+    .await
+    .unwrap();
+    let wait = client.call::<String>("waits", "wait", ());
+    let wake = async {
+        // Sent once "wait" is in hand, so that it is taken first.
+        until("the first call taken", || server.stats().received == 1).await;
+        client.call::<String>("waits", "wake", ()).await
+    };
+    let (waited, woke) = tokio::join!(wait, wake);
+    assert_eq!(
+        (waited.unwrap(), woke.unwrap()),
+        ("waited".into(), "woke".into())
+    );
+    server.shutdown().await;
+}
+
+struct NoAck;
+
+#[async_trait]
+impl Acknowledge for NoAck {
+    async fn ack(self: Box<Self>) -> Result<(), TransportError> {
+        Ok(())
+    }
+
+    async fn release(self: Box<Self>) -> Result<(), TransportError> {
+        Ok(())
+    }
+}
+
+/// Hands out what the test sends, deliveries and read errors alike,
+/// with the readiness signal given, if any.
+struct Scripted {
+    queue: Mutex<Option<mpsc::UnboundedReceiver<Result<Delivery, TransportError>>>>,
+    signal: Option<ReadinessSignal>,
+}
+
+impl Scripted {
+    fn new(
+        signal: Option<ReadinessSignal>,
+    ) -> (
+        Arc<Self>,
+        mpsc::UnboundedSender<Result<Delivery, TransportError>>,
+    ) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let queue = Mutex::new(Some(rx));
+        (Arc::new(Self { queue, signal }), tx)
+    }
+}
+
+#[async_trait]
+impl Transport for Scripted {
+    async fn publish(&self, _: &str, _: Message) -> Result<(), TransportError> {
+        Ok(())
+    }
+
+    async fn consume(&self, _: &str, _: &str, _: Demand) -> Result<Deliveries, TransportError> {
+        let queue = self.queue.lock().unwrap().take().expect("one consumer");
+        let deliveries = Deliveries::new(futures_util::stream::unfold(
+            queue,
+            |mut queue| async move { Some((queue.recv().await?, queue)) },
+        ));
+        Ok(match &self.signal {
+            Some(signal) => deliveries.with_readiness(signal.clone()),
+            None => deliveries,
+        })
+    }
+
+    async fn inbox(&self) -> Result<Inbox, TransportError> {
+        Err(TransportError::Closed)
+    }
+}
+
+fn notification() -> Delivery {
+    let json = r#"{"jsonrpc":"2.0","method":"echo","params":[1]}"#;
+    Delivery::new(Message::new(json.as_bytes().to_vec()), NoAck)
+}
+
+/// Without a signal from its transport, a server is not ready from a
+/// failed read until it next receives a request.
+#[tokio::test(start_paused = true)]
+async fn readiness_follows_failed_reads_when_the_transport_says_nothing() {
+    let (transport, script) = Scripted::new(None);
+    let server = Arc::new(start_scripted(transport).await);
+    assert_eq!(server.readiness(), Readiness::Ready);
+    assert!(server.ready().await);
+    script
+        .send(Err(TransportError::Unavailable(
+            "connection refused".into(),
+        )))
+        .unwrap();
+    until("not ready", || !server.readiness().is_ready()).await;
+    let why = server.readiness().to_string();
+    assert!(why.contains("connection refused"), "{why}");
+    // Waits for the server to read again, which is after its backoff.
+    let waiting = tokio::spawn({
+        let server = server.clone();
+        async move { server.ready().await }
+    });
+    script.send(Ok(notification())).unwrap();
+    let ready = tokio::time::timeout(Duration::from_secs(3600), waiting);
+    assert!(ready.await.expect("ready again").unwrap());
+    assert_eq!(server.stats().received, 1);
+    server.shutdown().await;
+    assert!(!server.readiness().is_ready());
+    assert!(
+        !server.ready().await,
+        "a stopped server never becomes ready"
+    );
+}
+
+/// A transport's own signal is the server's readiness while it serves,
+/// whatever the reads do.
+#[tokio::test(start_paused = true)]
+async fn readiness_is_the_transports_when_it_keeps_one() {
+    let signal = ReadinessSignal::new(Readiness::NotReady("joining the group".into()));
+    let (transport, script) = Scripted::new(Some(signal.clone()));
+    let server = Arc::new(start_scripted(transport).await);
+    assert_eq!(
+        server.readiness(),
+        Readiness::NotReady("joining the group".into())
+    );
+    let waiting = tokio::spawn({
+        let server = server.clone();
+        async move { server.ready().await }
+    });
+    tokio::task::yield_now().await;
+    assert!(!waiting.is_finished());
+    signal.ready();
+    let ready = tokio::time::timeout(Duration::from_secs(3600), waiting);
+    assert!(ready.await.expect("ready").unwrap());
+    // A delivery after a failed read does not overrule the transport.
+    signal.not_ready("rebalancing");
+    script
+        .send(Err(TransportError::Unavailable("broker down".into())))
+        .unwrap();
+    script.send(Ok(notification())).unwrap();
+    // Past the backoff (the clock is paused: sleeping costs nothing).
+    while server.stats().received == 0 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        server.readiness(),
+        Readiness::NotReady("rebalancing".into())
+    );
+    server.shutdown().await;
+}
+
+async fn start_scripted(transport: Arc<Scripted>) -> ServerHandle {
+    let router = Router::new().method("echo", |(n,): (u64,)| async move { Ok::<_, RpcError>(n) });
+    Server::new(transport, "scripted", router)
+        .start()
+        .await
+        .unwrap()
+}
+
+/// A handle state by several owners is shut down by any of them, and
+/// every caller of `shutdown` returns once the server has stopped.
+#[tokio::test]
+async fn a_shared_handle_shuts_down_once_for_every_caller() {
+    let transport = Arc::new(crate::memory::MemoryTransport::new());
+    let router = Router::new().method("echo", |(n,): (u64,)| async move { Ok::<_, RpcError>(n) });
+    let server = Arc::new(
+        Server::new(transport.clone(), "state", router)
+            .start()
+            .await
+            .unwrap(),
+    );
+    let (a, b) = (server.clone(), server.clone());
+    let stopped = server.clone();
+    let ((), (), stopped) = tokio::join!(
+        async move { a.shutdown().await },
+        async move { b.shutdown().await },
+        async move { stopped.stopped().await },
+    );
+    stopped.unwrap();
+    assert!(matches!(server.status(), ServerStatus::Stopped));
+    // And once more, after the fact.
+    server.shutdown().await;
+}

@@ -1,0 +1,17 @@
+//! Layer 2, the service: what a server serves. Handlers of several shapes,
+//! a [`Router`] of them by method name, the [`Context`] a handler may ask
+//! for, [`Middleware`] around every call, and the OpenRPC document a
+//! service describes itself with. No broker, no runtime of its own.
+
+mod context;
+mod handler;
+mod middleware;
+pub mod openrpc;
+mod router;
+
+pub(crate) use context::CallInfo;
+pub use context::Context;
+pub use handler::{Handler, WithContext, WithStateAndContext};
+pub use middleware::{CallOutcome, Middleware, Next};
+pub(crate) use router::Methods;
+pub use router::{Router, DESCRIBE_METHOD, DISCOVER_METHOD};

@@ -1,0 +1,89 @@
+//! The one seam between the engine and a broker.
+//!
+//! A broker has to do four things for busrpc: publish a message to an
+//! address; hand a service's request queue out to a group of competing
+//! consumers; let a consumer acknowledge or release each delivery; and give a
+//! client a private inbox for its replies. Everything else (JSON-RPC, routing,
+//! deadlines, correlation, limits) lives in the engine, once, for every broker.
+
+use async_trait::async_trait;
+
+use crate::wire::Message;
+
+mod deliveries;
+mod delivery;
+mod error;
+mod inbox;
+pub mod kit;
+mod readiness;
+
+pub use deliveries::{Deliveries, Demand};
+pub use delivery::{Acknowledge, Delivery, OnSettled};
+pub use error::{BoxError, TransportError};
+pub use inbox::Inbox;
+pub use kit::{dead_letter_reply, is_secret_option, redact_url, unique_id, Signer, SignerSlot};
+pub use readiness::{Readiness, ReadinessSignal};
+
+/// A broker as the engine sees it. Implementations: [`MemoryTransport`]
+/// here, Kafka and Redis in their own crates.
+///
+/// Addresses are plain strings: a service's request queue (see
+/// [`service_address`](Transport::service_address)) or an inbox's address
+/// (which travels in the `reply-to` header).
+///
+/// [`MemoryTransport`]: crate::memory::MemoryTransport
+#[async_trait]
+pub trait Transport: Send + Sync + 'static {
+    /// Publishes `message` to `address`, returning once the broker has taken it.
+    ///
+    /// A service's queue is created by [`consume`](Transport::consume), never
+    /// here: publishing to one that does not exist fails with
+    /// [`TransportError::NotServed`] (the transport may remember the queues it
+    /// has seen, so the check costs nothing per call). An inbox that is gone
+    /// takes the message and drops it: its reader has left.
+    async fn publish(&self, address: &str, message: Message) -> Result<(), TransportError>;
+
+    /// Joins `group` as one more competing consumer of the queue at `address`:
+    /// each message goes to one member of each group. A delivery that its
+    /// consumer neither acknowledges nor releases goes to another member once
+    /// that consumer is gone (the stream dropped, the process dead), and
+    /// never while it lives: a transport whose broker hands idle deliveries
+    /// over (Redis) keeps the ones in hand alive.
+    ///
+    /// `demand` tells how many more deliveries the consumer's owner can take
+    /// now; a transport that reads ahead reads no more than that.
+    async fn consume(
+        &self,
+        address: &str,
+        group: &str,
+        demand: Demand,
+    ) -> Result<Deliveries, TransportError>;
+
+    /// Opens a private inbox: an address only this inbox reads, ready to
+    /// receive before this returns.
+    async fn inbox(&self) -> Result<Inbox, TransportError>;
+
+    /// The address of a service's request queue.
+    fn service_address(&self, service: &str) -> String {
+        format!("busrpc.{service}")
+    }
+
+    /// The largest payload this transport publishes, if it has a limit of
+    /// its own (Kafka: `message.max.bytes`). A server checks every reply
+    /// against it, and its own [`Limits`](crate::Limits), before publishing,
+    /// and answers a reply over it with a small error instead: the broker
+    /// would refuse it, and the caller would hear nothing.
+    fn max_payload_bytes(&self) -> Option<usize> {
+        None
+    }
+
+    /// Hands the transport the signer of an authenticated transport that
+    /// wraps it (see `busrpc_core::auth`, feature `auth`), for the messages
+    /// it sends on its own rather than through [`publish`](Self::publish)
+    /// or a delivery's acknowledger: the dead-letter answer. A transport
+    /// that sends none needs nothing here; one that does keeps it in a
+    /// [`SignerSlot`].
+    fn sign_own_messages(&self, signer: Signer) {
+        let _ = signer;
+    }
+}
