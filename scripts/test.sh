@@ -133,6 +133,9 @@ cargo fmt --all -- --check
 step "cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 
+step "layers: every import points down, no module cycle"
+scripts/check-layers.sh
+
 step "rust-version is true of every locked dependency"
 scripts/check-msrv.sh
 

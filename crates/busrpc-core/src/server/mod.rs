@@ -19,6 +19,7 @@ use crate::telemetry::log::Throttle;
 use crate::transport::{Demand, Readiness, ReadinessSignal, Transport};
 use crate::wire::Limits;
 
+mod answer;
 mod config;
 mod handle;
 mod request;

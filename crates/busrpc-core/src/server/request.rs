@@ -1,16 +1,15 @@
 //! One delivery's path: read it, refuse or run it, and route its reply.
 
 use std::future::Future;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::Poll;
 
 use tokio::sync::OwnedSemaphorePermit;
 
+use super::answer::{refuse, reject, route};
 use super::settle::settle;
 use super::ServerState;
 use crate::engine::Envelope;
-use crate::telemetry::log::Excerpt;
 use crate::telemetry::metrics::ServerEvent;
 use crate::transport::Delivery;
 use crate::wire::codec::{Codec, CodecError};
@@ -162,72 +161,4 @@ async fn until<F: Future>(deadline: Deadline, work: F) -> Option<F::Output> {
         Poll::Ready(output) => Some(output),
         Poll::Pending => tokio::time::timeout(deadline.remaining(), work).await.ok(),
     }
-}
-
-fn reject(
-    state: &ServerState,
-    reply_to: Option<&Arc<str>>,
-    codec: Codec,
-    error: &RpcError,
-) -> Option<(Arc<str>, Message)> {
-    route(state, reply_to, codec, state.engine.refused(None, error))
-}
-
-/// Answers every call of a request the server will not run with `error`,
-/// each under its own id where the payload can be read (so that a caller
-/// matching replies by id learns why); a notification gets nothing and is
-/// counted as dropped.
-pub(super) fn refuse(
-    state: &ServerState,
-    reply_to: Option<&Arc<str>>,
-    codec: Codec,
-    payload: &[u8],
-    error: &RpcError,
-) -> Option<(Arc<str>, Message)> {
-    let answer = match codec.to_json(payload) {
-        Ok(json) => crate::wire::jsonrpc::answer_all(&json, error),
-        Err(_) => Some(crate::wire::jsonrpc::error_response(None, error)),
-    };
-    state.engine.count_refused(error.code());
-    let Some(answer) = answer else {
-        state.count(ServerEvent::Dropped);
-        tracing::debug!(code = error.code(), "a refused notification; dropped");
-        return None;
-    };
-    state.engine.counters.errors.fetch_add(1, Ordering::Relaxed);
-    route(state, reply_to, codec, answer)
-}
-
-fn route(
-    state: &ServerState,
-    reply_to: Option<&Arc<str>>,
-    codec: Codec,
-    json: Vec<u8>,
-) -> Option<(Arc<str>, Message)> {
-    let Some(reply_to) = reply_to else {
-        state.count(ServerEvent::Dropped);
-        if let Some(held_back) = state.dropped_warnings.allow() {
-            tracing::warn!(
-                response = %Excerpt(&json),
-                held_back,
-                "a response has no reply-to address; dropped"
-            );
-        }
-        return None;
-    };
-    let (payload, codec) = match codec.from_json(json) {
-        Ok(payload) => (payload, codec),
-        Err(e) => {
-            tracing::error!(error = %e, "re-encoding a response failed");
-            let internal = crate::wire::jsonrpc::error_response(None, &RpcError::internal_error());
-            (internal, Codec::Json)
-        }
-    };
-    let mut reply = Message::new(payload);
-    if codec != Codec::Json {
-        reply
-            .headers
-            .insert(header::CONTENT_TYPE, codec.content_type());
-    }
-    Some((Arc::clone(reply_to), reply))
 }

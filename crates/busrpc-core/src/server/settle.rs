@@ -5,7 +5,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::request::refuse;
+use super::answer::refuse;
 use super::ServerState;
 use crate::telemetry::metrics::ServerEvent;
 use crate::transport::{Delivery, TransportError};

@@ -1,0 +1,84 @@
+//! The replies a server composes itself: a response routed to its caller
+//! in the caller's encoding, and the answers to a message it will not run.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::ServerState;
+use crate::telemetry::log::Excerpt;
+use crate::telemetry::metrics::ServerEvent;
+use crate::wire::codec::Codec;
+use crate::wire::jsonrpc::{self, RpcError};
+use crate::wire::{header, Message};
+
+/// Answers a message the server cannot read at all with `error`, under a
+/// null id.
+pub(super) fn reject(
+    state: &ServerState,
+    reply_to: Option<&Arc<str>>,
+    codec: Codec,
+    error: &RpcError,
+) -> Option<(Arc<str>, Message)> {
+    route(state, reply_to, codec, state.engine.refused(None, error))
+}
+
+/// Answers every call of a request the server will not run with `error`,
+/// each under its own id where the payload can be read (so that a caller
+/// matching replies by id learns why); a notification gets nothing and is
+/// counted as dropped.
+pub(super) fn refuse(
+    state: &ServerState,
+    reply_to: Option<&Arc<str>>,
+    codec: Codec,
+    payload: &[u8],
+    error: &RpcError,
+) -> Option<(Arc<str>, Message)> {
+    let answer = match codec.to_json(payload) {
+        Ok(json) => jsonrpc::answer_all(&json, error),
+        Err(_) => Some(jsonrpc::error_response(None, error)),
+    };
+    state.engine.count_refused(error.code());
+    let Some(answer) = answer else {
+        state.count(ServerEvent::Dropped);
+        tracing::debug!(code = error.code(), "a refused notification; dropped");
+        return None;
+    };
+    state.engine.counters.errors.fetch_add(1, Ordering::Relaxed);
+    route(state, reply_to, codec, answer)
+}
+
+/// `json` in `codec`, addressed to `reply_to`; counted and dropped when the
+/// request named no `reply-to`.
+pub(super) fn route(
+    state: &ServerState,
+    reply_to: Option<&Arc<str>>,
+    codec: Codec,
+    json: Vec<u8>,
+) -> Option<(Arc<str>, Message)> {
+    let Some(reply_to) = reply_to else {
+        state.count(ServerEvent::Dropped);
+        if let Some(held_back) = state.dropped_warnings.allow() {
+            tracing::warn!(
+                response = %Excerpt(&json),
+                held_back,
+                "a response has no reply-to address; dropped"
+            );
+        }
+        return None;
+    };
+    let (payload, codec) = match codec.from_json(json) {
+        Ok(payload) => (payload, codec),
+        Err(e) => {
+            tracing::error!(error = %e, "re-encoding a response failed");
+            let internal = jsonrpc::error_response(None, &RpcError::internal_error());
+            (internal, Codec::Json)
+        }
+    };
+    let mut reply = Message::new(payload);
+    if codec != Codec::Json {
+        reply
+            .headers
+            .insert(header::CONTENT_TYPE, codec.content_type());
+    }
+    Some((Arc::clone(reply_to), reply))
+}
