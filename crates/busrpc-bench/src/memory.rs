@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use busrpc_core::{header, Demand, Message, Transport, TransportError};
+use busrpc_core::{header, Demand, Message, Settle, Transport, TransportError};
 use futures_util::StreamExt;
 use tokio::task::JoinHandle;
 
@@ -30,7 +30,6 @@ impl TransportPingPong {
         let mut deliveries = transport
             .consume(address, "raw", Demand::unbounded())
             .await?;
-        let responder = transport.clone();
         let respond = tokio::spawn(async move {
             while let Some(Ok(delivery)) = deliveries.next().await {
                 let message = delivery.message();
@@ -38,12 +37,12 @@ impl TransportPingPong {
                     message.headers.get(header::REPLY_TO),
                     message.headers.get(CORRELATION),
                 ) else {
-                    let _ = delivery.ack().await;
+                    let _ = delivery.settle(Settle::Ack).await;
                     continue;
                 };
-                let reply = Message::new(message.payload.clone()).with_header(CORRELATION, tag);
-                let to = to.to_owned();
-                let _ = delivery.reply_and_ack(&*responder, &to, reply).await;
+                let message = Message::new(message.payload.clone()).with_header(CORRELATION, tag);
+                let to = to.into();
+                let _ = delivery.settle(Settle::Reply { to, message }).await;
             }
         });
         let mut inbox = transport.inbox().await?;

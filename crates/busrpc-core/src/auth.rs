@@ -45,9 +45,10 @@ use async_trait::async_trait;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::telemetry::log::Throttle;
+use crate::transport::kit::Throttle;
 use crate::transport::{
-    Acknowledge, Deliveries, Demand, Inbox, OnSettled, Transport, TransportError,
+    Acknowledge, Deliveries, Demand, Inbox, OnSettled, Settle, SettleError, Transport,
+    TransportError,
 };
 use crate::wire::{header, Message};
 
@@ -354,7 +355,7 @@ impl Shared {
         crate::telemetry::metrics::auth_rejected(kind, why.as_str());
         if let Some(held_back) = self.warnings.allow() {
             let signature = message.headers.get(header::SIGNATURE).unwrap_or("");
-            tracing::warn!(%address, kind, reason = %why, signature = %crate::telemetry::log::Excerpt(signature.as_bytes()), held_back, "a message failed authentication; dropped");
+            tracing::warn!(%address, kind, reason = %why, signature = %crate::transport::kit::Excerpt(signature.as_bytes()), held_back, "a message failed authentication; dropped");
         }
     }
 }
@@ -373,14 +374,10 @@ pub struct Authenticated {
 }
 
 impl Authenticated {
-    /// `inner`, signing and checking with `keys`. The transport's own
-    /// messages (the dead-letter answer of Redis and Kafka) are signed too,
-    /// through [`Transport::sign_own_messages`].
+    /// `inner`, signing and checking with `keys`. Everything a server
+    /// sends goes through a delivery's settlement or through `publish`, the
+    /// answer to a dead letter included, so all of it is signed.
     pub fn new(inner: Arc<dyn Transport>, keys: Keys) -> Self {
-        let signer = keys.clone();
-        inner.sign_own_messages(Arc::new(move |address: &str, message: &mut Message| {
-            signer.sign(address, message);
-        }));
         Self {
             shared: Arc::new(Shared {
                 inner,
@@ -431,7 +428,7 @@ impl Transport for Authenticated {
         let deliveries = self.shared.inner.consume(address, group, demand).await?;
         let shared = self.shared.clone();
         let address: Arc<str> = address.into();
-        Ok(deliveries.filter_stream(move |delivery| {
+        Ok(deliveries.filter_map(move |delivery| {
             let shared = shared.clone();
             let address = address.clone();
             async move {
@@ -447,7 +444,7 @@ impl Transport for Authenticated {
                     Err(why) => {
                         shared.rejected(&address, delivery.message(), why, true);
                         // Settled, or it would come back to every server in turn.
-                        if let Err(e) = delivery.ack().await {
+                        if let Err(e) = delivery.settle(Settle::Ack).await {
                             tracing::warn!(%address, error = %e, "acknowledging a rejected message failed");
                         }
                         None
@@ -461,15 +458,18 @@ impl Transport for Authenticated {
         let inbox = self.shared.inner.inbox().await?;
         let shared = self.shared.clone();
         let address: Arc<str> = inbox.address().into();
-        Ok(inbox.filter_messages(move |message| match message {
-            Ok(message) => match shared.keys.verify(&address, &message) {
-                Ok(()) => Some(Ok(message)),
-                Err(why) => {
-                    shared.rejected(&address, &message, why, false);
-                    None
-                }
-            },
-            Err(e) => Some(Err(e)),
+        Ok(inbox.filter_map(move |message| {
+            let checked = match message {
+                Ok(message) => match shared.keys.verify(&address, &message) {
+                    Ok(()) => Some(Ok(message)),
+                    Err(why) => {
+                        shared.rejected(&address, &message, why, false);
+                        None
+                    }
+                },
+                Err(e) => Some(Err(e)),
+            };
+            std::future::ready(checked)
         }))
     }
 
@@ -480,51 +480,34 @@ impl Transport for Authenticated {
     fn max_payload_bytes(&self) -> Option<usize> {
         self.shared.inner.max_payload_bytes()
     }
-
-    fn sign_own_messages(&self, signer: crate::transport::Signer) {
-        self.shared.inner.sign_own_messages(signer);
-    }
 }
 
-/// A delivery's acknowledger that signs the reply before the transport's
-/// own acknowledger sends it (through the inner transport: signed once).
+/// A delivery's acknowledger that signs the reply (a response, or the
+/// answer to a dead letter) before the transport's own acknowledger sends
+/// it through the inner transport: signed once.
 struct SigningAck {
     acker: Box<dyn Acknowledge>,
     shared: Arc<Shared>,
 }
 
-#[async_trait]
-impl Acknowledge for SigningAck {
-    async fn ack(self: Box<Self>) -> Result<(), TransportError> {
-        self.acker.ack().await
-    }
-
-    async fn release(self: Box<Self>) -> Result<(), TransportError> {
-        self.acker.release().await
-    }
-
-    async fn reply_and_ack(
-        self: Box<Self>,
-        _transport: &dyn Transport,
-        address: &str,
-        mut reply: Message,
-    ) -> Result<(), TransportError> {
-        self.shared.keys.sign(address, &mut reply);
-        let inner = self.shared.inner.clone();
-        self.acker.reply_and_ack(&*inner, address, reply).await
-    }
-
-    async fn settle_then(
-        self: Box<Self>,
-        _transport: &dyn Transport,
-        mut reply: Option<(Arc<str>, Message)>,
-        on_settled: OnSettled,
-    ) {
-        if let Some((address, message)) = &mut reply {
+impl SigningAck {
+    fn sign(&self, how: &mut Settle) {
+        if let Some((address, message)) = how.reply_mut() {
             self.shared.keys.sign(address, message);
         }
-        let inner = self.shared.inner.clone();
-        self.acker.settle_then(&*inner, reply, on_settled).await;
+    }
+}
+
+#[async_trait]
+impl Acknowledge for SigningAck {
+    async fn settle(self: Box<Self>, mut how: Settle) -> Result<(), SettleError> {
+        self.sign(&mut how);
+        self.acker.settle(how).await
+    }
+
+    async fn settle_then(self: Box<Self>, mut how: Settle, then: OnSettled) {
+        self.sign(&mut how);
+        self.acker.settle_then(how, then).await;
     }
 }
 

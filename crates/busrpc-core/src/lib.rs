@@ -35,8 +35,8 @@ pub use service::{
 };
 pub use telemetry::metrics;
 pub use transport::{
-    Acknowledge, BoxError, Deliveries, Delivery, Demand, Inbox, OnSettled, Readiness,
-    ReadinessSignal, Signer, SignerSlot, Transport, TransportError,
+    Acknowledge, BoxError, Deliveries, Delivery, Demand, Exhausted, Inbox, OnSettled, Readiness,
+    ReadinessSignal, Settle, SettleError, Transport, TransportError,
 };
 pub use wire::codec::Codec;
 pub use wire::jsonrpc::RpcError;

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use busrpc_core::transport::{
-    dead_letter_reply, Acknowledge, Delivery, Demand, Readiness, ReadinessSignal, Transport,
+    Acknowledge, Delivery, Demand, Exhausted, Readiness, ReadinessSignal, Settle, SettleError,
     TransportError,
 };
 use busrpc_core::Message;
@@ -1140,16 +1140,28 @@ impl GroupReader {
         }
     }
 
+    /// The delivery of `taken`; marked exhausted when it was delivered
+    /// more than `max_deliveries` times, for its server to dead-letter.
     fn delivery(&self, taken: Taken) -> Delivery {
         let message = taken.message.clone();
+        let exhausted = taken.dead.map(|deliveries| {
+            let dead = dead_letter_topic(&taken.partition.0);
+            let max = self.inner.config.max_deliveries;
+            Exhausted::new(deliveries.into(), max.into(), dead)
+        });
         let acker = KafkaAck {
             inner: self.inner.clone(),
             ledger: self.ledger.clone(),
             taken,
             done: self.done.clone(),
             again: self.again.clone(),
+            dead_letter_failed: false,
         };
-        Delivery::shared(message, acker)
+        let delivery = Delivery::shared(message, acker);
+        match exhausted {
+            Some(exhausted) => delivery.exhausted(exhausted),
+            None => delivery,
+        }
     }
 
     pub(crate) async fn next(&mut self) -> Result<Delivery, TransportError> {
@@ -1179,67 +1191,14 @@ impl GroupReader {
             if !self.ledger.lock().deliver(&t.partition, t.epoch, t.offset) {
                 continue;
             }
-            match taken.dead {
-                Some(deliveries) => self.dead_letter(taken, deliveries).await,
-                None => return Ok(self.delivery(taken)),
-            }
+            return Ok(self.delivery(taken));
         }
     }
+}
 
-    /// Writes a request delivered too often to the dead-letter topic
-    /// `{topic}.dead` (value and headers kept, with `dead-deliveries`,
-    /// `dead-partition` and `dead-offset`), answers each of its calls with
-    /// the dead-letter error, and marks it done. If the broker fails it,
-    /// the request is dead-lettered again a second later.
-    async fn dead_letter(&self, taken: Taken, deliveries: u32) {
-        let inner = &self.inner;
-        let dead = format!("{}.dead", taken.partition.0);
-        let max = inner.config.max_deliveries;
-        tracing::warn!(topic = %taken.partition.0, partition = taken.partition.1, offset = taken.offset, deliveries, %dead, "request delivered too often; dead-lettered");
-        let written = async {
-            inner.ensure_topic(&dead, 1, None, false).await?;
-            let mut message = Message::clone(&taken.message);
-            let headers = &mut message.headers;
-            headers.insert("dead-deliveries", deliveries.to_string());
-            headers.insert("dead-partition", taken.partition.1.to_string());
-            headers.insert("dead-offset", taken.offset.to_string());
-            inner
-                .produce(&dead, &message)
-                .await
-                .map_err(transport_error)?;
-            let reply = dead_letter_reply(
-                &taken.message,
-                deliveries.into(),
-                max.into(),
-                &dead,
-                &inner.signer,
-            );
-            if let Some((reply_to, reply)) = reply {
-                match inner.produce(&reply_to, &reply).await {
-                    Err(e) if topic_is_gone(&e) => {}
-                    produced => produced.map_err(transport_error)?,
-                }
-            }
-            Ok::<_, TransportError>(())
-        };
-        match written.await {
-            Ok(()) => {
-                let t = &taken;
-                self.ledger.lock().done(&t.partition, t.offset, t.epoch);
-                inner.counters.dead_letters.fetch_add(1, Ordering::Relaxed);
-                busrpc_core::metrics::dead_lettered(&t.partition.0);
-                let _ = self.done.send(());
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, %dead, "dead-lettering a request failed; trying again in a second");
-                let again = self.again.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(DEAD_LETTER_RETRY_AFTER).await;
-                    let _ = again.send(taken);
-                });
-            }
-        }
-    }
+/// The dead-letter topic of the request topic `topic`.
+fn dead_letter_topic(topic: &str) -> String {
+    format!("{topic}.dead")
 }
 
 struct KafkaAck {
@@ -1248,16 +1207,19 @@ struct KafkaAck {
     taken: Taken,
     done: std_mpsc::Sender<()>,
     again: mpsc::UnboundedSender<Taken>,
+    /// Set once dead-lettering it failed: it is delivered again only after
+    /// a pause, not at once into another failure.
+    dead_letter_failed: bool,
 }
 
 impl KafkaAck {
-    fn finished(&self) -> Result<(), TransportError> {
-        self.done.send(()).map_err(|_| TransportError::Closed)
+    /// Tells the consumer thread a request is done, for it to commit.
+    fn finished(&self) -> Result<(), SettleError> {
+        self.done
+            .send(())
+            .map_err(|_| SettleError::settled(TransportError::Closed))
     }
-}
 
-#[async_trait]
-impl Acknowledge for KafkaAck {
     /// Marks the request done; its offset is committed once every request
     /// below it in its partition is done too.
     ///
@@ -1265,7 +1227,7 @@ impl Acknowledge for KafkaAck {
     /// gets to it: a revocation commits what the tracker holds done, and a
     /// request answered but not yet recorded would be read and answered
     /// again by the partition's next owner.
-    async fn ack(self: Box<Self>) -> Result<(), TransportError> {
+    fn ack(&self) -> Result<(), SettleError> {
         let t = &self.taken;
         self.ledger.lock().done(&t.partition, t.offset, t.epoch);
         self.finished()
@@ -1273,9 +1235,23 @@ impl Acknowledge for KafkaAck {
 
     /// Delivers the request again, from this consumer (Kafka cannot hand one
     /// record to another member; its offset stays uncommitted meanwhile).
-    async fn release(self: Box<Self>) -> Result<(), TransportError> {
-        let KafkaAck { taken, again, .. } = *self;
-        again.send(taken).map_err(|_| TransportError::Closed)
+    fn release(self) -> Result<(), SettleError> {
+        let KafkaAck {
+            taken,
+            again,
+            dead_letter_failed,
+            ..
+        } = self;
+        if !dead_letter_failed {
+            return again
+                .send(taken)
+                .map_err(|_| SettleError::settled(TransportError::Closed));
+        }
+        tokio::spawn(async move {
+            tokio::time::sleep(DEAD_LETTER_RETRY_AFTER).await;
+            let _ = again.send(taken);
+        });
+        Ok(())
     }
 
     /// Produces the reply (awaiting its delivery report), then acknowledges.
@@ -1288,12 +1264,7 @@ impl Acknowledge for KafkaAck {
     /// answers it. Sending this reply too would answer the call twice. Once
     /// the reply is on its way, a revocation waits for it (see
     /// [`GroupContext::pre_rebalance`]).
-    async fn reply_and_ack(
-        self: Box<Self>,
-        _transport: &dyn Transport,
-        address: &str,
-        reply: Message,
-    ) -> Result<(), TransportError> {
+    async fn reply(self: Box<Self>, address: &str, reply: Message) -> Result<(), SettleError> {
         let t = &self.taken;
         if !self.ledger.lock().answer(&t.partition, t.epoch) {
             tracing::debug!(
@@ -1308,36 +1279,63 @@ impl Acknowledge for KafkaAck {
             ack: &self,
             sent: false,
         };
-        let checked = self.inner.check_reply_to(address).await;
-        let produced = match checked {
+        let produced = match self.inner.check_reply_to(address).await {
             Err(e) => Err(e),
             Ok(()) => self.produce_reply(address, &reply).await,
         };
-        // A reply the broker refuses (too large, not allowed), or one to a
-        // topic that does not exist, is final: the request is done, or its
-        // redelivery would run it again at once, forever, and pin the
-        // partition's commits meanwhile.
-        let refused = matches!(
-            produced,
-            Err(TransportError::Rejected(_) | TransportError::NotServed(_))
-        );
-        answering.sent = produced.is_ok() || refused;
+        answering.sent = produced.is_ok();
         drop(answering);
         match produced {
             Ok(()) => self.finished(),
-            Err(e) if refused => {
-                let _ = self.finished();
-                Err(e)
+            Err(e) => Err(SettleError::unsettled(e, self)),
+        }
+    }
+
+    /// Writes the request to the dead-letter topic `{topic}.dead` (value
+    /// and headers kept, with `dead-deliveries`, `dead-partition` and
+    /// `dead-offset`), sends `reply` (its caller's answer), and marks it
+    /// done: produced both, then done, so at worst it is dead-lettered
+    /// twice, never lost.
+    async fn dead_letter(
+        mut self: Box<Self>,
+        reply: Option<(Arc<str>, Message)>,
+    ) -> Result<(), SettleError> {
+        let inner = &self.inner;
+        let t = &self.taken;
+        let dead = dead_letter_topic(&t.partition.0);
+        let written = async {
+            inner.ensure_topic(&dead, 1, None, false).await?;
+            let mut message = Message::clone(&t.message);
+            let headers = &mut message.headers;
+            let deliveries = t.dead.unwrap_or_default();
+            headers.insert("dead-deliveries", deliveries.to_string());
+            headers.insert("dead-partition", t.partition.1.to_string());
+            headers.insert("dead-offset", t.offset.to_string());
+            inner
+                .produce(&dead, &message)
+                .await
+                .map_err(transport_error)?;
+            if let Some((reply_to, reply)) = reply {
+                match inner.produce(&reply_to, &reply).await {
+                    Err(e) if topic_is_gone(&e) => {}
+                    produced => produced.map_err(transport_error)?,
+                }
+            }
+            Ok::<_, TransportError>(())
+        };
+        match written.await {
+            Ok(()) => {
+                tracing::debug!(topic = %t.partition.0, partition = t.partition.1, offset = t.offset, %dead, "dead-lettered");
+                inner.counters.dead_letters.fetch_add(1, Ordering::Relaxed);
+                self.ack()
             }
             Err(e) => {
-                let _ = self.release().await;
-                Err(e)
+                self.dead_letter_failed = true;
+                Err(SettleError::unsettled(e, self))
             }
         }
     }
-}
 
-impl KafkaAck {
     /// Produces a reply; an inbox deleted since it was checked (its client
     /// gone) takes nothing, and that is no failure.
     async fn produce_reply(&self, address: &str, reply: &Message) -> Result<(), TransportError> {
@@ -1350,6 +1348,18 @@ impl KafkaAck {
                 Ok(())
             }
             produced => produced.map_err(transport_error),
+        }
+    }
+}
+
+#[async_trait]
+impl Acknowledge for KafkaAck {
+    async fn settle(self: Box<Self>, how: Settle) -> Result<(), SettleError> {
+        match how {
+            Settle::Ack => self.ack(),
+            Settle::Reply { to, message } => self.reply(&to, message).await,
+            Settle::Release => (*self).release(),
+            Settle::DeadLetter { reply } => self.dead_letter(reply).await,
         }
     }
 }

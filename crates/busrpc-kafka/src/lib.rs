@@ -112,9 +112,6 @@ struct Inner {
     checking: tokio::sync::Mutex<()>,
     /// Set once this transport's sweeper of abandoned inboxes has started.
     sweeping: AtomicBool,
-    /// Signs the dead-letter answer when an authenticated transport wraps
-    /// this one.
-    signer: busrpc_core::transport::SignerSlot,
     /// The in-process mock cluster, for `kafka-mock://`. Last: fields drop
     /// in order, and a cluster gone before the producer and the admin
     /// client left them logging `AllBrokersDown` at ERROR as they closed.
@@ -223,7 +220,6 @@ impl KafkaTransport {
                 counters: Arc::default(),
                 checking: tokio::sync::Mutex::new(()),
                 sweeping: AtomicBool::new(false),
-                signer: busrpc_core::transport::SignerSlot::default(),
             }),
         };
         transport.check_reachable().await?;
@@ -825,10 +821,6 @@ impl Transport for KafkaTransport {
 
     fn service_address(&self, service: &str) -> String {
         format!("{}.{service}", self.inner.config.prefix)
-    }
-
-    fn sign_own_messages(&self, signer: busrpc_core::transport::Signer) {
-        self.inner.signer.set(signer);
     }
 }
 

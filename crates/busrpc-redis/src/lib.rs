@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use busrpc_core::transport::{
-    Acknowledge, Deliveries, Delivery, Demand, Inbox, OnSettled, Readiness, ReadinessSignal,
-    Transport, TransportError,
+    Acknowledge, Deliveries, Delivery, Demand, Exhausted, Inbox, OnSettled, Readiness,
+    ReadinessSignal, Settle, SettleError, Transport, TransportError,
 };
 use busrpc_core::Message;
 use futures_util::stream;
@@ -83,9 +83,6 @@ struct Inner {
     /// later was lost by Redis (a restart without persistence), not never
     /// served (see [`Inner::add_bounded`]).
     served: std::sync::Mutex<HashSet<String>>,
-    /// Signs the dead-letter answer when an authenticated transport wraps
-    /// this one.
-    signer: busrpc_core::transport::SignerSlot,
 }
 
 /// How many request streams a transport remembers having served before it
@@ -196,7 +193,6 @@ impl RedisTransport {
                 bounded_xadd_sha: tokio::sync::OnceCell::new(),
                 lengths: std::sync::Mutex::default(),
                 served: std::sync::Mutex::default(),
-                signer: busrpc_core::transport::SignerSlot::default(),
                 config,
                 instance: busrpc_core::transport::unique_id(),
                 next_name: AtomicU64::new(1),
@@ -292,13 +288,6 @@ impl Inner {
     /// pipeline a hash set insertion.
     fn add_reply(&self, pipe: &mut redis::Pipeline, address: &str, message: &Message) {
         pipe.add_command(xadd_reply(address, message, self.config.inbox_max_len));
-    }
-
-    /// Acknowledges and deletes a dead-lettered request: it lives on in the
-    /// dead-letter stream, and (being rare) is not worth leaving to a trim.
-    fn add_dead_settle(&self, pipe: &mut redis::Pipeline, address: &str, group: &str, id: &str) {
-        pipe.cmd("XACK").arg(address).arg(group).arg(id).ignore();
-        pipe.cmd("XDEL").arg(address).arg(id).ignore();
     }
 
     /// How many times each of `ids` (pending in `group`) has been
@@ -569,12 +558,7 @@ impl Transport for RedisTransport {
         inner.create_group(address, group).await?;
         let (address, group): (Arc<str>, Arc<str>) = (address.into(), group.into());
         let consumer: Arc<str> = inner.name("consumer").into();
-        let settle = SettleQueue::start(
-            inner.clone(),
-            address.clone(),
-            group.clone(),
-            consumer.clone(),
-        );
+        let settle = SettleQueue::start(inner.clone(), address.clone(), group.clone());
         let in_hand = Arc::new(InHand::default());
         let (stop_keeping, stopped) = oneshot::channel();
         let (closing, left_in_hand) = oneshot::channel();
@@ -639,10 +623,6 @@ impl Transport for RedisTransport {
                 tracing::warn!(inbox = %key, error = %e, "deleting the inbox failed; it will expire");
             }
         }))
-    }
-
-    fn sign_own_messages(&self, signer: busrpc_core::transport::Signer) {
-        self.inner.signer.set(signer);
     }
 
     fn service_address(&self, service: &str) -> String {
@@ -773,7 +753,7 @@ struct GroupReader {
     group: Arc<str>,
     consumer: Arc<str>,
     /// Taken entries not yet handed out, each with which delivery it is.
-    buffer: VecDeque<(Entry, u32)>,
+    buffer: VecDeque<(Entry, u64)>,
     next_claim: Instant,
     in_hand: Arc<InHand>,
     demand: Demand,
@@ -833,7 +813,7 @@ impl GroupReader {
     }
 
     /// Adds `entry` to what this consumer holds and will hand out.
-    fn hold(&mut self, entry: Entry, attempt: u32) {
+    fn hold(&mut self, entry: Entry, attempt: u64) {
         self.in_hand.lock().insert(entry.id.clone());
         self.buffer.push_back((entry, attempt));
     }
@@ -844,17 +824,27 @@ impl GroupReader {
 
     async fn next(&mut self) -> Result<Delivery, TransportError> {
         loop {
-            if let Some((entry, attempt)) = self.buffer.pop_front() {
+            if let Some((entry, deliveries)) = self.buffer.pop_front() {
+                let request = Arc::new(entry.message);
                 let acker = RedisAck {
                     inner: self.inner.clone(),
                     address: self.address.clone(),
                     group: self.group.clone(),
                     consumer: self.consumer.clone(),
                     id: entry.id,
+                    deliveries,
+                    request: request.clone(),
                     settle: self.settle.clone(),
                     in_hand: self.in_hand.clone(),
                 };
-                return Ok(Delivery::new(entry.message, acker).with_attempt(attempt));
+                let attempt = u32::try_from(deliveries).unwrap_or(u32::MAX);
+                let delivery = Delivery::shared(request, acker).with_attempt(attempt);
+                let max = self.inner.config.max_deliveries;
+                if deliveries > max {
+                    let dead = RedisTransport::dead_letter_address(&self.address);
+                    return Ok(delivery.exhausted(Exhausted::new(deliveries, max, dead)));
+                }
+                return Ok(delivery);
             }
             let now = Instant::now();
             if now >= self.next_claim {
@@ -993,43 +983,11 @@ impl GroupReader {
                 // Acknowledged since the claim: nobody's to run any more.
                 continue;
             };
-            if count > config.max_deliveries {
-                self.dead_letter(entry, count).await?;
-            } else {
-                tracing::info!(address = %self.address, id = %entry.id, deliveries = count, "claimed a request a dead consumer left");
-                self.hold(entry, u32::try_from(count).unwrap_or(u32::MAX));
-            }
+            // One delivered too often is handed out all the same, marked
+            // exhausted: its server dead-letters it (see `RedisAck`).
+            tracing::info!(address = %self.address, id = %entry.id, deliveries = count, "claimed a request a dead consumer left");
+            self.hold(entry, count);
         }
-        Ok(())
-    }
-
-    /// Moves a request to the dead-letter stream and answers its caller with
-    /// an error, acknowledging it, all in one transaction.
-    async fn dead_letter(&mut self, entry: Entry, deliveries: u64) -> Result<(), TransportError> {
-        let inner = &self.inner;
-        let dead = RedisTransport::dead_letter_address(&self.address);
-        tracing::warn!(address = %self.address, id = %entry.id, deliveries, %dead, "request delivered too often; dead-lettered");
-        let mut dead_message = entry.message.clone();
-        dead_message
-            .headers
-            .insert("dead-deliveries", deliveries.to_string());
-        dead_message.headers.insert("dead-id", entry.id.as_str());
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        pipe.add_command(xadd(&dead, &dead_message, inner.config.queue_max_len))
-            .ignore();
-        if let Some((reply_to, reply)) = busrpc_core::transport::dead_letter_reply(
-            &entry.message,
-            deliveries,
-            inner.config.max_deliveries,
-            &dead,
-            &inner.signer,
-        ) {
-            inner.add_reply(&mut pipe, &reply_to, &reply);
-        }
-        inner.add_dead_settle(&mut pipe, &self.address, &self.group, &entry.id);
-        inner.run(&pipe).await?;
-        busrpc_core::metrics::dead_lettered(&self.address);
         Ok(())
     }
 }
@@ -1104,37 +1062,27 @@ struct RedisAck {
     group: Arc<str>,
     consumer: Arc<str>,
     id: String,
+    /// Which delivery of the entry this is (Redis' delivery count).
+    deliveries: u64,
+    /// The request as read: what a dead letter keeps.
+    request: Arc<Message>,
     settle: SettleQueue,
     in_hand: Arc<InHand>,
 }
 
-impl RedisAck {
-    /// The id, no longer kept alive: it is being settled, or was dropped
-    /// unsettled and is left to be claimed after `claim_idle`.
-    fn take_id(&mut self) -> String {
-        let id = std::mem::take(&mut self.id);
-        self.in_hand.lock().remove(&id);
-        id
-    }
-}
-
 impl Drop for RedisAck {
+    /// Settled, or dropped unsettled: either way no longer kept alive; one
+    /// left unsettled is claimed after `claim_idle`.
     fn drop(&mut self) {
-        if !self.id.is_empty() {
-            self.take_id();
-        }
+        self.in_hand.lock().remove(&self.id);
     }
 }
 
-#[async_trait]
-impl Acknowledge for RedisAck {
-    async fn ack(mut self: Box<Self>) -> Result<(), TransportError> {
-        let id = self.take_id();
-        self.settle.confirmed(id, None).await.map_err(Into::into)
-    }
-
-    async fn release(mut self: Box<Self>) -> Result<(), TransportError> {
-        let ids = [self.take_id()];
+impl RedisAck {
+    /// `XCLAIM … IDLE claim_idle JUSTID`: claimable at once by any
+    /// consumer's next claim.
+    async fn release(self: Box<Self>) -> Result<(), SettleError> {
+        let ids = [self.id.clone()];
         let cmd = release_cmd(
             &self.inner,
             &self.address,
@@ -1142,95 +1090,122 @@ impl Acknowledge for RedisAck {
             &self.consumer,
             &ids,
         );
-        self.inner.query(&cmd).await.map(drop)
-    }
-
-    /// The reply's XADD and the acknowledgement go out in one pipeline,
-    /// coalesced with the requests finishing alongside (see [`SettleQueue`]).
-    async fn reply_and_ack(
-        mut self: Box<Self>,
-        _transport: &dyn Transport,
-        address: &str,
-        reply: Message,
-    ) -> Result<(), TransportError> {
-        let reply = Some((address.into(), reply));
-        let id = self.take_id();
-        match self.settle.confirmed(id.clone(), reply).await {
-            Ok(()) => Ok(()),
-            Err(e @ SettleError::ReplyRefused(_)) => Err(e.into()),
-            Err(e) => {
-                self.id = id;
-                if let Err(release) = self.release().await {
-                    tracing::debug!(error = %release, "releasing after a failed reply failed; it will be claimed after claim_idle");
-                }
-                Err(e.into())
-            }
+        match self.inner.query(&cmd).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(SettleError::unsettled(e, self)),
         }
     }
 
-    /// Queues the settlement and returns: the settling task reports the
-    /// outcome, and on a failed reply hands the request back for another
-    /// try (see [`SettleQueue`]).
-    async fn settle_then(
-        mut self: Box<Self>,
-        _transport: &dyn Transport,
+    /// Moves the request to the dead-letter stream `{stream}:dead` (its
+    /// fields kept, with `dead-deliveries` and `dead-id` added), sends
+    /// `reply` if there is one, and acknowledges and deletes the request,
+    /// all in one transaction: the keys of one service, on one Redis.
+    async fn dead_letter(
+        self: Box<Self>,
         reply: Option<(Arc<str>, Message)>,
-        on_settled: OnSettled,
-    ) {
-        let settlement = Settlement {
-            id: self.take_id(),
-            reply,
-            waiter: Waiter::Report(on_settled),
-        };
-        if let Err(mpsc::error::SendError(settlement)) = self.settle.0.send(settlement) {
-            // The settling task is gone with its consumer: nothing to settle with.
-            if let Waiter::Report(on_settled) = settlement.waiter {
-                on_settled(Err(TransportError::Closed));
+    ) -> Result<(), SettleError> {
+        let inner = &self.inner;
+        let dead = RedisTransport::dead_letter_address(&self.address);
+        let mut dead_message = Message::clone(&self.request);
+        dead_message
+            .headers
+            .insert("dead-deliveries", self.deliveries.to_string());
+        dead_message.headers.insert("dead-id", self.id.as_str());
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        pipe.add_command(xadd(&dead, &dead_message, inner.config.queue_max_len))
+            .ignore();
+        if let Some((reply_to, reply)) = &reply {
+            inner.add_reply(&mut pipe, reply_to, reply);
+        }
+        pipe.cmd("XACK")
+            .arg(&*self.address)
+            .arg(&*self.group)
+            .arg(&self.id)
+            .ignore();
+        // Rare: not worth leaving to a trim. It lives on in the dead letters.
+        pipe.cmd("XDEL").arg(&*self.address).arg(&self.id).ignore();
+        match inner.run(&pipe).await {
+            Ok(()) => {
+                tracing::debug!(address = %self.address, id = %self.id, deliveries = self.deliveries, %dead, "dead-lettered");
+                Ok(())
             }
+            Err(e) => Err(SettleError::unsettled(e, self)),
+        }
+    }
+
+    /// Hands an acknowledgement (after `reply`, if any) to the settling
+    /// task, which reports it to `waiter`.
+    fn queue(self: Box<Self>, reply: Option<(Arc<str>, Message)>, waiter: Waiter) {
+        let settle = self.settle.clone();
+        let settlement = Settlement {
+            acker: self,
+            reply,
+            waiter,
+        };
+        if let Err(mpsc::error::SendError(settlement)) = settle.0.send(settlement) {
+            // The settling task is gone with its consumer.
+            settlement
+                .waiter
+                .report(Err(SettleError::settled(TransportError::Closed)));
         }
     }
 }
 
-/// Why a settlement failed.
-#[derive(Clone, Debug)]
-enum SettleError {
-    /// The pipeline failed as a whole (Redis unreachable, the connection
-    /// lost): its requests are handed back for another try.
-    Batch(String),
-    /// Redis refused this request's reply (its `reply-to` names a key that
-    /// is not a stream). The request is acknowledged with its batch: another
-    /// try would be refused alike.
-    ReplyRefused(String),
-    /// The settling task is gone with its consumer.
-    Closed,
-}
+#[async_trait]
+impl Acknowledge for RedisAck {
+    /// Replies and acknowledgements go through the consumer's settling
+    /// task, coalesced with those of the requests finishing alongside (see
+    /// [`SettleQueue`]); releases and dead letters go out on their own.
+    async fn settle(self: Box<Self>, how: Settle) -> Result<(), SettleError> {
+        let (done, confirmed) = oneshot::channel();
+        match how {
+            Settle::Ack => self.queue(None, Waiter::Confirm(done)),
+            Settle::Reply { to, message } => self.queue(Some((to, message)), Waiter::Confirm(done)),
+            Settle::Release => return self.release().await,
+            Settle::DeadLetter { reply } => return self.dead_letter(reply).await,
+        }
+        confirmed
+            .await
+            .unwrap_or(Err(SettleError::settled(TransportError::Closed)))
+    }
 
-impl From<SettleError> for TransportError {
-    fn from(e: SettleError) -> Self {
-        match e {
-            SettleError::Batch(e) => TransportError::Unavailable(e.into()),
-            SettleError::ReplyRefused(e) => TransportError::Rejected(e),
-            SettleError::Closed => TransportError::Closed,
+    /// Queues an acknowledgement (and its reply) and returns: the settling
+    /// task reports the outcome.
+    async fn settle_then(self: Box<Self>, how: Settle, then: OnSettled) {
+        match how {
+            Settle::Ack => self.queue(None, Waiter::Report(then)),
+            Settle::Reply { to, message } => self.queue(Some((to, message)), Waiter::Report(then)),
+            other => then(self.settle(other).await),
         }
     }
 }
 
-/// A request to settle: its id, the reply to write first if any, and who
-/// learns the outcome.
+/// A request to settle: its acknowledger, the reply to write first if
+/// any, and who learns the outcome.
 struct Settlement {
-    id: String,
+    acker: Box<RedisAck>,
     reply: Option<(Arc<str>, Message)>,
     waiter: Waiter,
 }
 
 /// Who learns how a settlement went.
 enum Waiter {
-    /// A caller awaiting the outcome ([`Acknowledge::ack`],
-    /// [`Acknowledge::reply_and_ack`]); it releases on failure itself.
+    /// A caller awaiting [`Acknowledge::settle`].
     Confirm(oneshot::Sender<Result<(), SettleError>>),
-    /// The server, through [`Acknowledge::settle_then`]: the settling task
-    /// reports, and releases a failed reply's request itself.
+    /// The server, through [`Acknowledge::settle_then`].
     Report(OnSettled),
+}
+
+impl Waiter {
+    fn report(self, outcome: Result<(), SettleError>) {
+        match self {
+            Waiter::Confirm(done) => {
+                let _ = done.send(outcome);
+            }
+            Waiter::Report(then) => then(outcome),
+        }
+    }
 }
 
 /// The replies and acknowledgements of one consumer, coalesced. A task
@@ -1242,10 +1217,12 @@ enum Waiter {
 /// many, sparing Redis and the client the per-command work that otherwise
 /// dominates. The task reports each batch's outcome to every request in it
 /// (to the server's [`OnSettled`], or to a caller awaiting
-/// [`Acknowledge::ack`]) only once Redis has answered, so "acknowledged"
+/// [`Acknowledge::settle`]) only once Redis has answered, so "acknowledged"
 /// still means acknowledged; a server request holds its concurrency permit
 /// until then. Reporting from here, rather than waking each request's task
-/// to learn its outcome, spares a wake-up per request.
+/// to learn its outcome, spares a wake-up per request. A batch that fails
+/// as a whole gives each request's acknowledger back, unsettled, for its
+/// server to release.
 ///
 /// Answered requests then leave the stream in bulk rather than one `XDEL`
 /// each (which cost Redis more than the `XACK`s): after every
@@ -1269,7 +1246,7 @@ const TRIM_WHEN_QUIET: Duration = Duration::from_millis(100);
 const TRIM_SCRIPT: &str = include_str!("trim.lua");
 
 impl SettleQueue {
-    fn start(inner: Arc<Inner>, address: Arc<str>, group: Arc<str>, consumer: Arc<str>) -> Self {
+    fn start(inner: Arc<Inner>, address: Arc<str>, group: Arc<str>) -> Self {
         let (tx, mut rx) = mpsc::unbounded_channel::<Settlement>();
         // Ends when the consumer and every delivery of it are gone.
         tokio::spawn(async move {
@@ -1296,26 +1273,22 @@ impl SettleQueue {
                     return;
                 }
                 let outcome = settle_batch(&inner, &address, &group, &batch).await;
-                match &outcome {
-                    Ok(_) => untrimmed += batch.len(),
-                    Err(_) => {
-                        hand_back_failed_replies(&inner, &address, &group, &consumer, &batch).await;
-                    }
+                if outcome.is_ok() {
+                    untrimmed += batch.len();
                 }
-                for (n, settlement) in batch.drain(..).enumerate() {
+                for (n, Settlement { acker, waiter, .. }) in batch.drain(..).enumerate() {
                     let result = match &outcome {
-                        Err(e) => Err(SettleError::Batch(e.clone())),
+                        Err(e) => Err(SettleError::unsettled(
+                            TransportError::Unavailable(e.clone().into()),
+                            acker,
+                        )),
+                        // Refused, but acknowledged in the same pipeline.
                         Ok(refused) => match refused.get(n).cloned().flatten() {
-                            Some(e) => Err(SettleError::ReplyRefused(e)),
+                            Some(e) => Err(SettleError::settled(TransportError::Rejected(e))),
                             None => Ok(()),
                         },
                     };
-                    match settlement.waiter {
-                        Waiter::Confirm(done) => {
-                            let _ = done.send(result);
-                        }
-                        Waiter::Report(on_settled) => on_settled(result.map_err(Into::into)),
-                    }
+                    waiter.report(result);
                 }
                 if untrimmed >= TRIM_EVERY {
                     trim(&inner, &address).await;
@@ -1324,20 +1297,6 @@ impl SettleQueue {
             }
         });
         SettleQueue(tx)
-    }
-
-    /// Settles and waits for the outcome.
-    async fn confirmed(
-        &self,
-        id: String,
-        reply: Option<(Arc<str>, Message)>,
-    ) -> Result<(), SettleError> {
-        let (done, confirmed) = oneshot::channel();
-        let waiter = Waiter::Confirm(done);
-        self.0
-            .send(Settlement { id, reply, waiter })
-            .map_err(|_| SettleError::Closed)?;
-        confirmed.await.unwrap_or(Err(SettleError::Closed))
     }
 }
 
@@ -1356,11 +1315,11 @@ async fn settle_batch(
         4 + address.len() + group.len() + batch.len() * 16,
     );
     xack.arg("XACK").arg(address).arg(group);
-    for Settlement { id, reply, .. } in batch {
+    for Settlement { acker, reply, .. } in batch {
         if let Some((to, message)) = reply {
             inner.add_reply(&mut pipe, to, message);
         }
-        xack.arg(id);
+        xack.arg(&acker.id);
     }
     pipe.add_command(xack);
     // Each command's own outcome: one reply refused must not fail the
@@ -1388,30 +1347,6 @@ async fn settle_batch(
             }
         })
         .collect())
-}
-
-/// After a batch failed: makes the requests whose replies the server left
-/// to this task claimable at once (see [`release_cmd`]), as a caller of
-/// [`Acknowledge::reply_and_ack`] does for its own.
-async fn hand_back_failed_replies(
-    inner: &Inner,
-    address: &str,
-    group: &str,
-    consumer: &str,
-    batch: &[Settlement],
-) {
-    let ids: Vec<String> = batch
-        .iter()
-        .filter(|s| s.reply.is_some() && matches!(s.waiter, Waiter::Report(_)))
-        .map(|s| s.id.clone())
-        .collect();
-    if ids.is_empty() {
-        return;
-    }
-    let cmd = release_cmd(inner, address, group, consumer, &ids);
-    if let Err(e) = inner.query(&cmd).await {
-        tracing::debug!(error = %e, "releasing after failed replies failed; they will be claimed after claim_idle");
-    }
 }
 
 /// Removes the answered requests at the head of the stream at `address`.

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use busrpc_core::jsonrpc::DEAD_LETTER_CODE;
 use busrpc_core::{
-    header, Client, ClientConfig, Demand, Error, Message, Router, RpcError, Server, Transport,
+    header, Client, ClientConfig, Demand, Error, Message, Router, RpcError, Server, Settle,
+    Transport,
 };
 use busrpc_redis::{RedisConfig, RedisTransport};
 use common::{query, redis_url, Prefix};
@@ -73,7 +74,7 @@ async fn claim_after_a_consumer_dies() {
         redis::Value::Int(2),
         "the claim is the second delivery"
     );
-    delivery.ack().await.unwrap();
+    delivery.settle(Settle::Ack).await.unwrap();
     assert_eq!(
         stream_settles_at(&address, 0).await,
         0,
@@ -135,12 +136,12 @@ async fn trimming_keeps_what_is_pending_or_unread() {
     );
 
     // "two" is answered, but "one", older, is still pending: nothing goes.
-    second.ack().await.unwrap();
+    second.settle(Settle::Ack).await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(stream_payloads(&address).await, ["one", "two", "three"]);
 
     // With "one" answered too, both go; "three", never read, stays.
-    first.ack().await.unwrap();
+    first.settle(Settle::Ack).await.unwrap();
     assert_eq!(stream_settles_at(&address, 1).await, 1);
     assert_eq!(stream_payloads(&address).await, ["three"]);
 
@@ -154,7 +155,7 @@ async fn trimming_keeps_what_is_pending_or_unread() {
     )
     .await;
     let third = consumer.next().await.unwrap().unwrap();
-    third.ack().await.unwrap();
+    third.settle(Settle::Ack).await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(stream_payloads(&address).await, ["three"]);
 
@@ -176,7 +177,7 @@ async fn trimming_keeps_what_is_pending_or_unread() {
         .await
         .unwrap();
     let fourth = consumer.next().await.unwrap().unwrap();
-    fourth.ack().await.unwrap();
+    fourth.settle(Settle::Ack).await.unwrap();
     assert_eq!(
         stream_settles_at(&address, 1).await,
         1,
@@ -249,18 +250,17 @@ async fn dead_letter_and_answer(keys: Option<busrpc_core::auth::Keys>) {
             .expect("delivered");
         drop(delivery);
     }
-    // The third finds it delivered twice already and dead-letters it.
+    // The third, a server, finds it delivered twice already: it answers
+    // and dead-letters it, and never runs it.
+    let runs = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = runs.clone();
+    let router = Router::new().method("echo", move |(text,): (String,)| {
+        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async move { Ok::<_, RpcError>(text) }
+    });
     let transport = wrap(prefix.connect(options).await);
     let address = transport.service_address("svc");
-    let mut third = transport
-        .consume(&address, "svc", Demand::unbounded())
-        .await
-        .unwrap();
-    let poll = tokio::spawn(async move {
-        tokio::time::timeout(Duration::from_secs(10), third.next())
-            .await
-            .is_ok()
-    });
+    let server = Server::new(transport, "svc", router).start().await.unwrap();
     let err = call.await.unwrap().expect_err("the caller hears of it");
     let Error::Rpc(rpc) = err else {
         panic!("{err}")
@@ -272,10 +272,20 @@ async fn dead_letter_and_answer(keys: Option<busrpc_core::auth::Keys>) {
     let data: serde_json::Value = rpc.data_as().unwrap().unwrap();
     assert_eq!(data["deliveries"], 3);
     assert_eq!(data["dead_letter"], format!("{address}:dead"));
-    assert!(
-        !poll.await.unwrap(),
-        "nothing was handed to the third consumer"
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while server.stats().dead_lettered == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "settled as a dead letter"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        runs.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "never run"
     );
+    server.shutdown().await;
     let dead: redis::Value = query(
         redis::cmd("XRANGE")
             .arg(format!("{address}:dead"))

@@ -48,7 +48,7 @@ impl Pending {
     fn drop_reply(&self, kind: Dropped, why: &str, payload: &[u8]) {
         self.dropped.fetch_add(1, Ordering::Relaxed);
         metrics::reply_dropped(kind);
-        tracing::debug!(kind = kind.as_str(), why, reply = %crate::telemetry::log::Excerpt(payload), "reply dropped");
+        tracing::debug!(kind = kind.as_str(), why, reply = %crate::transport::kit::Excerpt(payload), "reply dropped");
     }
 
     /// An id for a new call.

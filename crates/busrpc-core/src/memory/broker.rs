@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use futures_util::stream::Stream;
 use tokio::sync::{mpsc, Notify};
 
-use crate::transport::{Acknowledge, Delivery, TransportError};
+use crate::transport::{kit, Acknowledge, Delivery, Settle, SettleError, TransportError};
 use crate::wire::Message;
 
 /// Inbox addresses start with this, so that a reply to a closed inbox is
@@ -170,11 +170,16 @@ impl Broker {
         ))
     }
 
-    pub(super) fn publish_to_queue(
-        &self,
-        address: &str,
-        message: Message,
-    ) -> Result<(), TransportError> {
+    /// Publishes `message` to the queue or inbox at `address`.
+    pub(super) fn publish(&self, address: &str, message: Message) -> Result<(), TransportError> {
+        if address.starts_with(INBOX_PREFIX) {
+            self.publish_to_inbox(address, message)
+        } else {
+            self.publish_to_queue(address, message)
+        }
+    }
+
+    fn publish_to_queue(&self, address: &str, message: Message) -> Result<(), TransportError> {
         // One shared copy, whatever the number of groups and redeliveries.
         if !read(&self.served).contains(address) {
             return Err(TransportError::NotServed(address.to_owned()));
@@ -214,11 +219,7 @@ impl Broker {
         Ok(())
     }
 
-    pub(super) fn publish_to_inbox(
-        &self,
-        address: &str,
-        message: Message,
-    ) -> Result<(), TransportError> {
+    fn publish_to_inbox(&self, address: &str, message: Message) -> Result<(), TransportError> {
         let inboxes = read(&self.inboxes);
         let Some(sender) = inboxes.get(address) else {
             return Ok(()); // closed inbox: the reply expires unread
@@ -258,6 +259,7 @@ impl Member {
                     let acker = MemoryAck {
                         group: self.group.clone(),
                         tag,
+                        broker: self.broker.clone(),
                     };
                     return Delivery::shared(message, acker).with_attempt(attempt);
                 }
@@ -328,24 +330,52 @@ impl Member {
 struct MemoryAck {
     group: Arc<Group>,
     tag: u64,
+    /// Where replies go; gone with the last transport of the broker.
+    broker: Weak<Broker>,
+}
+
+impl MemoryAck {
+    /// Publishes a reply, then acknowledges (see [`kit::reply_then_ack`]).
+    async fn reply(self: Box<Self>, to: Arc<str>, message: Message) -> Result<(), SettleError> {
+        let broker = self.broker.clone();
+        kit::reply_then_ack(self, async move {
+            match broker.upgrade() {
+                Some(broker) => broker.publish(&to, message),
+                None => Err(TransportError::Closed),
+            }
+        })
+        .await
+    }
 }
 
 #[async_trait]
 impl Acknowledge for MemoryAck {
-    async fn ack(self: Box<Self>) -> Result<(), TransportError> {
-        // Absent when the consumer went away first and the message was
-        // handed to another member: at-least-once allows that duplicate.
-        lock(&self.group.state).in_flight.remove(&self.tag);
-        Ok(())
-    }
-
-    async fn release(self: Box<Self>) -> Result<(), TransportError> {
-        let mut g = lock(&self.group.state);
-        if let Some((_, message, attempt)) = g.in_flight.remove(&self.tag) {
-            g.ready.push_front((message, attempt));
-            self.group.available.notify_one();
+    async fn settle(self: Box<Self>, how: Settle) -> Result<(), SettleError> {
+        match how {
+            Settle::Ack => {
+                // Absent when the consumer went away first and the message
+                // was handed to another member: at-least-once allows that
+                // duplicate.
+                lock(&self.group.state).in_flight.remove(&self.tag);
+                Ok(())
+            }
+            Settle::Release => {
+                let mut g = lock(&self.group.state);
+                if let Some((_, message, attempt)) = g.in_flight.remove(&self.tag) {
+                    g.ready.push_front((message, attempt));
+                    self.group.available.notify_one();
+                }
+                Ok(())
+            }
+            Settle::Reply { to, message } => self.reply(to, message).await,
+            // The memory broker counts deliveries but sets no bound on
+            // them, so nothing it hands out is exhausted, and it keeps no
+            // dead letters: one told to dead-letter answers and forgets.
+            Settle::DeadLetter {
+                reply: Some((to, message)),
+            } => self.reply(to, message).await,
+            Settle::DeadLetter { reply: None } => self.settle(Settle::Ack).await,
         }
-        Ok(())
     }
 }
 

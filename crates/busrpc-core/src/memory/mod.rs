@@ -113,11 +113,7 @@ impl MemoryTransport {
 #[async_trait]
 impl Transport for MemoryTransport {
     async fn publish(&self, address: &str, message: Message) -> Result<(), TransportError> {
-        if address.starts_with(INBOX_PREFIX) {
-            self.broker.publish_to_inbox(address, message)
-        } else {
-            self.broker.publish_to_queue(address, message)
-        }
+        self.broker.publish(address, message)
     }
 
     /// Hands out one message per poll, never ahead, so `demand` needs no heed.
@@ -151,7 +147,7 @@ impl Transport for MemoryTransport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transport::Delivery;
+    use crate::transport::{Delivery, Settle};
     use futures_util::StreamExt;
     use std::time::Duration;
 
@@ -195,7 +191,7 @@ mod tests {
         t.publish("q", Message::new("b")).await.unwrap();
         let a = next(&mut dying).await;
         let b = next(&mut dying).await;
-        b.ack().await.unwrap();
+        b.settle(Settle::Ack).await.unwrap();
         drop(a); // unsettled, its consumer still alive: stays held
         assert!(nothing_ready(&mut live).await);
         drop(dying);
@@ -213,7 +209,7 @@ mod tests {
         t.publish("q", Message::new("x")).await.unwrap();
         let first = next(&mut a).await;
         assert_eq!(first.attempt(), Some(1));
-        first.release().await.unwrap();
+        first.settle(Settle::Release).await.unwrap();
         let second = next(&mut a).await;
         assert_eq!(second.attempt(), Some(2));
         // Held by a consumer that goes away: handed to the next one.
@@ -231,7 +227,7 @@ mod tests {
             t.publish("q", Message::new(p)).await.unwrap();
         }
         let x = next(&mut c).await;
-        x.release().await.unwrap();
+        x.settle(Settle::Release).await.unwrap();
         assert_eq!(next(&mut c).await.message().payload, "x");
         assert_eq!(next(&mut c).await.message().payload, "y");
     }
@@ -300,7 +296,7 @@ mod tests {
         let mut c = t.consume("q", "g", Demand::unbounded()).await.unwrap();
         let again = next(&mut c).await;
         assert_eq!(again.message().payload, "m");
-        again.ack().await.unwrap();
+        again.settle(Settle::Ack).await.unwrap();
         drop(delivery);
         drop(c);
         assert!((t.broker.queue_count() == 0), "nothing left to read");
@@ -323,7 +319,7 @@ mod tests {
         for p in ["1", "2"] {
             let d = next(&mut live).await;
             assert_eq!(d.message().payload, p);
-            d.ack().await.unwrap();
+            d.settle(Settle::Ack).await.unwrap();
         }
         // "gone" holds two, its capacity, and has no member: skipped.
         t.publish("q", Message::new("3")).await.unwrap();

@@ -5,10 +5,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::ServerState;
-use crate::telemetry::log::Excerpt;
 use crate::telemetry::metrics::ServerEvent;
+use crate::transport::kit::Excerpt;
+use crate::transport::Exhausted;
 use crate::wire::codec::Codec;
-use crate::wire::jsonrpc::{self, RpcError};
+use crate::wire::jsonrpc::{self, RpcError, DEAD_LETTER_CODE, DEAD_LETTER_MSG};
 use crate::wire::{header, Message};
 
 /// Answers a message the server cannot read at all with `error`, under a
@@ -45,6 +46,36 @@ pub(super) fn refuse(
     };
     state.engine.counters.errors.fetch_add(1, Ordering::Relaxed);
     route(state, reply_to, codec, answer)
+}
+
+/// The answer owed to the callers of a request its transport gave up on
+/// (see [`Exhausted`]): each of its calls answered -32001, in the request's
+/// own encoding, with how often it was delivered and where it went. `None`
+/// when nobody waits for one (a notification, no `reply-to`). Counted as a
+/// refused request of no method.
+pub(super) fn dead_letter(
+    state: &ServerState,
+    request: &Message,
+    exhausted: &Exhausted,
+    codec: Codec,
+) -> Option<(Arc<str>, Message)> {
+    tracing::warn!(service = %state.service, deliveries = exhausted.deliveries, max_deliveries = exhausted.max_deliveries, dead_letter = %exhausted.dead_letter, "a request delivered too often is dead-lettered");
+    let error = RpcError::new(DEAD_LETTER_CODE, DEAD_LETTER_MSG).with_data(&serde_json::json!({
+        "deliveries": exhausted.deliveries,
+        "max_deliveries": exhausted.max_deliveries,
+        "dead_letter": exhausted.dead_letter,
+    }));
+    state.engine.count_refused(error.code());
+    let reply_to = request
+        .headers
+        .get_shared(header::REPLY_TO)
+        .filter(|to| !to.is_empty())?;
+    let answer = match codec.to_json(&request.payload) {
+        Ok(json) => jsonrpc::answer_all(&json, &error)?,
+        Err(_) => jsonrpc::error_response(None, &error),
+    };
+    state.engine.counters.errors.fetch_add(1, Ordering::Relaxed);
+    route(state, Some(reply_to), codec, answer)
 }
 
 /// `json` in `codec`, addressed to `reply_to`; counted and dropped when the

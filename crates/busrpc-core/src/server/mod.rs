@@ -15,7 +15,7 @@ use tracing::Instrument;
 use crate::engine::Engine;
 use crate::error::Error;
 use crate::service::{Methods, Middleware, Router};
-use crate::telemetry::log::Throttle;
+use crate::transport::kit::Throttle;
 use crate::transport::{Demand, Readiness, ReadinessSignal, Transport};
 use crate::wire::Limits;
 
@@ -41,6 +41,8 @@ const WARN_EVERY: Duration = Duration::from_secs(10);
 /// What a running server's tasks share.
 struct ServerState {
     transport: Arc<dyn Transport>,
+    /// The service's request queue.
+    address: String,
     status: tokio::sync::watch::Sender<ServerStatus>,
     /// The transport's, or the server's own when the transport keeps none
     /// (`own_readiness`): then not ready from a failed read to the next
@@ -166,6 +168,7 @@ impl Server {
                 }),
             transport: self.transport,
             service: self.service,
+            address,
             counters: ServerCounters::default(),
             limits: self.config.limits,
         });
@@ -179,7 +182,7 @@ impl Server {
             stop.clone(),
         );
         let task = tokio::spawn(serving.instrument(span));
-        tracing::info!(service = %state.service, %address, "serving");
+        tracing::info!(service = %state.service, address = %state.address, "serving");
         Ok(ServerHandle {
             state,
             stop,

@@ -6,30 +6,38 @@ use std::task::Poll;
 
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::answer::{refuse, reject, route};
+use super::answer::{dead_letter, refuse, reject, route};
 use super::settle::settle;
 use super::ServerState;
 use crate::engine::Envelope;
 use crate::telemetry::metrics::ServerEvent;
-use crate::transport::Delivery;
+use crate::transport::{Delivery, Settle};
 use crate::wire::codec::{Codec, CodecError};
 use crate::wire::jsonrpc::RpcError;
 use crate::wire::{header, Deadline, Message};
 
-/// Handles one delivery: skip it, refuse it or run it, then settle it
-/// (see [`settle`]). `permit` is given back when the settlement is
-/// reported.
+/// Handles one delivery: skip it, refuse it or run it, or answer it -32001
+/// if its transport gave up on it, then settle it (see [`settle`]).
+/// `permit` is given back when the settlement is reported.
 pub(super) async fn handle(
     state: Arc<ServerState>,
     delivery: Delivery,
     permit: OwnedSemaphorePermit,
 ) {
     let request = delivery.message();
-    // Read once: `process` answers in it, and a refused reply is told in it.
+    // Read once: it is answered in it, and a refused reply is told in it.
     let codec = Codec::from_content_type(request.headers.get(header::CONTENT_TYPE));
     let told_in = codec.as_ref().map_or(Codec::Json, |c| *c);
-    let reply = process(&state, request, delivery.attempt(), codec).await;
-    settle(state, delivery, reply, told_in, permit).await;
+    let how = match delivery.exhaustion() {
+        Some(exhausted) => Settle::DeadLetter {
+            reply: dead_letter(&state, request, exhausted, told_in),
+        },
+        None => match process(&state, request, delivery.attempt(), codec).await {
+            Some((to, message)) => Settle::Reply { to, message },
+            None => Settle::Ack,
+        },
+    };
+    settle(state, delivery, how, told_in, permit).await;
 }
 
 /// The reply to one message and where it goes, or `None` when there is

@@ -41,6 +41,10 @@ pub struct ServerStats {
     /// Replies larger than the server's or the transport's limit, answered
     /// with a small -32603 giving both sizes instead of being sent.
     pub oversized_replies: u64,
+    /// Requests their transport delivered too often (its
+    /// `max_deliveries`), never run: moved to the dead-letter queue and
+    /// their callers answered -32001. Counted once settled.
+    pub dead_lettered: u64,
 }
 
 #[derive(Default)]
@@ -53,9 +57,9 @@ pub(super) struct ServerCounters {
     dropped: AtomicU64,
     reply_failures: AtomicU64,
     oversized_replies: AtomicU64,
+    dead_lettered: AtomicU64,
 }
 
-/// How often a repeated warning is let through.
 impl ServerState {
     /// Counts `event` in the stats and as a metric.
     pub(super) fn count(&self, event: ServerEvent) {
@@ -82,6 +86,12 @@ impl ServerState {
         }
         self.engine.meters.count_n(event, n);
     }
+
+    /// Counts a request dead-lettered, in the stats and as a metric.
+    pub(super) fn dead_lettered(&self) {
+        self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        self.engine.meters.dead_lettered(&self.address);
+    }
 }
 
 impl ServerState {
@@ -101,6 +111,7 @@ impl ServerState {
             dropped: get(&s.dropped),
             reply_failures: get(&s.reply_failures),
             oversized_replies: get(&s.oversized_replies),
+            dead_lettered: get(&s.dead_lettered),
         }
     }
 }

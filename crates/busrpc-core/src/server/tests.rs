@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use super::*;
 use crate::transport::{
-    Acknowledge, Deliveries, Delivery, Demand, Inbox, OnSettled, Readiness, ReadinessSignal,
-    TransportError,
+    Acknowledge, Deliveries, Delivery, Demand, Exhausted, Inbox, OnSettled, Readiness,
+    ReadinessSignal, Settle, SettleError, TransportError,
 };
 use crate::wire::jsonrpc::RpcError;
 use crate::wire::{header, Message};
@@ -54,20 +54,11 @@ struct HeldAck(Held);
 
 #[async_trait]
 impl Acknowledge for HeldAck {
-    async fn ack(self: Box<Self>) -> Result<(), TransportError> {
+    async fn settle(self: Box<Self>, _how: Settle) -> Result<(), SettleError> {
         unreachable!("the server settles through settle_then")
     }
 
-    async fn release(self: Box<Self>) -> Result<(), TransportError> {
-        unreachable!("the server settles through settle_then")
-    }
-
-    async fn settle_then(
-        self: Box<Self>,
-        _transport: &dyn Transport,
-        _reply: Option<(Arc<str>, Message)>,
-        on_settled: OnSettled,
-    ) {
+    async fn settle_then(self: Box<Self>, _how: Settle, on_settled: OnSettled) {
         self.0.lock().unwrap().push(on_settled);
     }
 }
@@ -381,11 +372,7 @@ struct NoAck;
 
 #[async_trait]
 impl Acknowledge for NoAck {
-    async fn ack(self: Box<Self>) -> Result<(), TransportError> {
-        Ok(())
-    }
-
-    async fn release(self: Box<Self>) -> Result<(), TransportError> {
+    async fn settle(self: Box<Self>, _how: Settle) -> Result<(), SettleError> {
         Ok(())
     }
 }
@@ -516,7 +503,7 @@ async fn start_scripted(transport: Arc<Scripted>) -> ServerHandle {
         .unwrap()
 }
 
-/// A handle state by several owners is shut down by any of them, and
+/// A handle shared by several owners is shut down by any of them, and
 /// every caller of `shutdown` returns once the server has stopped.
 #[tokio::test]
 async fn a_shared_handle_shuts_down_once_for_every_caller() {
@@ -539,4 +526,92 @@ async fn a_shared_handle_shuts_down_once_for_every_caller() {
     assert!(matches!(server.status(), ServerStatus::Stopped));
     // And once more, after the fact.
     server.shutdown().await;
+}
+
+/// An acknowledger that writes down each settlement it is asked for (its
+/// name, and the reply's address and payload), and fails a reply with
+/// `fail_reply` once, giving itself back unsettled.
+struct Recording {
+    log: Arc<Mutex<Vec<String>>>,
+    fail_reply: Option<fn() -> TransportError>,
+}
+
+#[async_trait]
+impl Acknowledge for Recording {
+    async fn settle(mut self: Box<Self>, mut how: Settle) -> Result<(), SettleError> {
+        let mut line = how.as_str().to_owned();
+        if let Some((to, message)) = how.reply_mut() {
+            line = format!("{line} {to} {}", String::from_utf8_lossy(&message.payload));
+        }
+        self.log.lock().unwrap().push(line);
+        match (how, self.fail_reply.take()) {
+            (Settle::Reply { .. }, Some(error)) => Err(SettleError::unsettled(error(), self)),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Runs one delivery of a call to `echo` through a server whose handler
+/// counts its runs; the settlements asked for, and the server's stats.
+async fn settled(
+    exhausted: Option<Exhausted>,
+    fail_reply: Option<fn() -> TransportError>,
+) -> (Vec<String>, u64, ServerStats) {
+    let (transport, script) = Scripted::new(None);
+    let runs = Arc::new(AtomicU64::new(0));
+    let counted = runs.clone();
+    let router = Router::new().method("echo", move |(n,): (u64,)| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        async move { Ok::<_, RpcError>(n) }
+    });
+    let server = Server::new(transport, "svc", router).start().await.unwrap();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let acker = Recording {
+        log: log.clone(),
+        fail_reply,
+    };
+    let delivery = Delivery::new(call(7), acker);
+    let delivery = match exhausted {
+        Some(exhausted) => delivery.exhausted(exhausted),
+        None => delivery,
+    };
+    script.send(Ok(delivery)).unwrap();
+    let wanted = if fail_reply.is_some() { 2 } else { 1 };
+    until("settled", || log.lock().unwrap().len() == wanted).await;
+    server.shutdown().await;
+    let log = log.lock().unwrap().clone();
+    (log, runs.load(Ordering::SeqCst), server.stats())
+}
+
+/// A delivery its transport counted past `max_deliveries` is never run:
+/// its caller is answered -32001, exactly as PROTOCOL.md shows, and it is
+/// settled as a dead letter and counted.
+#[tokio::test]
+async fn an_exhausted_delivery_is_answered_dead_lettered_and_never_run() {
+    let exhausted = Exhausted::new(6, 5, "busrpc.svc.dead");
+    let (log, runs, stats) = settled(Some(exhausted), None).await;
+    assert_eq!(
+        log,
+        [
+            r#"dead-letter inbox {"jsonrpc":"2.0","error":{"code":-32001,"message":"Request dead-lettered","data":{"dead_letter":"busrpc.svc.dead","deliveries":6,"max_deliveries":5}},"id":7}"#
+        ]
+    );
+    assert_eq!(runs, 0, "never run");
+    assert_eq!((stats.dead_lettered, stats.acked, stats.calls), (1, 1, 0));
+}
+
+/// The one policy for a failed settlement: a reply the broker refused is
+/// final (acknowledged), anything else is released for another try.
+#[tokio::test]
+async fn a_refused_reply_is_acknowledged_and_a_failed_one_released() {
+    let reply = r#"reply inbox {"jsonrpc":"2.0","result":7,"id":7}"#;
+    let refused = || TransportError::Rejected("too large".into());
+    let (log, runs, stats) = settled(None, Some(refused)).await;
+    assert_eq!(log, [reply, "ack"]);
+    assert_eq!((runs, stats.acked, stats.reply_failures), (1, 1, 1));
+
+    let away = || TransportError::Unavailable("connection reset".into());
+    let (log, runs, stats) = settled(None, Some(away)).await;
+    assert_eq!(log, [reply, "release"]);
+    assert_eq!((runs, stats.acked, stats.reply_failures), (1, 0, 1));
 }

@@ -1,10 +1,8 @@
 //! Layer 2, telemetry: what busrpc tells the people who run it. Spans of
 //! requests and calls, metrics through the `metrics` facade, W3C trace
-//! context across the broker (feature `otel`), and logging that untrusted
-//! input cannot flood. Every cfg of an instrumentation feature stays in
-//! here.
+//! context across the broker (feature `otel`). Every cfg of an
+//! instrumentation feature stays in here.
 
-pub(crate) mod log;
 pub mod metrics;
 #[cfg(feature = "otel")]
 mod otel;

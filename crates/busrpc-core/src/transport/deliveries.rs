@@ -1,12 +1,13 @@
 //! A consumer's deliveries, and how many more its owner can take.
 
 use std::fmt;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures_util::future::BoxFuture;
-use futures_util::stream::{BoxStream, Stream};
+use futures_util::stream::{BoxStream, Stream, StreamExt};
 
 use super::{Delivery, ReadinessSignal, TransportError};
 
@@ -63,16 +64,17 @@ pub struct Deliveries {
 }
 
 impl Deliveries {
-    /// The same deliveries (readiness and close kept), each passed through
-    /// `filter` first, which may settle one itself and leave it out.
-    #[cfg(feature = "auth")]
-    pub(crate) fn filter_stream<F, Fut>(self, filter: F) -> Self
+    /// The same deliveries, readiness and close kept, each passed through
+    /// `filter` first: it may let a delivery through (changed or not, e.g.
+    /// with [`Delivery::map_acker`]), or settle it itself and leave it out
+    /// (`None`). How a decorator (signing, decompressing, tenancy) is
+    /// written on the seam's public parts.
+    #[must_use]
+    pub fn filter_map<F, Fut>(self, filter: F) -> Self
     where
         F: FnMut(Result<Delivery, TransportError>) -> Fut + Send + 'static,
-        Fut:
-            std::future::Future<Output = Option<Result<Delivery, TransportError>>> + Send + 'static,
+        Fut: Future<Output = Option<Result<Delivery, TransportError>>> + Send + 'static,
     {
-        use futures_util::StreamExt;
         Self {
             stream: Box::pin(self.stream.filter_map(filter)),
             ..self

@@ -1,89 +1,172 @@
-//! One message taken from a queue, and how it is settled.
+//! One message taken from a queue, and how it is settled: the seam's one
+//! verb, [`Acknowledge::settle`], with an outcome ([`Settle`]).
 
 use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::{Transport, TransportError};
+use super::TransportError;
 use crate::wire::Message;
 
-/// Called once with the outcome of a settlement that the server hands to
-/// the transport instead of awaiting (see [`Acknowledge::settle_then`]).
-pub type OnSettled = Box<dyn FnOnce(Result<(), TransportError>) + Send + Sync + 'static>;
+/// How a delivery is settled: what its consumer did with it.
+///
+/// Which one applies is the server's to decide, once, for every transport
+/// (a reply the broker refuses is final, anything else that fails is
+/// released); a transport only carries out what it is told. Exhaustive on
+/// purpose: an outcome added later is one every transport must carry out,
+/// not one it may ignore in a catch-all.
+#[derive(Debug)]
+pub enum Settle {
+    /// Done, nothing to send: never deliver it again.
+    Ack,
+    /// Publish `message` to the address `to`, then acknowledge: the order
+    /// that makes delivery at-least-once. Both in one round trip where the
+    /// broker can (Redis: one pipeline).
+    Reply {
+        /// The caller's inbox (the request's `reply-to`).
+        to: Arc<str>,
+        /// The response.
+        message: Message,
+    },
+    /// Not handled: deliver it again, to this consumer or another.
+    Release,
+    /// Never deliver it again: move it to the dead-letter queue, publish
+    /// `reply` (the answer its caller is owed, if any), and acknowledge it.
+    /// Given for a delivery the transport marked
+    /// [`exhausted`](Delivery::exhausted).
+    DeadLetter {
+        /// The caller's inbox and the answer (-32001) the server composed.
+        reply: Option<(Arc<str>, Message)>,
+    },
+}
 
-/// Settles one delivery. Implemented by each transport.
-#[async_trait]
-pub trait Acknowledge: Send + Sync + 'static {
-    /// The message is done with: never deliver it again.
-    async fn ack(self: Box<Self>) -> Result<(), TransportError>;
-
-    /// The message was not handled: deliver it again, to this or another consumer.
-    async fn release(self: Box<Self>) -> Result<(), TransportError>;
-
-    /// Publishes `reply` to `address`, then acknowledges: the order that
-    /// makes delivery at-least-once. If the publish fails the delivery is
-    /// released and the publish error returned, unless the broker refused
-    /// the reply itself ([`TransportError::Rejected`]: too large, a full
-    /// inbox, not allowed) or the address is no queue at all
-    /// ([`TransportError::NotServed`]: a reply-to naming nothing): another
-    /// try would fail alike, and a release would run the request again at
-    /// once, in a loop. Such a delivery is acknowledged, and the error
-    /// returned.
-    ///
-    /// A transport that can do both in one round trip (Redis: one
-    /// MULTI/EXEC pipeline) overrides this; `transport` is the one the
-    /// server consumes through.
-    async fn reply_and_ack(
-        self: Box<Self>,
-        transport: &dyn Transport,
-        address: &str,
-        reply: Message,
-    ) -> Result<(), TransportError> {
-        match transport.publish(address, reply).await {
-            Ok(()) => self.ack().await,
-            Err(e @ (TransportError::Rejected(_) | TransportError::NotServed(_))) => {
-                if let Err(ack) = self.ack().await {
-                    tracing::warn!(error = %ack, "acknowledging a request whose reply was refused failed");
-                }
-                Err(e)
-            }
-            Err(e) => {
-                if let Err(release) = self.release().await {
-                    tracing::warn!(error = %release, "releasing a delivery failed");
-                }
-                Err(e)
-            }
+impl Settle {
+    /// The reply this settlement publishes, if any: what a decorator signs
+    /// or changes before the transport sends it.
+    pub fn reply_mut(&mut self) -> Option<(&str, &mut Message)> {
+        match self {
+            Settle::Reply { to, message }
+            | Settle::DeadLetter {
+                reply: Some((to, message)),
+            } => Some((to, message)),
+            Settle::Ack | Settle::Release | Settle::DeadLetter { reply: None } => None,
         }
     }
 
-    /// Settles the delivery, replying first if `reply` holds an address and
-    /// a message (as [`reply_and_ack`](Self::reply_and_ack)) or only
-    /// acknowledging (as [`ack`](Self::ack)), and calls `on_settled` with
-    /// the outcome. A failed reply leaves the delivery with the broker for
-    /// another try, as `reply_and_ack` does, unless the broker refused the
-    /// reply itself ([`TransportError::Rejected`]): that is final, and the
-    /// transport acknowledges the delivery.
-    ///
-    /// The default awaits the settlement and then reports it. A transport
-    /// that settles many deliveries in one round trip (Redis) overrides
-    /// this to return at once: the task that sends a batch then reports
-    /// every outcome in it, instead of waking each request's task in turn.
-    async fn settle_then(
-        self: Box<Self>,
-        transport: &dyn Transport,
-        reply: Option<(Arc<str>, Message)>,
-        on_settled: OnSettled,
-    ) {
-        let outcome = match reply {
-            Some((address, message)) => self.reply_and_ack(transport, &address, message).await,
-            None => self.ack().await,
-        };
-        on_settled(outcome);
+    /// Its name, for logs: `ack`, `reply`, `release` or `dead-letter`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Settle::Ack => "ack",
+            Settle::Reply { .. } => "reply",
+            Settle::Release => "release",
+            Settle::DeadLetter { .. } => "dead-letter",
+        }
     }
 }
 
-/// One message taken from a queue, to be acknowledged or released.
+/// A settlement that failed, and the delivery back if it is still
+/// unsettled (as omniqueue's acker gives it back): its caller decides what
+/// to do with it (the server: acknowledge it if the broker refused the
+/// reply, else release it).
+pub struct SettleError {
+    /// What went wrong.
+    pub error: TransportError,
+    /// The acknowledger of the delivery, if the delivery is still with
+    /// its consumer, unsettled; `None` if it was settled all the same (a
+    /// refused reply acknowledged in the same round trip) or can no longer
+    /// be (its consumer is gone).
+    pub unsettled: Option<Box<dyn Acknowledge>>,
+}
+
+impl SettleError {
+    /// A failure that left the delivery unsettled, its acknowledger given
+    /// back.
+    pub fn unsettled(error: TransportError, acker: Box<dyn Acknowledge>) -> Self {
+        Self {
+            error,
+            unsettled: Some(acker),
+        }
+    }
+
+    /// A failure after which there is nothing left to settle.
+    pub fn settled(error: TransportError) -> Self {
+        Self {
+            error,
+            unsettled: None,
+        }
+    }
+}
+
+impl fmt::Debug for SettleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SettleError")
+            .field("error", &self.error)
+            .field("unsettled", &self.unsettled.is_some())
+            .finish()
+    }
+}
+
+impl fmt::Display for SettleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl std::error::Error for SettleError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+/// Called once with the outcome of a settlement handed to a transport
+/// that reports it later (see [`Acknowledge::settle_then`]).
+pub type OnSettled = Box<dyn FnOnce(Result<(), SettleError>) + Send + Sync + 'static>;
+
+/// Settles one delivery. Implemented by each transport; it captures what
+/// it needs (a connection, a channel to a settling task), so that no
+/// settlement takes a transport.
+#[async_trait]
+pub trait Acknowledge: Send + Sync + 'static {
+    /// Carries out `how`. On failure, the error says whether the delivery
+    /// is still unsettled (and gives its acknowledger back) or not.
+    async fn settle(self: Box<Self>, how: Settle) -> Result<(), SettleError>;
+
+    /// Carries out `how` and calls `then` with the outcome, perhaps after
+    /// this returns: the fast path of a transport that settles many
+    /// deliveries in one round trip (Redis), whose settling task reports
+    /// every outcome of a batch instead of waking each request's task in
+    /// turn. The default awaits [`settle`](Self::settle), then reports.
+    async fn settle_then(self: Box<Self>, how: Settle, then: OnSettled) {
+        then(self.settle(how).await);
+    }
+}
+
+/// Why a delivery is to be dead-lettered rather than run: the transport
+/// counted its deliveries past its bound (see [`Delivery::exhausted`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Exhausted {
+    /// How many times it was delivered, this delivery included.
+    pub deliveries: u64,
+    /// The most the transport allows (its `max_deliveries`).
+    pub max_deliveries: u64,
+    /// Where [`Settle::DeadLetter`] moves it.
+    pub dead_letter: String,
+}
+
+impl Exhausted {
+    /// `deliveries` beyond `max_deliveries`, to be moved to `dead_letter`.
+    pub fn new(deliveries: u64, max_deliveries: u64, dead_letter: impl Into<String>) -> Self {
+        Self {
+            deliveries,
+            max_deliveries,
+            dead_letter: dead_letter.into(),
+        }
+    }
+}
+
+/// One message taken from a queue, to be settled once.
 ///
 /// Dropping a delivery unsettled leaves it with its consumer: it is
 /// delivered again only when that consumer goes away, as with a real broker
@@ -92,6 +175,7 @@ pub struct Delivery {
     message: Arc<Message>,
     acker: Box<dyn Acknowledge>,
     attempt: Option<u32>,
+    exhausted: Option<Box<Exhausted>>,
 }
 
 impl Delivery {
@@ -107,6 +191,7 @@ impl Delivery {
             message,
             acker: Box::new(acker),
             attempt: None,
+            exhausted: None,
         }
     }
 
@@ -120,23 +205,25 @@ impl Delivery {
         self
     }
 
+    /// This delivery marked as delivered too often: the server does not run
+    /// it, answers its callers -32001 (see
+    /// [`DEAD_LETTER_CODE`](crate::jsonrpc::DEAD_LETTER_CODE)) and settles
+    /// it with [`Settle::DeadLetter`].
+    #[must_use]
+    pub fn exhausted(mut self, why: Exhausted) -> Self {
+        self.exhausted = Some(Box::new(why));
+        self
+    }
+
     /// Which delivery of the message this is, if the broker counts them.
     pub fn attempt(&self) -> Option<u32> {
         self.attempt
     }
 
-    /// The same delivery settled through `wrap(its acknowledger)`: how a
-    /// transport wrapping another changes what settling does.
-    #[cfg(feature = "auth")]
-    pub(crate) fn map_acker<A: Acknowledge>(
-        self,
-        wrap: impl FnOnce(Box<dyn Acknowledge>) -> A,
-    ) -> Self {
-        Self {
-            message: self.message,
-            acker: Box::new(wrap(self.acker)),
-            attempt: self.attempt,
-        }
+    /// Whether (and why) the transport gave up on it: see
+    /// [`exhausted`](Self::exhausted).
+    pub fn exhaustion(&self) -> Option<&Exhausted> {
+        self.exhausted.as_deref()
     }
 
     /// The message delivered.
@@ -144,37 +231,26 @@ impl Delivery {
         &self.message
     }
 
-    /// Acknowledges the delivery.
-    pub async fn ack(self) -> Result<(), TransportError> {
-        self.acker.ack().await
+    /// The same delivery settled through `wrap(its acknowledger)`: how a
+    /// transport wrapping another (signing, compressing, encrypting)
+    /// changes what settling does.
+    #[must_use]
+    pub fn map_acker<A: Acknowledge>(self, wrap: impl FnOnce(Box<dyn Acknowledge>) -> A) -> Self {
+        Self {
+            acker: Box::new(wrap(self.acker)),
+            ..self
+        }
     }
 
-    /// Releases the delivery for redelivery.
-    pub async fn release(self) -> Result<(), TransportError> {
-        self.acker.release().await
+    /// Settles the delivery (see [`Acknowledge::settle`]).
+    pub async fn settle(self, how: Settle) -> Result<(), SettleError> {
+        self.acker.settle(how).await
     }
 
-    /// Publishes `reply` to `address` and acknowledges the delivery, in that
-    /// order (see [`Acknowledge::reply_and_ack`]).
-    pub async fn reply_and_ack(
-        self,
-        transport: &dyn Transport,
-        address: &str,
-        reply: Message,
-    ) -> Result<(), TransportError> {
-        self.acker.reply_and_ack(transport, address, reply).await
-    }
-
-    /// Settles the delivery, replying first if there is a reply, and calls
-    /// `on_settled` with the outcome, perhaps after this returns (see
-    /// [`Acknowledge::settle_then`]).
-    pub async fn settle_then(
-        self,
-        transport: &dyn Transport,
-        reply: Option<(Arc<str>, Message)>,
-        on_settled: OnSettled,
-    ) {
-        self.acker.settle_then(transport, reply, on_settled).await;
+    /// Settles the delivery and calls `then` with the outcome, perhaps
+    /// after this returns (see [`Acknowledge::settle_then`]).
+    pub async fn settle_then(self, how: Settle, then: OnSettled) {
+        self.acker.settle_then(how, then).await;
     }
 }
 
@@ -182,6 +258,8 @@ impl fmt::Debug for Delivery {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Delivery")
             .field("message", &self.message)
+            .field("attempt", &self.attempt)
+            .field("exhausted", &self.exhausted)
             .finish_non_exhaustive()
     }
 }

@@ -1,11 +1,12 @@
 //! A client's private reply address.
 
 use std::fmt;
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use futures_util::future::BoxFuture;
-use futures_util::stream::{BoxStream, Stream};
+use futures_util::stream::{BoxStream, Stream, StreamExt};
 
 use super::TransportError;
 use crate::wire::Message;
@@ -18,21 +19,17 @@ pub struct Inbox {
 }
 
 impl Inbox {
-    /// The same inbox (address and close kept), leaving out the messages
-    /// `filter` turns to `None`.
-    #[cfg(feature = "auth")]
-    pub(crate) fn filter_messages<F>(self, mut filter: F) -> Self
+    /// The same inbox, address and close kept, each message passed through
+    /// `filter` first: it may let it through (changed or not) or leave it
+    /// out (`None`). How a decorator checks or transforms replies.
+    #[must_use]
+    pub fn filter_map<F, Fut>(self, filter: F) -> Self
     where
-        F: FnMut(Result<Message, TransportError>) -> Option<Result<Message, TransportError>>
-            + Send
-            + 'static,
+        F: FnMut(Result<Message, TransportError>) -> Fut + Send + 'static,
+        Fut: Future<Output = Option<Result<Message, TransportError>>> + Send + 'static,
     {
-        use futures_util::StreamExt;
         Self {
-            messages: Box::pin(
-                self.messages
-                    .filter_map(move |m| std::future::ready(filter(m))),
-            ),
+            messages: Box::pin(self.messages.filter_map(filter)),
             ..self
         }
     }

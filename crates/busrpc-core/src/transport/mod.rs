@@ -1,10 +1,19 @@
-//! The one seam between the engine and a broker.
+//! Layer 1, the one seam between busrpc and a broker.
 //!
 //! A broker has to do four things for busrpc: publish a message to an
-//! address; hand a service's request queue out to a group of competing
-//! consumers; let a consumer acknowledge or release each delivery; and give a
-//! client a private inbox for its replies. Everything else (JSON-RPC, routing,
-//! deadlines, correlation, limits) lives in the engine, once, for every broker.
+//! address ([`Transport::publish`]); hand a service's request queue out to
+//! a group of competing consumers, no faster than they can take it
+//! ([`Transport::consume`], [`Demand`]); settle each delivery one way,
+//! [`Acknowledge::settle`] with a [`Settle`] outcome; and give a client a
+//! private inbox for its replies ([`Transport::inbox`]). Everything else
+//! (JSON-RPC, routing, deadlines, correlation, limits, which outcome a
+//! delivery gets, the answer owed for a dead letter) lives above the seam,
+//! once, for every broker. [`kit`] holds what the authors of transports
+//! share.
+//!
+//! Decorators (signing, compression, tenancy) wrap a transport with the
+//! public combinators only: [`Deliveries::filter_map`],
+//! [`Inbox::filter_map`] and [`Delivery::map_acker`].
 
 use async_trait::async_trait;
 
@@ -18,10 +27,10 @@ pub mod kit;
 mod readiness;
 
 pub use deliveries::{Deliveries, Demand};
-pub use delivery::{Acknowledge, Delivery, OnSettled};
+pub use delivery::{Acknowledge, Delivery, Exhausted, OnSettled, Settle, SettleError};
 pub use error::{BoxError, TransportError};
 pub use inbox::Inbox;
-pub use kit::{dead_letter_reply, is_secret_option, redact_url, unique_id, Signer, SignerSlot};
+pub use kit::{is_secret_option, redact_url, unique_id};
 pub use readiness::{Readiness, ReadinessSignal};
 
 /// A broker as the engine sees it. Implementations: [`MemoryTransport`]
@@ -75,15 +84,5 @@ pub trait Transport: Send + Sync + 'static {
     /// would refuse it, and the caller would hear nothing.
     fn max_payload_bytes(&self) -> Option<usize> {
         None
-    }
-
-    /// Hands the transport the signer of an authenticated transport that
-    /// wraps it (see `busrpc_core::auth`, feature `auth`), for the messages
-    /// it sends on its own rather than through [`publish`](Self::publish)
-    /// or a delivery's acknowledger: the dead-letter answer. A transport
-    /// that sends none needs nothing here; one that does keeps it in a
-    /// [`SignerSlot`].
-    fn sign_own_messages(&self, signer: Signer) {
-        let _ = signer;
     }
 }

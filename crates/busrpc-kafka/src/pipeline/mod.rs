@@ -232,8 +232,8 @@ impl Transport for PipelineTransport {
             .set("group.id", &self.group)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false");
-        let progress =
-            receiver::Progress::new(address, committer.create().map_err(transport_error)?);
+        let committer = committer.create().map_err(transport_error)?;
+        let progress = receiver::Progress::new(address, committer, self.clone());
         let mut member = base_config(&inner.config, &inner.bootstrap);
         member
             .set("group.id", format!("busrpc.pipeline.{address}"))

@@ -23,7 +23,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use busrpc_core::codec::Codec;
 use busrpc_core::transport::{
-    Acknowledge, Deliveries, Delivery, Readiness, ReadinessSignal, Transport, TransportError,
+    kit, Acknowledge, Deliveries, Delivery, Readiness, ReadinessSignal, Settle, SettleError,
+    Transport, TransportError,
 };
 use busrpc_core::{header, Headers, Message};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
@@ -31,7 +32,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 use rdkafka::{ClientContext, Message as _, Offset, TopicPartitionList};
 
-use super::{PARTITION, RESULTS_TOPIC};
+use super::{PipelineTransport, PARTITION, RESULTS_TOPIC};
 use crate::{bytes_of, lock, transport_error};
 
 /// How long the thread's polls wait.
@@ -370,11 +371,17 @@ pub(super) struct Progress {
     readiness: ReadinessSignal,
     /// Told of every assignment: the first one ends the join of [`start`].
     joined: tokio::sync::Notify,
+    /// What replies are sent through: they travel in the dialect too.
+    replies: PipelineTransport,
     this: std::sync::Weak<Progress>,
 }
 
 impl Progress {
-    pub(super) fn new(topic: &str, committer: BaseConsumer) -> Arc<Self> {
+    pub(super) fn new(
+        topic: &str,
+        committer: BaseConsumer,
+        replies: PipelineTransport,
+    ) -> Arc<Self> {
         Arc::new_cyclic(|this| Progress {
             topic: topic.to_owned(),
             state: Mutex::default(),
@@ -385,6 +392,7 @@ impl Progress {
                 "joining the consumer group".into(),
             )),
             joined: tokio::sync::Notify::new(),
+            replies,
             this: this.clone(),
         })
     }
@@ -608,42 +616,13 @@ impl RequestAck {
     }
 }
 
-#[async_trait]
-impl Acknowledge for RequestAck {
-    async fn ack(self: Box<Self>) -> Result<(), TransportError> {
+impl RequestAck {
+    fn done(&self) {
         self.progress.done(self.offset, self.epoch);
-        Ok(())
-    }
-
-    /// As the default, but a reply with a null id (a request too large to
-    /// read) is given its request's key, so that its original caller, who
-    /// matches replies by key, hears of it.
-    async fn reply_and_ack(
-        self: Box<Self>,
-        transport: &dyn Transport,
-        address: &str,
-        mut reply: Message,
-    ) -> Result<(), TransportError> {
-        if super::may_have_null_id(&reply.payload) {
-            if let Some(key) = super::request_key(&self.message.payload) {
-                reply.headers.insert(super::REQUEST_KEY, key);
-            }
-        }
-        match transport.publish(address, reply).await {
-            Ok(()) => self.ack().await,
-            Err(e @ (TransportError::Rejected(_) | TransportError::NotServed(_))) => {
-                self.ack().await?;
-                Err(e)
-            }
-            Err(e) => {
-                self.release().await?;
-                Err(e)
-            }
-        }
     }
 
     /// Still in flight, so never committed past.
-    async fn release(self: Box<Self>) -> Result<(), TransportError> {
+    fn release(&self) {
         let current = {
             let state = self.progress.state();
             state.epoch == Some(self.epoch) && !state.revoking
@@ -657,7 +636,43 @@ impl Acknowledge for RequestAck {
             );
             self.progress.handoff.push(Ok(again), true);
         }
-        Ok(())
+    }
+
+    /// Publishes `reply` through the dialect, then marks the request done
+    /// (see [`kit::reply_then_ack`]). A reply with a null id (a request too
+    /// large to read) is given its request's key, so that its original
+    /// caller, who matches replies by key, hears of it.
+    async fn reply(self: Box<Self>, to: Arc<str>, mut reply: Message) -> Result<(), SettleError> {
+        if super::may_have_null_id(&reply.payload) {
+            if let Some(key) = super::request_key(&self.message.payload) {
+                reply.headers.insert(super::REQUEST_KEY, key);
+            }
+        }
+        let replies = self.progress.replies.clone();
+        kit::reply_then_ack(self, async move { replies.publish(&to, reply).await }).await
+    }
+}
+
+/// The original library has no dead letters: a request the dialect's
+/// servers are told to dead-letter (they never are: the dialect counts no
+/// deliveries) is answered, if its caller is owed an answer, and done.
+#[async_trait]
+impl Acknowledge for RequestAck {
+    async fn settle(self: Box<Self>, how: Settle) -> Result<(), SettleError> {
+        match how {
+            Settle::Ack | Settle::DeadLetter { reply: None } => {
+                self.done();
+                Ok(())
+            }
+            Settle::Reply { to, message }
+            | Settle::DeadLetter {
+                reply: Some((to, message)),
+            } => self.reply(to, message).await,
+            Settle::Release => {
+                self.release();
+                Ok(())
+            }
+        }
     }
 }
 

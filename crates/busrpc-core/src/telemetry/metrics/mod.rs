@@ -61,9 +61,9 @@ pub const SERVER_REPLY_FAILURES: &str = "busrpc_server_reply_failures_total";
 /// Counter: replies over the size limit, answered with a small -32603
 /// instead. Label `service`.
 pub const SERVER_OVERSIZED_REPLIES: &str = "busrpc_server_oversized_replies_total";
-/// Counter: requests delivered too often, moved to the dead-letter queue
-/// and answered with -32001 by the transport. Label `queue`: the topic or
-/// stream they were taken from.
+/// Counter: requests delivered too often, never run, moved to the
+/// dead-letter queue and answered with -32001. Labels `service`, and
+/// `queue`: the topic or stream they were taken from.
 pub const DEAD_LETTERED: &str = "busrpc_dead_lettered_total";
 
 /// Counter: messages an authenticated transport rejected (feature `auth`).
@@ -153,9 +153,15 @@ pub fn describe() {
     }
 }
 
-/// Counts a request that a transport took from `queue` (its topic or
-/// stream) and dead-lettered (see [`DEAD_LETTERED`]); for the authors of
-/// transports. Records nothing without feature `metrics`.
+/// Counts a request dead-lettered from `queue`. Servers count every
+/// dead letter themselves, however their transport gives up on a request
+/// ([`Delivery::exhausted`](crate::Delivery::exhausted)): a transport
+/// calling this too counts it twice. Records nothing without feature
+/// `metrics`.
+#[deprecated(
+    since = "0.1.0",
+    note = "servers count dead letters themselves; mark the delivery with Delivery::exhausted"
+)]
 pub fn dead_lettered(queue: &str) {
     #[cfg(feature = "metrics")]
     ::metrics::counter!(DEAD_LETTERED, "queue" => queue.to_owned()).increment(1);

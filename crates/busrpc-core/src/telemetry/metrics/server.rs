@@ -215,6 +215,20 @@ impl ServerMeters {
         let _ = (handled, took);
     }
 
+    /// Counts a request dead-lettered from `queue`: rare, so registered as
+    /// it comes.
+    pub(crate) fn dead_lettered(&self, queue: &str) {
+        #[cfg(feature = "metrics")]
+        ::metrics::counter!(
+            super::DEAD_LETTERED,
+            "service" => self.registered.service.clone(),
+            "queue" => queue.to_owned(),
+        )
+        .increment(1);
+        #[cfg(not(feature = "metrics"))]
+        let _ = queue;
+    }
+
     /// Counts a handler's panic.
     pub(crate) fn panic(&self, method: &str) {
         #[cfg(feature = "metrics")]

@@ -8,12 +8,12 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// How much of a payload a log line shows.
-pub(crate) const EXCERPT_BYTES: usize = 256;
+pub const EXCERPT_BYTES: usize = 256;
 
 /// Displays the first [`EXCERPT_BYTES`] of a payload (lossy UTF-8), and
 /// its full length when it is cut: a message of 1 MiB from a stranger
 /// makes a log line of a few hundred bytes.
-pub(crate) struct Excerpt<'a>(pub(crate) &'a [u8]);
+pub struct Excerpt<'a>(pub &'a [u8]);
 
 impl fmt::Display for Excerpt<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -29,14 +29,15 @@ impl fmt::Display for Excerpt<'_> {
 
 /// Lets a repeated log line through at most once per `every`, saying how
 /// many were held back since the last one.
-pub(crate) struct Throttle {
+pub struct Throttle {
     every: Duration,
     last: Mutex<Option<Instant>>,
     held_back: AtomicU64,
 }
 
 impl Throttle {
-    pub(crate) const fn new(every: Duration) -> Self {
+    /// Lets a line through at most once per `every`.
+    pub const fn new(every: Duration) -> Self {
         Self {
             every,
             last: Mutex::new(None),
@@ -46,7 +47,7 @@ impl Throttle {
 
     /// `Some(n)` if this line is to be logged, `n` being how many were
     /// held back before it; `None` to hold it back.
-    pub(crate) fn allow(&self) -> Option<u64> {
+    pub fn allow(&self) -> Option<u64> {
         let now = Instant::now();
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
         match *last {
