@@ -12,6 +12,7 @@ cd "$(dirname "$0")/.."
 # a lower rank. lib.rs, and anything not listed, is the top.
 LAYERS=(
   "crates/busrpc-core/src wire=0 transport=1 error=2 service=3 telemetry=3 memory=3 engine=4 client=5 server=5 macro_support=6 testing=6 fuzzing=6"
+  "crates/busrpc-auth/src keys=0 signature=1 transport=2"
 )
 
 failed=0

@@ -172,7 +172,7 @@ step "every published crate packages and builds from its package"
 # be used as they are, stale. Remove both first (the unpacked sources of such
 # host-less local registries live under registry/src/-*).
 rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/busrpc* "${CARGO_HOME:-$HOME/.cargo}"/registry/cache/-*/busrpc*
-cargo clean -p busrpc-core -p busrpc-macros -p busrpc-bench -p busrpc-redis -p busrpc-kafka -p busrpc -p busrpc-cli
+cargo clean -p busrpc-core -p busrpc-auth -p busrpc-macros -p busrpc-bench -p busrpc-redis -p busrpc-kafka -p busrpc -p busrpc-cli
 # --allow-dirty: a developer's uncommitted changes are checked too; CI has none.
 cargo package --workspace --exclude busrpc-conformance --exclude busrpc-chaos --locked --allow-dirty
 

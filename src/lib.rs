@@ -62,7 +62,7 @@ pub use busrpc_core::__private;
 
 #[cfg(feature = "auth")]
 #[cfg_attr(docsrs, doc(cfg(feature = "auth")))]
-pub use busrpc_core::auth;
+pub use busrpc_auth as auth;
 
 /// Makes a busrpc service of a trait: `NameServer` serves any
 /// implementation of it, `NameClient` calls it with the trait's own

@@ -14,8 +14,6 @@ mod telemetry; // spans, metrics, trace context, log hygiene
 pub mod transport; // the seam: Transport, deliveries, settling, inboxes
 mod wire; // messages, deadlines, limits, codecs, JSON-RPC: no I/O // serving
 
-#[cfg(feature = "auth")]
-pub mod auth;
 #[cfg(fuzzing)]
 #[doc(hidden)]
 pub mod fuzzing;

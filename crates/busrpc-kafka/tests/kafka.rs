@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use busrpc_core::auth::{Authenticated, Keys};
+use busrpc_auth::{Authenticated, Keys};
 use busrpc_core::{Client, ClientConfig, Error, Router, RpcError, Server, ServerHandle, Transport};
 use busrpc_kafka::KafkaTransport;
 use futures_util::StreamExt;

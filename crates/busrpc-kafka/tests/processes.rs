@@ -13,7 +13,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use busrpc_core::auth::{Authenticated, Keys};
+use busrpc_auth::{Authenticated, Keys};
 use busrpc_core::{Client, ClientConfig, Router, RpcError, Server, Transport};
 use busrpc_kafka::KafkaTransport;
 use tokio::io::{AsyncBufReadExt, BufReader};

@@ -198,18 +198,18 @@ async fn too_many_deliveries_dead_letter_and_answer_the_caller() {
 /// client that drops unsigned replies hears of its dead-lettered call.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_authenticated_caller_hears_of_its_dead_lettered_call() {
-    let keys = busrpc_core::auth::Keys::new("k1", "a secret of thirty-two bytes...!").unwrap();
+    let keys = busrpc_auth::Keys::new("k1", "a secret of thirty-two bytes...!").unwrap();
     dead_letter_and_answer(Some(keys)).await;
 }
 
-async fn dead_letter_and_answer(keys: Option<busrpc_core::auth::Keys>) {
+async fn dead_letter_and_answer(keys: Option<busrpc_auth::Keys>) {
     let prefix = Prefix::new("dead");
     // Installs the recorder before anything is dead-lettered.
     assert_eq!(dead_lettered("none yet"), 0);
     let options = "&max_deliveries=2";
     let wrap = |transport: RedisTransport| -> Arc<dyn Transport> {
         match &keys {
-            Some(keys) => Arc::new(busrpc_core::auth::Authenticated::new(
+            Some(keys) => Arc::new(busrpc_auth::Authenticated::new(
                 Arc::new(transport),
                 keys.clone(),
             )),

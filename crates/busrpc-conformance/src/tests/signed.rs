@@ -1,10 +1,10 @@
-//! Authenticated transports (`busrpc_core::auth`): what is signed gets
+//! Authenticated transports (`busrpc_auth`): what is signed gets
 //! through, what is unsigned, forged or replayed elsewhere does not, and
 //! keys rotate without a failed call.
 
 use std::sync::Arc;
 
-use busrpc_core::auth::{Authenticated, Keys};
+use busrpc_auth::{Authenticated, Keys};
 use busrpc_core::{Client, ClientConfig, Message, Router, RpcError, Server, Transport};
 use tokio::sync::{mpsc, Notify};
 

@@ -252,6 +252,18 @@ impl Delivery {
     pub async fn settle_then(self, how: Settle, then: OnSettled) {
         self.acker.settle_then(how, then).await;
     }
+
+    /// Acknowledges the delivery.
+    #[deprecated(since = "0.1.0", note = "use `settle(Settle::Ack)`")]
+    pub async fn ack(self) -> Result<(), TransportError> {
+        self.settle(Settle::Ack).await.map_err(|e| e.error)
+    }
+
+    /// Releases the delivery for redelivery.
+    #[deprecated(since = "0.1.0", note = "use `settle(Settle::Release)`")]
+    pub async fn release(self) -> Result<(), TransportError> {
+        self.settle(Settle::Release).await.map_err(|e| e.error)
+    }
 }
 
 impl fmt::Debug for Delivery {

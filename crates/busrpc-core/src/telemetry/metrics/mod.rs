@@ -66,7 +66,8 @@ pub const SERVER_OVERSIZED_REPLIES: &str = "busrpc_server_oversized_replies_tota
 /// `queue`: the topic or stream they were taken from.
 pub const DEAD_LETTERED: &str = "busrpc_dead_lettered_total";
 
-/// Counter: messages an authenticated transport rejected (feature `auth`).
+/// Counter: messages an authenticated transport rejected (busrpc-auth,
+/// the facade's feature `auth`, counts them).
 /// Labels `kind` (`request`: a delivery to a server; `reply`: a message to a
 /// client's inbox) and `reason` (`unsigned`, `malformed`, `unknown_key`,
 /// `forged`).
@@ -167,16 +168,6 @@ pub fn dead_lettered(queue: &str) {
     ::metrics::counter!(DEAD_LETTERED, "queue" => queue.to_owned()).increment(1);
     #[cfg(not(feature = "metrics"))]
     let _ = queue;
-}
-
-/// Counts a message an authenticated transport rejected (see
-/// [`AUTH_REJECTED`]).
-#[cfg(feature = "auth")]
-pub(crate) fn auth_rejected(kind: &'static str, reason: &'static str) {
-    #[cfg(feature = "metrics")]
-    ::metrics::counter!(AUTH_REJECTED, "kind" => kind, "reason" => reason).increment(1);
-    #[cfg(not(feature = "metrics"))]
-    let _ = (kind, reason);
 }
 
 /// A JSON-RPC error code as a label value, without formatting the common
