@@ -10,8 +10,7 @@ use tracing::Instrument;
 
 use super::Client;
 use crate::error::Error;
-use crate::telemetry::metrics::{self, ClientCall};
-use crate::telemetry::{call_span, record_call_outcome};
+use crate::telemetry::CallGuard;
 use crate::wire::jsonrpc;
 use crate::wire::{Deadline, Headers};
 
@@ -37,22 +36,17 @@ impl Client {
         method: &str,
         params: impl Serialize,
     ) -> Result<Box<RawValue>, Error> {
-        let span = call_span(service, method, false);
-        let metered = metrics::enabled()
-            .then(|| ClientCall::start(&self.core.meters, service, method, false));
+        let guard = CallGuard::start(&self.core.meters, service, method, false);
         let outcome = if self.middleware.is_empty() {
             self.call_direct(service, method, params, &self.headers)
-                .instrument(span.clone())
+                .instrument(guard.span().clone())
                 .await
         } else {
             self.through_middleware(service, method, params, false)
-                .instrument(span.clone())
+                .instrument(guard.span().clone())
                 .await
         };
-        record_call_outcome(&span, outcome.as_ref().map(drop));
-        if let Some(call) = metered {
-            call.finished(metrics::call_code(outcome.as_ref().map(drop)));
-        }
+        guard.finish(outcome.as_ref().map(drop));
         outcome
     }
     /// A call past the middleware.
@@ -110,23 +104,18 @@ impl Client {
         method: &str,
         params: impl Serialize,
     ) -> Result<(), Error> {
-        let span = call_span(service, method, true);
-        let metered =
-            metrics::enabled().then(|| ClientCall::start(&self.core.meters, service, method, true));
+        let guard = CallGuard::start(&self.core.meters, service, method, true);
         let outcome = if self.middleware.is_empty() {
             self.notify_direct(service, method, params, &self.headers)
-                .instrument(span.clone())
+                .instrument(guard.span().clone())
                 .await
         } else {
             self.through_middleware(service, method, params, true)
-                .instrument(span.clone())
+                .instrument(guard.span().clone())
                 .await
                 .map(drop)
         };
-        record_call_outcome(&span, outcome.as_ref().copied());
-        if let Some(call) = metered {
-            call.finished(metrics::call_code(outcome.as_ref().copied()));
-        }
+        guard.finish(outcome.as_ref().copied());
         outcome
     }
 

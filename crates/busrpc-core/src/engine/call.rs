@@ -9,8 +9,7 @@ use tracing::Instrument;
 
 use super::{bump, panic_message, Engine, Envelope};
 use crate::service::{CallInfo, Next};
-use crate::telemetry::metrics::{self, Handled};
-use crate::telemetry::{record_outcome, request_span};
+use crate::telemetry::RequestGuard;
 use crate::wire::jsonrpc::{self, InvalidRequest, Request, RpcError};
 
 impl Engine {
@@ -44,43 +43,25 @@ impl Engine {
         }
     }
 
-    /// Runs the handler in its request's span (see [`request_span`]).
+    /// Runs the handler in its request's span, metered (see [`RequestGuard`]).
     async fn execute(
         &self,
         request: &Request<'_>,
         env: Envelope<'_>,
     ) -> Result<Box<RawValue>, RpcError> {
-        let span = request_span(
+        let guard = RequestGuard::start(
+            &self.meters,
             &self.service,
             &request.method,
             request.id,
             env.headers,
             env.attempt,
         );
-        let running = metrics::enabled().then(|| self.meters.start());
-        let outcome = self.run(request, env).instrument(span.clone()).await;
-        if let Some(running) = running {
-            let took = running.elapsed();
-            drop(running);
-            let handled = Handled {
-                method: Some(&request.method),
-                notification: request.is_notification(),
-                outcome: outcome.as_ref().map(drop).map_err(RpcError::code),
-            };
-            self.meters.request(&handled, Some(took));
-        }
-        if !span.is_disabled() {
-            record_outcome(&span, outcome.as_ref().map(drop).map_err(RpcError::code));
-            let _entered = span.enter();
-            match &outcome {
-                Ok(_) => tracing::debug!("handled"),
-                Err(e) => tracing::debug!(
-                    code = e.code(),
-                    message = e.message(),
-                    "answered with an error"
-                ),
-            }
-        }
+        let outcome = self
+            .run(request, env)
+            .instrument(guard.span().clone())
+            .await;
+        guard.finish(outcome.as_ref().map(drop));
         outcome
     }
 

@@ -3,12 +3,13 @@
 //! context across the broker (feature `otel`). Every cfg of an
 //! instrumentation feature stays in here.
 
+mod guard;
 pub mod metrics;
 #[cfg(feature = "otel")]
 mod otel;
 mod spans;
 
-pub(crate) use spans::{call_span, record_call_outcome, record_outcome, request_span};
+pub(crate) use guard::{CallGuard, RequestGuard};
 
 use crate::wire::Headers;
 

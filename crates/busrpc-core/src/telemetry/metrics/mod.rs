@@ -210,4 +210,4 @@ pub(crate) use client::{
     call_code, client_call, reply_dropped, CallCode, ClientCall, ClientInFlight, ClientMeters,
     Dropped,
 };
-pub(crate) use server::{Handled, ServerEvent, ServerMeters};
+pub(crate) use server::{Handled, Running, ServerEvent, ServerMeters};
