@@ -63,6 +63,9 @@ pub use busrpc_core::__private;
 #[cfg(feature = "auth")]
 #[cfg_attr(docsrs, doc(cfg(feature = "auth")))]
 pub use busrpc_auth as auth;
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub use busrpc_core::testing;
 
 /// Makes a busrpc service of a trait: `NameServer` serves any
 /// implementation of it, `NameClient` calls it with the trait's own

@@ -11,12 +11,8 @@ use std::time::{Duration, Instant};
 
 use busrpc::memory::MemoryTransport;
 use busrpc::metrics::*;
-use busrpc::transport::{Deliveries, Demand, Inbox};
-use busrpc::{
-    Client, ClientConfig, Message, Router, RpcError, Server, ServerConfig, Transport,
-    TransportError,
-};
-use futures_util::StreamExt;
+use busrpc::{Client, ClientConfig, Message, Router, RpcError, Server, ServerConfig, Transport};
+use busrpc_core::testing::ScriptedTransport;
 use metrics::Key;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 
@@ -296,37 +292,15 @@ async fn dropped_replies_are_counted_by_why() {
     server.shutdown().await;
 }
 
-/// The memory transport, but every delivery says the broker delivered it
-/// once before (as a Redis claim or a Kafka redelivery would).
-struct Redelivering(MemoryTransport);
-
-#[async_trait::async_trait]
-impl Transport for Redelivering {
-    async fn publish(&self, address: &str, message: Message) -> Result<(), TransportError> {
-        self.0.publish(address, message).await
-    }
-
-    async fn consume(
-        &self,
-        address: &str,
-        group: &str,
-        demand: Demand,
-    ) -> Result<Deliveries, TransportError> {
-        let deliveries = self.0.consume(address, group, demand).await?;
-        let again = deliveries.map(|delivery| delivery.map(|d| d.with_attempt(2)));
-        Ok(Deliveries::new(again))
-    }
-
-    async fn inbox(&self) -> Result<Inbox, TransportError> {
-        self.0.inbox().await
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redeliveries_are_counted() {
     snapshotter();
     let service = "metrics-redelivered";
-    let transport: Arc<dyn Transport> = Arc::new(Redelivering(MemoryTransport::new()));
+    // Every delivery says the broker delivered it once before (as a Redis
+    // claim or a Kafka redelivery would).
+    let (transport, script) = ScriptedTransport::new();
+    script.mark_attempts(2);
+    let transport: Arc<dyn Transport> = Arc::new(transport);
     let release = Arc::new(AtomicBool::new(true));
     let server = Server::new(transport.clone(), service, router(release))
         .start()

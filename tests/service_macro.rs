@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use busrpc::memory::MemoryTransport;
 use busrpc::{header, Client, Context, Error, Message, RpcError, Transport};
+use busrpc_core::testing::ScriptedTransport;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -233,40 +234,6 @@ async fn the_generated_client_gets_typed_results_and_errors() {
     client.client().close().await;
 }
 
-/// A transport that keeps a copy of every message published through it.
-struct Recording {
-    inner: MemoryTransport,
-    sent: Mutex<Vec<(String, Message)>>,
-}
-
-#[async_trait::async_trait]
-impl Transport for Recording {
-    async fn publish(&self, address: &str, message: Message) -> Result<(), busrpc::TransportError> {
-        self.sent
-            .lock()
-            .unwrap()
-            .push((address.to_owned(), message.clone()));
-        self.inner.publish(address, message).await
-    }
-
-    async fn consume(
-        &self,
-        address: &str,
-        group: &str,
-        demand: busrpc::transport::Demand,
-    ) -> Result<busrpc::transport::Deliveries, busrpc::TransportError> {
-        self.inner.consume(address, group, demand).await
-    }
-
-    async fn inbox(&self) -> Result<busrpc::transport::Inbox, busrpc::TransportError> {
-        self.inner.inbox().await
-    }
-
-    fn service_address(&self, service: &str) -> String {
-        self.inner.service_address(service)
-    }
-}
-
 #[tokio::test]
 async fn the_generated_client_sends_what_the_protocol_says() {
     let memory = MemoryTransport::new();
@@ -276,16 +243,14 @@ async fn the_generated_client_sends_what_the_protocol_says() {
         .start()
         .await
         .unwrap();
-    let recording = Arc::new(Recording {
-        inner: memory,
-        sent: Mutex::default(),
-    });
-    let client = BillingClient::new(Client::connect(recording.clone()).await.unwrap())
+    // Keeps a copy of every message published through it.
+    let (recording, script) = ScriptedTransport::over(memory);
+    let client = BillingClient::new(Client::connect(Arc::new(recording)).await.unwrap())
         .with_header("x-tenant", "acme");
     let _ = client.charge("acct-1".into(), 5).await;
     client.audit("line".into()).await.unwrap();
     let _ = client.whoami().await;
-    let sent = recording.sent.lock().unwrap().clone();
+    let sent = script.published();
     let requests: Vec<(&str, &str)> = sent
         .iter()
         .filter(|(to, _)| to == "busrpc.billing")

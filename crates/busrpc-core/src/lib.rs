@@ -18,6 +18,9 @@ mod wire; // messages, deadlines, limits, codecs, JSON-RPC: no I/O // serving
 #[doc(hidden)]
 pub mod fuzzing;
 mod macro_support;
+#[cfg(any(test, feature = "testing"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub mod testing;
 
 pub use client::{
     Batch, BatchCall, BatchReplies, Client, ClientConfig, ClientMiddleware, ClientNext,

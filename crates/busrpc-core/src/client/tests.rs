@@ -1,8 +1,6 @@
-//! The client's own tests, over hand-written transports.
+//! The client's own tests, over the scripted transport of
+//! [`crate::testing`] and the memory broker.
 
-use async_trait::async_trait;
-
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,32 +8,21 @@ use tokio::time::Instant;
 
 use super::*;
 use crate::memory::MemoryTransport;
-use crate::transport::{Deliveries, Demand, TransportError};
+use crate::testing::{Script, ScriptedTransport};
+use crate::transport::TransportError;
 use crate::wire::jsonrpc::RpcError;
-use crate::wire::Message;
 use crate::{Router, Server};
 
 /// A broker that takes inboxes but never confirms a publish.
-struct Stalled(MemoryTransport);
-
-#[async_trait]
-impl Transport for Stalled {
-    async fn publish(&self, _: &str, _: Message) -> Result<(), TransportError> {
-        std::future::pending().await
-    }
-
-    async fn consume(&self, a: &str, g: &str, d: Demand) -> Result<Deliveries, TransportError> {
-        self.0.consume(a, g, d).await
-    }
-
-    async fn inbox(&self) -> Result<Inbox, TransportError> {
-        self.0.inbox().await
-    }
+fn stalled() -> Arc<ScriptedTransport> {
+    let (transport, script) = ScriptedTransport::new();
+    script.stall_publishes();
+    Arc::new(transport)
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_batch_of_notifications_waits_no_longer_than_the_timeout() {
-    let transport = Arc::new(Stalled(MemoryTransport::new()));
+    let transport = stalled();
     let config = ClientConfig::default().timeout(Duration::from_secs(3));
     let client = Client::connect_with(transport, config).await.unwrap();
     let mut batch = client.batch("svc");
@@ -46,54 +33,23 @@ async fn a_batch_of_notifications_waits_no_longer_than_the_timeout() {
     assert!(err.is_timeout(), "{err}");
 }
 
-/// A broker whose first `failures` publishes to the service fail with
-/// `error` (transient or not); then the memory broker behind it.
-struct Flaky {
-    inner: MemoryTransport,
-    failures: std::sync::atomic::AtomicU32,
-    tries: std::sync::atomic::AtomicU32,
-    transient: bool,
+/// A broker whose first `failures` publishes to the service fail,
+/// transiently or not; then the memory broker behind it.
+fn flaky(failures: u32, transient: bool) -> (Arc<ScriptedTransport>, Script) {
+    let (transport, script) = ScriptedTransport::new();
+    let error = if transient {
+        || TransportError::Unavailable("connection reset".into())
+    } else {
+        || TransportError::Rejected("not allowed".into())
+    };
+    script.fail_publishes(SVC, failures, error);
+    (Arc::new(transport), script)
 }
 
-impl Flaky {
-    fn new(failures: u32, transient: bool) -> Arc<Self> {
-        Arc::new(Flaky {
-            inner: MemoryTransport::new(),
-            failures: failures.into(),
-            tries: 0.into(),
-            transient,
-        })
-    }
-}
+/// The service's queue on the memory broker.
+const SVC: &str = "busrpc.svc";
 
-#[async_trait]
-impl Transport for Flaky {
-    async fn publish(&self, address: &str, message: Message) -> Result<(), TransportError> {
-        if address == self.inner.service_address("svc") {
-            self.tries.fetch_add(1, Ordering::SeqCst);
-            let left = self.failures.load(Ordering::SeqCst);
-            if left > 0 {
-                self.failures.store(left - 1, Ordering::SeqCst);
-                return Err(if self.transient {
-                    TransportError::Unavailable("connection reset".into())
-                } else {
-                    TransportError::Rejected("not allowed".into())
-                });
-            }
-        }
-        self.inner.publish(address, message).await
-    }
-
-    async fn consume(&self, a: &str, g: &str, d: Demand) -> Result<Deliveries, TransportError> {
-        self.inner.consume(a, g, d).await
-    }
-
-    async fn inbox(&self) -> Result<Inbox, TransportError> {
-        self.inner.inbox().await
-    }
-}
-
-async fn flaky_call(transport: Arc<Flaky>) -> Result<u64, Error> {
+async fn flaky_call(transport: Arc<ScriptedTransport>) -> Result<u64, Error> {
     let router = Router::new().method("id", |(n,): (u64,)| async move { Ok::<_, RpcError>(n) });
     let _server = Server::new(transport.clone(), "svc", router)
         .start()
@@ -108,38 +64,38 @@ async fn flaky_call(transport: Arc<Flaky>) -> Result<u64, Error> {
 /// the call: the publish is tried again within the call's deadline.
 #[tokio::test(start_paused = true)]
 async fn a_publish_that_fails_for_a_moment_is_tried_again() {
-    let transport = Flaky::new(3, true);
-    assert_eq!(flaky_call(transport.clone()).await.unwrap(), 7);
-    assert_eq!(transport.tries.load(Ordering::SeqCst), 4);
+    let (transport, script) = flaky(3, true);
+    assert_eq!(flaky_call(transport).await.unwrap(), 7);
+    assert_eq!(script.publish_tries(SVC), 4);
 }
 
 /// A broker away for longer than the caller waits: the caller learns
 /// why (not merely that time ran out), by its deadline.
 #[tokio::test(start_paused = true)]
 async fn a_broker_away_past_the_deadline_is_reported_as_such() {
-    let transport = Flaky::new(u32::MAX, true);
+    let (transport, script) = flaky(u32::MAX, true);
     let started = Instant::now();
-    let err = flaky_call(transport.clone()).await.unwrap_err();
+    let err = flaky_call(transport).await.unwrap_err();
     assert!(
         matches!(err, Error::Transport(TransportError::Unavailable(_))),
         "{err}"
     );
     assert!(started.elapsed() <= Duration::from_secs(5));
     // 20, 40, 80 ... ms, then every second: a handful of tries.
-    let tries = transport.tries.load(Ordering::SeqCst);
+    let tries = script.publish_tries(SVC);
     assert!((5..=12).contains(&tries), "{tries} tries");
 }
 
 /// A refusal is not tried again: it would be refused alike.
 #[tokio::test(start_paused = true)]
 async fn a_refused_publish_is_not_tried_again() {
-    let transport = Flaky::new(1, false);
-    let err = flaky_call(transport.clone()).await.unwrap_err();
+    let (transport, script) = flaky(1, false);
+    let err = flaky_call(transport).await.unwrap_err();
     assert!(
         matches!(err, Error::Transport(TransportError::Rejected(_))),
         "{err}"
     );
-    assert_eq!(transport.tries.load(Ordering::SeqCst), 1);
+    assert_eq!(script.publish_tries(SVC), 1);
 }
 
 #[tokio::test]
@@ -174,7 +130,7 @@ async fn a_call_waiting_for_a_slot_fails_when_the_client_closes() {
     // The broker never confirms: the first call holds the only slot,
     // stuck in its publish, until its timeout; the second waits for
     // that slot, and gets it only after the client has closed.
-    let transport = Arc::new(Stalled(MemoryTransport::new()));
+    let transport = stalled();
     let config = ClientConfig::default()
         .max_in_flight(1)
         .timeout(Duration::from_secs(30));

@@ -1,106 +1,40 @@
-//! The server's own tests, over hand-written transports.
-
-use std::sync::Mutex;
-
-use async_trait::async_trait;
-use tokio::sync::mpsc;
+//! The server's own tests, over the scripted transport of
+//! [`crate::testing`] and the memory broker.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use async_trait::async_trait;
+
 use super::*;
+use crate::testing::{Feed, Script, ScriptedTransport};
 use crate::transport::{
-    Acknowledge, Deliveries, Delivery, Demand, Exhausted, Inbox, OnSettled, Readiness,
-    ReadinessSignal, Settle, SettleError, TransportError,
+    Acknowledge, Delivery, Exhausted, Readiness, ReadinessSignal, Settle, SettleError,
+    TransportError,
 };
 use crate::wire::jsonrpc::RpcError;
 use crate::wire::{header, Message};
-
-type Held = Arc<Mutex<Vec<OnSettled>>>;
-
-/// A broker whose settlements are reported only when the test says so,
-/// as a transport that settles in batches reports them after the
-/// request's task has ended.
-struct HeldSettlements {
-    queue: Mutex<Option<mpsc::UnboundedReceiver<Message>>>,
-    held: Held,
-}
-
-impl HeldSettlements {
-    fn new() -> (Arc<Self>, mpsc::UnboundedSender<Message>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let transport = Self {
-            queue: Mutex::new(Some(rx)),
-            held: Held::default(),
-        };
-        (Arc::new(transport), tx)
-    }
-
-    fn held(&self) -> usize {
-        self.held.lock().unwrap().len()
-    }
-
-    /// Reports every settlement held so far as done.
-    fn report(&self) {
-        let held = std::mem::take(&mut *self.held.lock().unwrap());
-        for on_settled in held {
-            on_settled(Ok(()));
-        }
-    }
-}
-
-struct HeldAck(Held);
-
-#[async_trait]
-impl Acknowledge for HeldAck {
-    async fn settle(self: Box<Self>, _how: Settle) -> Result<(), SettleError> {
-        unreachable!("the server settles through settle_then")
-    }
-
-    async fn settle_then(self: Box<Self>, _how: Settle, on_settled: OnSettled) {
-        self.0.lock().unwrap().push(on_settled);
-    }
-}
-
-#[async_trait]
-impl Transport for HeldSettlements {
-    async fn publish(&self, _: &str, _: Message) -> Result<(), TransportError> {
-        Ok(())
-    }
-
-    async fn consume(&self, _: &str, _: &str, _: Demand) -> Result<Deliveries, TransportError> {
-        let queue = self.queue.lock().unwrap().take().expect("one consumer");
-        let held = self.held.clone();
-        Ok(Deliveries::new(futures_util::stream::unfold(
-            queue,
-            move |mut queue| {
-                let held = held.clone();
-                async move {
-                    let message = queue.recv().await?;
-                    Some((Ok(Delivery::new(message, HeldAck(held))), queue))
-                }
-            },
-        )))
-    }
-
-    async fn inbox(&self) -> Result<Inbox, TransportError> {
-        Err(TransportError::Closed)
-    }
-}
 
 fn call(n: u64) -> Message {
     let json = format!(r#"{{"jsonrpc":"2.0","method":"echo","params":[{n}],"id":{n}}}"#);
     Message::new(json.into_bytes()).with_header(header::REPLY_TO, "inbox")
 }
 
-async fn start(transport: Arc<HeldSettlements>, config: ServerConfig) -> ServerHandle {
+/// A server over a scripted transport whose settlements are held (as a
+/// transport that settles in batches reports them after the request's
+/// task has ended), the feed of its deliveries, and the script.
+async fn held(config: ServerConfig) -> (ServerHandle, Feed, Script) {
+    let (transport, script) = ScriptedTransport::new();
+    let feed = script.feed();
+    script.hold_settlements();
     let router = Router::new().method("echo", |(n,): (u64,)| async move { Ok::<_, RpcError>(n) });
-    Server::new(transport, "held", router)
+    let server = Server::new(Arc::new(transport), "held", router)
         .with_config(config)
         .start()
         .await
-        .unwrap()
+        .unwrap();
+    (server, feed, script)
 }
 
 /// Waits (yielding, not sleeping) until `done` holds; a bound on the
@@ -115,31 +49,21 @@ async fn until(what: &str, mut done: impl FnMut() -> bool) {
     panic!("never came true: {what}");
 }
 
-/// A broker that only ever fails, in the way given.
-struct Failing(fn() -> TransportError);
-
-#[async_trait]
-impl Transport for Failing {
-    async fn publish(&self, _: &str, _: Message) -> Result<(), TransportError> {
-        Err((self.0)())
+/// A transport whose consumer's next `times` reads fail with `error()`.
+fn failing_reads(times: u32, error: fn() -> TransportError) -> (Arc<ScriptedTransport>, Feed) {
+    let (transport, script) = ScriptedTransport::new();
+    let feed = script.feed();
+    for _ in 0..times {
+        feed.fail(error());
     }
-
-    async fn consume(&self, _: &str, _: &str, _: Demand) -> Result<Deliveries, TransportError> {
-        let error = self.0;
-        Ok(Deliveries::new(futures_util::stream::repeat_with(
-            move || Err(error()),
-        )))
-    }
-
-    async fn inbox(&self) -> Result<Inbox, TransportError> {
-        Err((self.0)())
-    }
+    (Arc::new(transport), feed)
 }
 
 #[tokio::test(start_paused = true)]
 async fn fatal_errors_stop_the_server_and_say_why() {
     let refused = || TransportError::Rejected("NOPERM no permission to read".into());
-    let server = Server::new(Arc::new(Failing(refused)), "denied", Router::new())
+    let (transport, _feed) = failing_reads(FATAL_ERRORS_TO_STOP, refused);
+    let server = Server::new(transport, "denied", Router::new())
         .start()
         .await
         .unwrap();
@@ -153,11 +77,12 @@ async fn fatal_errors_stop_the_server_and_say_why() {
 #[tokio::test(start_paused = true)]
 async fn transient_errors_do_not_stop_the_server() {
     let down = || TransportError::Unavailable("connection refused".into());
-    let server = Server::new(Arc::new(Failing(down)), "down", Router::new())
+    // More than a minute of failed reads, backing off up to 1.28 s each.
+    let (transport, _feed) = failing_reads(200, down);
+    let server = Server::new(transport, "down", Router::new())
         .start()
         .await
         .unwrap();
-    // A minute of failed reads, backing off.
     tokio::time::sleep(Duration::from_secs(60)).await;
     assert!(matches!(server.status(), ServerStatus::Serving));
     server.shutdown().await;
@@ -233,33 +158,31 @@ async fn a_refused_reply_is_final() {
 
 #[tokio::test]
 async fn a_request_holds_its_permit_until_its_settlement_is_reported() {
-    let (transport, queue) = HeldSettlements::new();
-    let server = start(transport.clone(), ServerConfig::default().concurrency(2)).await;
+    let (server, feed, script) = held(ServerConfig::default().concurrency(2)).await;
     for n in 1..=3 {
-        queue.send(call(n)).unwrap();
+        feed.send(call(n));
     }
-    until("two settlements held", || transport.held() == 2).await;
+    until("two settlements held", || script.held() == 2).await;
     for _ in 0..100 {
         tokio::task::yield_now().await;
     }
     assert_eq!(server.stats().received, 2, "two permits, both held");
     assert_eq!(server.stats().acked, 0, "nothing reported yet");
 
-    transport.report();
-    until("one settlement held", || transport.held() == 1).await;
+    script.report_held();
+    until("one settlement held", || script.held() == 1).await;
     let stats = server.stats();
     assert_eq!((stats.received, stats.acked), (3, 2));
-    transport.report();
+    script.report_held();
     assert_eq!(server.stats().acked, 3);
     server.shutdown().await;
 }
 
 #[tokio::test]
 async fn shutdown_waits_for_settlements_reported_after_their_task() {
-    let (transport, queue) = HeldSettlements::new();
-    let server = start(transport.clone(), ServerConfig::default()).await;
-    queue.send(call(1)).unwrap();
-    until("one settlement held", || transport.held() == 1).await;
+    let (server, feed, script) = held(ServerConfig::default()).await;
+    feed.send(call(1));
+    until("one settlement held", || script.held() == 1).await;
 
     let stats = server.state.clone();
     let shutdown = tokio::spawn(async move { server.shutdown().await });
@@ -270,7 +193,7 @@ async fn shutdown_waits_for_settlements_reported_after_their_task() {
         !shutdown.is_finished(),
         "shutdown returned with a settlement unreported"
     );
-    transport.report();
+    script.report_held();
     shutdown.await.unwrap();
     assert_eq!(stats.stats().acked, 1);
     assert_eq!(stats.stats().released, 0);
@@ -278,17 +201,16 @@ async fn shutdown_waits_for_settlements_reported_after_their_task() {
 
 #[tokio::test(start_paused = true)]
 async fn shutdown_stops_waiting_for_settlements_when_its_grace_runs_out() {
-    let (transport, queue) = HeldSettlements::new();
     let config = ServerConfig::default().shutdown_grace(Duration::from_secs(5));
-    let server = start(transport.clone(), config).await;
-    queue.send(call(1)).unwrap();
-    until("one settlement held", || transport.held() == 1).await;
+    let (server, feed, script) = held(config).await;
+    feed.send(call(1));
+    until("one settlement held", || script.held() == 1).await;
     let stats = server.state.clone();
     // The paused clock jumps to the end of the grace once all is idle.
     server.shutdown().await;
     // Handed to the transport, not released: it is the transport's to finish.
     assert_eq!((stats.stats().acked, stats.stats().released), (0, 0));
-    transport.report();
+    script.report_held();
     assert_eq!(stats.stats().acked, 1);
 }
 
@@ -368,76 +290,34 @@ async fn a_handler_that_waits_goes_on_in_its_own_task() {
     server.shutdown().await;
 }
 
-struct NoAck;
-
-#[async_trait]
-impl Acknowledge for NoAck {
-    async fn settle(self: Box<Self>, _how: Settle) -> Result<(), SettleError> {
-        Ok(())
-    }
+fn notification() -> Message {
+    Message::new(r#"{"jsonrpc":"2.0","method":"echo","params":[1]}"#)
 }
 
-/// Hands out what the test sends, deliveries and read errors alike,
-/// with the readiness signal given, if any.
-struct Scripted {
-    queue: Mutex<Option<mpsc::UnboundedReceiver<Result<Delivery, TransportError>>>>,
-    signal: Option<ReadinessSignal>,
-}
-
-impl Scripted {
-    fn new(
-        signal: Option<ReadinessSignal>,
-    ) -> (
-        Arc<Self>,
-        mpsc::UnboundedSender<Result<Delivery, TransportError>>,
-    ) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let queue = Mutex::new(Some(rx));
-        (Arc::new(Self { queue, signal }), tx)
+/// A server over a transport whose deliveries the test hands out, and
+/// whose readiness `signal` keeps, if given.
+async fn scripted(signal: Option<ReadinessSignal>) -> (Arc<ServerHandle>, Feed) {
+    let (transport, script) = ScriptedTransport::new();
+    let feed = script.feed();
+    if let Some(signal) = signal {
+        script.readiness(signal);
     }
-}
-
-#[async_trait]
-impl Transport for Scripted {
-    async fn publish(&self, _: &str, _: Message) -> Result<(), TransportError> {
-        Ok(())
-    }
-
-    async fn consume(&self, _: &str, _: &str, _: Demand) -> Result<Deliveries, TransportError> {
-        let queue = self.queue.lock().unwrap().take().expect("one consumer");
-        let deliveries = Deliveries::new(futures_util::stream::unfold(
-            queue,
-            |mut queue| async move { Some((queue.recv().await?, queue)) },
-        ));
-        Ok(match &self.signal {
-            Some(signal) => deliveries.with_readiness(signal.clone()),
-            None => deliveries,
-        })
-    }
-
-    async fn inbox(&self) -> Result<Inbox, TransportError> {
-        Err(TransportError::Closed)
-    }
-}
-
-fn notification() -> Delivery {
-    let json = r#"{"jsonrpc":"2.0","method":"echo","params":[1]}"#;
-    Delivery::new(Message::new(json.as_bytes().to_vec()), NoAck)
+    let router = Router::new().method("echo", |(n,): (u64,)| async move { Ok::<_, RpcError>(n) });
+    let server = Server::new(Arc::new(transport), "scripted", router)
+        .start()
+        .await
+        .unwrap();
+    (Arc::new(server), feed)
 }
 
 /// Without a signal from its transport, a server is not ready from a
 /// failed read until it next receives a request.
 #[tokio::test(start_paused = true)]
 async fn readiness_follows_failed_reads_when_the_transport_says_nothing() {
-    let (transport, script) = Scripted::new(None);
-    let server = Arc::new(start_scripted(transport).await);
+    let (server, feed) = scripted(None).await;
     assert_eq!(server.readiness(), Readiness::Ready);
     assert!(server.ready().await);
-    script
-        .send(Err(TransportError::Unavailable(
-            "connection refused".into(),
-        )))
-        .unwrap();
+    feed.fail(TransportError::Unavailable("connection refused".into()));
     until("not ready", || !server.readiness().is_ready()).await;
     let why = server.readiness().to_string();
     assert!(why.contains("connection refused"), "{why}");
@@ -446,7 +326,7 @@ async fn readiness_follows_failed_reads_when_the_transport_says_nothing() {
         let server = server.clone();
         async move { server.ready().await }
     });
-    script.send(Ok(notification())).unwrap();
+    feed.send(notification());
     let ready = tokio::time::timeout(Duration::from_secs(3600), waiting);
     assert!(ready.await.expect("ready again").unwrap());
     assert_eq!(server.stats().received, 1);
@@ -463,8 +343,7 @@ async fn readiness_follows_failed_reads_when_the_transport_says_nothing() {
 #[tokio::test(start_paused = true)]
 async fn readiness_is_the_transports_when_it_keeps_one() {
     let signal = ReadinessSignal::new(Readiness::NotReady("joining the group".into()));
-    let (transport, script) = Scripted::new(Some(signal.clone()));
-    let server = Arc::new(start_scripted(transport).await);
+    let (server, feed) = scripted(Some(signal.clone())).await;
     assert_eq!(
         server.readiness(),
         Readiness::NotReady("joining the group".into())
@@ -480,10 +359,8 @@ async fn readiness_is_the_transports_when_it_keeps_one() {
     assert!(ready.await.expect("ready").unwrap());
     // A delivery after a failed read does not overrule the transport.
     signal.not_ready("rebalancing");
-    script
-        .send(Err(TransportError::Unavailable("broker down".into())))
-        .unwrap();
-    script.send(Ok(notification())).unwrap();
+    feed.fail(TransportError::Unavailable("broker down".into()));
+    feed.send(notification());
     // Past the backoff (the clock is paused: sleeping costs nothing).
     while server.stats().received == 0 {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -493,14 +370,6 @@ async fn readiness_is_the_transports_when_it_keeps_one() {
         Readiness::NotReady("rebalancing".into())
     );
     server.shutdown().await;
-}
-
-async fn start_scripted(transport: Arc<Scripted>) -> ServerHandle {
-    let router = Router::new().method("echo", |(n,): (u64,)| async move { Ok::<_, RpcError>(n) });
-    Server::new(transport, "scripted", router)
-        .start()
-        .await
-        .unwrap()
 }
 
 /// A handle shared by several owners is shut down by any of them, and
@@ -557,14 +426,18 @@ async fn settled(
     exhausted: Option<Exhausted>,
     fail_reply: Option<fn() -> TransportError>,
 ) -> (Vec<String>, u64, ServerStats) {
-    let (transport, script) = Scripted::new(None);
+    let (transport, script) = ScriptedTransport::new();
+    let feed = script.feed();
     let runs = Arc::new(AtomicU64::new(0));
     let counted = runs.clone();
     let router = Router::new().method("echo", move |(n,): (u64,)| {
         counted.fetch_add(1, Ordering::SeqCst);
         async move { Ok::<_, RpcError>(n) }
     });
-    let server = Server::new(transport, "svc", router).start().await.unwrap();
+    let server = Server::new(Arc::new(transport), "svc", router)
+        .start()
+        .await
+        .unwrap();
     let log = Arc::new(Mutex::new(Vec::new()));
     let acker = Recording {
         log: log.clone(),
@@ -575,7 +448,7 @@ async fn settled(
         Some(exhausted) => delivery.exhausted(exhausted),
         None => delivery,
     };
-    script.send(Ok(delivery)).unwrap();
+    feed.deliver(delivery);
     let wanted = if fail_reply.is_some() { 2 } else { 1 };
     until("settled", || log.lock().unwrap().len() == wanted).await;
     server.shutdown().await;
