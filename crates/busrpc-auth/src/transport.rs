@@ -30,7 +30,9 @@ pub struct AuthStats {
     pub replies_rejected: u64,
 }
 
-struct Shared {
+/// What an authenticated transport and its acknowledgers share: the
+/// transport it wraps, the keys, and what was rejected.
+struct AuthState {
     inner: Arc<dyn Transport>,
     keys: Keys,
     requests_rejected: AtomicU64,
@@ -38,7 +40,7 @@ struct Shared {
     warnings: Throttle,
 }
 
-impl Shared {
+impl AuthState {
     /// Counts and logs a rejected message.
     fn rejected(&self, address: &str, message: &Message, why: Rejected, request: bool) {
         let (counter, kind) = if request {
@@ -65,7 +67,7 @@ impl Shared {
 /// `busrpc_auth_rejected_total`) and logged at warn, at most once per 10 s.
 #[derive(Clone)]
 pub struct Authenticated {
-    shared: Arc<Shared>,
+    state: Arc<AuthState>,
 }
 
 impl Authenticated {
@@ -74,7 +76,7 @@ impl Authenticated {
     /// answer to a dead letter included, so all of it is signed.
     pub fn new(inner: Arc<dyn Transport>, keys: Keys) -> Self {
         Self {
-            shared: Arc::new(Shared {
+            state: Arc::new(AuthState {
                 inner,
                 keys,
                 requests_rejected: AtomicU64::new(0),
@@ -86,14 +88,14 @@ impl Authenticated {
 
     /// The keys it signs and checks with.
     pub fn keys(&self) -> &Keys {
-        &self.shared.keys
+        &self.state.keys
     }
 
     /// How many messages it has rejected so far.
     pub fn stats(&self) -> AuthStats {
         AuthStats {
-            requests_rejected: self.shared.requests_rejected.load(Ordering::Relaxed),
-            replies_rejected: self.shared.replies_rejected.load(Ordering::Relaxed),
+            requests_rejected: self.state.requests_rejected.load(Ordering::Relaxed),
+            replies_rejected: self.state.replies_rejected.load(Ordering::Relaxed),
         }
     }
 }
@@ -101,7 +103,7 @@ impl Authenticated {
 impl fmt::Debug for Authenticated {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Authenticated")
-            .field("keys", &self.shared.keys)
+            .field("keys", &self.state.keys)
             .field("stats", &self.stats())
             .finish_non_exhaustive()
     }
@@ -110,8 +112,8 @@ impl fmt::Debug for Authenticated {
 #[async_trait]
 impl Transport for Authenticated {
     async fn publish(&self, address: &str, mut message: Message) -> Result<(), TransportError> {
-        self.shared.keys.sign(address, &mut message);
-        self.shared.inner.publish(address, message).await
+        self.state.keys.sign(address, &mut message);
+        self.state.inner.publish(address, message).await
     }
 
     async fn consume(
@@ -120,24 +122,24 @@ impl Transport for Authenticated {
         group: &str,
         demand: Demand,
     ) -> Result<Deliveries, TransportError> {
-        let deliveries = self.shared.inner.consume(address, group, demand).await?;
-        let shared = self.shared.clone();
+        let deliveries = self.state.inner.consume(address, group, demand).await?;
+        let state = self.state.clone();
         let address: Arc<str> = address.into();
         Ok(deliveries.filter_map(move |delivery| {
-            let shared = shared.clone();
+            let state = state.clone();
             let address = address.clone();
             async move {
                 let delivery = match delivery {
                     Ok(delivery) => delivery,
                     Err(e) => return Some(Err(e)),
                 };
-                match shared.keys.verify(&address, delivery.message()) {
+                match state.keys.verify(&address, delivery.message()) {
                     Ok(()) => Some(Ok(delivery.map_acker(|acker| SigningAck {
                         acker,
-                        shared: shared.clone(),
+                        state: state.clone(),
                     }))),
                     Err(why) => {
-                        shared.rejected(&address, delivery.message(), why, true);
+                        state.rejected(&address, delivery.message(), why, true);
                         // Settled, or it would come back to every server in turn.
                         if let Err(e) = delivery.settle(Settle::Ack).await {
                             tracing::warn!(%address, error = %e, "acknowledging a rejected message failed");
@@ -150,15 +152,15 @@ impl Transport for Authenticated {
     }
 
     async fn inbox(&self) -> Result<Inbox, TransportError> {
-        let inbox = self.shared.inner.inbox().await?;
-        let shared = self.shared.clone();
+        let inbox = self.state.inner.inbox().await?;
+        let state = self.state.clone();
         let address: Arc<str> = inbox.address().into();
         Ok(inbox.filter_map(move |message| {
             let checked = match message {
-                Ok(message) => match shared.keys.verify(&address, &message) {
+                Ok(message) => match state.keys.verify(&address, &message) {
                     Ok(()) => Some(Ok(message)),
                     Err(why) => {
-                        shared.rejected(&address, &message, why, false);
+                        state.rejected(&address, &message, why, false);
                         None
                     }
                 },
@@ -169,11 +171,11 @@ impl Transport for Authenticated {
     }
 
     fn service_address(&self, service: &str) -> String {
-        self.shared.inner.service_address(service)
+        self.state.inner.service_address(service)
     }
 
     fn max_payload_bytes(&self) -> Option<usize> {
-        self.shared.inner.max_payload_bytes()
+        self.state.inner.max_payload_bytes()
     }
 }
 
@@ -182,13 +184,13 @@ impl Transport for Authenticated {
 /// it through the inner transport: signed once.
 struct SigningAck {
     acker: Box<dyn Acknowledge>,
-    shared: Arc<Shared>,
+    state: Arc<AuthState>,
 }
 
 impl SigningAck {
     fn sign(&self, how: &mut Settle) {
         if let Some((address, message)) = how.reply_mut() {
-            self.shared.keys.sign(address, message);
+            self.state.keys.sign(address, message);
         }
     }
 }

@@ -85,7 +85,7 @@ fn main() -> std::io::Result<()> {
         written += 1;
         std::fs::write(dir.join(name), bytes)
     };
-    let pack = |json: &str| Codec::MessagePack.from_json(json.as_bytes().to_vec()).ok();
+    let pack = |json: &str| Codec::MessagePack.encode(json.as_bytes().to_vec()).ok();
     for (n, request) in SPEC_REQUESTS.iter().enumerate() {
         write("request", format!("spec-{n}"), request.as_bytes())?;
         write(

@@ -715,7 +715,7 @@ fn add_msgpack(cases: &mut Vec<Case>, reply_to: &str) {
         });
     };
     let good = Codec::MessagePack
-        .from_json(br#"{"jsonrpc":"2.0","method":"sum","params":[1,2],"id":1}"#.to_vec())
+        .encode(br#"{"jsonrpc":"2.0","method":"sum","params":[1,2],"id":1}"#.to_vec())
         .expect("packs");
     let invalid_msgpack = |reason: &str| {
         error_with_data(

@@ -1112,7 +1112,7 @@ pub async fn msgpack_calls(h: &dyn Harness) {
 
     let mut peer = RawPeer::new(h, &service).await;
     let payload = Codec::MessagePack
-        .from_json(br#"{"jsonrpc":"2.0","method":"sum","params":[2,3],"id":7}"#.to_vec())
+        .encode(br#"{"jsonrpc":"2.0","method":"sum","params":[2,3],"id":7}"#.to_vec())
         .unwrap();
     peer.send(
         peer.request(payload)
@@ -1121,7 +1121,7 @@ pub async fn msgpack_calls(h: &dyn Harness) {
     .await;
     let reply = peer.next_reply().await;
     assert_eq!(reply.headers.get(header::CONTENT_TYPE), Some(MSGPACK));
-    let json = Codec::MessagePack.to_json(&reply.payload).unwrap();
+    let json = Codec::MessagePack.decode(&reply.payload).unwrap();
     assert_eq!(
         std::str::from_utf8(&json).unwrap(),
         r#"{"jsonrpc":"2.0","result":5,"id":7}"#
@@ -1216,7 +1216,7 @@ pub async fn msgpack_with_trailing_bytes_is_a_parse_error(h: &dyn Harness) {
     let server = serve(h, &service, "a", ServerConfig::default()).await;
     let mut peer = RawPeer::new(h, &service).await;
     let mut payload = Codec::MessagePack
-        .from_json(br#"{"jsonrpc":"2.0","method":"sum","params":[2,3],"id":7}"#.to_vec())
+        .encode(br#"{"jsonrpc":"2.0","method":"sum","params":[2,3],"id":7}"#.to_vec())
         .unwrap();
     let len = payload.len() + 1;
     payload.push(0xc0); // a MessagePack nil after the request
@@ -1227,7 +1227,7 @@ pub async fn msgpack_with_trailing_bytes_is_a_parse_error(h: &dyn Harness) {
     .await;
     let reply = peer.next_reply().await;
     assert_eq!(reply.headers.get(header::CONTENT_TYPE), Some(MSGPACK));
-    let json = Codec::MessagePack.to_json(&reply.payload).unwrap();
+    let json = Codec::MessagePack.decode(&reply.payload).unwrap();
     assert_eq!(
         std::str::from_utf8(&json).unwrap(),
         format!(
@@ -1631,7 +1631,7 @@ pub async fn hostile_inputs_get_their_exact_answers(h: &dyn Harness) {
                 let reply = peer.next_reply().await;
                 let got = match reply.headers.get(header::CONTENT_TYPE) {
                     Some(MSGPACK) => Codec::MessagePack
-                        .to_json(&reply.payload)
+                        .decode(&reply.payload)
                         .map(|json| String::from_utf8_lossy(&json).into_owned())
                         .unwrap_or_else(|e| format!("<bad MessagePack: {e}>")),
                     _ => String::from_utf8_lossy(&reply.payload).into_owned(),

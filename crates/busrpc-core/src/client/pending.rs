@@ -86,7 +86,7 @@ impl Pending {
 
     pub(crate) fn deliver(&self, message: &Message) {
         let json = match Codec::from_content_type(message.headers.get(header::CONTENT_TYPE))
-            .and_then(|codec| codec.to_json(&message.payload))
+            .and_then(|codec| codec.decode(&message.payload))
         {
             Ok(json) => json,
             Err(e) => return self.drop_reply(Dropped::Malformed, &e.to_string(), &message.payload),

@@ -64,7 +64,7 @@ impl Client {
     ) -> Result<(), Error> {
         let core = &*self.core;
         let codec = core.config.codec;
-        let payload = Bytes::from(codec.from_json(json)?);
+        let payload = Bytes::from(codec.encode(json)?);
         let limit = core.config.limits.max_message_bytes;
         if payload.len() > limit {
             return Err(Error::MessageTooLarge {

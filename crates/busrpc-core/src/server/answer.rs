@@ -34,7 +34,7 @@ pub(super) fn refuse(
     payload: &[u8],
     error: &RpcError,
 ) -> Option<(Arc<str>, Message)> {
-    let answer = match codec.to_json(payload) {
+    let answer = match codec.decode(payload) {
         Ok(json) => jsonrpc::answer_all(&json, error),
         Err(_) => Some(jsonrpc::error_response(None, error)),
     };
@@ -70,7 +70,7 @@ pub(super) fn dead_letter(
         .headers
         .get_shared(header::REPLY_TO)
         .filter(|to| !to.is_empty())?;
-    let answer = match codec.to_json(&request.payload) {
+    let answer = match codec.decode(&request.payload) {
         Ok(json) => jsonrpc::answer_all(&json, &error)?,
         Err(_) => jsonrpc::error_response(None, &error),
     };
@@ -97,7 +97,7 @@ pub(super) fn route(
         }
         return None;
     };
-    let (payload, codec) = match codec.from_json(json) {
+    let (payload, codec) = match codec.encode(json) {
         Ok(payload) => (payload, codec),
         Err(e) => {
             tracing::error!(error = %e, "re-encoding a response failed");

@@ -100,7 +100,7 @@ async fn process(
         let error = RpcError::invalid_request().with_data("the message has no payload");
         return reject(state, reply_to, codec, &error);
     }
-    let json = match codec.to_json(&message.payload) {
+    let json = match codec.decode(&message.payload) {
         Ok(json) => json,
         Err(e) => {
             return reject(

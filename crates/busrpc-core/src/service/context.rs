@@ -26,10 +26,10 @@ use crate::wire::{header, Deadline, Headers};
 /// ```
 #[derive(Clone)]
 pub struct Context {
-    inner: Arc<ContextInner>,
+    inner: Arc<ContextData>,
 }
 
-struct ContextInner {
+struct ContextData {
     service: Arc<str>,
     method: Box<str>,
     id: Option<Box<RawValue>>,
@@ -54,7 +54,7 @@ impl Context {
         attempt: Option<u32>,
     ) -> Self {
         Self {
-            inner: Arc::new(ContextInner {
+            inner: Arc::new(ContextData {
                 service,
                 method: method.into(),
                 id: id.map(ToOwned::to_owned),

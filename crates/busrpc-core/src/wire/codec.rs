@@ -70,8 +70,9 @@ impl Codec {
         }
     }
 
-    /// The payload as JSON bytes; borrowed when it already is JSON.
-    pub fn to_json(self, payload: &[u8]) -> Result<Cow<'_, [u8]>, CodecError> {
+    /// Decodes a payload of this codec into the JSON bytes the engine
+    /// works on; borrowed when it already is JSON.
+    pub fn decode(self, payload: &[u8]) -> Result<Cow<'_, [u8]>, CodecError> {
         match self {
             Codec::Json => Ok(Cow::Borrowed(payload)),
             Codec::MessagePack => {
@@ -101,8 +102,8 @@ impl Codec {
         }
     }
 
-    /// JSON bytes re-encoded in this codec; unchanged for JSON.
-    pub fn from_json(self, json: Vec<u8>) -> Result<Vec<u8>, CodecError> {
+    /// Encodes JSON bytes as a payload of this codec; unchanged for JSON.
+    pub fn encode(self, json: Vec<u8>) -> Result<Vec<u8>, CodecError> {
         match self {
             Codec::Json => Ok(json),
             Codec::MessagePack => {
@@ -117,6 +118,24 @@ impl Codec {
                 Ok(out)
             }
         }
+    }
+
+    /// The payload as JSON bytes: [`decode`](Self::decode).
+    #[deprecated(
+        since = "0.1.0",
+        note = "renamed `decode`: it decodes a payload into JSON"
+    )]
+    pub fn to_json(self, payload: &[u8]) -> Result<Cow<'_, [u8]>, CodecError> {
+        self.decode(payload)
+    }
+
+    /// JSON bytes in this codec: [`encode`](Self::encode).
+    #[deprecated(
+        since = "0.1.0",
+        note = "renamed `encode`: it encodes JSON as a payload"
+    )]
+    pub fn from_json(self, json: Vec<u8>) -> Result<Vec<u8>, CodecError> {
+        self.encode(json)
     }
 }
 
@@ -143,9 +162,9 @@ mod tests {
     fn msgpack_round_trips_through_json() {
         let json =
             br#"{"jsonrpc":"2.0","method":"add","params":[1,-2.5,"x",null,true],"id":7}"#.to_vec();
-        let packed = Codec::MessagePack.from_json(json.clone()).unwrap();
+        let packed = Codec::MessagePack.encode(json.clone()).unwrap();
         assert_ne!(packed, json);
-        let back = Codec::MessagePack.to_json(&packed).unwrap();
+        let back = Codec::MessagePack.decode(&packed).unwrap();
         assert_eq!(
             std::str::from_utf8(&back).unwrap(),
             std::str::from_utf8(&json).unwrap()
@@ -159,15 +178,15 @@ mod tests {
         let json = |depth: usize| format!("{}null{}", "[".repeat(depth), "]".repeat(depth));
         // The same levels pass both.
         for depth in [MAX_DEPTH - 1, MAX_DEPTH] {
-            let transcoded = Codec::MessagePack.to_json(&packed(depth)).is_ok();
+            let transcoded = Codec::MessagePack.decode(&packed(depth)).is_ok();
             let parsed = serde_json::from_str::<serde_json::Value>(&json(depth));
             assert_eq!(transcoded, parsed.is_ok(), "{depth} levels");
         }
         assert_eq!(
-            &*Codec::MessagePack.to_json(&packed(MAX_DEPTH - 1)).unwrap(),
+            &*Codec::MessagePack.decode(&packed(MAX_DEPTH - 1)).unwrap(),
             json(MAX_DEPTH - 1).as_bytes()
         );
-        let err = Codec::MessagePack.to_json(&packed(100_000)).unwrap_err();
+        let err = Codec::MessagePack.decode(&packed(100_000)).unwrap_err();
         assert_eq!(
             err.to_string(),
             "payload is not valid MessagePack: depth limit exceeded"
@@ -184,9 +203,9 @@ mod tests {
             132, 203, 203, 203, 203, 203, 203, 203, 149, 255, 255, 39, 203, 203, 203, 203, 203,
             203, 149, 255, 255, 39, 1, 61, 1,
         ];
-        let json = Codec::MessagePack.to_json(found).unwrap().into_owned();
-        let packed = Codec::MessagePack.from_json(json.clone()).unwrap();
-        let again = Codec::MessagePack.to_json(&packed).unwrap();
+        let json = Codec::MessagePack.decode(found).unwrap().into_owned();
+        let packed = Codec::MessagePack.encode(json.clone()).unwrap();
+        let again = Codec::MessagePack.decode(&packed).unwrap();
         assert_eq!(
             std::str::from_utf8(&again).unwrap(),
             std::str::from_utf8(&json).unwrap()
@@ -205,16 +224,16 @@ mod tests {
 
     #[test]
     fn garbage_msgpack_is_an_error() {
-        assert!(Codec::MessagePack.to_json(&[0xc1]).is_err());
+        assert!(Codec::MessagePack.decode(&[0xc1]).is_err());
         // 1, then a stray 2: one value and trailing bytes.
-        let err = Codec::MessagePack.to_json(&[0x01, 0x02]).unwrap_err();
+        let err = Codec::MessagePack.decode(&[0x01, 0x02]).unwrap_err();
         assert_eq!(
             err.to_string(),
             "payload is not valid MessagePack: trailing bytes after the value (1 of 2)"
         );
-        assert_eq!(&*Codec::MessagePack.to_json(&[0x01]).unwrap(), b"1");
+        assert_eq!(&*Codec::MessagePack.decode(&[0x01]).unwrap(), b"1");
         assert!(matches!(
-            Codec::Json.to_json(b"{}").unwrap(),
+            Codec::Json.decode(b"{}").unwrap(),
             Cow::Borrowed(_)
         ));
     }

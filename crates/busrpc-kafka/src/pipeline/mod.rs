@@ -328,7 +328,7 @@ fn write_value(out: &mut Vec<u8>, value: &Value) {
 
 /// `payload` in `codec`, as a JSON value.
 fn decode(codec: Codec, payload: &[u8]) -> Result<Value, String> {
-    let json = codec.to_json(payload).map_err(|e| e.to_string())?;
+    let json = codec.decode(payload).map_err(|e| e.to_string())?;
     serde_json::from_slice(&json).map_err(|e| e.to_string())
 }
 
