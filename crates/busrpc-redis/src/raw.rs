@@ -21,7 +21,7 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Value};
 use tokio::task::JoinHandle;
 
-use crate::RedisConfig;
+use crate::config::RedisConfig;
 
 /// Acknowledgements between two trims of the request stream (busrpc's
 /// servers trim as often).
@@ -206,7 +206,7 @@ impl PingPong {
     /// (`redis://host:port?prefix=P`) names, on streams under its prefix.
     pub async fn start(url: &str) -> Result<Self, TransportError> {
         let config = RedisConfig::from_url(url)?;
-        let client = crate::open_client(&config).map_err(|e| match e {
+        let client = crate::connection::open_client(&config).map_err(|e| match e {
             TransportError::InvalidConfig(reason) => TransportError::InvalidUrl {
                 url: url.to_owned(),
                 reason,

@@ -1,0 +1,90 @@
+//! Keeping the entries a live consumer holds from being claimed, and
+//! leaving the group cleanly.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::Value;
+use tokio::sync::oneshot;
+
+use crate::connection::Connection;
+use crate::settle::{release_cmd, InHand};
+
+/// Keeps the entries a live consumer holds from being claimed: every
+/// `claim_idle / 3`, `XCLAIM … 0 <ids> JUSTID` to itself resets their idle
+/// time (JUSTID leaves their delivery counts alone). A handler slower than
+/// `claim_idle`, or a request waiting in the buffer for a handler slot,
+/// is then never taken and run again by another server, nor dead-lettered
+/// while it runs; only a consumer that stopped (its process dead, so this
+/// task too) leaves entries to claim. Ends when the consumer is dropped.
+pub(super) async fn keep_alive(
+    connection: Arc<Connection>,
+    [address, group, consumer]: [Arc<str>; 3],
+    in_hand: Arc<InHand>,
+    mut stopped: oneshot::Receiver<()>,
+) {
+    let period = (connection.config.claim_idle / 3).max(Duration::from_millis(10));
+    let mut failed = false;
+    loop {
+        tokio::select! {
+            _ = &mut stopped => return,
+            () = tokio::time::sleep(period) => {}
+        }
+        let ids = in_hand.ids();
+        if ids.is_empty() {
+            continue;
+        }
+        let mut cmd = redis::cmd("XCLAIM");
+        cmd.arg(&*address).arg(&*group).arg(&*consumer).arg(0);
+        for id in &ids {
+            cmd.arg(id);
+        }
+        cmd.arg("JUSTID");
+        match connection.query(&cmd).await {
+            Ok(_) => failed = false,
+            // Once per outage, not every period.
+            Err(e) if !failed => {
+                failed = true;
+                tracing::warn!(%address, in_hand = ids.len(), error = %e, "keeping requests in hand failed; past claim_idle another server may take them");
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// A clean close of a consumer: makes what it still held claimable at once
+/// and, if nothing is left pending with it, removes it from the group, so
+/// that restarts do not pile up consumers (`XGROUP DELCONSUMER` drops a
+/// consumer's pending entries, hence only when it has none; the check and
+/// the removal are one script).
+pub(super) async fn leave(
+    connection: Arc<Connection>,
+    [address, group, consumer]: [Arc<str>; 3],
+    left_in_hand: oneshot::Receiver<Vec<String>>,
+) {
+    let ids = left_in_hand.await.unwrap_or_default();
+    if !ids.is_empty() {
+        let cmd = release_cmd(&connection, &address, &group, &consumer, &ids);
+        if let Err(e) = connection.query(&cmd).await {
+            tracing::warn!(%address, error = %e, "handing back requests in hand failed; they will be claimed after claim_idle");
+        }
+        return;
+    }
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(LEAVE_SCRIPT)
+        .arg(1)
+        .arg(&*address)
+        .arg(&*group)
+        .arg(&*consumer);
+    match connection.query(&cmd).await {
+        Ok(Value::Int(0..)) => tracing::debug!(%address, %consumer, "left the group"),
+        Ok(_) => {
+            tracing::debug!(%address, %consumer, "requests still pending; staying in the group until claimed")
+        }
+        Err(e) => tracing::warn!(%address, %consumer, error = %e, "leaving the group failed"),
+    }
+}
+
+/// `EVAL`'d with the stream as its key and the group and consumer as
+/// arguments: deletes the consumer if nothing is pending with it.
+const LEAVE_SCRIPT: &str = include_str!("../scripts/leave.lua");
