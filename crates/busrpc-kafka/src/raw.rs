@@ -32,7 +32,10 @@ use rdkafka::util::Timeout;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use tokio::task::JoinHandle;
 
-use crate::{base_config, transport_error, KafkaConfig, MockBrokers};
+use crate::config::KafkaConfig;
+use crate::connection::{base_config, transport_error};
+use crate::mock::MockBrokers;
+use crate::record;
 
 /// A running raw ping-pong on one Kafka cluster.
 pub struct PingPong {
@@ -50,7 +53,7 @@ pub struct PingPong {
 }
 
 fn header<'a>(message: &'a impl Message, name: &str) -> Option<&'a [u8]> {
-    crate::record_headers(message)
+    record::record_headers(message)
         .find(|h| h.key == name)?
         .value
 }

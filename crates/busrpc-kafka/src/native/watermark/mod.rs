@@ -9,32 +9,21 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use crate::poison::{Note, RESERVE_AHEAD};
+pub(crate) mod poison;
 
-/// Offsets missing between two records read are remembered (and kept from
-/// being committed past) only up to this many at a time; a larger hole is
-/// taken for what it almost surely is on Kafka, offsets that hold no request
-/// (transaction markers, compaction).
-const MAX_GAP: i64 = 10_000;
+use poison::{Note, RESERVE_AHEAD};
+
+use crate::consumer::ReadOffsets;
 
 /// One partition's offsets in flight.
 #[derive(Debug, Default)]
 pub(crate) struct Watermark {
-    in_flight: BTreeSet<i64>,
-    /// Offsets skipped between records read: not committed past until read,
-    /// or until a read from the first of them shows they hold no record.
-    gaps: BTreeSet<i64>,
-    /// The first gap the consumer was sent back to read: the next record
-    /// read tells whether the offsets below it hold records.
-    sought: Option<i64>,
-    /// The lowest offset taken under this assignment.
-    first: Option<i64>,
-    /// One past the highest offset taken.
-    next: Option<i64>,
+    /// What has been read and taken, what a fetch skipped.
+    read: ReadOffsets,
     /// The last offset committed (or handed to the commit call), with its note.
     committed: Option<(i64, Note)>,
     /// Records below it may be handed out: the broker holds a note
-    /// reserving them (see [`crate::poison`]).
+    /// reserving them (see [`poison`]).
     reserved: i64,
     /// Records below it (and at or above the committed offset the partition
     /// was assigned with) may have been delivered to a member that is gone:
@@ -49,58 +38,19 @@ pub(crate) struct Watermark {
     delivered: Option<i64>,
     /// Replies being sent for requests of this partition.
     answering: usize,
-    /// Every offset below it is done (see [`Tracker::done_below`]).
-    skip_below: Option<i64>,
 }
 
 impl Watermark {
     /// Records `offset` taken, or returns `None` if it must not be: it is in
-    /// flight, or was done under this assignment already (read again after
-    /// the consumer was sent back to a gap). `Some(Some(gap))` says offsets
-    /// from `gap` up were skipped: the consumer should read again from there.
+    /// flight, or was done under this assignment already (see
+    /// [`ReadOffsets::take`]). `Some(Some(gap))` says offsets from `gap` up
+    /// were skipped: the consumer should read again from there.
     pub(crate) fn take(&mut self, offset: i64) -> Option<Option<i64>> {
-        // The first record read since the lowest gap was noticed (and the
-        // consumer sent back to it): a gap below this record holds none.
-        if let Some(sought) = self.sought.take() {
-            if offset > sought {
-                self.gaps.retain(|g| *g >= offset);
-            }
-        }
-        let taken = self.take_unless_done(offset);
-        self.sought = self.gaps.first().copied();
-        taken
-    }
-
-    fn take_unless_done(&mut self, offset: i64) -> Option<Option<i64>> {
-        if self.in_flight.contains(&offset) {
-            return None;
-        }
-        let mut seek = None;
-        if !self.gaps.remove(&offset) {
-            match (self.first, self.next) {
-                // Read again after going back to a gap: done already.
-                (Some(first), Some(next)) if (first..next).contains(&offset) => return None,
-                // Below everything taken (a record fetched before a
-                // rebalance came first): the offsets between are awaited;
-                // the consumer reads them next anyway.
-                (Some(first), _) if offset < first && first - offset <= MAX_GAP => {
-                    self.gaps.extend(offset + 1..first);
-                }
-                (_, Some(next)) if offset > next && offset - next <= MAX_GAP => {
-                    self.gaps.extend(next..offset);
-                    seek = Some(next);
-                }
-                _ => {}
-            }
-        }
-        self.in_flight.insert(offset);
-        self.first = Some(self.first.map_or(offset, |f| f.min(offset)));
-        self.next = Some(self.next.map_or(offset + 1, |n| n.max(offset + 1)));
-        Some(seek)
+        self.read.take(offset)
     }
 
     pub(crate) fn done(&mut self, offset: i64) {
-        self.in_flight.remove(&offset);
+        self.read.done(offset);
         self.trial.remove(&offset);
         self.counts.remove(&offset);
     }
@@ -109,7 +59,7 @@ impl Watermark {
     /// [`RESERVE_AHEAD`] past the records taken once fewer than half of it
     /// are left, and the counts.
     fn note(&self) -> Note {
-        let reserved = match self.next {
+        let reserved = match self.read.next() {
             Some(next) if next + RESERVE_AHEAD / 2 > self.reserved => next + RESERVE_AHEAD,
             _ => self.reserved,
         };
@@ -121,8 +71,7 @@ impl Watermark {
 
     /// The offset to commit: every offset below it is done.
     pub(crate) fn committable(&self) -> Option<i64> {
-        let pending = self.in_flight.first().into_iter().chain(self.gaps.first());
-        pending.min().copied().or(self.next)
+        self.read.committable()
     }
 
     /// The offset and note to commit now, if either moved since the last
@@ -380,9 +329,7 @@ impl Tracker {
     /// committed with the next [`Tracker::advance`].
     pub(crate) fn done_below(&mut self, partition: &Partition, offset: i64) {
         if let Some((_, mark)) = self.partitions.get_mut(partition) {
-            if mark.in_flight.is_empty() && mark.next.is_none_or(|next| next < offset) {
-                mark.next = Some(offset);
-                mark.skip_below = Some(offset);
+            if mark.read.start_at(offset) {
                 mark.committed = None;
             }
         }
@@ -420,9 +367,6 @@ impl Tracker {
     /// the run are awaited.
     pub(crate) fn taken(&mut self, partition: &Partition, offset: i64) -> Option<Taken> {
         let (epoch, mark) = self.partitions.get_mut(partition)?;
-        if mark.skip_below.is_some_and(|s| offset < s) {
-            return None;
-        }
         let read_again_from = mark.take(offset)?;
         Some(Taken {
             epoch: *epoch,
@@ -521,6 +465,7 @@ impl Tracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::consumer::offsets::MAX_GAP;
 
     fn p(n: i32) -> Partition {
         (Arc::from("t"), n)

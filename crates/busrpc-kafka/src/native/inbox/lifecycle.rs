@@ -24,7 +24,8 @@ use rdkafka::producer::{FutureRecord, Producer as _};
 use rdkafka::util::Timeout;
 use tokio::sync::oneshot;
 
-use crate::{transport_error, Inner};
+use crate::connection::{transport_error, Connection};
+use crate::native::Counters;
 
 /// The header of a keep-alive record; the inbox's reader skips such records.
 pub(crate) const KEEPALIVE_HEADER: &str = "busrpc-keepalive";
@@ -89,7 +90,7 @@ pub(crate) fn parse(topic: &str, inbox_prefix: &str) -> Option<(u64, u64)> {
 /// Writes a keep-alive record into `topic` every `every` until `closed`
 /// resolves or its sender is dropped (the inbox is gone).
 pub(crate) async fn keep_alive(
-    inner: Weak<Inner>,
+    connection: Weak<Connection>,
     topic: String,
     every: Duration,
     mut closed: oneshot::Receiver<()>,
@@ -99,7 +100,7 @@ pub(crate) async fn keep_alive(
             _ = &mut closed => return,
             () = tokio::time::sleep(every) => {}
         }
-        let Some(inner) = inner.upgrade() else {
+        let Some(connection) = connection.upgrade() else {
             return;
         };
         let headers = OwnedHeaders::new().insert(Header {
@@ -109,7 +110,11 @@ pub(crate) async fn keep_alive(
         let record = FutureRecord::<(), [u8]>::to(&topic)
             .payload(&[][..])
             .headers(headers);
-        if let Err((e, _)) = inner.producer.send(record, Timeout::After(every)).await {
+        if let Err((e, _)) = connection
+            .producer
+            .send(record, Timeout::After(every))
+            .await
+        {
             tracing::debug!(inbox = %topic, error = %e, "writing the inbox's keep-alive record");
         }
     }
@@ -121,24 +126,28 @@ type Seen = HashMap<String, (i64, Instant)>;
 
 /// Sweeps abandoned inbox topics every [`interval`] while the transport
 /// lives. Started once per transport, by its first server.
-pub(crate) async fn sweep(inner: Weak<Inner>) {
+pub(crate) async fn sweep(connection: Weak<Connection>, counters: Arc<Counters>) {
     let mut seen = Seen::new();
     loop {
         let every = {
-            let Some(inner) = inner.upgrade() else {
+            let Some(connection) = connection.upgrade() else {
                 return;
             };
-            if let Err(e) = sweep_once(&inner, &mut seen).await {
+            if let Err(e) = sweep_once(&connection, &counters, &mut seen).await {
                 tracing::debug!(error = %e, "sweeping abandoned inbox topics");
             }
-            interval(inner.config.inbox_retention_ms)
+            interval(connection.config.inbox_retention_ms)
         };
         tokio::time::sleep(every).await;
     }
 }
 
-async fn sweep_once(inner: &Arc<Inner>, seen: &mut Seen) -> Result<(), TransportError> {
-    let asking = inner.clone();
+async fn sweep_once(
+    connection: &Arc<Connection>,
+    counters: &Counters,
+    seen: &mut Seen,
+) -> Result<(), TransportError> {
+    let asking = connection.clone();
     let ends = tokio::task::spawn_blocking(move || {
         let client = asking.producer.client();
         let metadata = client
@@ -171,7 +180,7 @@ async fn sweep_once(inner: &Arc<Inner>, seen: &mut Seen) -> Result<(), Transport
     }
     let names: Vec<&str> = stale.iter().map(String::as_str).collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let results = inner
+    let results = connection
         .admin
         .delete_topics(&names, &options)
         .await
@@ -180,10 +189,7 @@ async fn sweep_once(inner: &Arc<Inner>, seen: &mut Seen) -> Result<(), Transport
         match result {
             Ok(topic) => {
                 tracing::info!(inbox = %topic, "deleted an abandoned inbox topic");
-                inner
-                    .counters
-                    .inboxes_removed
-                    .fetch_add(1, Ordering::Relaxed);
+                counters.inboxes_removed.fetch_add(1, Ordering::Relaxed);
                 seen.remove(&topic);
             }
             Err((topic, code)) => {
