@@ -2,7 +2,7 @@
 //! access to the broker could write into a service's request queue, each
 //! with the exact reply it gets, or the silence it gets.
 //!
-//! [`hostile_inputs_get_their_exact_answers`](crate::tests::hostile_inputs_get_their_exact_answers)
+//! [`hostile_inputs_get_their_exact_answers`](crate::cases::hostile_inputs_get_their_exact_answers)
 //! writes every one into a queue, through the transport as a foreign client
 //! would, and after each proves the server answers a good call next. A
 //! backend's own tests add what only its broker can carry (a Redis entry

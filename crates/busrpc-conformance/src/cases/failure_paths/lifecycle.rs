@@ -1,0 +1,202 @@
+//! Servers and clients starting, stopping and dying: what is in hand is
+//! answered or handed to another instance, never lost or answered twice.
+
+use std::time::Duration;
+
+use busrpc_core::{ClientConfig, Error, ServerConfig};
+use futures_util::future::join_all;
+
+use crate::fixture::{client, patient, serve, served_before, wait_until, within};
+use crate::harness::{unique_service, Harness};
+
+/// A server that dies mid-call leaves the request to another instance.
+pub async fn server_death_leaves_request_to_another_instance(h: &dyn Harness) {
+    let redelivery = match h.capabilities().redelivery {
+        Ok(within) => within,
+        Err(reason) => {
+            println!("skipped: server_death_leaves_request_to_another_instance: {reason}");
+            return;
+        }
+    };
+    let service = unique_service("death");
+    let mut a = serve(h, &service, "a", ServerConfig::default()).await;
+    let client = client(h, ClientConfig::default().timeout(patient(h) + redelivery)).await;
+    let call = tokio::spawn({
+        let (client, service) = (client.clone(), service.clone());
+        async move { client.call::<String>(&service, "hang_on_a", ()).await }
+    });
+    within("instance a takes the call", patient(h), a.started.recv()).await;
+    a.handle.abort();
+    let mut b = serve(h, &service, "b", ServerConfig::default()).await;
+    within(
+        "instance b takes the call",
+        patient(h) + redelivery,
+        b.started.recv(),
+    )
+    .await;
+    let reply = call.await.unwrap().expect("the call is answered by b");
+    assert_eq!(reply, "b");
+    b.handle.shutdown().await;
+}
+
+/// Graceful shutdown: what is in hand is answered; nothing new is taken.
+pub async fn graceful_shutdown_answers_what_is_in_hand(h: &dyn Harness) {
+    let service = unique_service("graceful");
+    let mut a = serve(h, &service, "a", ServerConfig::default()).await;
+    let client = client(h, ClientConfig::default().timeout(patient(h))).await;
+    let slow_ms = u64::try_from((h.capabilities().latency * 4).as_millis()).unwrap();
+    let call = tokio::spawn({
+        let (client, service) = (client.clone(), service.clone());
+        async move { client.call::<String>(&service, "sleep", (slow_ms,)).await }
+    });
+    within("the call starts", patient(h), a.started.recv()).await;
+    let stats_before = a.handle.stats();
+    within("shutdown", patient(h), a.handle.shutdown()).await;
+    assert_eq!(
+        call.await.unwrap().expect("the call in hand is answered"),
+        "a"
+    );
+    assert_eq!((stats_before.acked, stats_before.released), (0, 0));
+    // Stopped: a new call is not taken by anyone.
+    let short = client.with_timeout(h.capabilities().latency * 4);
+    let err = short
+        .call::<String>(&service, "echo", ("late",))
+        .await
+        .unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+}
+
+/// A started server becomes ready (its consumer has its group, the broker
+/// answers), answers, and once shut down is neither ready nor running, and
+/// `stopped()` resolves without an error.
+pub async fn a_server_is_ready_while_it_serves(h: &dyn Harness) {
+    let service = unique_service("ready");
+    let a = serve(h, &service, "a", ServerConfig::default()).await;
+    let ready = within("the server to be ready", patient(h), a.handle.ready()).await;
+    assert!(ready, "ready() resolved false while serving");
+    assert!(a.handle.readiness().is_ready(), "{}", a.handle.readiness());
+    let client = client(h, ClientConfig::default().timeout(patient(h))).await;
+    let reply: String = client.call(&service, "echo", ("ready",)).await.unwrap();
+    assert_eq!(reply, "RPC ready!");
+    assert!(a.handle.readiness().is_ready(), "{}", a.handle.readiness());
+    within("shutdown", patient(h), a.handle.shutdown()).await;
+    assert!(!a.handle.readiness().is_ready(), "ready after shutdown");
+    assert!(!within("ready()", patient(h), a.handle.ready()).await);
+    within("stopped()", patient(h), a.handle.stopped())
+        .await
+        .expect("stopped as asked, not failed");
+}
+
+/// A call that outlives the shutdown grace is released, and another instance answers it.
+pub async fn shutdown_grace_releases_to_another_instance(h: &dyn Harness) {
+    if let Err(reason) = h.capabilities().redelivery {
+        println!("skipped: shutdown_grace_releases_to_another_instance: {reason}");
+        return;
+    }
+    let service = unique_service("grace");
+    let config = ServerConfig::default().shutdown_grace(Duration::from_millis(50));
+    let mut a = serve(h, &service, "a", config).await;
+    let client = client(h, ClientConfig::default().timeout(patient(h) * 2)).await;
+    let call = tokio::spawn({
+        let (client, service) = (client.clone(), service.clone());
+        async move { client.call::<String>(&service, "hang_on_a", ()).await }
+    });
+    within("a takes the call", patient(h), a.started.recv()).await;
+    within("shutdown", patient(h), a.handle.shutdown()).await;
+    let b = serve(h, &service, "b", ServerConfig::default()).await;
+    assert_eq!(
+        call.await.unwrap().expect("b answers the released call"),
+        "b"
+    );
+    b.handle.shutdown().await;
+}
+
+/// Closing a client fails its waiting calls with Closed, and later calls too.
+pub async fn closed_client_fails_pending_calls(h: &dyn Harness) {
+    let service = unique_service("close");
+    let mut server = serve(h, &service, "a", ServerConfig::default()).await;
+    let client = client(h, ClientConfig::default().timeout(patient(h))).await;
+    let slow_ms = u64::try_from((h.capabilities().latency * 10).as_millis()).unwrap();
+    let call = tokio::spawn({
+        let (client, service) = (client.clone(), service.clone());
+        async move { client.call::<String>(&service, "sleep", (slow_ms,)).await }
+    });
+    within("the call starts", patient(h), server.started.recv()).await;
+    client.close().await;
+    assert!(matches!(call.await.unwrap(), Err(Error::Closed)));
+    assert!(matches!(
+        client.call::<String>(&service, "echo", ("x",)).await,
+        Err(Error::Closed)
+    ));
+    assert!(matches!(
+        client.notify(&service, "update", [1]).await,
+        Err(Error::Closed)
+    ));
+    server.handle.shutdown().await;
+}
+
+/// One of two servers stops under load: once its `shutdown()` returns,
+/// everything it answered is settled on the broker, so its peer, taking
+/// over, runs none of it again. Every call runs exactly once.
+pub async fn a_stopped_server_leaves_nothing_to_answer_twice(h: &dyn Harness) {
+    let service = unique_service("stop-under-load");
+    let a = serve(h, &service, "a", ServerConfig::default()).await;
+    let b = serve(h, &service, "b", ServerConfig::default()).await;
+    let calls = 200u64;
+    let client = client(h, ClientConfig::default().timeout(patient(h) * 3)).await;
+    let load = tokio::spawn({
+        let (client, service) = (client.clone(), service.clone());
+        async move { join_all((0..calls).map(|n| client.call::<u64>(&service, "once", (n, 10)))).await }
+    });
+    let a_ran = a.probe.ran.clone();
+    wait_until("a is busy", patient(h), || {
+        a_ran.lock().unwrap().len() >= 10
+    })
+    .await;
+    within("a's shutdown", patient(h), a.handle.shutdown()).await;
+    let replies = within("the calls", patient(h) * 4, load).await.unwrap();
+    for (n, reply) in replies.into_iter().enumerate() {
+        assert_eq!(reply.expect("answered"), n as u64);
+    }
+    b.handle.shutdown().await;
+    let mut ran = a.probe.ran.lock().unwrap().clone();
+    ran.extend(b.probe.ran.lock().unwrap().iter());
+    ran.sort_unstable();
+    assert_eq!(ran, (0..calls).collect::<Vec<_>>(), "each call runs once");
+    assert_eq!(client.stats().replies_dropped, 0);
+}
+
+/// A call or notification to a service no server of which has ever started
+/// on this broker (a typo, most often) fails at once with
+/// [`Error::NoService`], and creates nothing: asked again, the broker still
+/// has no such service. Once a server of it has started, requests wait in
+/// its queue for the next one and are answered.
+pub async fn a_service_never_served_is_refused_at_once(h: &dyn Harness) {
+    let service = unique_service("never-served");
+    let client = client(h, ClientConfig::default().timeout(patient(h) * 2)).await;
+    for _ in 0..2 {
+        let err = client
+            .call::<u64>(&service, "once", (1, 0))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::NoService { service: s } if *s == service),
+            "{err}"
+        );
+        assert!(err.to_string().contains("no service"), "{err}");
+        let err = client.notify(&service, "once", (2, 0)).await.unwrap_err();
+        assert!(matches!(err, Error::NoService { .. }), "{err}");
+    }
+    served_before(h, &service).await;
+    let call = tokio::spawn({
+        let (client, service) = (client.clone(), service.clone());
+        async move { client.call::<u64>(&service, "once", (3, 0)).await }
+    });
+    let server = serve(h, &service, "a", ServerConfig::default()).await;
+    let answer = within("the queued call", patient(h) * 2, call)
+        .await
+        .unwrap()
+        .expect("answered once a server came");
+    assert_eq!(answer, 3);
+    server.handle.shutdown().await;
+}
