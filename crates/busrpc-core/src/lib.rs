@@ -8,11 +8,11 @@ mod client; // calling
 mod engine; // payload in, response out
 mod error; // what a caller or a server is told went wrong
 pub mod memory; // the in-process broker, a backend like the others
-mod server;
+mod server; // serving: the loop, one request's path, the outcome policy
 mod service; // handlers, Router, Context, middleware, OpenRPC
 mod telemetry; // spans, metrics, trace context, log hygiene
 pub mod transport; // the seam: Transport, deliveries, settling, inboxes
-mod wire; // messages, deadlines, limits, codecs, JSON-RPC: no I/O // serving
+mod wire; // messages, deadlines, limits, codecs, JSON-RPC: no I/O
 
 #[cfg(fuzzing)]
 #[doc(hidden)]

@@ -21,7 +21,7 @@ impl Harness for Broker {
         // One record per batch: Tansu 0.6.0 answers a fetch from an offset
         // inside a record batch with the batches after it, so a partition
         // resumed, or taken over from a commit, inside a batch would skip
-        // the rest of that batch (see docs/ARCHITECTURE.md).
+        // the rest of that batch (see docs/decisions/0022-tansu-fetch-faults.md).
         let url = format!("{}?partitions=3&batch.num.messages=1", kafka_url());
         Arc::new(
             KafkaTransport::connect(&url).await.unwrap_or_else(|e| {

@@ -55,7 +55,7 @@ impl ServerEvent {
 /// every request touches (its events, the in-flight gauge, each known
 /// method's successes and latency) are registered once, when the server
 /// is made: a registry lookup per request cost more than the rest of the
-/// server's bookkeeping (see docs/ARCHITECTURE.md). Errors, rarer, are
+/// server's bookkeeping (see docs/decisions/0034-telemetry.md). Errors, rarer, are
 /// registered as they come, with their code.
 pub(crate) struct ServerMeters {
     #[cfg(feature = "metrics")]
