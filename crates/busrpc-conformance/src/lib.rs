@@ -7,7 +7,7 @@
 //! another's leftovers.
 //!
 //! ```ignore
-//! // crates/busrpc-<broker>/tests/conformance.rs
+//! // crates/busrpc-<broker>/tests/it/conformance.rs
 //! struct MyBroker;
 //! #[async_trait::async_trait]
 //! impl busrpc_conformance::Harness for MyBroker { /* ... */ }

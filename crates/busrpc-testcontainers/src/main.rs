@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! cargo run --manifest-path crates/busrpc-testcontainers/Cargo.toml -- \
-//!     cargo test -p busrpc-redis --test conformance -p busrpc-kafka --test conformance_tansu
+//!     cargo test -p busrpc-redis -p busrpc-kafka --all-features --test it -- conformance
 //! ```
 //!
 //! Without a reachable Docker engine (`DOCKER_HOST`, or the socket

@@ -1,13 +1,11 @@
 //! The shared conformance suite against a real redis-server.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::Prefix;
 use busrpc_conformance::{Capabilities, Harness};
 use busrpc_core::Transport;
-use common::Prefix;
 
 /// Each test gets its own key prefix; every connection is a new transport,
 /// as another process would have.

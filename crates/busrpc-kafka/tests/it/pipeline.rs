@@ -7,15 +7,13 @@
 //! over a real broker (Tansu in scripts/test.sh; `BUSRPC_PYTHON` names a
 //! Python with kafka-python and msgpack).
 
-mod common;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::kafka_url;
 use busrpc_core::{Client, Limits, Router, RpcError, Server, ServerConfig, Transport};
 use busrpc_kafka::PipelineTransport;
-use common::kafka_url;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -298,7 +296,7 @@ fn python() -> Option<String> {
 }
 
 fn bootstrap() -> String {
-    common::bootstrap(&kafka_url())
+    crate::common::bootstrap(&kafka_url())
 }
 
 fn pipeline_url() -> String {
@@ -384,7 +382,7 @@ async fn python_callers_get_their_answers_from_a_busrpc_server() {
     for n in 0..8 {
         assert_eq!(reply(6 + n)["result"], format!("RPC concurrent {n}!"));
     }
-    let topics = common::topics(&kafka_url()).await;
+    let topics = crate::common::topics(&kafka_url()).await;
     assert!(
         topics.contains(&format!("{service}_method_requests"))
             && topics.contains(&"method_results".to_owned())

@@ -1,20 +1,18 @@
 //! What only Redis does: claiming a dead consumer's requests, dead-lettering,
 //! surviving a restart of Redis, and a call made with redis-cli alone.
 
-mod common;
-
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::common::{query, redis_url, Prefix};
 use busrpc_core::jsonrpc::DEAD_LETTER_CODE;
 use busrpc_core::{
     header, Client, ClientConfig, Demand, Error, Message, Router, RpcError, Server, Settle,
     Transport,
 };
 use busrpc_redis::{RedisConfig, RedisTransport};
-use common::{query, redis_url, Prefix};
 use futures_util::StreamExt;
 
 fn echo_router() -> Router {

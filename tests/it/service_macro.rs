@@ -296,7 +296,7 @@ async fn the_generated_client_sends_what_the_protocol_says() {
 
 fn validate_openrpc(document: &serde_json::Value) {
     let meta: serde_json::Value =
-        serde_json::from_str(include_str!("data/openrpc-meta-schema.json")).unwrap();
+        serde_json::from_str(include_str!("../data/openrpc-meta-schema.json")).unwrap();
     let validator = jsonschema::draft7::new(&meta).expect("the meta-schema compiles");
     let errors: Vec<String> = validator
         .iter_errors(document)

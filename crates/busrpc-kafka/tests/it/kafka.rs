@@ -12,8 +12,7 @@ use busrpc_kafka::KafkaTransport;
 use futures_util::StreamExt;
 use rdkafka::types::RDKafkaRespErr;
 
-mod common;
-use common::{kafka_url, topics};
+use crate::common::{kafka_url, topics};
 
 fn mock_url(test: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);
@@ -287,7 +286,7 @@ async fn python_client_calls(key: Option<(&str, &str)>) {
     .await
     .unwrap();
     first_success(&warm, &service, Duration::from_secs(60)).await;
-    let bootstrap = common::bootstrap(&kafka_url());
+    let bootstrap = crate::common::bootstrap(&kafka_url());
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python_client.py");
     let mut args = vec![script.to_owned(), bootstrap, service.clone()];
     args.extend(key.map(|(id, hex)| format!("{id}:{hex}")));
@@ -1115,7 +1114,7 @@ fn a_broker_that_lost_its_topics_is_served_again() {
             .args([
                 "--ignored",
                 "--exact",
-                "lost_topics_scenario",
+                "kafka::lost_topics_scenario",
                 "--nocapture",
             ])
             .env("BUSRPC_LOST_TOPICS_SCENARIO", "1")

@@ -5,7 +5,7 @@
 //! the error.
 //!
 //! Ignored (run it with `cargo test -p busrpc-kafka --all-features --test
-//! sasl -- --ignored`): Tansu 0.6.0 keeps users only in its SQLite storage,
+//! it -- --ignored sasl::`): Tansu 0.6.0 keeps users only in its SQLite storage,
 //! and there two runs in five crashed librdkafka (a NULL topic name
 //! compared in `rd_kafka_metadata_cache_find`, on its main thread) and a
 //! group's last commit and leave were never answered. What can run in CI,

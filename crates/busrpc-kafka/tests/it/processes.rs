@@ -25,8 +25,7 @@ const CHILD: &str = "BUSRPC_CHILD";
 /// not load the broker while the SIGTERM test measures.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-mod common;
-use common::{kafka_url, topics};
+use crate::common::{kafka_url, topics};
 
 /// The argument of `work` that makes it abort its process.
 const POISON: u64 = 666_666;
@@ -81,7 +80,12 @@ async fn child_process() {
 /// ready, returning it and what it printed before.
 async fn spawn_child(spec: String) -> (tokio::process::Child, Vec<String>) {
     let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_process", "--ignored", "--nocapture"])
+        .args([
+            "--exact",
+            "processes::child_process",
+            "--ignored",
+            "--nocapture",
+        ])
         .env(CHILD, spec)
         .stdout(Stdio::piped())
         .kill_on_drop(true)
@@ -167,7 +171,7 @@ async fn sigterm_of_one_of_three_servers_under_load() {
 /// servers 6 ms apart, the old owner revoking it 76 ms after the new one
 /// was assigned it), and some calls are answered twice (37, 6, 2, 1 in runs
 /// inside `scripts/test.sh` or beside another Tansu suite). Run it with
-/// `cargo test -p busrpc-kafka --test processes -- --ignored on_tansu`.
+/// `cargo test -p busrpc-kafka --all-features --test it -- --ignored on_tansu`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "Tansu 0.6.0 lets two members own a partition during a rebalance"]
 async fn sigterm_of_one_of_three_servers_under_load_on_tansu() {

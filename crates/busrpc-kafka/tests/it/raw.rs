@@ -1,16 +1,14 @@
 //! The raw baseline (`raw` feature) does the broker work a correct
 //! request/reply needs, and leaves nothing behind.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::common::{kafka_url, topics};
 use busrpc_bench::Baseline;
 use busrpc_core::{Client, Router, RpcError, Server};
 use busrpc_kafka::raw::PingPong;
 use busrpc_kafka::KafkaTransport;
-use common::{kafka_url, topics};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
 fn unique(what: &str) -> String {

@@ -1,15 +1,13 @@
 //! The raw baseline (`raw` feature) does the broker work a correct
 //! request/reply needs, and leaves nothing behind.
 
-mod common;
-
 use std::sync::Arc;
 
+use crate::common::{query, Prefix};
 use busrpc_bench::Baseline;
 use busrpc_core::{Client, Router, RpcError, Server};
 use busrpc_redis::raw::PingPong;
 use busrpc_redis::RedisTransport;
-use common::{query, Prefix};
 
 async fn keys(prefix: &str) -> Vec<String> {
     query(redis::cmd("KEYS").arg(format!("{prefix}:*"))).await

@@ -1,0 +1,9 @@
+//! The facade's integration tests, one binary (one link): the macro's wire
+//! and compile errors, metrics, OpenTelemetry.
+
+mod macro_errors;
+mod metrics;
+mod otel;
+// `pub`: the trait and types the macro expands from are public, as a
+// service's would be.
+pub mod service_macro;
