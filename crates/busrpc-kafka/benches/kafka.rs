@@ -8,7 +8,7 @@
 //!
 //! Brokers: `BUSRPC_BENCH_KAFKA` (comma-separated URLs; default
 //! `kafka://127.0.0.1:9092,kafka-mock://bench`). An unreachable one is
-//! skipped, saying so. `cargo bench -p busrpc-kafka --bench kafka`; under
+//! skipped, saying so. `cargo bench -p busrpc-kafka --features mock,raw --bench kafka`; under
 //! `cargo test` a few calls only.
 
 use std::sync::Arc;

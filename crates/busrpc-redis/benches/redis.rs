@@ -2,7 +2,7 @@
 //! XADD, XREADGROUP, the reply's XADD with the XACK, XREAD), on the same
 //! Redis in the same run, keys under one prefix deleted at the end.
 //!
-//! `cargo bench -p busrpc-redis --bench redis` (Redis at `BUSRPC_REDIS_URL`,
+//! `cargo bench -p busrpc-redis --features raw --bench redis` (Redis at `BUSRPC_REDIS_URL`,
 //! default `redis://127.0.0.1:6379`). Under `cargo test` it makes a few calls
 //! only, as a smoke test. `BUSRPC_BENCH_SKIP_LATENCY=1` measures throughput
 //! only (for profiling).
