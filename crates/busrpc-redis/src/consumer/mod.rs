@@ -139,6 +139,8 @@ impl GroupReader {
         loop {
             if let Some((entry, deliveries)) = self.buffer.pop_front() {
                 let request = Arc::new(entry.message);
+                let max = self.connection.config.max_deliveries;
+                let exhausted = deliveries > max;
                 let acker = RedisAck {
                     connection: self.connection.clone(),
                     address: self.address.clone(),
@@ -146,14 +148,13 @@ impl GroupReader {
                     consumer: self.consumer.clone(),
                     id: entry.id,
                     deliveries,
-                    request: request.clone(),
+                    request: exhausted.then(|| request.clone()),
                     settle: self.settle.clone(),
                     in_hand: self.in_hand.clone(),
                 };
                 let attempt = u32::try_from(deliveries).unwrap_or(u32::MAX);
                 let delivery = Delivery::shared(request, acker).with_attempt(attempt);
-                let max = self.connection.config.max_deliveries;
-                if deliveries > max {
+                if exhausted {
                     let dead = dead_letter_address(&self.address);
                     return Ok(delivery.exhausted(Exhausted::new(deliveries, max, dead)));
                 }
