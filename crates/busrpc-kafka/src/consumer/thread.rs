@@ -57,22 +57,42 @@ pub(crate) fn spawn(
 }
 
 /// The topic whose consumer thread a test asked to panic.
+/// The topics whose consumer threads a test asked to panic (a list: the
+/// tests of both dialects may ask at once).
 #[cfg(test)]
-static PANIC_ON: Mutex<Option<String>> = Mutex::new(None);
+static PANIC_ON: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
-/// Makes the consumer thread of `topic` (either dialect's) panic at its
-/// next turn: how a test sees a panic reach its server.
-#[cfg(test)]
-pub(crate) fn ask_to_panic(topic: &str) {
-    *lock(&PANIC_ON) = Some(topic.to_owned());
-}
-
-/// Panics if a test asked the thread of `topic` to.
+/// Panics, once, if a test asked the thread of `topic` to.
 #[cfg(test)]
 pub(crate) fn panic_if_asked(topic: &str) {
-    if lock(&PANIC_ON).as_deref() == Some(topic) {
+    let mut asked = lock(&PANIC_ON);
+    if let Some(at) = asked.iter().position(|t| t == topic) {
+        asked.remove(at);
+        drop(asked);
         panic!("a panic a test asked for");
     }
+}
+
+/// Serves an empty router on `transport`, makes the consumer thread of its
+/// queue panic (either dialect's), and checks that the server stops saying
+/// why, not with a bare "transport closed".
+#[cfg(test)]
+pub(crate) async fn a_panic_stops_its_server(transport: Arc<dyn busrpc_core::Transport>) {
+    let server = busrpc_core::Server::new(transport.clone(), "svc", busrpc_core::Router::new())
+        .start()
+        .await
+        .unwrap();
+    lock(&PANIC_ON).push(transport.service_address("svc"));
+    let stopped = tokio::time::timeout(std::time::Duration::from_secs(30), server.stopped())
+        .await
+        .expect("stopped within 30 s");
+    let err = stopped.expect_err("stopped by a failure");
+    assert!(
+        err.to_string()
+            .contains("consumer thread panicked: a panic a test asked for"),
+        "{err}"
+    );
+    server.shutdown().await;
 }
 
 /// What a panic said, if it said it with a string.

@@ -377,21 +377,7 @@ mod tests {
                 .await
                 .unwrap(),
         );
-        let server = busrpc_core::Server::new(transport.clone(), "svc", busrpc_core::Router::new())
-            .start()
-            .await
-            .unwrap();
-        crate::consumer::thread::ask_to_panic(&transport.service_address("svc"));
-        let stopped = tokio::time::timeout(Duration::from_secs(30), server.stopped())
-            .await
-            .expect("stopped within 30 s");
-        let err = stopped.expect_err("stopped by a failure");
-        assert!(
-            err.to_string()
-                .contains("consumer thread panicked: a panic a test asked for"),
-            "{err}"
-        );
-        server.shutdown().await;
+        crate::consumer::thread::a_panic_stops_its_server(transport).await;
     }
 
     /// Joining returns once the group has given the member its share: the

@@ -308,8 +308,6 @@ impl Transport for PipelineTransport {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     /// A consumer thread that panics stops its server, which says why
@@ -319,20 +317,6 @@ mod tests {
     async fn a_consumer_thread_that_panics_stops_its_server_saying_so() {
         let url = "kafka-mock://pipeline-panics?dialect=pipeline&join_wait_ms=0";
         let transport = Arc::new(PipelineTransport::connect(url).await.unwrap());
-        let server = busrpc_core::Server::new(transport.clone(), "svc", busrpc_core::Router::new())
-            .start()
-            .await
-            .unwrap();
-        crate::consumer::thread::ask_to_panic(&transport.service_address("svc"));
-        let stopped = tokio::time::timeout(Duration::from_secs(30), server.stopped())
-            .await
-            .expect("stopped within 30 s");
-        let err = stopped.expect_err("stopped by a failure");
-        assert!(
-            err.to_string()
-                .contains("consumer thread panicked: a panic a test asked for"),
-            "{err}"
-        );
-        server.shutdown().await;
+        crate::consumer::thread::a_panic_stops_its_server(transport).await;
     }
 }
