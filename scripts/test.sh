@@ -29,9 +29,11 @@ step_times() {
   printf '%4dm%02ds  total\n' $((SECONDS / 60)) $((SECONDS % 60))
 }
 TANSU_PID=""
+TANSU_BUILD_PID=""
 on_exit() {
   local status=$?
   [ -z "$TANSU_PID" ] || kill "$TANSU_PID" 2>/dev/null || true
+  [ -z "$TANSU_BUILD_PID" ] || kill "$TANSU_BUILD_PID" 2>/dev/null || true
   step_times
   return $status
 }
@@ -84,13 +86,44 @@ check_example() {
 # Only the storage engines the tests use: memory:// (dynostore) and
 # sqlite:// (libsql, the chaos harness's durable restart); postgres added
 # about ten minutes to the build.
+#
+# Nothing before `cargo test` needs Kafka, so a first build runs in the
+# background from the start (filling the cores the lints and the cargo
+# tools' builds leave idle in their serial stretches) and is waited for
+# only there.
 TANSU_VERSION=0.6.0
+TANSU_BUILD_LOG="${TMPDIR:-/tmp}/busrpc-test-tansu-build.log"
+kafka_listening() {
+  (exec 3<>/dev/tcp/127.0.0.1/9092) 2>/dev/null
+}
+tansu_installed() {
+  command -v tansu >/dev/null && tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"
+}
+start_tansu_build() {
+  if kafka_listening || tansu_installed; then
+    return
+  fi
+  echo "building Tansu $TANSU_VERSION in the background (log: $TANSU_BUILD_LOG)"
+  cargo install "tansu@$TANSU_VERSION" --locked --features dynostore,libsql \
+    >"$TANSU_BUILD_LOG" 2>&1 &
+  TANSU_BUILD_PID=$!
+}
 ensure_kafka() {
-  if (exec 3<>/dev/tcp/127.0.0.1/9092) 2>/dev/null; then
+  if kafka_listening; then
     echo "using the Kafka broker on 127.0.0.1:9092"
     return
   fi
-  if ! command -v tansu >/dev/null || ! tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
+  if [ -n "$TANSU_BUILD_PID" ]; then
+    echo "waiting for Tansu's build"
+    if ! wait "$TANSU_BUILD_PID"; then
+      TANSU_BUILD_PID=""
+      tail -n 40 "$TANSU_BUILD_LOG" >&2
+      echo "Tansu's build failed; the whole log is $TANSU_BUILD_LOG" >&2
+      exit 1
+    fi
+    TANSU_BUILD_PID=""
+  fi
+  if ! tansu_installed; then
     echo "installing Tansu $TANSU_VERSION (slow the first time; cached afterwards)"
     cargo install "tansu@$TANSU_VERSION" --locked --features dynostore,libsql
   fi
@@ -98,7 +131,7 @@ ensure_kafka() {
     --storage-engine memory://tansu/ >"${TMPDIR:-/tmp}/busrpc-test-tansu.log" 2>&1 &
   TANSU_PID=$!
   for _ in $(seq 100); do
-    (exec 3<>/dev/tcp/127.0.0.1/9092) 2>/dev/null && { echo "started Tansu on 127.0.0.1:9092"; return; }
+    kafka_listening && { echo "started Tansu on 127.0.0.1:9092"; return; }
     sleep 0.1
   done
   echo "Tansu did not start; see ${TMPDIR:-/tmp}/busrpc-test-tansu.log" >&2
@@ -142,13 +175,13 @@ ensure_cargo_tools() {
   done
 }
 
-step "build dependencies and brokers"
+step "build dependencies, Redis, Python, cargo tools (Tansu builds meanwhile)"
 ensure_build_deps
-ensure_cargo_tools
+start_tansu_build
 ensure_redis
-ensure_kafka
 ensure_python_kafka
 ensure_compose
+ensure_cargo_tools
 
 step "docker-compose.yml is a valid compose file"
 docker-compose -f docker-compose.yml config -q
@@ -201,6 +234,9 @@ rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/busrpc* "${CARGO_HOME:-$HOM
 cargo clean -p busrpc-core -p busrpc-auth -p busrpc-macros -p busrpc-bench -p busrpc-redis -p busrpc-kafka -p busrpc -p busrpc-cli
 # --allow-dirty: a developer's uncommitted changes are checked too; CI has none.
 cargo package --workspace --exclude busrpc-conformance --exclude busrpc-chaos --locked --allow-dirty
+
+step "a Kafka broker (Tansu) on 127.0.0.1:9092"
+ensure_kafka
 
 step "cargo test (unit, protocol, conformance; benches once as smoke tests)"
 cargo test --workspace --all-targets --all-features --locked
