@@ -63,6 +63,9 @@ impl std::error::Error for BillingError {}
 
 const INSUFFICIENT_FUNDS: i32 = 1001;
 const UNKNOWN_ACCOUNT: i32 = 1002;
+/// No valid token: an application code, as the others (the -32000 to
+/// -32099 range is busrpc's own, see docs/PROTOCOL.md).
+const UNAUTHORIZED: i32 = 1003;
 
 /// The server's side: the error object sent.
 impl From<BillingError> for RpcError {
@@ -188,7 +191,7 @@ impl Middleware for RequireToken {
     async fn call(&self, ctx: &Context, next: Next<'_>) -> CallOutcome {
         let expected = format!("Bearer {}", self.0);
         if ctx.headers().get("authorization") != Some(expected.as_str()) {
-            return Err(RpcError::new(-32001, "unauthorized"));
+            return Err(RpcError::new(UNAUTHORIZED, "unauthorized"));
         }
         next.run().await
     }

@@ -396,7 +396,7 @@ impl busrpc::Middleware for RequireToken {
                 .lock()
                 .unwrap()
                 .push(format!("rejected {}", ctx.method()));
-            return Err(RpcError::new(-32001, "unauthorized"));
+            return Err(RpcError::new(1003, "unauthorized"));
         }
         let outcome = next.run().await;
         let result = match &outcome {
@@ -440,7 +440,7 @@ async fn middleware_wraps_every_call_and_can_refuse_one() {
     let plain = BillingClient::new(Client::connect(transport).await.unwrap());
     assert_eq!(
         plain.charge("a".into(), 1).await,
-        Err(BillingError::Unknown(RpcError::new(-32001, "unauthorized")))
+        Err(BillingError::Unknown(RpcError::new(1003, "unauthorized")))
     );
     let authorized = BillingClient::new(plain.client().with_middleware(Token));
     assert_eq!(authorized.charge("a".into(), 1).await.unwrap().cents, 1);

@@ -2,9 +2,12 @@
 
 use std::time::Duration;
 
-use crate::transport::TransportError;
+use crate::transport::{ErrorKind, TransportError};
 use crate::wire::codec::CodecError;
-use crate::wire::jsonrpc::{EncodeError, RpcError};
+use crate::wire::jsonrpc::{
+    EncodeError, RpcError, BROKER_ERROR_CODE, BROKER_ERROR_MSG, NO_SERVICE_CODE, NO_SERVICE_MSG,
+    TIMEOUT_CODE, TIMEOUT_MSG,
+};
 
 /// What can go wrong calling or serving.
 #[derive(Debug, thiserror::Error)]
@@ -70,17 +73,48 @@ impl Error {
     pub fn is_timeout(&self) -> bool {
         matches!(self, Error::Timeout(_))
     }
+
+    /// What kind of failure this is: the server's answer
+    /// ([`ErrorKind::Server`]), a timeout, or the broker's failure with
+    /// the kind a caller acts on (see [`TransportError::kind`]).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Transport(e) => e.kind(),
+            Error::Rpc(_) => ErrorKind::Server,
+            Error::Timeout(_) => ErrorKind::Timeout,
+            Error::NoService { .. } => ErrorKind::NotFound,
+            Error::Closed => ErrorKind::Closed,
+            Error::MessageTooLarge { .. } => ErrorKind::TooLarge,
+            Error::Encode(_) | Error::Decode(_) | Error::Codec(_) | Error::NotInBatch { .. } => {
+                ErrorKind::Invalid
+            }
+        }
+    }
 }
 
-/// A handler that calls another service can pass its failure on with `?`:
-/// the other server's error object as it is, anything else (a timeout, a
-/// broker failure) as -32603 saying what failed.
+/// A handler that calls another service can pass its failure on with `?`,
+/// and a typed client whose error type is `RpcError` gets every failure
+/// as one: the other server's error object as it is; a timeout as -32002
+/// ([`TIMEOUT_CODE`]), a broker failure as -32003 ([`BROKER_ERROR_CODE`]), a
+/// service nobody serves as -32004 ([`NO_SERVICE_CODE`]), a failure here
+/// (encoding, decoding) as -32603; each with the error's text as `data`.
+/// So a caller tells the server's own failure apart from the way there.
 impl From<Error> for RpcError {
     fn from(e: Error) -> Self {
-        match e {
-            Error::Rpc(e) => e,
-            other => RpcError::internal_error().with_data(&other.to_string()),
-        }
+        let (code, message) = match e {
+            Error::Rpc(e) => return e,
+            Error::Timeout(_) => (TIMEOUT_CODE, TIMEOUT_MSG),
+            Error::NoService { .. } | Error::Transport(TransportError::NotServed(_)) => {
+                (NO_SERVICE_CODE, NO_SERVICE_MSG)
+            }
+            Error::Transport(_) | Error::Closed | Error::MessageTooLarge { .. } => {
+                (BROKER_ERROR_CODE, BROKER_ERROR_MSG)
+            }
+            Error::Encode(_) | Error::Decode(_) | Error::Codec(_) | Error::NotInBatch { .. } => {
+                return RpcError::internal_error().with_data(&e.to_string())
+            }
+        };
+        RpcError::new(code, message).with_data(&e.to_string())
     }
 }
 
@@ -89,5 +123,57 @@ impl From<Error> for RpcError {
 impl From<RpcError> for Error {
     fn from(e: RpcError) -> Self {
         Error::Rpc(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The reserved codes of docs/PROTOCOL.md, one per way a call can fail
+    /// on its way, apart from the server's own answer.
+    #[test]
+    fn a_failure_on_the_way_has_its_own_code_apart_from_the_servers() {
+        let cases: [(Error, i32); 6] = [
+            (Error::Rpc(RpcError::new(7, "mine")), 7),
+            (Error::Timeout(Duration::from_millis(300)), -32002),
+            (
+                Error::Transport(TransportError::Unavailable("down".into())),
+                -32003,
+            ),
+            (Error::Closed, -32003),
+            (
+                Error::NoService {
+                    service: "s".into(),
+                },
+                -32004,
+            ),
+            (Error::NotInBatch { id: 1 }, -32603),
+        ];
+        for (e, code) in cases {
+            let shown = e.to_string();
+            let rpc = RpcError::from(e);
+            assert_eq!(rpc.code(), code, "{shown}");
+            if code != 7 {
+                assert_eq!(rpc.data_as::<String>().unwrap().unwrap(), shown);
+            }
+        }
+    }
+
+    #[test]
+    fn the_kind_of_a_call_error() {
+        assert_eq!(Error::Timeout(Duration::ZERO).kind(), ErrorKind::Timeout);
+        assert_eq!(Error::Rpc(RpcError::new(1, "x")).kind(), ErrorKind::Server);
+        assert_eq!(
+            Error::Transport(TransportError::Overloaded("q".into())).kind(),
+            ErrorKind::Overloaded
+        );
+        assert_eq!(
+            Error::NoService {
+                service: "s".into()
+            }
+            .kind(),
+            ErrorKind::NotFound
+        );
     }
 }

@@ -36,8 +36,8 @@ pub use service::{
 };
 pub use telemetry::metrics;
 pub use transport::{
-    Acknowledge, BoxError, Deliveries, Delivery, Demand, Exhausted, Inbox, OnSettled, Readiness,
-    ReadinessSignal, Settle, SettleError, Transport, TransportError,
+    Acknowledge, BoxError, Deliveries, Delivery, Demand, ErrorKind, Exhausted, Inbox, OnSettled,
+    Readiness, ReadinessSignal, Settle, SettleError, Transport, TransportError,
 };
 pub use wire::codec::Codec;
 pub use wire::jsonrpc::RpcError;

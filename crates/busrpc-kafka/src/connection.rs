@@ -54,17 +54,46 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// `content-type` at most) and framing.
 const RECORD_OVERHEAD_BYTES: usize = 1024;
 
+/// What a librdkafka error means for busrpc (see [`refusal`]): anything
+/// it does not know as final is worth another try later.
 pub(crate) fn transport_error(e: KafkaError) -> TransportError {
-    use RDKafkaErrorCode as Code;
-    match e.rdkafka_error_code() {
-        Some(
-            Code::MessageSizeTooLarge | Code::InvalidMessageSize | Code::TopicAuthorizationFailed,
-        ) => TransportError::Rejected(e.to_string()),
-        Some(Code::UnknownTopicOrPartition | Code::UnknownTopic | Code::UnknownPartition) => {
-            TransportError::Rejected(format!("{e} (the topic does not exist)"))
-        }
-        _ => TransportError::Unavailable(Box::new(e)),
+    match e.rdkafka_error_code().and_then(|code| refusal(code, &e)) {
+        Some(final_error) => final_error,
+        None => TransportError::Unavailable(Box::new(e)),
     }
+}
+
+/// The error of kind a caller acts on for a code that trying again will
+/// not change (too large, not allowed, missing), with `what` said; `None`
+/// for a code that may pass (a broker away, a leader moving, a timeout).
+/// A server stops after a few final errors in a row and says why (the
+/// README's "a server that cannot read its queue stops"), so a
+/// group-authorization or SASL failure must be here, not retried forever.
+pub(crate) fn refusal(
+    code: RDKafkaErrorCode,
+    what: &dyn std::fmt::Display,
+) -> Option<TransportError> {
+    use RDKafkaErrorCode as Code;
+    Some(match code {
+        Code::MessageSizeTooLarge | Code::InvalidMessageSize | Code::MessageBatchTooLarge => {
+            TransportError::TooLarge(what.to_string())
+        }
+        Code::TopicAuthorizationFailed
+        | Code::GroupAuthorizationFailed
+        | Code::ClusterAuthorizationFailed
+        | Code::TransactionalIdAuthorizationFailed
+        | Code::SaslAuthenticationFailed
+        | Code::Authentication
+        | Code::UnsupportedSASLMechanism
+        | Code::IllegalSASLState => TransportError::PermissionDenied(what.to_string()),
+        Code::UnknownTopicOrPartition | Code::UnknownTopic | Code::UnknownPartition => {
+            TransportError::NotFound(format!("{what} (the topic does not exist)"))
+        }
+        Code::InvalidTopic | Code::PolicyViolation | Code::InvalidConfig | Code::Fatal => {
+            TransportError::Rejected(what.to_string())
+        }
+        _ => return None,
+    })
 }
 
 /// A setting librdkafka refuses came from the URL: says so with it.
@@ -185,7 +214,7 @@ impl Connection {
                 .map(drop)
                 .map_err(|e| match self.reports.login_failure() {
                     // Final: the same secret will be refused again.
-                    Some(why) => TransportError::Rejected(format!(
+                    Some(why) => TransportError::PermissionDenied(format!(
                         "the Kafka broker at {} refused the login: {why}",
                         self.bootstrap
                     )),
@@ -280,6 +309,7 @@ impl Connection {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use busrpc_core::ErrorKind;
 
     #[test]
     fn errors_say_whether_to_retry() {
@@ -287,13 +317,25 @@ mod tests {
             RDKafkaErrorCode::UnknownTopicOrPartition,
         ));
         assert!(
-            matches!(gone, TransportError::Rejected(ref r) if r.contains("does not exist")),
+            matches!(gone, TransportError::NotFound(ref r) if r.contains("does not exist")),
             "{gone}"
         );
         let big = transport_error(KafkaError::MessageProduction(
             RDKafkaErrorCode::MessageSizeTooLarge,
         ));
-        assert!(matches!(big, TransportError::Rejected(_)));
+        assert_eq!(big.kind(), ErrorKind::TooLarge, "{big}");
+        // Final, so that a server that keeps getting them stops and says
+        // why instead of retrying for ever.
+        for code in [
+            RDKafkaErrorCode::GroupAuthorizationFailed,
+            RDKafkaErrorCode::TopicAuthorizationFailed,
+            RDKafkaErrorCode::SaslAuthenticationFailed,
+            RDKafkaErrorCode::Authentication,
+        ] {
+            let refused = transport_error(KafkaError::MessageConsumption(code));
+            assert_eq!(refused.kind(), ErrorKind::PermissionDenied, "{refused}");
+            assert!(!refused.is_transient());
+        }
         let down = transport_error(KafkaError::MessageProduction(
             RDKafkaErrorCode::BrokerTransportFailure,
         ));

@@ -323,9 +323,11 @@ impl Baseline for PingPong {
             .await
             .map_err(transport_error)?;
         match outcomes.into_iter().find_map(Result::err) {
-            Some((topic, code)) => Err(TransportError::Rejected(format!(
-                "deleting topic {topic}: {code}"
-            ))),
+            Some((topic, code)) => {
+                let what = format!("deleting topic {topic}: {code}");
+                Err(crate::connection::refusal(code, &what)
+                    .unwrap_or(TransportError::Rejected(what)))
+            }
             None => Ok(()),
         }
     }

@@ -9,7 +9,7 @@ use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::producer::Producer as _;
 
-use crate::connection::{lock, transport_error, Connection};
+use crate::connection::{lock, refusal, transport_error, Connection};
 
 /// How many topic names a transport remembers as existing before it
 /// forgets them all (see [`Connection::remember_topic`]).
@@ -50,16 +50,17 @@ impl Connection {
             }
             let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
             let refused = match self.admin.create_topics(&[new], &options).await {
-                Err(e) => Some(e.to_string()),
+                Err(e) => Some((e.rdkafka_error_code(), e.to_string())),
                 Ok(results) => results.into_iter().find_map(|result| match result {
                     Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => None,
-                    Err((_, code)) => Some(code.to_string()),
+                    Err((_, code)) => Some((Some(code), code.to_string())),
                 }),
             };
-            if let Some(reason) = refused {
-                return Err(TransportError::Rejected(format!(
-                    "creating topic {topic}: {reason}"
-                )));
+            if let Some((code, reason)) = refused {
+                let what = format!("creating topic {topic}: {reason}");
+                return Err(code
+                    .and_then(|code| refusal(code, &what))
+                    .unwrap_or(TransportError::Rejected(what)));
             }
         }
         self.remember_topic(topic);

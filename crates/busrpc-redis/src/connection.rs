@@ -30,18 +30,26 @@ pub(crate) struct Connection {
 
 /// What a Redis error means for busrpc: worth another try later (the
 /// connection, a timeout, Redis loading or failing over), or not (no
-/// permission, a wrong password, a key of the wrong type): a server stops
-/// after a few of those in a row and reports why.
+/// permission or a wrong password: [`PermissionDenied`]; Redis out of
+/// memory: [`Overloaded`]; a key of the wrong type: [`Rejected`]): a
+/// server stops after a few of those in a row and reports why.
+///
+/// [`PermissionDenied`]: TransportError::PermissionDenied
+/// [`Overloaded`]: TransportError::Overloaded
+/// [`Rejected`]: TransportError::Rejected
 pub(crate) fn unavailable(e: RedisError) -> TransportError {
     use redis::{ErrorKind, RetryMethod};
     let lost = e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal();
     if lost || e.is_timeout() {
         return TransportError::Unavailable(Box::new(e));
     }
+    let refused = matches!(e.code(), Some("NOPERM" | "WRONGPASS" | "NOAUTH"));
     match (e.kind(), e.retry_method()) {
-        (ErrorKind::AuthenticationFailed, _) | (_, RetryMethod::NoRetry) => {
-            TransportError::Rejected(e.to_string())
-        }
+        (ErrorKind::AuthenticationFailed, _) => TransportError::PermissionDenied(e.to_string()),
+        _ if refused => TransportError::PermissionDenied(e.to_string()),
+        // Redis at its maxmemory refuses writes: a full broker, not a bug.
+        _ if e.code() == Some("OOM") => TransportError::Overloaded(e.to_string()),
+        (_, RetryMethod::NoRetry) => TransportError::Rejected(e.to_string()),
         _ => TransportError::Unavailable(Box::new(e)),
     }
 }

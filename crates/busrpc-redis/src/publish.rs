@@ -60,7 +60,7 @@ const FAST_PATH_MARGIN: u64 = 10_000;
 const BOUNDED_XADD_SCRIPT: &str = include_str!("scripts/bounded_xadd.lua");
 
 impl Admission {
-    /// Adds a request to its stream, refused with `Rejected` when the
+    /// Adds a request to its stream, refused with `Overloaded` when the
     /// stream already holds `queue_max_len` entries, and never evicting.
     ///
     /// Exact where it matters, cheap where it does not: the bounding script
@@ -203,7 +203,7 @@ impl Admission {
             } else if e.code() == Some("BUSRPCNOSERVICE") {
                 TransportError::NotServed(address.to_owned())
             } else if e.code() == Some("BUSRPCFULL") {
-                TransportError::Rejected(
+                TransportError::Overloaded(
                     e.detail()
                         .unwrap_or("the request stream is full")
                         .to_owned(),

@@ -57,7 +57,7 @@ impl RedisTransport {
 
     /// Connects with `config`, built with [`RedisConfig::new`] and its
     /// setters (or parsed from a URL). A wrong password or an unknown ACL
-    /// user fails with [`TransportError::Rejected`] (Redis' own words, no
+    /// user fails with [`TransportError::PermissionDenied`] (Redis' own words, no
     /// secret in them); settings that cannot be used with
     /// [`TransportError::InvalidConfig`].
     pub async fn connect_with(config: RedisConfig) -> Result<Self, TransportError> {

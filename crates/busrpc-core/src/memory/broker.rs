@@ -164,7 +164,7 @@ impl Broker {
     }
 
     fn full(&self, address: &str) -> TransportError {
-        TransportError::Rejected(format!(
+        TransportError::Overloaded(format!(
             "{address} holds {} messages, the memory broker's capacity",
             self.capacity
         ))

@@ -8,7 +8,7 @@
 //!   delivered again to another member, as a broker does when a process dies.
 //! - Messages published before any group exists wait for the first group.
 //! - Queues and inboxes are bounded; a publish beyond the bound is
-//!   [`Rejected`](TransportError::Rejected), never silently dropped.
+//!   [`Overloaded`](TransportError::Overloaded), never silently dropped.
 //! - A reply to an inbox that has been closed is discarded, as a broker
 //!   would let it expire unread.
 
@@ -254,7 +254,7 @@ mod tests {
         t.publish("q", Message::new("early2")).await.unwrap();
         assert!(matches!(
             t.publish("q", Message::new("x")).await,
-            Err(TransportError::Rejected(_))
+            Err(TransportError::Overloaded(_))
         ));
         let mut c = t.consume("q", "g", Demand::unbounded()).await.unwrap();
         assert_eq!(next(&mut c).await.message().payload, "early");
@@ -329,7 +329,7 @@ mod tests {
         t.publish("q", Message::new("4")).await.unwrap();
         assert!(matches!(
             t.publish("q", Message::new("5")).await,
-            Err(TransportError::Rejected(_))
+            Err(TransportError::Overloaded(_))
         ));
     }
 

@@ -77,7 +77,15 @@ impl Settling {
         let state = &self.state;
         let service = &state.service;
         let then = match (error, &self.reply_to) {
-            (TransportError::Rejected(why), Some(reply_to)) => {
+            // Refused: another try would be refused alike.
+            (
+                TransportError::Rejected(why)
+                | TransportError::Overloaded(why)
+                | TransportError::PermissionDenied(why)
+                | TransportError::TooLarge(why)
+                | TransportError::NotFound(why),
+                Some(reply_to),
+            ) => {
                 state.count(ServerEvent::ReplyFailed);
                 tracing::warn!(%service, error = %why, %reply_to, "the broker refused the reply; the request is acknowledged and its caller told");
                 tell_refused(state, reply_to, self.told_in, &self.request, why);

@@ -35,7 +35,7 @@ pub type CallOutcome = Result<Box<RawValue>, RpcError>;
 /// impl Middleware for RequireToken {
 ///     async fn call(&self, ctx: &Context, next: Next<'_>) -> CallOutcome {
 ///         if ctx.headers().get("authorization") != Some("Bearer sesame") {
-///             return Err(RpcError::new(-32001, "unauthorized"));
+///             return Err(RpcError::new(1003, "unauthorized"));
 ///         }
 ///         let started = Instant::now();
 ///         let outcome = next.run().await;

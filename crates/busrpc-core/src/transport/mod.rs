@@ -28,7 +28,7 @@ mod readiness;
 
 pub use deliveries::{Deliveries, Demand};
 pub use delivery::{Acknowledge, Delivery, Exhausted, OnSettled, Settle, SettleError};
-pub use error::{BoxError, TransportError};
+pub use error::{BoxError, ErrorKind, TransportError};
 pub use inbox::Inbox;
 pub use kit::{is_secret_option, redact_url, unique_id};
 pub use readiness::{Readiness, ReadinessSignal};

@@ -393,7 +393,7 @@ async fn an_acl_user_logs_in_and_a_wrong_password_is_refused_plainly() {
         };
         let shown = err.to_string();
         assert!(
-            matches!(err, busrpc_core::TransportError::Rejected(_)),
+            matches!(err, busrpc_core::TransportError::PermissionDenied(_)),
             "{url}: final, not worth retrying: {err:?}"
         );
         assert!(shown.contains(says), "{url}: {shown}");

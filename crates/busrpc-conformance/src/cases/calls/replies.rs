@@ -107,11 +107,11 @@ pub async fn typed_errors_reach_the_caller(h: &dyn Harness) {
     );
 
     let err = client
-        .call::<()>(&service, "fail", (-32001,))
+        .call::<()>(&service, "fail", (4001,))
         .await
         .unwrap_err();
     let rpc = err.rpc().unwrap();
-    assert_eq!((rpc.code(), rpc.message()), (-32001, "it failed"));
+    assert_eq!((rpc.code(), rpc.message()), (4001, "it failed"));
     assert_eq!(rpc.data().map(|d| d.get()), Some(r#"{"why":"asked to"}"#));
 
     // The result of the wrong type is the caller's error, not the server's.

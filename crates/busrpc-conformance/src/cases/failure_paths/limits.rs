@@ -123,12 +123,12 @@ pub async fn oversized_reply_is_answered_with_an_error_once(h: &dyn Harness) {
 }
 
 /// The overload contract: a publish beyond a request queue's bound fails
-/// with `Rejected`, and nothing admitted is evicted to make room; once the
+/// with `Overloaded`, and nothing admitted is evicted to make room; once the
 /// queue drains, publishes are admitted again.
 pub async fn a_publish_beyond_the_queue_bound_is_rejected(h: &dyn Harness) {
     let bound = 5;
     let Some(transport) = h.connect_bounded(bound).await else {
-        println!("skipped: a_publish_beyond_the_queue_bound_is_rejected: the broker's queues have no bound");
+        println!("does not apply: a_publish_beyond_the_queue_bound_is_rejected: the broker's queues have no bound");
         return;
     };
     let service = unique_service("bounded");
@@ -153,10 +153,11 @@ pub async fn a_publish_beyond_the_queue_bound_is_rejected(h: &dyn Harness) {
     assert!(
         matches!(
             err,
-            Error::Transport(busrpc_core::TransportError::Rejected(_))
+            Error::Transport(busrpc_core::TransportError::Overloaded(_))
         ),
         "{err}"
     );
+    assert_eq!(err.kind(), busrpc_core::ErrorKind::Overloaded, "{err}");
     let (probe, _started) = Probe::new("a");
     let server = Server::new(transport, &service, router(probe.clone()))
         .start()

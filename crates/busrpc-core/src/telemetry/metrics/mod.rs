@@ -182,6 +182,9 @@ fn code_label(code: i32) -> ::metrics::SharedString {
         -32602 => "-32602",
         -32603 => "-32603",
         DEAD_LETTER_CODE => "-32001",
+        -32002 => "-32002",
+        -32003 => "-32003",
+        -32004 => "-32004",
         _ => return code.to_string().into(),
     };
     ::metrics::SharedString::const_str(known)

@@ -41,6 +41,20 @@ pub const INTERNAL_ERROR_CODE: i32 = -32603;
 /// (moved to a dead-letter queue); in the range the specification leaves
 /// to implementations. `data` says how often it was delivered and where it went.
 pub const DEAD_LETTER_CODE: i32 = -32001;
+/// A call that got no reply within its timeout: never sent by a server on
+/// its own, but what a caller's [`Error::Timeout`](crate::Error::Timeout)
+/// becomes as an [`RpcError`] (a typed client whose error type is
+/// `RpcError`, a handler passing a nested call's failure on with `?`).
+/// `data` is the error's text.
+pub const TIMEOUT_CODE: i32 = -32002;
+/// A call the broker failed (unavailable, refused, closed; see
+/// [`ErrorKind`](crate::transport::ErrorKind)), as an [`RpcError`], like
+/// [`TIMEOUT_CODE`]. `data` is the error's text.
+pub const BROKER_ERROR_CODE: i32 = -32003;
+/// A call to a service nobody has ever served on this broker
+/// ([`Error::NoService`](crate::Error::NoService)), as an [`RpcError`],
+/// like [`TIMEOUT_CODE`]. `data` is the error's text.
+pub const NO_SERVICE_CODE: i32 = -32004;
 
 /// The messages the specification gives for its codes.
 pub const PARSE_ERROR_MSG: &str = "Parse error";
@@ -54,14 +68,20 @@ pub const INVALID_PARAMS_MSG: &str = "Invalid params";
 pub const INTERNAL_ERROR_MSG: &str = "Internal error";
 /// See [`DEAD_LETTER_CODE`].
 pub const DEAD_LETTER_MSG: &str = "Request dead-lettered";
+/// See [`TIMEOUT_CODE`].
+pub const TIMEOUT_MSG: &str = "No reply in time";
+/// See [`BROKER_ERROR_CODE`].
+pub const BROKER_ERROR_MSG: &str = "Broker failed";
+/// See [`NO_SERVICE_CODE`].
+pub const NO_SERVICE_MSG: &str = "No such service";
 
 /// A JSON-RPC 2.0 error object: what a handler returns to fail a call, and
 /// what a caller receives in [`Error::Rpc`](crate::Error::Rpc).
 ///
 /// ```
 /// use busrpc_core::RpcError;
-/// let err = RpcError::new(-32001, "account is locked").with_data(&serde_json::json!({"retry_in": 30}));
-/// assert_eq!(err.code(), -32001);
+/// let err = RpcError::new(4003, "account is locked").with_data(&serde_json::json!({"retry_in": 30}));
+/// assert_eq!(err.code(), 4003);
 /// ```
 #[derive(Clone, Serialize, Deserialize)]
 pub struct RpcError {
