@@ -28,6 +28,11 @@ step_times() {
   done
   printf '%4dm%02ds  total\n' $((SECONDS / 60)) $((SECONDS % 60))
 }
+# A test that lacks its helper (a redis-server to start, Tansu, Python)
+# fails here instead of printing `skipped:` and passing: this run installs
+# every helper, so a skip would be a green run that proved nothing.
+export BUSRPC_REQUIRE_HELPERS=1
+
 TANSU_PID=""
 TANSU_BUILD_PID=""
 on_exit() {

@@ -21,6 +21,30 @@ pub fn log_if_asked() {
         .try_init();
 }
 
+/// The variable that turns a test's missing helper into a failure:
+/// scripts/test.sh sets it, so a run meant to prove everything cannot go
+/// green having skipped what it could not run.
+pub const REQUIRE_HELPERS: &str = "BUSRPC_REQUIRE_HELPERS";
+
+/// Says that `test` cannot run on this machine because `why` (a
+/// redis-server, Tansu or a Python is missing): with [`REQUIRE_HELPERS`]
+/// set (to anything but `0`) it panics, failing the test; otherwise it
+/// prints `skipped: <test>: <why>` and the caller returns.
+///
+/// Only for a helper outside the repository. A case that does not apply to
+/// a broker (its [`Capabilities`] say so) is not a skip and does not call
+/// this.
+pub fn cannot_run(test: &str, why: &str) {
+    if required(std::env::var(REQUIRE_HELPERS).ok().as_deref()) {
+        panic!("{test} cannot run: {why} ({REQUIRE_HELPERS} is set, so this fails instead of skipping)");
+    }
+    println!("skipped: {test}: {why}");
+}
+
+fn required(value: Option<&str>) -> bool {
+    matches!(value, Some(v) if !v.is_empty() && v != "0")
+}
+
 /// What the broker under test can do, and how fast, so that the suite's
 /// waits fit it.
 #[derive(Clone, Debug)]
@@ -125,4 +149,18 @@ pub fn unique_service(test: &str) -> String {
         nanos & 0xffff_ffff,
         COUNTER.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_helper_fails_only_when_helpers_are_required() {
+        assert!(!required(None));
+        assert!(!required(Some("")));
+        assert!(!required(Some("0")));
+        assert!(required(Some("1")));
+        assert!(required(Some("yes")));
+    }
 }

@@ -14,8 +14,11 @@
 //! busrpc_conformance::suite!(MyBroker);
 //! ```
 //!
-//! A test whose capability the broker lacks prints `skipped: <test>: <reason>`
-//! and passes.
+//! A case whose capability the broker lacks (its [`Capabilities`] say so)
+//! prints `does not apply: <test>: <reason>` and passes. A test that lacks a
+//! helper outside the repository (a redis-server to start, Tansu, a Python)
+//! calls [`cannot_run`]: skipped on a developer's machine, a failure under
+//! scripts/test.sh, which sets [`REQUIRE_HELPERS`].
 //!
 //! The crate is layered like the others: [`harness`](Harness) (what a
 //! backend hands in), `catalogue` (the [hostile-input data](hostile)),
@@ -32,7 +35,10 @@ mod fixture;
 mod harness;
 
 pub use catalogue::hostile;
-pub use harness::{log_if_asked, unique_service, Capabilities, Flavor, Harness, MacroBuilt};
+pub use harness::{
+    cannot_run, log_if_asked, unique_service, Capabilities, Flavor, Harness, MacroBuilt,
+    REQUIRE_HELPERS,
+};
 
 /// Expands to one `#[tokio::test]` per conformance test, each calling
 /// [`cases`]`::<name>(&harness)` with a harness built by `$harness`, on a

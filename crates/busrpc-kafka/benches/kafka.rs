@@ -25,7 +25,10 @@ async fn measure(url: &str, full: bool) -> String {
     let url = &busrpc_bench::on_own_prefix(url, "bench-raw");
     let raw = match PingPong::start(url).await {
         Ok(raw) => Arc::new(raw),
-        Err(e) => return format!("skipped: {shown}: {e}\n"),
+        Err(e) => {
+            busrpc_conformance::cannot_run(&format!("the bench on {shown}"), &e.to_string());
+            return String::new();
+        }
     };
     let service = "bench".to_owned();
     let router = Router::new().method("echo", |(n,): (u64,)| async move { Ok::<_, RpcError>(n) });
@@ -128,7 +131,10 @@ async fn inboxes(url: &str, full: bool) -> String {
     let router = Router::new().method("echo", |(n,): (u64,)| async move { Ok::<_, RpcError>(n) });
     let server_transport = match KafkaTransport::connect(&url).await {
         Ok(transport) => Arc::new(transport),
-        Err(e) => return format!("skipped: {url}: {e}\n"),
+        Err(e) => {
+            busrpc_conformance::cannot_run(&format!("the bench on {url}"), &e.to_string());
+            return String::new();
+        }
     };
     let server = Server::new(server_transport, service, router)
         .start()

@@ -32,7 +32,10 @@ fn main() {
         let raw = match PingPong::start(&url).await {
             Ok(raw) => Arc::new(raw),
             Err(e) => {
-                println!("skipped: the Redis bench: {e} (scripts/test.sh starts a Redis)");
+                busrpc_conformance::cannot_run(
+                    "the Redis bench",
+                    &format!("{e} (scripts/test.sh starts a Redis)"),
+                );
                 return;
             }
         };

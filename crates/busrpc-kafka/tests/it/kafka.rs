@@ -260,7 +260,10 @@ async fn a_python_client_signs_its_call_and_checks_the_reply() {
 
 async fn python_client_calls(key: Option<(&str, &str)>) {
     let Ok(python) = std::env::var("BUSRPC_PYTHON") else {
-        println!("skipped: a Python client: BUSRPC_PYTHON is not set (scripts/test.sh sets it)");
+        busrpc_conformance::cannot_run(
+            "a Python client",
+            "BUSRPC_PYTHON is not set (scripts/test.sh sets it)",
+        );
         return;
     };
     let service = format!("python-{}-{}", std::process::id(), key.is_some());
@@ -914,7 +917,10 @@ async fn a_paused_server_never_reads_its_partitions_again_from_the_start() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_records_get_their_exact_answers() {
     let Ok(python) = std::env::var("BUSRPC_PYTHON") else {
-        println!("skipped: hostile_records_get_their_exact_answers: BUSRPC_PYTHON is not set (scripts/test.sh sets it)");
+        busrpc_conformance::cannot_run(
+            "hostile_records_get_their_exact_answers",
+            "BUSRPC_PYTHON is not set (scripts/test.sh sets it)",
+        );
         return;
     };
     let url = format!("{}?partitions=1", mock_url("hostile"));
@@ -1144,7 +1150,10 @@ async fn lost_topics_scenario() {
         .unwrap()
         .port();
     let Some(mut tansu) = PrivateTansu::start(port) else {
-        println!("skipped: lost_topics_scenario: no tansu binary (scripts/test.sh installs one)");
+        busrpc_conformance::cannot_run(
+            "lost_topics_scenario",
+            "no tansu binary (scripts/test.sh installs one)",
+        );
         return;
     };
     let url = format!(

@@ -364,7 +364,10 @@ async fn an_acl_user_logs_in_and_a_wrong_password_is_refused_plainly() {
     .map(str::to_owned)
     .into();
     let Some(_redis) = PrivateRedis::start_with(port, &args) else {
-        println!("skipped: an_acl_user_logs_in_and_a_wrong_password_is_refused_plainly: no redis-server binary to start (scripts/test.sh installs one)");
+        busrpc_conformance::cannot_run(
+            "an_acl_user_logs_in_and_a_wrong_password_is_refused_plainly",
+            "no redis-server binary to start (scripts/test.sh installs one)",
+        );
         return;
     };
     let url = format!("redis://app:p%26ss%3Dw%40rd%25@127.0.0.1:{port}");
@@ -478,7 +481,10 @@ fn free_port() -> u16 {
 async fn survives_a_redis_restart() {
     let port = free_port();
     let Some(mut redis) = PrivateRedis::start(port) else {
-        println!("skipped: survives_a_redis_restart: no redis-server binary to start (scripts/test.sh installs one)");
+        busrpc_conformance::cannot_run(
+            "survives_a_redis_restart",
+            "no redis-server binary to start (scripts/test.sh installs one)",
+        );
         return;
     };
     let url = format!(
@@ -584,7 +590,10 @@ async fn on_port(port: u16, cmd: &redis::Cmd) -> redis::RedisResult<redis::Value
 async fn a_server_back_from_an_outage_waits_claim_idle_before_claiming() {
     let port = free_port();
     let Some(redis) = PrivateRedis::start(port) else {
-        println!("skipped: a_server_back_from_an_outage_waits_claim_idle_before_claiming: no redis-server binary to start (scripts/test.sh installs one)");
+        busrpc_conformance::cannot_run(
+            "a_server_back_from_an_outage_waits_claim_idle_before_claiming",
+            "no redis-server binary to start (scripts/test.sh installs one)",
+        );
         return;
     };
     let signal = |sig: &str| redis.signal(sig);
@@ -696,7 +705,10 @@ async fn a_server_back_from_an_outage_waits_claim_idle_before_claiming() {
 async fn a_stream_redis_lost_is_waited_for_not_reported_unserved() {
     let port = free_port();
     let Some(mut redis) = PrivateRedis::start(port) else {
-        println!("skipped: a_stream_redis_lost_is_waited_for_not_reported_unserved: no redis-server binary to start (scripts/test.sh installs one)");
+        busrpc_conformance::cannot_run(
+            "a_stream_redis_lost_is_waited_for_not_reported_unserved",
+            "no redis-server binary to start (scripts/test.sh installs one)",
+        );
         return;
     };
     let url =
@@ -768,7 +780,10 @@ async fn a_stream_redis_lost_is_waited_for_not_reported_unserved() {
 async fn a_call_made_while_redis_is_stopped_is_added_once() {
     let port = free_port();
     let Some(redis) = PrivateRedis::start(port) else {
-        println!("skipped: a_call_made_while_redis_is_stopped_is_added_once: no redis-server binary to start (scripts/test.sh installs one)");
+        busrpc_conformance::cannot_run(
+            "a_call_made_while_redis_is_stopped_is_added_once",
+            "no redis-server binary to start (scripts/test.sh installs one)",
+        );
         return;
     };
     let signal = |sig: &str| redis.signal(sig);
@@ -818,7 +833,10 @@ async fn a_call_made_while_redis_is_stopped_is_added_once() {
 async fn a_reply_made_while_redis_is_stopped_runs_its_request_once() {
     let port = free_port();
     let Some(redis) = PrivateRedis::start(port) else {
-        println!("skipped: a_reply_made_while_redis_is_stopped_runs_its_request_once: no redis-server binary to start (scripts/test.sh installs one)");
+        busrpc_conformance::cannot_run(
+            "a_reply_made_while_redis_is_stopped_runs_its_request_once",
+            "no redis-server binary to start (scripts/test.sh installs one)",
+        );
         return;
     };
     let signal = |sig: &str| redis.signal(sig);
@@ -878,7 +896,10 @@ async fn a_reply_made_while_redis_is_stopped_runs_its_request_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_cli_alone_can_call_a_service() {
     if Command::new("redis-cli").arg("--version").output().is_err() {
-        println!("skipped: redis_cli_alone_can_call_a_service: no redis-cli binary (scripts/test.sh installs one)");
+        busrpc_conformance::cannot_run(
+            "redis_cli_alone_can_call_a_service",
+            "no redis-cli binary (scripts/test.sh installs one)",
+        );
         return;
     }
     let prefix = Prefix::new("cli");
@@ -988,7 +1009,7 @@ async fn calls_over_tls() {
             .stderr(Stdio::null())
             .status();
         if !made.is_ok_and(|s| s.success()) {
-            println!("skipped: calls_over_tls: no openssl to make certificates");
+            busrpc_conformance::cannot_run("calls_over_tls", "no openssl to make certificates");
             return;
         }
     }
@@ -1009,7 +1030,7 @@ async fn calls_over_tls() {
     ]
     .map(str::to_owned);
     let Some(_redis) = PrivateRedis::start_with(port, &args) else {
-        println!("skipped: calls_over_tls: redis-server without TLS support");
+        busrpc_conformance::cannot_run("calls_over_tls", "redis-server without TLS support");
         return;
     };
     let url = format!("rediss://127.0.0.1:{port}?tls_ca_file={}", file("ca.pem"));

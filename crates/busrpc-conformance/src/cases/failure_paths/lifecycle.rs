@@ -14,7 +14,7 @@ pub async fn server_death_leaves_request_to_another_instance(h: &dyn Harness) {
     let redelivery = match h.capabilities().redelivery {
         Ok(within) => within,
         Err(reason) => {
-            println!("skipped: server_death_leaves_request_to_another_instance: {reason}");
+            println!("does not apply: server_death_leaves_request_to_another_instance: {reason}");
             return;
         }
     };
@@ -90,7 +90,7 @@ pub async fn a_server_is_ready_while_it_serves(h: &dyn Harness) {
 /// A call that outlives the shutdown grace is released, and another instance answers it.
 pub async fn shutdown_grace_releases_to_another_instance(h: &dyn Harness) {
     if let Err(reason) = h.capabilities().redelivery {
-        println!("skipped: shutdown_grace_releases_to_another_instance: {reason}");
+        println!("does not apply: shutdown_grace_releases_to_another_instance: {reason}");
         return;
     }
     let service = unique_service("grace");
