@@ -1408,3 +1408,113 @@ async fn hostile_entries_get_their_exact_answers() {
     assert_eq!(made, 0, "a reply makes no stream");
     server.shutdown().await;
 }
+
+/// With every default (server, client and transport: only the key prefix
+/// is set, to keep the test's keys apart), one of three servers killed
+/// while it holds calls loses none of them: its requests are claimed and
+/// answered inside the client's default timeout. The server is "killed"
+/// as -9 would: its runtime dropped mid-call, so no settle, release or
+/// keep-alive runs again and its connections just close. With the old
+/// default `claim_idle_ms` (30 s) its calls timed out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_servers_calls_are_answered_with_every_default() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let prefix = Prefix::new("defaults");
+    let url = format!("{}?prefix={}", redis_url(), prefix.0);
+    let service = "defaults";
+    let ran_by_doomed = Arc::new(AtomicUsize::new(0));
+    let router = |doomed: Option<Arc<AtomicUsize>>| {
+        Router::new().method("slow", move |(n,): (u64,)| {
+            let doomed = doomed.clone();
+            async move {
+                if let Some(ran) = doomed {
+                    ran.fetch_add(1, Ordering::SeqCst);
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                Ok::<_, RpcError>(n)
+            }
+        })
+    };
+
+    // The doomed server on a runtime of its own, dropped to kill it.
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let (kill_tx, kill_rx) = std::sync::mpsc::channel::<()>();
+    let doomed_url = url.clone();
+    let doomed_ran = ran_by_doomed.clone();
+    let doomed = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let handle = runtime.block_on(async {
+            let transport = Arc::new(RedisTransport::connect(&doomed_url).await.unwrap());
+            Server::new(transport, service, router(Some(doomed_ran)))
+                .start()
+                .await
+                .unwrap()
+        });
+        started_tx.send(()).unwrap();
+        kill_rx.recv().unwrap();
+        // Every task dropped where it stands, as kill -9 would.
+        runtime.shutdown_background();
+        std::mem::forget(handle);
+    });
+    started_rx.recv().unwrap();
+    let mut servers = Vec::new();
+    for _ in 0..2 {
+        let transport = Arc::new(RedisTransport::connect(&url).await.unwrap());
+        servers.push(
+            Server::new(transport, service, router(None))
+                .start()
+                .await
+                .unwrap(),
+        );
+    }
+
+    let transport: Arc<dyn Transport> = Arc::new(RedisTransport::connect(&url).await.unwrap());
+    let client = Arc::new(
+        Client::connect_with(transport, ClientConfig::default())
+            .await
+            .unwrap(),
+    );
+    let calls: Vec<_> = (0..90u64)
+        .map(|n| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let answer = client.call::<u64>(service, "slow", (n,)).await;
+                (n, answer, started.elapsed())
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ran_by_doomed.load(Ordering::SeqCst) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the doomed server never got a call"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Let it take its share; each call runs 300 ms, so all are in hand.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    kill_tx.send(()).unwrap();
+    doomed.join().unwrap();
+    let held = ran_by_doomed.load(Ordering::SeqCst);
+
+    let mut slowest = Duration::ZERO;
+    for call in calls {
+        let (n, answer, took) = call.await.unwrap();
+        match answer {
+            Ok(got) => assert_eq!(got, n),
+            Err(e) => {
+                panic!("call {n} lost with every default ({held} held by the killed server): {e}")
+            }
+        }
+        slowest = slowest.max(took);
+    }
+    println!("the killed server held {held} call(s); the slowest call took {slowest:?}");
+    for server in servers {
+        server.shutdown().await;
+    }
+}
