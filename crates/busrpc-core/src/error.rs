@@ -51,6 +51,10 @@ pub enum Error {
     /// A payload could not be transcoded.
     #[error(transparent)]
     Codec(#[from] CodecError),
+    /// A client middleware ended a batch's chain with an outcome of its own
+    /// instead of sending it: a batch's replies come from its server only.
+    #[error("a client middleware answered the batch without sending it")]
+    BatchNotSent,
     /// A [`BatchCall`](crate::BatchCall) was looked up in the replies of
     /// another batch than its own.
     #[error("the call with id {id} is not in this batch")]
@@ -85,9 +89,11 @@ impl Error {
             Error::NoService { .. } => ErrorKind::NotFound,
             Error::Closed => ErrorKind::Closed,
             Error::MessageTooLarge { .. } => ErrorKind::TooLarge,
-            Error::Encode(_) | Error::Decode(_) | Error::Codec(_) | Error::NotInBatch { .. } => {
-                ErrorKind::Invalid
-            }
+            Error::Encode(_)
+            | Error::Decode(_)
+            | Error::Codec(_)
+            | Error::NotInBatch { .. }
+            | Error::BatchNotSent => ErrorKind::Invalid,
         }
     }
 }
@@ -110,9 +116,11 @@ impl From<Error> for RpcError {
             Error::Transport(_) | Error::Closed | Error::MessageTooLarge { .. } => {
                 (BROKER_ERROR_CODE, BROKER_ERROR_MSG)
             }
-            Error::Encode(_) | Error::Decode(_) | Error::Codec(_) | Error::NotInBatch { .. } => {
-                return RpcError::internal_error().with_data(&e.to_string())
-            }
+            Error::Encode(_)
+            | Error::Decode(_)
+            | Error::Codec(_)
+            | Error::NotInBatch { .. }
+            | Error::BatchNotSent => return RpcError::internal_error().with_data(&e.to_string()),
         };
         RpcError::new(code, message).with_data(&e.to_string())
     }

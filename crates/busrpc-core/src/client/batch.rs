@@ -14,7 +14,7 @@ use super::Client;
 use crate::error::Error;
 use crate::telemetry::metrics;
 use crate::wire::jsonrpc::{self, EncodeError, RpcError};
-use crate::wire::Deadline;
+use crate::wire::{Deadline, Headers};
 
 impl Client {
     /// Starts a batch for `service`: calls and notifications sent as one
@@ -73,7 +73,7 @@ pub struct Batch {
     ids: Vec<u64>,
     entries: usize,
     /// Each entry's method and whether it is a call, when metrics are
-    /// recorded.
+    /// recorded or middleware sees the batch.
     methods: Vec<(Box<str>, bool)>,
 }
 
@@ -87,7 +87,7 @@ impl Batch {
             return Err(e.into());
         }
         self.entries += 1;
-        if metrics::enabled() {
+        if metrics::enabled() || !self.client.middleware.is_empty() {
             self.methods.push((method.into(), id.is_some()));
         }
         Ok(())
@@ -123,13 +123,13 @@ impl Batch {
     /// within the client's timeout.
     pub async fn send(mut self) -> Result<BatchReplies, Error> {
         if !metrics::enabled() {
-            return self.exchange().await;
+            return self.through_middleware().await;
         }
         let started = std::time::Instant::now();
         let calls = self.ids.len() as f64;
         let service = self.service.clone();
         let in_flight = metrics::ClientInFlight::new(&service, calls);
-        let outcome = self.exchange().await;
+        let outcome = self.through_middleware().await;
         drop(in_flight);
         let took = started.elapsed();
         let mut answers = outcome.as_ref().ok().map(|r| r.outcomes.iter());
@@ -147,7 +147,32 @@ impl Batch {
         outcome
     }
 
-    async fn exchange(&mut self) -> Result<BatchReplies, Error> {
+    /// The batch sent through the handle's middleware, as one
+    /// [`OutgoingCall`](super::OutgoingCall) whose headers it carries.
+    async fn through_middleware(&mut self) -> Result<BatchReplies, Error> {
+        let client = self.client.clone();
+        if client.middleware.is_empty() {
+            return self.exchange(&client.headers).await;
+        }
+        let methods = self.methods.iter().map(|(m, _)| m.to_string()).collect();
+        let (service, only_notifications) = (self.service.clone(), self.ids.is_empty());
+        let mut replies = None;
+        let slot = &mut replies;
+        let send: super::middleware::SendBatch<'_> = Box::new(move |headers: Headers| {
+            Box::pin(async move {
+                *slot = Some(self.exchange(&headers).await?);
+                Ok(())
+            })
+        });
+        client
+            .batch_through_middleware(&service, methods, only_notifications, send)
+            .await?;
+        // A middleware that answered without sending (its own outcome) left
+        // no replies: the batch was not sent.
+        replies.ok_or(Error::BatchNotSent)
+    }
+
+    async fn exchange(&mut self, headers: &Headers) -> Result<BatchReplies, Error> {
         let client = &self.client;
         let limits = client.core.config.limits;
         if self.entries == 0 {
@@ -178,7 +203,7 @@ impl Batch {
             client.check_open()?;
             let ttl = client.core.config.notification_ttl.map(Deadline::after);
             client
-                .send_by(&self.service, json, false, ttl, deadline_at)
+                .send_by(&self.service, json, headers, false, ttl, deadline_at)
                 .await?;
             return Ok(BatchReplies {
                 ids: Vec::new(),
@@ -195,7 +220,14 @@ impl Batch {
             registrations.push(registration);
         }
         client
-            .send_by(&self.service, json, true, Some(deadline), deadline_at)
+            .send_by(
+                &self.service,
+                json,
+                headers,
+                true,
+                Some(deadline),
+                deadline_at,
+            )
             .await?;
         client
             .core

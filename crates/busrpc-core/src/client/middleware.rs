@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use futures_util::future::BoxFuture;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
@@ -10,14 +11,16 @@ use crate::error::Error;
 use crate::wire::jsonrpc;
 use crate::wire::Headers;
 
-/// A call or notification on its way out, as [`ClientMiddleware`] sees it:
-/// where it goes, and the headers it will carry (which middleware may add
-/// to: a token, a trace context).
+/// A call, notification or batch on its way out, as [`ClientMiddleware`]
+/// sees it: where it goes, and the headers it will carry (which middleware
+/// may add to: a token, a trace context).
 #[derive(Clone, Debug)]
 pub struct OutgoingCall {
     service: String,
     method: String,
     notification: bool,
+    /// A batch's methods, in order; empty for a lone call.
+    batch: Vec<String>,
     /// The headers sent with it, beside busrpc's own.
     pub headers: Headers,
 }
@@ -28,20 +31,36 @@ impl OutgoingCall {
         &self.service
     }
 
-    /// The method called.
+    /// The method called; empty for a batch (see [`batch`](Self::batch)).
     pub fn method(&self) -> &str {
         &self.method
     }
 
-    /// Whether it is a notification (its outcome is `null` once published).
+    /// Whether it is a notification, or a batch of notifications only
+    /// (its outcome is `null` once published).
     pub fn is_notification(&self) -> bool {
         self.notification
     }
+
+    /// For a batch (one message, one set of headers), the methods of its
+    /// calls and notifications in order: the chain runs once for the whole
+    /// batch, and its outcome is `null` once every call of it has its
+    /// reply (the replies go to [`Batch::send`](crate::Batch::send)'s
+    /// caller). `None` for a lone call or notification.
+    pub fn batch(&self) -> Option<&[String]> {
+        (!self.batch.is_empty()).then_some(self.batch.as_slice())
+    }
 }
 
-/// Code that wraps every call and notification a [`Client`] handle sends
-/// (see [`Client::with_middleware`]): it may add headers, time the call,
-/// look at its outcome, or fail it without sending anything.
+/// Sends a batch with the headers the chain settled on: the end of a
+/// batch's chain.
+pub(super) type SendBatch<'a> =
+    Box<dyn FnOnce(Headers) -> BoxFuture<'a, Result<(), Error>> + Send + 'a>;
+
+/// Code that wraps every call, notification and batch a [`Client`] handle
+/// sends (see [`Client::with_middleware`]): it may add headers, time the
+/// call, look at its outcome, or fail it without sending anything. A batch
+/// passes once, as one [`OutgoingCall`] (see [`OutgoingCall::batch`]).
 ///
 /// ```
 /// use busrpc_core::{ClientMiddleware, ClientNext, Error, OutgoingCall};
@@ -73,6 +92,7 @@ pub struct ClientNext<'a> {
     client: &'a Client,
     rest: &'a [Arc<dyn ClientMiddleware>],
     params: &'a RawValue,
+    batch: Option<SendBatch<'a>>,
 }
 
 impl ClientNext<'_> {
@@ -82,6 +102,11 @@ impl ClientNext<'_> {
             Some((first, rest)) => {
                 let next = ClientNext { rest, ..self };
                 first.call(call, next).await
+            }
+            None if self.batch.is_some() => {
+                let send = self.batch.expect("checked");
+                send(call.headers.clone()).await?;
+                Ok(RawValue::from_string("null".to_owned()).expect("null is JSON"))
             }
             None if call.notification => {
                 let published = self.client.notify_direct(
@@ -101,7 +126,7 @@ impl ClientNext<'_> {
         }
     }
 
-    /// The call's params as they will be sent.
+    /// The call's params as they will be sent (`null` for a batch).
     pub fn params(&self) -> &RawValue {
         self.params
     }
@@ -129,13 +154,40 @@ impl Client {
             service: service.to_owned(),
             method: method.to_owned(),
             notification,
+            batch: Vec::new(),
             headers: (*self.headers).clone(),
         };
         let next = ClientNext {
             client: self,
             rest: &self.middleware,
             params: &params,
+            batch: None,
         };
         next.run(&mut call).await
+    }
+
+    /// A batch sent through this handle's middleware: `send` runs at the
+    /// end of the chain, with the headers the middleware left.
+    pub(super) async fn batch_through_middleware<'a>(
+        &'a self,
+        service: &str,
+        methods: Vec<String>,
+        only_notifications: bool,
+        send: SendBatch<'a>,
+    ) -> Result<(), Error> {
+        let mut call = OutgoingCall {
+            service: service.to_owned(),
+            method: String::new(),
+            notification: only_notifications,
+            batch: methods,
+            headers: (*self.headers).clone(),
+        };
+        let next = ClientNext {
+            client: self,
+            rest: &self.middleware,
+            params: RawValue::NULL,
+            batch: Some(send),
+        };
+        next.run(&mut call).await.map(drop)
     }
 }

@@ -160,8 +160,9 @@ impl Client {
     }
 
     /// A handle to the same client whose calls and notifications go
-    /// through `middleware` (after any this handle has already). Batches
-    /// do not: they carry the handle's headers only.
+    /// through `middleware` (after any this handle has already); a batch
+    /// passes through it once, as one [`OutgoingCall`] (see
+    /// [`OutgoingCall::batch`]).
     #[must_use]
     pub fn with_middleware(&self, middleware: impl ClientMiddleware) -> Self {
         let mut all: Vec<Arc<dyn ClientMiddleware>> = self.middleware.to_vec();

@@ -125,18 +125,12 @@ impl Client {
         &self,
         service: &str,
         json: Vec<u8>,
+        headers: &Headers,
         expects_reply: bool,
         deadline: Option<Deadline>,
         deadline_at: Instant,
     ) -> Result<(), Error> {
-        let send = self.send(
-            service,
-            json,
-            &self.headers,
-            expects_reply,
-            deadline,
-            deadline_at,
-        );
+        let send = self.send(service, json, headers, expects_reply, deadline, deadline_at);
         match timeout_at(deadline_at, send).await {
             Ok(result) => result,
             Err(_) => Err(self.timed_out()),

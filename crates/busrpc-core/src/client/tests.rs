@@ -151,3 +151,79 @@ async fn a_call_waiting_for_a_slot_fails_when_the_client_closes() {
     let first = first.await.unwrap();
     assert!(first.is_err(), "{first:?}");
 }
+
+/// Adds a token, and records what it saw of each call.
+struct Token(Arc<std::sync::Mutex<Vec<Option<Vec<String>>>>>);
+
+#[async_trait::async_trait]
+impl ClientMiddleware for Token {
+    async fn call(
+        &self,
+        call: &mut OutgoingCall,
+        next: ClientNext<'_>,
+    ) -> Result<Box<serde_json::value::RawValue>, Error> {
+        self.0
+            .lock()
+            .unwrap()
+            .push(call.batch().map(<[String]>::to_vec));
+        call.headers.insert("authorization", "Bearer t");
+        next.run(call).await
+    }
+}
+
+/// Answers without sending anything.
+struct Refuse;
+
+#[async_trait::async_trait]
+impl ClientMiddleware for Refuse {
+    async fn call(
+        &self,
+        _call: &mut OutgoingCall,
+        _next: ClientNext<'_>,
+    ) -> Result<Box<serde_json::value::RawValue>, Error> {
+        Ok(serde_json::value::RawValue::from_string("1".to_owned()).unwrap())
+    }
+}
+
+/// A batch passes through the client's middleware once, with its methods,
+/// and carries the headers the middleware added: a token-adding middleware
+/// applies to batches as to calls.
+#[tokio::test]
+async fn client_middleware_applies_to_batches() {
+    let transport = Arc::new(MemoryTransport::new());
+    let router = Router::new().method("whoami", |ctx: crate::Context, (): ()| async move {
+        Ok::<_, RpcError>(ctx.headers().get("authorization").map(str::to_owned))
+    });
+    let _server = Server::new(transport.clone(), "svc", router)
+        .start()
+        .await
+        .unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let client = Client::connect(transport)
+        .await
+        .unwrap()
+        .with_middleware(Token(seen.clone()));
+    let mut batch = client.batch("svc");
+    let first = batch.call("whoami", ()).unwrap();
+    batch.notify("whoami", ()).unwrap();
+    let replies = batch.send().await.unwrap();
+    assert_eq!(
+        replies.get::<Option<String>>(first).unwrap().as_deref(),
+        Some("Bearer t")
+    );
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [Some(vec!["whoami".to_owned(), "whoami".to_owned()])]
+    );
+    let lone: Option<String> = client.call("svc", "whoami", ()).await.unwrap();
+    assert_eq!(lone.as_deref(), Some("Bearer t"));
+    assert_eq!(seen.lock().unwrap().last(), Some(&None));
+
+    // A middleware that answers a batch itself leaves it unsent: an error,
+    // never replies made up.
+    let refusing = client.with_middleware(Refuse);
+    let mut batch = refusing.batch("svc");
+    batch.call("whoami", ()).unwrap();
+    let err = batch.send().await.unwrap_err();
+    assert!(matches!(err, Error::BatchNotSent), "{err}");
+}
