@@ -77,7 +77,16 @@ impl Key {
 pub struct Keys {
     pub(crate) signing: Key,
     accepted: Vec<Key>,
+    /// How far from now a request's `signed-at` may be (see
+    /// [`Keys::replay_window`]).
+    pub(crate) replay_window: std::time::Duration,
 }
+
+/// How old (or, for a clock ahead, how new) a signed request without a
+/// `deadline` may be: 5 minutes, a generous bound on clock skew between
+/// hosts plus a request's time in a queue; past it a copy of the request
+/// cannot run again.
+pub const DEFAULT_REPLAY_WINDOW: std::time::Duration = std::time::Duration::from_secs(300);
 
 impl Keys {
     /// Keys that sign with (and accept) the key `id` with `secret`, at least
@@ -86,6 +95,7 @@ impl Keys {
         Ok(Self {
             signing: Key::new(id, secret.as_ref())?,
             accepted: Vec::new(),
+            replay_window: DEFAULT_REPLAY_WINDOW,
         })
     }
 
@@ -121,6 +131,16 @@ impl Keys {
         keys.ok_or_else(|| KeyError::InvalidList("no key".into()))
     }
 
+    /// These keys, accepting a signed request that carries no `deadline`
+    /// only if its signed `signed-at` time is within `window` of this
+    /// host's clock (default [`DEFAULT_REPLAY_WINDOW`]). A request with
+    /// neither is rejected: a copy of it could run again for ever.
+    #[must_use]
+    pub fn replay_window(mut self, window: std::time::Duration) -> Self {
+        self.replay_window = window;
+        self
+    }
+
     /// The id of the signing key.
     pub fn signing_id(&self) -> &str {
         &self.signing.id
@@ -149,6 +169,7 @@ impl fmt::Debug for Keys {
                 "accepted",
                 &self.accepted.iter().map(|k| &*k.id).collect::<Vec<_>>(),
             )
+            .field("replay_window", &self.replay_window)
             .finish()
     }
 }
@@ -209,7 +230,10 @@ mod tests {
         .unwrap();
         assert_eq!(parsed.ids().collect::<Vec<_>>(), ["new", "old"]);
         let shown = format!("{parsed:?}");
-        assert_eq!(shown, r#"Keys { signing: "new", accepted: ["old"] }"#);
+        assert_eq!(
+            shown,
+            r#"Keys { signing: "new", accepted: ["old"], replay_window: 300s }"#
+        );
         for bad in ["", "k1", "k1:xyz", "k1:0011"] {
             let e = Keys::parse(bad).unwrap_err().to_string();
             assert!(!e.contains("xyz") && !e.contains("0011"), "{e}");

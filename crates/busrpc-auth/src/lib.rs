@@ -35,7 +35,10 @@
 //!
 //! A copied *request* runs again if it arrives before its deadline, as a
 //! redelivery does (handlers must bear at-least-once delivery anyway); past
-//! its deadline, which is signed, it is skipped. Nothing is encrypted:
+//! its deadline, which is signed, it is skipped. A request without a
+//! deadline (a notification) must carry a signed `signed-at` within the
+//! [replay window](Keys::replay_window) (5 minutes) of the server's clock,
+//! or it is rejected: no copy runs for ever. Nothing is encrypted:
 //! anyone who can read the broker reads the payloads.
 
 //!
@@ -50,6 +53,6 @@ mod keys;
 mod signature;
 mod transport;
 
-pub use keys::{KeyError, Keys, MIN_SECRET_BYTES};
-pub use signature::Rejected;
+pub use keys::{KeyError, Keys, DEFAULT_REPLAY_WINDOW, MIN_SECRET_BYTES};
+pub use signature::{Rejected, SIGNED_AT};
 pub use transport::{AuthStats, Authenticated};

@@ -14,13 +14,33 @@ const DOMAIN: &[u8] = b"busrpc-sig:v1";
 /// inbox's client tag, a keepalive) or the signature itself: not signed.
 const UNSIGNED_PREFIX: &str = "busrpc-";
 
+/// The header a signer sets to when it signed, in milliseconds since the
+/// Unix epoch: signed like every header not starting `busrpc-`, so it
+/// bounds how long a copy of the message can be replayed.
+pub const SIGNED_AT: &str = "signed-at";
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 impl Keys {
-    /// Signs `message` for `address`: sets its `busrpc-sig` header.
+    /// Signs `message` for `address`: sets its [`SIGNED_AT`] header (unless
+    /// it has one) and its `busrpc-sig` header.
     pub fn sign(&self, address: &str, message: &mut Message) {
+        if message.headers.get(SIGNED_AT).is_none() {
+            message.headers.insert(SIGNED_AT, now_ms().to_string());
+        }
+        let value = self.signature_of(address, message);
+        message.headers.insert(header::SIGNATURE, value);
+    }
+
+    /// The `busrpc-sig` value of `message` for `address`, as it is.
+    fn signature_of(&self, address: &str, message: &Message) -> String {
         let key = &self.signing;
         let mac = mac_of(key, address, message).finalize().into_bytes();
-        let value = format!("{VERSION};kid={};mac={}", key.id, encode_hex(&mac));
-        message.headers.insert(header::SIGNATURE, value);
+        format!("{VERSION};kid={};mac={}", key.id, encode_hex(&mac))
     }
 
     /// Checks the signature of `message`, received at `address`.
@@ -36,6 +56,27 @@ impl Keys {
         mac_of(key, address, message)
             .verify_slice(&expected)
             .map_err(|_| Rejected::Forged)
+    }
+
+    /// Checks a request as [`verify`](Self::verify) does, and that a copy
+    /// of it cannot run for ever: it carries a `deadline` (past which a
+    /// server skips it), or a `signed-at` within the
+    /// [replay window](Self::replay_window) of this host's clock.
+    pub fn verify_request(&self, address: &str, message: &Message) -> Result<(), Rejected> {
+        self.verify(address, message)?;
+        if message.headers.get(header::DEADLINE).is_some() {
+            return Ok(());
+        }
+        let signed_at = message
+            .headers
+            .get(SIGNED_AT)
+            .and_then(|at| at.parse::<u64>().ok())
+            .ok_or(Rejected::Stale)?;
+        let window = u64::try_from(self.replay_window.as_millis()).unwrap_or(u64::MAX);
+        if now_ms().abs_diff(signed_at) > window {
+            return Err(Rejected::Stale);
+        }
+        Ok(())
     }
 }
 
@@ -96,17 +137,22 @@ pub enum Rejected {
     /// Its MAC is wrong: changed, signed for another address, or forged.
     #[error("the message's signature does not match it")]
     Forged,
+    /// A request with no `deadline` whose `signed-at` is missing or
+    /// outside the replay window: an old copy, or a clock far off.
+    #[error("the request carries no deadline and was not signed within the replay window")]
+    Stale,
 }
 
 impl Rejected {
-    /// The reason as a label: `unsigned`, `malformed`, `unknown_key` or
-    /// `forged`.
+    /// The reason as a label: `unsigned`, `malformed`, `unknown_key`,
+    /// `forged` or `stale`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Unsigned => "unsigned",
             Self::Malformed => "malformed",
             Self::UnknownKey => "unknown_key",
             Self::Forged => "forged",
+            Self::Stale => "stale",
         }
     }
 }
@@ -132,7 +178,7 @@ mod tests {
     fn the_signature_is_the_documented_hmac_of_the_documented_bytes() {
         // The bytes docs/PROTOCOL.md describes, built by hand: a foreign
         // client that follows the text gets this MAC.
-        let mut message = request();
+        let mut message = request().with_header(SIGNED_AT, "1800000000000");
         keys().sign("busrpc.calc", &mut message);
         let mut signed = b"busrpc-sig:v1".to_vec();
         let mut field = |bytes: &[u8]| {
@@ -141,10 +187,11 @@ mod tests {
         };
         field(b"k1");
         field(b"busrpc.calc");
-        let mut tail = 3u32.to_be_bytes().to_vec();
+        let mut tail = 4u32.to_be_bytes().to_vec();
         for (n, v) in [
             ("deadline", "1900000000000"),
             ("reply-to", "busrpc.inbox.abc"),
+            ("signed-at", "1800000000000"),
             ("tenant", "acme"),
         ] {
             for bytes in [n.as_bytes(), v.as_bytes()] {
@@ -167,14 +214,15 @@ mod tests {
     fn a_known_vector_matches_the_one_in_the_protocol_document() {
         // The same vector is printed in docs/PROTOCOL.md and checked by the
         // Python client test: change one, change all three.
-        let mut message = Message::new(r#"{"jsonrpc":"2.0","method":"ping","id":1}"#)
+        // The MAC alone, of the message as it is (`sign` would add the
+        // time it signs at).
+        let message = Message::new(r#"{"jsonrpc":"2.0","method":"ping","id":1}"#)
             .with_header(header::REPLY_TO, "busrpc.inbox.1");
-        Keys::new("k1", SECRET)
-            .unwrap()
-            .sign("busrpc.calc", &mut message);
         assert_eq!(
-            message.headers.get(header::SIGNATURE),
-            Some("v1;kid=k1;mac=3b601e2520f74b5ec01d39f70223c526cdd20f4100585dfe2fcc40c48db3c5a2")
+            Keys::new("k1", SECRET)
+                .unwrap()
+                .signature_of("busrpc.calc", &message),
+            "v1;kid=k1;mac=3b601e2520f74b5ec01d39f70223c526cdd20f4100585dfe2fcc40c48db3c5a2"
         );
     }
 
@@ -291,5 +339,38 @@ mod tests {
             ["new", "old"],
             "the signing key first"
         );
+    }
+
+    /// A request without a deadline is accepted only while its signed
+    /// `signed-at` is within the replay window: no copy runs for ever.
+    #[test]
+    fn a_request_without_a_deadline_is_stale_outside_the_replay_window() {
+        let keys = keys().replay_window(std::time::Duration::from_secs(60));
+        let notification = || Message::new(r#"{"jsonrpc":"2.0","method":"log","params":[1]}"#);
+        let mut fresh = notification();
+        keys.sign("busrpc.calc", &mut fresh);
+        assert_eq!(keys.verify_request("busrpc.calc", &fresh), Ok(()));
+        for at in [now_ms() - 61_000, now_ms() + 61_000] {
+            let mut old = notification().with_header(SIGNED_AT, at.to_string());
+            keys.sign("busrpc.calc", &mut old);
+            assert_eq!(keys.verify("busrpc.calc", &old), Ok(()), "signed well");
+            assert_eq!(
+                keys.verify_request("busrpc.calc", &old),
+                Err(Rejected::Stale)
+            );
+        }
+        // Neither a time nor a deadline: stale (a foreign signer's).
+        let mut bare = notification();
+        bare.headers
+            .insert(header::SIGNATURE, keys.signature_of("busrpc.calc", &bare));
+        assert_eq!(keys.verify("busrpc.calc", &bare), Ok(()));
+        assert_eq!(
+            keys.verify_request("busrpc.calc", &bare),
+            Err(Rejected::Stale)
+        );
+        // A deadline bounds it instead, whenever it was signed.
+        let mut with_deadline = request().with_header(SIGNED_AT, "1");
+        keys.sign("busrpc.calc", &mut with_deadline);
+        assert_eq!(keys.verify_request("busrpc.calc", &with_deadline), Ok(()));
     }
 }

@@ -133,7 +133,7 @@ impl Transport for Authenticated {
                     Ok(delivery) => delivery,
                     Err(e) => return Some(Err(e)),
                 };
-                match state.keys.verify(&address, delivery.message()) {
+                match state.keys.verify_request(&address, delivery.message()) {
                     Ok(()) => Some(Ok(delivery.map_acker(|acker| SigningAck {
                         acker,
                         state: state.clone(),

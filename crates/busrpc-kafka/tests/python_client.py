@@ -10,6 +10,7 @@ import hmac
 import json
 import struct
 import sys
+import time
 import uuid
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -55,6 +56,9 @@ request = {"jsonrpc": "2.0", "method": "echo", "params": ["from python"], "id": 
 payload = json.dumps(request).encode()
 headers = {"reply-to": inbox}
 if key:
+    # Without a deadline, when it was signed (or the server rejects it as
+    # stale: a copy could otherwise be replayed for ever).
+    headers["signed-at"] = str(int(time.time() * 1000))
     headers["busrpc-sig"] = signature(*key, f"busrpc.{service}", headers, payload)
 producer = KafkaProducer(bootstrap_servers=bootstrap)
 producer.send(f"busrpc.{service}", payload, headers=[(n, v.encode()) for n, v in headers.items()])

@@ -10,6 +10,46 @@ use crate::fixture::signing::{authenticated, keys, signed, OTHER_SECRET, SECRET}
 use crate::fixture::{patient, router, wait_until, Probe, RawPeer};
 use crate::harness::{unique_service, Harness};
 
+/// A signed request without a deadline runs only if it was signed within
+/// the server's replay window: an old copy (here signed 10 minutes ago)
+/// is acknowledged, counted and never run, so no copy runs for ever.
+pub async fn a_stale_signed_request_is_dropped_unrun(h: &dyn Harness) {
+    let service = unique_service("auth-stale");
+    let keys = keys("k1", SECRET);
+    let transport = authenticated(h, &keys).await;
+    let (probe, _started) = Probe::new("a");
+    let server = Server::new(Arc::new(transport.clone()), &service, router(probe.clone()))
+        .start()
+        .await
+        .expect("server starts");
+    let mut peer = RawPeer::new(h, &service).await;
+    let address = peer.transport.service_address(&service);
+    let once = |n: u64| {
+        peer.request(format!(
+            r#"{{"jsonrpc":"2.0","method":"once","params":[{n},0],"id":{n}}}"#
+        ))
+    };
+    let ten_minutes_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("a clock after 1970")
+        .as_millis()
+        - 600_000;
+    let stale = once(1).with_header(busrpc_auth::SIGNED_AT, ten_minutes_ago.to_string());
+    peer.send(signed(&keys, &address, &stale)).await;
+    peer.send(signed(&keys, &address, &once(2))).await;
+    let reply = peer.next_reply().await;
+    assert_eq!(
+        std::str::from_utf8(&reply.payload).unwrap(),
+        r#"{"jsonrpc":"2.0","result":2,"id":2}"#
+    );
+    wait_until("the stale copy was rejected", patient(h), || {
+        transport.stats().requests_rejected == 1
+    })
+    .await;
+    assert_eq!(*probe.ran.lock().unwrap(), [2], "only the fresh one ran");
+    server.shutdown().await;
+}
+
 /// On an authenticated server, a signed request is run and answered with a
 /// signed reply; one unsigned, signed with a key it does not accept,
 /// signed with the right key id but another secret, changed after signing,
