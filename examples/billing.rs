@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 /// What a charge leaves behind.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Receipt {
     /// The receipt's number.
     pub id: u64,
@@ -106,8 +106,14 @@ impl From<Error> for BillingError {
 /// Accounts and their balances.
 #[busrpc::service(name = "billing")]
 pub trait Billing {
-    /// Charges an account; 1001 if its balance is short.
-    async fn charge(&self, account: String, cents: u64) -> Result<Receipt, BillingError>;
+    /// Charges an account once per call, however often the call is
+    /// delivered; 1001 if its balance is short.
+    async fn charge(
+        &self,
+        ctx: Context,
+        account: String,
+        cents: u64,
+    ) -> Result<Receipt, BillingError>;
     /// An account's balance; 1002 if there is no such account.
     async fn balance(&self, account: String) -> Result<u64, BillingError>;
     /// Who the server thinks is asking, and how long it has to answer.
@@ -119,11 +125,25 @@ pub trait Billing {
 
 struct Bank {
     balances: Mutex<HashMap<String, u64>>,
+    /// Each charge's receipt by its call's idempotency key: delivery is
+    /// at-least-once, so a request whose server died after charging runs
+    /// again, and must not charge again.
+    receipts: Mutex<HashMap<String, Receipt>>,
     audit: Mutex<Vec<String>>,
 }
 
 impl Billing for Bank {
-    async fn charge(&self, account: String, cents: u64) -> Result<Receipt, BillingError> {
+    async fn charge(
+        &self,
+        ctx: Context,
+        account: String,
+        cents: u64,
+    ) -> Result<Receipt, BillingError> {
+        let key = ctx.idempotency_key();
+        let mut receipts = self.receipts.lock().unwrap();
+        if let Some(done) = key.as_ref().and_then(|key| receipts.get(key)) {
+            return Ok(done.clone());
+        }
         let mut balances = self.balances.lock().unwrap();
         let Some(balance) = balances.get_mut(&account) else {
             return Err(BillingError::UnknownAccount(account));
@@ -132,11 +152,15 @@ impl Billing for Bank {
             return Err(BillingError::InsufficientFunds { balance: *balance });
         }
         *balance -= cents;
-        Ok(Receipt {
-            id: 1,
+        let receipt = Receipt {
+            id: receipts.len() as u64 + 1,
             account,
             cents,
-        })
+        };
+        if let Some(key) = key {
+            receipts.insert(key, receipt.clone());
+        }
+        Ok(receipt)
     }
 
     async fn balance(&self, account: String) -> Result<u64, BillingError> {
@@ -221,6 +245,7 @@ async fn run(url: String) -> Result<(), Box<dyn std::error::Error>> {
     let transport = busrpc::connect(&url).await?;
     let bank = Bank {
         balances: Mutex::new(HashMap::from([("alice".to_owned(), 500)])),
+        receipts: Mutex::default(),
         audit: Mutex::default(),
     };
     let server = BillingServer::new(bank)

@@ -140,7 +140,28 @@ impl Context {
     pub fn attempt(&self) -> Option<u32> {
         self.inner.attempt
     }
+
+    /// A key naming this call apart from every other call of every caller,
+    /// the same on each delivery of it: the caller's inbox (`reply-to`,
+    /// with the client tag of a shared inbox) and the request's id. A
+    /// handler whose work must not be done twice (delivery is
+    /// at-least-once) records its outcome under it and answers a second
+    /// run from the record. `None` for a notification, which has neither;
+    /// a caller that calls again after a timeout sends a new id, so its
+    /// retry is a new key (pass a key of the application's for that).
+    pub fn idempotency_key(&self) -> Option<String> {
+        let id = self.inner.id.as_ref()?;
+        let inbox = self.inner.headers.get(header::REPLY_TO)?;
+        Some(match self.inner.headers.get(SHARED_INBOX_CLIENT) {
+            Some(client) => format!("{inbox}#{client}/{}", id.get()),
+            None => format!("{inbox}/{}", id.get()),
+        })
+    }
 }
+
+/// The header a Kafka shared inbox tags a caller's requests with: callers
+/// on one shared inbox share its `reply-to`.
+const SHARED_INBOX_CLIENT: &str = "busrpc-client";
 
 impl fmt::Debug for Context {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -179,5 +200,33 @@ impl CallInfo<'_> {
             self.deadline,
             self.attempt,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn context(id: Option<&str>, headers: &[(&str, &str)]) -> Context {
+        let id = id.map(|id| RawValue::from_string(id.to_owned()).unwrap());
+        let headers = headers
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .collect();
+        Context::build("s".into(), "m", id.as_deref(), headers, None, None)
+    }
+
+    #[test]
+    fn the_idempotency_key_is_the_callers_inbox_and_the_id() {
+        let call = context(Some("7"), &[(header::REPLY_TO, "inbox-a")]);
+        assert_eq!(call.idempotency_key().as_deref(), Some("inbox-a/7"));
+        let other_caller = context(Some("7"), &[(header::REPLY_TO, "inbox-b")]);
+        assert_ne!(other_caller.idempotency_key(), call.idempotency_key());
+        let shared = context(
+            Some("\"x\""),
+            &[(header::REPLY_TO, "shared"), (SHARED_INBOX_CLIENT, "c1")],
+        );
+        assert_eq!(shared.idempotency_key().as_deref(), Some("shared#c1/\"x\""));
+        assert_eq!(context(None, &[]).idempotency_key(), None);
     }
 }
