@@ -19,7 +19,10 @@ use std::sync::Arc;
 
 use busrpc_core::transport::{Transport, TransportError};
 
-pub use config::{Brokers, Dialect, InboxMode, KafkaConfig, SaslMechanism, LIBRDKAFKA_DEFAULTS};
+pub use config::{
+    Brokers, Dialect, InboxMode, KafkaConfig, SaslMechanism, BROKER_DEFAULT_REPLICATION,
+    LIBRDKAFKA_DEFAULTS, URL_OPTIONS,
+};
 use connection::of_url;
 #[cfg(feature = "mock")]
 #[cfg_attr(docsrs, doc(cfg(feature = "mock")))]

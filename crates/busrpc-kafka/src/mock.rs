@@ -168,6 +168,12 @@ impl MockBrokers {
         self.ask(|reply| Command::RequestErrors(RDKafkaApiKey::Produce, errors, reply))
     }
 
+    /// Makes the next group joins (JoinGroup requests) fail with `errors`,
+    /// one each, in order: a group ACL that refuses the server, say.
+    pub fn fail_next_joins(&self, errors: Vec<RDKafkaRespErr>) -> Result<(), TransportError> {
+        self.ask(|reply| Command::RequestErrors(RDKafkaApiKey::JoinGroup, errors, reply))
+    }
+
     /// Makes the next offset commits fail with `errors`, one each, in order.
     pub fn fail_next_commits(&self, errors: Vec<RDKafkaRespErr>) -> Result<(), TransportError> {
         self.ask(|reply| Command::RequestErrors(RDKafkaApiKey::OffsetCommit, errors, reply))

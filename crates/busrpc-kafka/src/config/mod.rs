@@ -83,7 +83,10 @@ pub struct KafkaConfig {
     /// (default 8). Servers of a service share its partitions, so at most this
     /// many instances of a service do work at once.
     pub partitions: i32,
-    /// `replication`: replication factor of the topics busrpc creates (default 1).
+    /// `replication`: replication factor of the topics busrpc creates
+    /// (default [`BROKER_DEFAULT_REPLICATION`], `-1` or `default` in a URL:
+    /// the broker's `default.replication.factor`, which a production
+    /// cluster sets to 3 so that a request survives a broker's loss).
     pub replication: i32,
     /// `inbox_retention_ms`: how long replies stay in an inbox topic (default
     /// 3600000), and how long an inbox topic may stand still before servers
@@ -96,7 +99,9 @@ pub struct KafkaConfig {
     /// up a server's start (default 30000). Starting returns once the group
     /// has given the new member its share of the partitions, so servers
     /// started one after another join one after another, and a server that
-    /// has started is serving. `0` returns at once and joins in the background.
+    /// has started is serving; past it, starting fails with
+    /// [`Unavailable`](busrpc_core::TransportError::Unavailable) saying so.
+    /// `0` returns at once and joins in the background.
     pub join_wait: std::time::Duration,
     /// `max_deliveries`: how often a request may be delivered (default 5),
     /// deliveries to a server process that died counted, before it is moved
@@ -138,6 +143,29 @@ impl std::fmt::Debug for KafkaConfig {
             .finish()
     }
 }
+
+/// Every busrpc option a `kafka://` or `kafka-mock://` URL may carry, as
+/// docs/CONFIGURATION.md lists them (a test holds the two together); a key
+/// with a dot goes to librdkafka, any other is refused, naming these.
+pub const URL_OPTIONS: &[&str] = &[
+    "prefix",
+    "partitions",
+    "replication",
+    "inbox_retention_ms",
+    "inbox",
+    "shared_inbox_partitions",
+    "max_deliveries",
+    "join_wait_ms",
+    "dialect",
+    "pipeline_group",
+    "brokers",
+];
+
+/// The replication factor that asks the broker for its own
+/// `default.replication.factor` (Kafka 2.4 and later, KIP-464): the
+/// default, so that topics busrpc creates are as replicated as the
+/// cluster's operators decided, not 1 whatever the cluster.
+pub const BROKER_DEFAULT_REPLICATION: i32 = -1;
 
 /// busrpc's librdkafka defaults, chosen for RPC latency; each can be
 /// overridden from the URL.
@@ -233,7 +261,7 @@ impl KafkaConfig {
             brokers: Brokers::Bootstrap(bootstrap_servers.into()),
             prefix: "busrpc".to_owned(),
             partitions: 8,
-            replication: 1,
+            replication: BROKER_DEFAULT_REPLICATION,
             inbox_retention_ms: 3_600_000,
             inbox: InboxMode::Topic,
             join_wait: std::time::Duration::from_secs(30),
@@ -273,10 +301,15 @@ impl KafkaConfig {
         self
     }
 
-    /// Sets [`replication`](Self::replication) (at least 1).
+    /// Sets [`replication`](Self::replication): at least 1, or
+    /// [`BROKER_DEFAULT_REPLICATION`].
     #[must_use]
     pub fn replication(mut self, replication: i32) -> Self {
-        self.replication = replication.max(1);
+        self.replication = if replication == BROKER_DEFAULT_REPLICATION {
+            replication
+        } else {
+            replication.max(1)
+        };
         self
     }
 

@@ -2,7 +2,10 @@
 
 use busrpc_core::TransportError;
 
-use super::{Brokers, Dialect, InboxMode, KafkaConfig, SaslMechanism};
+use super::{
+    Brokers, Dialect, InboxMode, KafkaConfig, SaslMechanism, BROKER_DEFAULT_REPLICATION,
+    URL_OPTIONS,
+};
 
 fn invalid(url: &str, reason: impl Into<String>) -> TransportError {
     TransportError::InvalidUrl {
@@ -80,20 +83,46 @@ impl KafkaConfig {
                     )
                 })
             };
+            let unknown = || {
+                invalid(
+                    url,
+                    format!(
+                        "unknown option {key:?}; busrpc's are {}, and librdkafka's contain a dot, like fetch.wait.max.ms",
+                        URL_OPTIONS.join(", ")
+                    ),
+                )
+            };
+            if !key.contains('.') && !URL_OPTIONS.contains(&key) {
+                return Err(unknown());
+            }
             match key {
                 "prefix" => config.prefix = value.to_owned(),
                 "partitions" => config.partitions = i32::try_from(number()?).unwrap_or(i32::MAX),
-                "replication" => config.replication = i32::try_from(number()?).unwrap_or(i32::MAX),
+                "replication" => {
+                    config.replication = match value {
+                        "-1" | "default" => BROKER_DEFAULT_REPLICATION,
+                        _ => i32::try_from(number()?).unwrap_or(i32::MAX),
+                    }
+                }
                 "inbox_retention_ms" => config.inbox_retention_ms = number()?.unsigned_abs(),
                 "inbox" => {
                     shared = match value {
                         "topic" => false,
                         "shared" => true,
-                        _ => return Err(invalid(url, format!("inbox must be topic or shared, got {value:?}"))),
+                        _ => {
+                            return Err(invalid(
+                                url,
+                                format!("inbox must be topic or shared, got {value:?}"),
+                            ))
+                        }
                     }
                 }
-                "shared_inbox_partitions" => shared_partitions = i32::try_from(number()?).unwrap_or(i32::MAX),
-                "max_deliveries" => config.max_deliveries = u32::try_from(number()?).unwrap_or(u32::MAX),
+                "shared_inbox_partitions" => {
+                    shared_partitions = i32::try_from(number()?).unwrap_or(i32::MAX)
+                }
+                "max_deliveries" => {
+                    config.max_deliveries = u32::try_from(number()?).unwrap_or(u32::MAX)
+                }
                 "join_wait_ms" => {
                     let ms = value.parse::<u64>().map_err(|_| {
                         invalid(url, format!("join_wait_ms must be a whole number of milliseconds, got {value:?}"))
@@ -104,19 +133,23 @@ impl KafkaConfig {
                     pipeline = match value {
                         "busrpc" => false,
                         "pipeline" => true,
-                        _ => return Err(invalid(url, format!("dialect must be busrpc or pipeline, got {value:?}"))),
+                        _ => {
+                            return Err(invalid(
+                                url,
+                                format!("dialect must be busrpc or pipeline, got {value:?}"),
+                            ))
+                        }
                     }
                 }
-                "pipeline_group" if value.is_empty() => return Err(invalid(url, "pipeline_group is empty")),
-                "pipeline_group" => pipeline_group = Some(value.to_owned()),
-                "brokers" if scheme == "kafka-mock" => mock_brokers = i32::try_from(number()?).unwrap_or(1),
-                _ if key.contains('.') => config = config.option(key, value),
-                _ => {
-                    return Err(invalid(
-                        url,
-                        format!("unknown option {key:?} (librdkafka's options contain a dot, like fetch.wait.max.ms)"),
-                    ))
+                "pipeline_group" if value.is_empty() => {
+                    return Err(invalid(url, "pipeline_group is empty"))
                 }
+                "pipeline_group" => pipeline_group = Some(value.to_owned()),
+                "brokers" if scheme == "kafka-mock" => {
+                    mock_brokers = i32::try_from(number()?).unwrap_or(1)
+                }
+                _ if key.contains('.') => config = config.option(key, value),
+                _ => return Err(unknown()),
             }
         }
         match (pipeline, pipeline_group) {
@@ -178,6 +211,27 @@ impl KafkaConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Topics as replicated as the broker's operators set, by default.
+    #[test]
+    fn topics_replicate_as_the_broker_says_by_default() {
+        let c = KafkaConfig::from_url("kafka://a:9092").unwrap();
+        assert_eq!(c.replication, BROKER_DEFAULT_REPLICATION);
+        for (url, replication) in [
+            ("kafka://a:9092?replication=3", 3),
+            ("kafka://a:9092?replication=-1", -1),
+            ("kafka://a:9092?replication=default", -1),
+        ] {
+            assert_eq!(
+                KafkaConfig::from_url(url).unwrap().replication,
+                replication,
+                "{url}"
+            );
+        }
+        assert!(KafkaConfig::from_url("kafka://a:9092?replication=0").is_err());
+        assert_eq!(KafkaConfig::new("a:9092").replication(0).replication, 1);
+        assert_eq!(KafkaConfig::new("a:9092").replication(-1).replication, -1);
+    }
 
     #[test]
     fn bootstrap_lists_and_options() {

@@ -17,3 +17,22 @@ pub(crate) mod thread;
 
 pub(crate) use handoff::Handoff;
 pub(crate) use offsets::ReadOffsets;
+
+use std::time::Duration;
+
+use busrpc_core::transport::TransportError;
+
+/// The error of a server whose group did not take it in within
+/// `join_wait_ms`: a broker without a working group coordinator, a group
+/// ACL that librdkafka keeps retrying, or a broker too slow for the wait.
+pub(crate) fn not_joined(address: &str, within: Duration) -> TransportError {
+    TransportError::Unavailable(
+        format!(
+            "the consumer group of {address} did not take this server in within {within:?} \
+             (join_wait_ms): the broker's group coordinator assigned it nothing; check the \
+             broker and the group's ACLs, or set join_wait_ms=0 to start at once and join \
+             in the background"
+        )
+        .into(),
+    )
+}

@@ -146,7 +146,7 @@ impl KafkaTransport {
             stale,
             unwatched,
         ));
-        reader.join(connection.config.join_wait).await;
+        reader.join(connection.config.join_wait, address).await?;
         tracing::debug!(address, group, "joined the group");
         Ok((reader, closed))
     }

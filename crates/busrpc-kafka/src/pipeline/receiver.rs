@@ -41,8 +41,9 @@ const SEEK_WAIT: Duration = Duration::from_secs(5);
 
 /// Starts the consumer thread of a server of `topic` (`consumer` a member
 /// of its busrpc group, not yet subscribed), and returns once the group has
-/// taken the member in (holding the partition or standing by), or after
-/// `join_wait`, joining on in the background.
+/// taken the member in (holding the partition or standing by); fails if
+/// that has not happened within `join_wait` (zero: returns at once, joining
+/// in the background).
 pub(super) async fn start(
     topic: &str,
     consumer: BaseConsumer<Handover>,
@@ -80,11 +81,9 @@ pub(super) async fn start(
             && !progress.readiness.get().is_ready()
             && tokio::time::timeout(join_wait, joined).await.is_err()
         {
-            tracing::warn!(
-                topic,
-                ?join_wait,
-                "the group has not taken this server in yet; it goes on joining while serving"
-            );
+            // The thread ends once its handoff is closed.
+            handoff.close();
+            return Err(crate::consumer::not_joined(topic, join_wait));
         }
     }
     let readiness = progress.readiness.clone();

@@ -1251,3 +1251,74 @@ async fn sasl_settings_are_checked_by_librdkafka_and_keep_the_password_out() {
         assert!(!err.to_string().contains("hunter2"), "{err}");
     }
 }
+
+/// A server whose group cannot take it in (its coordinator is down) fails
+/// to start within `join_wait_ms`, saying why, instead of returning as if
+/// it served. The same server starts once the coordinator is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_cannot_join_its_group_fails_to_start() {
+    let cluster = format!("{}?brokers=3", mock_url("nojoin"));
+    let url = format!("{cluster}&join_wait_ms=3000");
+    let transport = Arc::new(KafkaTransport::connect(&url).await.expect("broker"));
+    let mock = transport.mock_cluster().expect("a mock cluster").clone();
+    mock.group_coordinator("busrpc.nojoin", 3).unwrap();
+    mock.broker_down(3).unwrap();
+    let started = tokio::time::Instant::now();
+    let err = match Server::new(transport.clone(), "nojoin", echo_router())
+        .start()
+        .await
+    {
+        Ok(_) => panic!("started without joining its group"),
+        Err(e) => e,
+    };
+    let waited = started.elapsed();
+    let shown = err.to_string();
+    assert!(
+        shown.contains("did not take this server in within 3s"),
+        "{shown}"
+    );
+    assert!(waited < Duration::from_secs(10), "failed after {waited:?}");
+
+    mock.broker_up(3).unwrap();
+    // The default wait (30 s) covers librdkafka's reconnect backoff.
+    let transport = Arc::new(KafkaTransport::connect(&cluster).await.expect("broker"));
+    let server = Server::new(transport, "nojoin", echo_router())
+        .start()
+        .await
+        .expect("joins once its coordinator is back");
+    server.shutdown().await;
+}
+
+/// A server whose group refuses it (a group ACL: every JoinGroup answered
+/// GROUP_AUTHORIZATION_FAILED) stops and says why, as on Redis, instead of
+/// retrying for ever while its callers time out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_its_group_refuses_stops_and_says_why() {
+    let url = format!("{}?join_wait_ms=0", mock_url("groupacl"));
+    let transport = Arc::new(KafkaTransport::connect(&url).await.expect("broker"));
+    let mock = transport.mock_cluster().expect("a mock cluster").clone();
+    mock.fail_next_joins(vec![
+        RDKafkaRespErr::RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED;
+        200
+    ])
+    .unwrap();
+    let server = Server::new(transport, "groupacl", echo_router())
+        .start()
+        .await
+        .expect("starts, joining in the background");
+    let stopped = tokio::time::timeout(Duration::from_secs(30), server.stopped()).await;
+    let err = stopped.expect("stopped in time").unwrap_err();
+    assert_eq!(
+        err.kind(),
+        busrpc_core::ErrorKind::PermissionDenied,
+        "{err}"
+    );
+    assert!(
+        err.to_string().to_lowercase().contains("authorization"),
+        "{err}"
+    );
+    assert!(matches!(
+        server.status(),
+        busrpc_core::ServerStatus::Failed(_)
+    ));
+}

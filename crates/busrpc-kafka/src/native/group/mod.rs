@@ -24,7 +24,7 @@ use super::watermark::{Partition, Tracker};
 use super::Counters;
 use crate::connection::{lock, transport_error, Connection};
 use crate::consumer::thread::{spawn, Died};
-use crate::consumer::Handoff;
+use crate::consumer::{not_joined, Handoff};
 
 mod ack;
 mod committer;
@@ -258,20 +258,19 @@ pub(crate) struct GroupReader {
 
 impl GroupReader {
     /// Waits until the group has given this member its share of the
-    /// partitions, or `within` has passed. Members that join one after
+    /// partitions (`within` zero: not at all). Members that join one after
     /// another then cause one rebalance each, not a storm of overlapping
     /// ones that leaves the partitions without an owner for a session
-    /// timeout at a time.
-    pub(crate) async fn join(&self, within: Duration) {
+    /// timeout at a time; and a server whose start returned is serving.
+    /// Past `within` it fails (see [`not_joined`]): a server that says it
+    /// started while it cannot join would serve nothing.
+    pub(crate) async fn join(&self, within: Duration, address: &str) -> Result<(), TransportError> {
         if within.is_zero() {
-            return;
+            return Ok(());
         }
-        if tokio::time::timeout(within, self.joined.notified())
+        tokio::time::timeout(within, self.joined.notified())
             .await
-            .is_err()
-        {
-            tracing::warn!(?within, "the group has not assigned this member its partitions yet; it goes on joining while serving");
-        }
+            .map_err(|_| not_joined(address, within))
     }
 
     /// The delivery of `taken`; marked exhausted when it was delivered
