@@ -1,7 +1,8 @@
 //! The facade's integration tests, one binary (one link): the macro's wire
 //! and compile errors, metrics, OpenTelemetry, secrets kept out of what is
-//! printed.
+//! printed, and every setting documented.
 
+mod configuration;
 mod macro_errors;
 mod metrics;
 mod otel;

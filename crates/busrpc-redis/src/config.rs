@@ -117,6 +117,24 @@ impl std::fmt::Debug for RedisConfig {
     }
 }
 
+/// Every option a `redis://` URL may carry, as docs/CONFIGURATION.md lists
+/// them (a test holds the two together); any other is refused, naming
+/// these.
+pub const URL_OPTIONS: &[&str] = &[
+    "prefix",
+    "claim_idle_ms",
+    "max_deliveries",
+    "inbox_max_len",
+    "inbox_ttl_ms",
+    "block_ms",
+    "read_count",
+    "queue_max_len",
+    "response_timeout_ms",
+    "tls_ca_file",
+    "protocol",
+    "insecure",
+];
+
 /// The default `claim_idle_ms`: 5 s. A killed server's requests are
 /// claimed 3.3–7.5 s after it died (idle 0–1.7 s at the kill, as its
 /// keep-alive runs every third; then the claim scan every 2.5 s), well
@@ -242,6 +260,18 @@ impl RedisConfig {
                 })
             };
             let millis = || number().map(Duration::from_millis);
+            let unknown = || {
+                invalid(
+                    url,
+                    format!(
+                        "unknown option {key:?}; the options are {}",
+                        URL_OPTIONS.join(", ")
+                    ),
+                )
+            };
+            if !URL_OPTIONS.contains(&key) {
+                return Err(unknown());
+            }
             match key {
                 "prefix" => config.prefix = value.to_owned(),
                 "claim_idle_ms" => config.claim_idle = millis()?,
@@ -266,7 +296,7 @@ impl RedisConfig {
                     }
                 }
                 "insecure" => config.tls_insecure = !matches!(value, "false" | "0"),
-                _ => return Err(invalid(url, format!("unknown option {key:?}"))),
+                _ => return Err(unknown()),
             }
         }
         config.check().map_err(|reason| invalid(url, reason))?;

@@ -29,5 +29,5 @@ pub mod fuzzing {
 #[cfg_attr(docsrs, doc(cfg(feature = "raw")))]
 pub mod raw;
 
-pub use config::{RedisConfig, DEFAULT_CLAIM_IDLE};
+pub use config::{RedisConfig, DEFAULT_CLAIM_IDLE, URL_OPTIONS};
 pub use transport::RedisTransport;
