@@ -26,14 +26,26 @@ fn now_ms() -> u64 {
 }
 
 impl Keys {
-    /// Signs `message` for `address`: sets its [`SIGNED_AT`] header (unless
-    /// it has one) and its `busrpc-sig` header.
+    /// Signs `message` for `address`, as it is: sets its `busrpc-sig`
+    /// header. What a server does to a reply.
     pub fn sign(&self, address: &str, message: &mut Message) {
-        if message.headers.get(SIGNED_AT).is_none() {
-            message.headers.insert(SIGNED_AT, now_ms().to_string());
-        }
         let value = self.signature_of(address, message);
         message.headers.insert(header::SIGNATURE, value);
+    }
+
+    /// Signs a request or notification for `address` as busrpc's clients
+    /// do: one without a `deadline` (a notification, by default) gets a
+    /// [`SIGNED_AT`] header of now (unless it has one), so a server can
+    /// bound its replay (see [`verify_request`](Self::verify_request));
+    /// then it is signed. A deadline bounds a call already, and replies
+    /// need no time: a copy of one is a duplicate.
+    pub fn sign_request(&self, address: &str, message: &mut Message) {
+        let bounded = message.headers.get(header::DEADLINE).is_some()
+            || message.headers.get(SIGNED_AT).is_some();
+        if !bounded {
+            message.headers.insert(SIGNED_AT, now_ms().to_string());
+        }
+        self.sign(address, message);
     }
 
     /// The `busrpc-sig` value of `message` for `address`, as it is.
@@ -178,7 +190,7 @@ mod tests {
     fn the_signature_is_the_documented_hmac_of_the_documented_bytes() {
         // The bytes docs/PROTOCOL.md describes, built by hand: a foreign
         // client that follows the text gets this MAC.
-        let mut message = request().with_header(SIGNED_AT, "1800000000000");
+        let mut message = request();
         keys().sign("busrpc.calc", &mut message);
         let mut signed = b"busrpc-sig:v1".to_vec();
         let mut field = |bytes: &[u8]| {
@@ -187,11 +199,10 @@ mod tests {
         };
         field(b"k1");
         field(b"busrpc.calc");
-        let mut tail = 4u32.to_be_bytes().to_vec();
+        let mut tail = 3u32.to_be_bytes().to_vec();
         for (n, v) in [
             ("deadline", "1900000000000"),
             ("reply-to", "busrpc.inbox.abc"),
-            ("signed-at", "1800000000000"),
             ("tenant", "acme"),
         ] {
             for bytes in [n.as_bytes(), v.as_bytes()] {
@@ -214,15 +225,14 @@ mod tests {
     fn a_known_vector_matches_the_one_in_the_protocol_document() {
         // The same vector is printed in docs/PROTOCOL.md and checked by the
         // Python client test: change one, change all three.
-        // The MAC alone, of the message as it is (`sign` would add the
-        // time it signs at).
-        let message = Message::new(r#"{"jsonrpc":"2.0","method":"ping","id":1}"#)
+        let mut message = Message::new(r#"{"jsonrpc":"2.0","method":"ping","id":1}"#)
             .with_header(header::REPLY_TO, "busrpc.inbox.1");
+        Keys::new("k1", SECRET)
+            .unwrap()
+            .sign("busrpc.calc", &mut message);
         assert_eq!(
-            Keys::new("k1", SECRET)
-                .unwrap()
-                .signature_of("busrpc.calc", &message),
-            "v1;kid=k1;mac=3b601e2520f74b5ec01d39f70223c526cdd20f4100585dfe2fcc40c48db3c5a2"
+            message.headers.get(header::SIGNATURE),
+            Some("v1;kid=k1;mac=3b601e2520f74b5ec01d39f70223c526cdd20f4100585dfe2fcc40c48db3c5a2")
         );
     }
 
@@ -348,11 +358,12 @@ mod tests {
         let keys = keys().replay_window(std::time::Duration::from_secs(60));
         let notification = || Message::new(r#"{"jsonrpc":"2.0","method":"log","params":[1]}"#);
         let mut fresh = notification();
-        keys.sign("busrpc.calc", &mut fresh);
+        keys.sign_request("busrpc.calc", &mut fresh);
+        assert!(fresh.headers.get(SIGNED_AT).is_some());
         assert_eq!(keys.verify_request("busrpc.calc", &fresh), Ok(()));
         for at in [now_ms() - 61_000, now_ms() + 61_000] {
             let mut old = notification().with_header(SIGNED_AT, at.to_string());
-            keys.sign("busrpc.calc", &mut old);
+            keys.sign_request("busrpc.calc", &mut old);
             assert_eq!(keys.verify("busrpc.calc", &old), Ok(()), "signed well");
             assert_eq!(
                 keys.verify_request("busrpc.calc", &old),
@@ -361,15 +372,14 @@ mod tests {
         }
         // Neither a time nor a deadline: stale (a foreign signer's).
         let mut bare = notification();
-        bare.headers
-            .insert(header::SIGNATURE, keys.signature_of("busrpc.calc", &bare));
+        keys.sign("busrpc.calc", &mut bare);
         assert_eq!(keys.verify("busrpc.calc", &bare), Ok(()));
         assert_eq!(
             keys.verify_request("busrpc.calc", &bare),
             Err(Rejected::Stale)
         );
         // A deadline bounds it instead, whenever it was signed.
-        let mut with_deadline = request().with_header(SIGNED_AT, "1");
+        let mut with_deadline = request();
         keys.sign("busrpc.calc", &mut with_deadline);
         assert_eq!(keys.verify_request("busrpc.calc", &with_deadline), Ok(()));
     }

@@ -112,7 +112,7 @@ impl fmt::Debug for Authenticated {
 #[async_trait]
 impl Transport for Authenticated {
     async fn publish(&self, address: &str, mut message: Message) -> Result<(), TransportError> {
-        self.state.keys.sign(address, &mut message);
+        self.state.keys.sign_request(address, &mut message);
         self.state.inner.publish(address, message).await
     }
 
