@@ -1115,7 +1115,10 @@ impl Drop for PrivateTansu {
 /// at once.
 #[test]
 fn a_broker_that_lost_its_topics_is_served_again() {
-    for attempt in 1..=3 {
+    // librdkafka crashes now and then when a broker loses its topics
+    // (confluentinc/librdkafka#4898): under the whole suite's load a fresh
+    // machine saw three crashes in a row, so five tries.
+    for attempt in 1..=5 {
         let status = std::process::Command::new(std::env::current_exe().unwrap())
             .args([
                 "--ignored",
@@ -1135,7 +1138,7 @@ fn a_broker_that_lost_its_topics_is_served_again() {
             }
         }
     }
-    panic!("librdkafka crashed in three runs in a row");
+    panic!("librdkafka crashed in five runs in a row");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
