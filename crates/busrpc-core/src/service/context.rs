@@ -143,7 +143,8 @@ impl Context {
 
     /// A key naming this call apart from every other call of every caller,
     /// the same on each delivery of it: the caller's inbox (`reply-to`,
-    /// with the client tag of a shared inbox) and the request's id. A
+    /// private to one client; a Kafka shared inbox's address names its
+    /// client too) and the request's id. A
     /// handler whose work must not be done twice (delivery is
     /// at-least-once) records its outcome under it and answers a second
     /// run from the record. `None` for a notification, which has neither;
@@ -152,16 +153,9 @@ impl Context {
     pub fn idempotency_key(&self) -> Option<String> {
         let id = self.inner.id.as_ref()?;
         let inbox = self.inner.headers.get(header::REPLY_TO)?;
-        Some(match self.inner.headers.get(SHARED_INBOX_CLIENT) {
-            Some(client) => format!("{inbox}#{client}/{}", id.get()),
-            None => format!("{inbox}/{}", id.get()),
-        })
+        Some(format!("{inbox}/{}", id.get()))
     }
 }
-
-/// The header a Kafka shared inbox tags a caller's requests with: callers
-/// on one shared inbox share its `reply-to`.
-const SHARED_INBOX_CLIENT: &str = "busrpc-client";
 
 impl fmt::Debug for Context {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -222,11 +216,11 @@ mod tests {
         assert_eq!(call.idempotency_key().as_deref(), Some("inbox-a/7"));
         let other_caller = context(Some("7"), &[(header::REPLY_TO, "inbox-b")]);
         assert_ne!(other_caller.idempotency_key(), call.idempotency_key());
-        let shared = context(
-            Some("\"x\""),
-            &[(header::REPLY_TO, "shared"), (SHARED_INBOX_CLIENT, "c1")],
+        let string_id = context(Some("\"x\""), &[(header::REPLY_TO, "inbox-a")]);
+        assert_eq!(
+            string_id.idempotency_key().as_deref(),
+            Some("inbox-a/\"x\"")
         );
-        assert_eq!(shared.idempotency_key().as_deref(), Some("shared#c1/\"x\""));
         assert_eq!(context(None, &[]).idempotency_key(), None);
     }
 }
