@@ -880,8 +880,12 @@ async fn a_paused_server_never_reads_its_partitions_again_from_the_start() {
     cluster
         .round_trip_time(2, Duration::from_millis(3000))
         .unwrap();
+    // Joining takes several round trips of 3 s to the coordinator (the
+    // first member's heartbeat, both members' join and sync, the offset
+    // lookups): more than the default join wait on a loaded machine.
+    let slow_join = format!("{url}&join_wait_ms=120000");
     let b = Server::new(
-        Arc::new(KafkaTransport::connect(&url).await.unwrap()),
+        Arc::new(KafkaTransport::connect(&slow_join).await.unwrap()),
         "svc",
         router(),
     )
