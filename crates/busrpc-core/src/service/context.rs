@@ -133,10 +133,15 @@ impl Context {
         self.inner.headers.get(header::TRACESTATE)
     }
 
-    /// Which delivery of this request this is, 1 for the first, where the
-    /// broker counts them (Redis, memory); `None` where it does not (Kafka).
-    /// More than 1: a server that had it died or released it, and the
-    /// handler may have run before.
+    /// Which delivery of this request this is, 1 for the first; `None`
+    /// where nothing counts them (Kafka's pipeline dialect). More than 1: a
+    /// server that had it died or released it, and the handler may have run
+    /// before. Redis and memory count every delivery; Kafka counts a
+    /// release exactly and a death of the server that held it from the note
+    /// committed with the partition's offset, so there it is at most the
+    /// number of deliveries (a record the dead server had read ahead but not
+    /// started counts too) and, on a broker that drops commit metadata
+    /// (Tansu 0.6.0), 1 after a death.
     pub fn attempt(&self) -> Option<u32> {
         self.inner.attempt
     }

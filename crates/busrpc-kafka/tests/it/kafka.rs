@@ -912,6 +912,67 @@ async fn a_paused_server_never_reads_its_partitions_again_from_the_start() {
     b.shutdown().await;
 }
 
+/// A request whose server died holding it reaches the next server as its
+/// second delivery (`Context::attempt`): the dead server's revocation
+/// committed a note reserving it, and its next reader counts it before
+/// running it. (On a broker that drops commit metadata, Tansu 0.6.0, it
+/// would be 1.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_servers_request_comes_as_its_second_attempt() {
+    use busrpc_core::Context;
+    let url = format!("{}?partitions=1", mock_url("attempt-after-death"));
+    let (started, mut taken) = tokio::sync::mpsc::unbounded_channel();
+    let hangs = Router::with_state(started).method(
+        "attempt",
+        |started: tokio::sync::mpsc::UnboundedSender<Option<u32>>, ctx: Context, (): ()| async move {
+            let _ = started.send(ctx.attempt());
+            std::future::pending::<()>().await;
+            Ok::<Option<u32>, RpcError>(None)
+        },
+    );
+    let a = Server::new(
+        Arc::new(KafkaTransport::connect(&url).await.unwrap()),
+        "svc",
+        hangs,
+    )
+    .start()
+    .await
+    .unwrap();
+    let client = Client::connect_with(
+        Arc::new(KafkaTransport::connect(&url).await.unwrap()),
+        ClientConfig::default().timeout(Duration::from_secs(120)),
+    )
+    .await
+    .unwrap();
+    let call = tokio::spawn({
+        let client = client.clone();
+        async move { client.call::<Option<u32>>("svc", "attempt", ()).await }
+    });
+    let first = tokio::time::timeout(Duration::from_secs(60), taken.recv())
+        .await
+        .expect("the first server takes the call");
+    assert_eq!(first, Some(Some(1)), "its first delivery");
+    a.abort();
+    let answers = Router::new().method("attempt", |ctx: Context, (): ()| async move {
+        Ok::<_, RpcError>(ctx.attempt())
+    });
+    let b = Server::new(
+        Arc::new(KafkaTransport::connect(&url).await.unwrap()),
+        "svc",
+        answers,
+    )
+    .start()
+    .await
+    .unwrap();
+    let attempt = tokio::time::timeout(Duration::from_secs(90), call)
+        .await
+        .expect("answered by the second server")
+        .unwrap()
+        .unwrap();
+    assert_eq!(attempt, Some(2));
+    b.shutdown().await;
+}
+
 /// Records no Kafka client library writes, produced by
 /// tests/hostile_records.py (kafka-python, bent): a header name that is not
 /// UTF-8, a record without a value, a content type that is not UTF-8, a

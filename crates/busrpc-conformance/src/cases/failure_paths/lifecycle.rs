@@ -3,8 +3,10 @@
 
 use std::time::Duration;
 
-use busrpc_core::{ClientConfig, Error, ServerConfig};
+use busrpc_core::transport::{Deliveries, Delivery, Demand, Settle};
+use busrpc_core::{ClientConfig, Error, Message, ServerConfig};
 use futures_util::future::join_all;
+use futures_util::StreamExt;
 
 use crate::fixture::{client, patient, serve, served_before, wait_until, within};
 use crate::harness::{unique_service, Harness};
@@ -109,6 +111,45 @@ pub async fn shutdown_grace_releases_to_another_instance(h: &dyn Harness) {
         "b"
     );
     b.handle.shutdown().await;
+}
+
+/// A delivery its consumer releases comes back as the next attempt
+/// ([`Delivery::attempt`](busrpc_core::transport::Delivery::attempt), what
+/// a handler reads from `Context::attempt`): the broker, or the transport
+/// where the broker keeps no count, counts every delivery, and the
+/// redeliveries metric moves with it.
+pub async fn a_released_request_comes_back_as_its_next_attempt(h: &dyn Harness) {
+    let service = unique_service("released");
+    let transport = h.connect().await;
+    let address = transport.service_address(&service);
+    let mut deliveries = transport
+        .consume(&address, &service, Demand::unbounded())
+        .await
+        .expect("consume");
+    let payload = r#"{"jsonrpc":"2.0","method":"released"}"#;
+    transport
+        .publish(&address, Message::new(payload))
+        .await
+        .expect("publish");
+    let limit = patient(h) + h.capabilities().redelivery.unwrap_or_default();
+    async fn next(deliveries: &mut Deliveries, limit: Duration) -> Delivery {
+        within("a delivery", limit, deliveries.next())
+            .await
+            .expect("the deliveries go on")
+            .expect("a delivery")
+    }
+    let first = next(&mut deliveries, limit).await;
+    assert_eq!(first.message().payload, payload);
+    assert_eq!(first.attempt(), Some(1), "the first delivery");
+    first.settle(Settle::Release).await.expect("released");
+    let second = next(&mut deliveries, limit).await;
+    assert_eq!(second.message().payload, payload, "the same request");
+    assert_eq!(second.attempt(), Some(2), "its second delivery");
+    second.settle(Settle::Release).await.expect("released");
+    let third = next(&mut deliveries, limit).await;
+    assert_eq!(third.attempt(), Some(3), "its third delivery");
+    third.settle(Settle::Ack).await.expect("acknowledged");
+    deliveries.close().await;
 }
 
 /// Closing a client fails its waiting calls with Closed, and later calls too.

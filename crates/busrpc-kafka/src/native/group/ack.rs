@@ -51,11 +51,12 @@ impl KafkaAck {
     /// record to another member; its offset stays uncommitted meanwhile).
     pub(super) fn release(self) -> Result<(), SettleError> {
         let KafkaAck {
-            taken,
+            mut taken,
             again,
             dead_letter_failed,
             ..
         } = self;
+        taken.attempt = taken.attempt.saturating_add(1);
         if !dead_letter_failed {
             return again
                 .send(taken)

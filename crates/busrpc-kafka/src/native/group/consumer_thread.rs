@@ -134,6 +134,7 @@ impl ConsumerThread {
                         offset,
                         epoch: taken.epoch,
                         dead: None,
+                        attempt: 1,
                     };
                     if taken.suspect {
                         let queue = self.suspects.entry(record.partition.clone()).or_default();
@@ -330,11 +331,16 @@ impl ConsumerThread {
                     Trial::DeadLetter(deliveries) => {
                         if let Some(mut taken) = queue.pop_front() {
                             taken.dead = Some(deliveries);
+                            taken.attempt = deliveries;
                             self.held.push_back(taken);
                         }
                         break;
                     }
-                    Trial::Run(commit, tried) => {
+                    Trial::Run {
+                        commit,
+                        tried,
+                        attempt,
+                    } => {
                         match commit_now(&self.consumer, std::slice::from_ref(&commit)) {
                             Ok(()) => {
                                 self.ledger.lock().landed(&commit);
@@ -342,7 +348,11 @@ impl ConsumerThread {
                                     .trials
                                     .fetch_add(tried as u64, Ordering::Relaxed);
                                 tracing::debug!(topic = %partition.0, partition = partition.1, first = waiting[0], tried, note = ?commit.note, "trying suspects");
-                                self.held.extend(queue.drain(..tried));
+                                self.held
+                                    .extend(queue.drain(..tried).map(|mut taken| {
+                                        taken.attempt = attempt;
+                                        taken
+                                    }));
                             }
                             Err(error) => {
                                 self.ledger.lock().trial_failed(&commit, &waiting[..tried]);

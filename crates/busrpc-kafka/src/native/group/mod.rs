@@ -94,6 +94,11 @@ pub(crate) struct Taken {
     /// Set for a request to dead-letter rather than deliver: how often it
     /// has been delivered, the refused delivery counted.
     dead: Option<u32>,
+    /// Which delivery of the request this is ([`Delivery::attempt`]): 1
+    /// when read the first time, the count of the partition's note when it
+    /// may have been delivered to a member that is gone, one more for each
+    /// release by this server.
+    attempt: u32,
 }
 
 /// Everything a consumer thread needs, made on the caller's side.
@@ -277,6 +282,7 @@ impl GroupReader {
     /// more than `max_deliveries` times, for its server to dead-letter.
     fn delivery(&self, taken: Taken) -> Delivery {
         let message = taken.message.clone();
+        let attempt = taken.attempt;
         let exhausted = taken.dead.map(|deliveries| {
             let dead = dead_letter_topic(&taken.partition.0);
             let max = self.connection.config.max_deliveries;
@@ -291,7 +297,7 @@ impl GroupReader {
             again: self.again.clone(),
             dead_letter_failed: false,
         };
-        let delivery = Delivery::shared(message, acker);
+        let delivery = Delivery::shared(message, acker).with_attempt(attempt);
         match exhausted {
             Some(exhausted) => delivery.exhausted(exhausted),
             None => delivery,

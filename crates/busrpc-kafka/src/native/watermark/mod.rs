@@ -138,9 +138,16 @@ pub(crate) enum Trial {
     /// has been delivered this often (the refused delivery counted, as on
     /// Redis).
     DeadLetter(u32),
-    /// Make this commit, synchronously, then hand over this many of the
-    /// suspects; if the commit fails, [`Tracker::trial_failed`].
-    Run(Commit, usize),
+    /// Make this `commit`, synchronously, then hand over the first `tried`
+    /// suspects, each as its delivery number `attempt` (what the note now
+    /// counts for it: 2 for a suspect never counted, whose first delivery
+    /// went to the member that is gone); if the commit fails,
+    /// [`Tracker::trial_failed`].
+    Run {
+        commit: Commit,
+        tried: usize,
+        attempt: u32,
+    },
 }
 
 /// A partition of a topic.
@@ -292,7 +299,11 @@ impl Tracker {
             offset,
             note,
         };
-        Trial::Run(commit, tried)
+        Trial::Run {
+            commit,
+            tried,
+            attempt: first_deliveries.saturating_add(1),
+        }
     }
 
     /// The commit of a trial of `tried` failed: their counts are what they
@@ -773,7 +784,12 @@ mod tests {
         }
         assert!(!t.taken(&p(0), 14).unwrap().suspect, "beyond the end then");
         assert!(t.reserved(&p(0), epoch, 14), "reserved by the last owner");
-        let Trial::Run(first, 2) = t.begin_trial(&p(0), epoch, &[10, 11, 12, 13], 5) else {
+        let Trial::Run {
+            commit: first,
+            tried: 2,
+            attempt: 2,
+        } = t.begin_trial(&p(0), epoch, &[10, 11, 12, 13], 5)
+        else {
             panic!("10 and 11, never counted, are tried together");
         };
         assert_eq!(first.offset, 10);
@@ -787,12 +803,22 @@ mod tests {
         t.done(&p(0), 11, epoch);
         assert_eq!(t.begin_trial(&p(0), epoch, &[12, 13], 5), Trial::Wait);
         t.done(&p(0), 10, epoch);
-        let Trial::Run(second, 1) = t.begin_trial(&p(0), epoch, &[12, 13], 5) else {
+        let Trial::Run {
+            commit: second,
+            tried: 1,
+            attempt: 4,
+        } = t.begin_trial(&p(0), epoch, &[12, 13], 5)
+        else {
             panic!("12, counted before, is tried alone");
         };
         assert_eq!((second.offset, second.note.counts), (12, vec![(12, 4)]));
         t.done(&p(0), 12, epoch);
-        let Trial::Run(third, 1) = t.begin_trial(&p(0), epoch, &[13], 5) else {
+        let Trial::Run {
+            commit: third,
+            tried: 1,
+            attempt: 2,
+        } = t.begin_trial(&p(0), epoch, &[13], 5)
+        else {
             panic!("13 is tried once 12 is done");
         };
         assert_eq!(third.note.counts, vec![(13, 2)]);
@@ -817,7 +843,12 @@ mod tests {
             t.taken(&p(0), offset).unwrap();
         }
         let waiting: Vec<i64> = (0..suspects).collect();
-        let Trial::Run(commit, tried) = t.begin_trial(&p(0), epoch, &waiting, 5) else {
+        let Trial::Run {
+            commit,
+            tried,
+            attempt: 2,
+        } = t.begin_trial(&p(0), epoch, &waiting, 5)
+        else {
             panic!("tried");
         };
         assert_eq!(tried, TRIAL_BATCH);
@@ -842,7 +873,11 @@ mod tests {
         t.done(&p(0), 10, epoch);
         assert!(matches!(
             t.begin_trial(&p(0), epoch, &[11], 5),
-            Trial::Run(_, 1)
+            Trial::Run {
+                tried: 1,
+                attempt: 2,
+                ..
+            }
         ));
         assert_eq!(t.begin_trial(&p(0), epoch + 1, &[12], 5), Trial::Gone);
     }
@@ -851,12 +886,22 @@ mod tests {
     fn a_trial_whose_commit_failed_is_counted_as_before() {
         let mut t = recovered(10, 20, vec![(10, 2)], 20);
         let epoch = t.taken(&p(0), 10).unwrap().epoch;
-        let Trial::Run(commit, 1) = t.begin_trial(&p(0), epoch, &[10], 5) else {
+        let Trial::Run {
+            commit,
+            tried: 1,
+            attempt: 3,
+        } = t.begin_trial(&p(0), epoch, &[10], 5)
+        else {
             panic!("tried");
         };
         assert_eq!(commit.note.counts, vec![(10, 3)]);
         t.trial_failed(&commit, &[10]);
-        let Trial::Run(again, 1) = t.begin_trial(&p(0), epoch, &[10], 5) else {
+        let Trial::Run {
+            commit: again,
+            tried: 1,
+            attempt: 3,
+        } = t.begin_trial(&p(0), epoch, &[10], 5)
+        else {
             panic!("tried again");
         };
         assert_eq!(again.note.counts, vec![(10, 3)], "counted once");
