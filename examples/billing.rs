@@ -188,7 +188,7 @@ impl Billing for Bank {
 /// Logs method, latency and outcome of every request.
 struct LogCalls;
 
-#[async_trait::async_trait]
+#[busrpc::async_trait]
 impl Middleware for LogCalls {
     async fn call(&self, ctx: &Context, next: Next<'_>) -> CallOutcome {
         let started = Instant::now();
@@ -210,7 +210,7 @@ impl Middleware for LogCalls {
 /// Refuses requests without the right token, before any handler runs.
 struct RequireToken(&'static str);
 
-#[async_trait::async_trait]
+#[busrpc::async_trait]
 impl Middleware for RequireToken {
     async fn call(&self, ctx: &Context, next: Next<'_>) -> CallOutcome {
         let expected = format!("Bearer {}", self.0);
@@ -224,7 +224,7 @@ impl Middleware for RequireToken {
 /// Adds the token to every call of a client.
 struct Token(&'static str);
 
-#[async_trait::async_trait]
+#[busrpc::async_trait]
 impl ClientMiddleware for Token {
     async fn call(
         &self,

@@ -388,7 +388,7 @@ struct RequireToken {
     seen: Arc<Mutex<Vec<String>>>,
 }
 
-#[async_trait::async_trait]
+#[busrpc::async_trait]
 impl busrpc::Middleware for RequireToken {
     async fn call(&self, ctx: &Context, next: busrpc::Next<'_>) -> busrpc::CallOutcome {
         if ctx.headers().get("authorization") != Some("Bearer sesame") {
@@ -413,7 +413,7 @@ impl busrpc::Middleware for RequireToken {
 
 struct Token;
 
-#[async_trait::async_trait]
+#[busrpc::async_trait]
 impl busrpc::ClientMiddleware for Token {
     async fn call(
         &self,

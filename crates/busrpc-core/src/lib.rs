@@ -22,6 +22,12 @@ mod macro_support;
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 
+/// The attribute an `impl` of [`Middleware`], [`ClientMiddleware`],
+/// [`Transport`] or [`Acknowledge`] carries (their methods are `async fn`s
+/// behind `dyn`), re-exported so that writing one needs no crate beside
+/// busrpc. Without it the compiler says E0195, "lifetime parameters or
+/// bounds on method `call` do not match the trait declaration".
+pub use async_trait::async_trait;
 pub use client::{
     Batch, BatchCall, BatchReplies, Client, ClientConfig, ClientMiddleware, ClientNext,
     ClientStats, OutgoingCall,

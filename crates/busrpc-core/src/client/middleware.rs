@@ -62,13 +62,16 @@ pub(super) type SendBatch<'a> =
 /// call, look at its outcome, or fail it without sending anything. A batch
 /// passes once, as one [`OutgoingCall`] (see [`OutgoingCall::batch`]).
 ///
+/// An implementation carries [`#[async_trait]`](crate::async_trait), which
+/// busrpc re-exports (`#[busrpc::async_trait]`), as [`Middleware`](crate::Middleware) does.
+///
 /// ```
 /// use busrpc_core::{ClientMiddleware, ClientNext, Error, OutgoingCall};
 /// use serde_json::value::RawValue;
 ///
 /// struct Token(&'static str);
 ///
-/// #[async_trait::async_trait]
+/// #[busrpc_core::async_trait] // `#[busrpc::async_trait]` through the busrpc crate
 /// impl ClientMiddleware for Token {
 ///     async fn call(&self, call: &mut OutgoingCall, next: ClientNext<'_>) -> Result<Box<RawValue>, Error> {
 ///         call.headers.insert("authorization", format!("Bearer {}", self.0));

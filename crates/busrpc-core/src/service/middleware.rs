@@ -25,13 +25,18 @@ pub type CallOutcome = Result<Box<RawValue>, RpcError>;
 /// messages) do not pass through it; unknown methods and invalid params do,
 /// as errors from [`Next::run`].
 ///
+/// An implementation carries [`#[async_trait]`](crate::async_trait), which
+/// busrpc re-exports: `#[busrpc::async_trait]` needs no other crate. (An
+/// `impl` without it fails with E0195, "lifetime parameters or bounds on
+/// method `call` do not match the trait declaration".)
+///
 /// ```
 /// use std::time::Instant;
 /// use busrpc_core::{CallOutcome, Context, Middleware, Next, RpcError};
 ///
 /// struct RequireToken;
 ///
-/// #[async_trait::async_trait]
+/// #[busrpc_core::async_trait] // `#[busrpc::async_trait]` through the busrpc crate
 /// impl Middleware for RequireToken {
 ///     async fn call(&self, ctx: &Context, next: Next<'_>) -> CallOutcome {
 ///         if ctx.headers().get("authorization") != Some("Bearer sesame") {
