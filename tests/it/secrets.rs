@@ -1,7 +1,8 @@
 //! No secret is ever printed: the errors of `busrpc::connect` for URLs that
 //! hold a password, and the configurations, shown every way an
 //! application shows them (`{}`, `{:?}`, `{:#?}`, through
-//! `Box<dyn Error>` as `main` returns it, and so in an `unwrap()`'s panic).
+//! `Box<dyn Error>` as `main` returns it, and so in an `unwrap()`'s panic,
+//! and through anyhow).
 
 use std::error::Error as StdError;
 
@@ -20,7 +21,11 @@ fn shown_every_way(e: busrpc::TransportError) -> Vec<String> {
         shown.push(format!("{e} / {e:?}"));
         source = e.source();
     }
-    // (An `unwrap()` panics with the `{:?}` above.)
+    // (An `unwrap()` panics with the `{:?}` above.) anyhow's report, as
+    // `main() -> anyhow::Result<()>` prints it, and its one-line chain.
+    let report = anyhow::Error::from_boxed(boxed);
+    shown.push(format!("{report:?}"));
+    shown.push(format!("{report:#}"));
     shown
 }
 
