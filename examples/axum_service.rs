@@ -15,6 +15,9 @@
 //! its group. Only then does the process exit, 0; it exits 1 if the busrpc
 //! server stops by itself (the broker refusing it).
 
+#[path = "common/logging.rs"]
+mod logging;
+
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -202,6 +205,7 @@ async fn serve(
 }
 
 fn main() -> ExitCode {
+    logging::init();
     let result = args().map_err(Into::into).and_then(|args| {
         let runtime = tokio::runtime::Runtime::new()?;
         runtime.block_on(run(args))

@@ -14,6 +14,9 @@
 //! process. Latencies are histograms with the buckets set below (the
 //! exporter renders histograms without buckets as summaries).
 
+#[path = "common/logging.rs"]
+mod logging;
+
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -125,6 +128,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn main() -> ExitCode {
+    logging::init();
     let result = tokio::runtime::Runtime::new()
         .map_err(Into::into)
         .and_then(|runtime| runtime.block_on(run()));

@@ -1,4 +1,7 @@
-//! What every example shares: the `--broker URL` argument and error reporting.
+//! What every example shares: the `--broker URL` argument, busrpc's logs
+//! and error reporting.
+
+pub(crate) mod logging;
 
 use std::future::Future;
 use std::process::ExitCode;
@@ -18,13 +21,14 @@ fn broker_url() -> Result<String, String> {
     Ok(url)
 }
 
-/// Runs an example's body on a tokio runtime; an error is printed plainly
-/// and exits 1.
+/// Runs an example's body on a tokio runtime with busrpc's logs on stderr
+/// (see [`logging`]); an error is printed plainly and exits 1.
 pub(crate) fn run<F, Fut>(body: F) -> ExitCode
 where
     F: FnOnce(String) -> Fut,
     Fut: Future<Output = Result<(), Box<dyn std::error::Error>>>,
 {
+    logging::init();
     let result = broker_url().map_err(Into::into).and_then(|url| {
         let runtime = tokio::runtime::Runtime::new()?;
         runtime.block_on(body(url))
