@@ -249,6 +249,9 @@ cargo test --workspace --all-targets --all-features --locked
 step "doc tests"
 cargo test --workspace --doc --all-features --locked
 
+step "a new project of the README's Cargo.toml lines and first example runs"
+scripts/check-readme-project.sh
+
 for broker in memory:// "redis://127.0.0.1:6379?prefix=busrpc-example-$$" kafka-mock:// \
   "kafka://127.0.0.1:9092?prefix=busrpc-example-$$"; do
   step "examples on $broker"
