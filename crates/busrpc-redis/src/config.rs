@@ -55,6 +55,15 @@ pub struct RedisConfig {
     /// server back from a Redis outage claims nothing for this long, so
     /// that its peers keep what they held through it.
     pub claim_idle: Duration,
+    /// `dead_consumer_idle_ms`: a consumer of a service's group that has
+    /// not touched Redis for this long and has nothing pending (a server
+    /// killed with -9, whose requests live servers have claimed) is
+    /// removed from the group by a live server, so that the group lists
+    /// only the living (default 60000; 0: never). A live server reads every
+    /// `block_ms` and refreshes what it holds every `claim_idle_ms / 3`,
+    /// and one removed by mistake is added back by its next read, losing
+    /// nothing: only a consumer without pending entries is removed.
+    pub dead_consumer_idle: Duration,
     /// `max_deliveries`: after this many deliveries without an answer, a
     /// request is moved to the dead-letter stream `{prefix}:S:dead` and its
     /// caller answered with an error (default 5).
@@ -105,6 +114,7 @@ impl std::fmt::Debug for RedisConfig {
             .field("resp3", &self.resp3)
             .field("prefix", &self.prefix)
             .field("claim_idle", &self.claim_idle)
+            .field("dead_consumer_idle", &self.dead_consumer_idle)
             .field("max_deliveries", &self.max_deliveries)
             .field("inbox_max_len", &self.inbox_max_len)
             .field("inbox_ttl", &self.inbox_ttl)
@@ -123,6 +133,7 @@ impl std::fmt::Debug for RedisConfig {
 pub const URL_OPTIONS: &[&str] = &[
     "prefix",
     "claim_idle_ms",
+    "dead_consumer_idle_ms",
     "max_deliveries",
     "inbox_max_len",
     "inbox_ttl_ms",
@@ -176,6 +187,7 @@ impl RedisConfig {
             resp3: false,
             prefix: "busrpc".to_owned(),
             claim_idle: DEFAULT_CLAIM_IDLE,
+            dead_consumer_idle: Duration::from_secs(60),
             max_deliveries: 5,
             inbox_max_len: 10_000,
             inbox_ttl: Duration::from_secs(60),
@@ -275,6 +287,7 @@ impl RedisConfig {
             match key {
                 "prefix" => config.prefix = value.to_owned(),
                 "claim_idle_ms" => config.claim_idle = millis()?,
+                "dead_consumer_idle_ms" => config.dead_consumer_idle = millis()?,
                 "max_deliveries" => config.max_deliveries = number()?.max(1),
                 "inbox_max_len" => config.inbox_max_len = number()?.max(1),
                 "inbox_ttl_ms" => config.inbox_ttl = millis()?.max(Duration::from_millis(100)),
@@ -372,6 +385,14 @@ impl RedisConfig {
         self
     }
 
+    /// Sets [`dead_consumer_idle`](Self::dead_consumer_idle) (zero: dead
+    /// consumers are never removed).
+    #[must_use]
+    pub fn dead_consumer_idle(mut self, idle: Duration) -> Self {
+        self.dead_consumer_idle = idle;
+        self
+    }
+
     /// Sets [`max_deliveries`](Self::max_deliveries) (at least 1).
     #[must_use]
     pub fn max_deliveries(mut self, max: u64) -> Self {
@@ -461,9 +482,10 @@ mod tests {
     #[test]
     fn options_are_read() {
         let c = RedisConfig::from_url(
-            "redis://u:p@h:6380/2?claim_idle_ms=500&max_deliveries=3&prefix=app&protocol=resp3",
+            "redis://u:p@h:6380/2?claim_idle_ms=500&max_deliveries=3&prefix=app&protocol=resp3&dead_consumer_idle_ms=0",
         )
         .unwrap();
+        assert_eq!(c.dead_consumer_idle, Duration::ZERO);
         assert_eq!((c.host.as_str(), c.port, c.db), ("h", 6380, 2));
         assert_eq!(
             (c.username.as_deref(), c.password.as_deref()),

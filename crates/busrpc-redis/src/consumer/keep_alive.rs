@@ -1,5 +1,5 @@
-//! Keeping the entries a live consumer holds from being claimed, and
-//! leaving the group cleanly.
+//! Keeping the entries a live consumer holds from being claimed, and the
+//! consumer itself from being taken for dead; leaving the group cleanly.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,7 +7,8 @@ use std::time::Duration;
 use redis::Value;
 use tokio::sync::oneshot;
 
-use crate::connection::Connection;
+use super::forget::alive_key;
+use crate::connection::{millis, Connection};
 use crate::settle::{release_cmd, InHand};
 
 /// Keeps the entries a live consumer holds from being claimed: every
@@ -16,32 +17,57 @@ use crate::settle::{release_cmd, InHand};
 /// `claim_idle`, or a request waiting in the buffer for a handler slot,
 /// is then never taken and run again by another server, nor dead-lettered
 /// while it runs; only a consumer that stopped (its process dead, so this
-/// task too) leaves entries to claim. Ends when the consumer is dropped.
+/// task too) leaves entries to claim. Each period, and once at the start,
+/// it also refreshes the consumer's alive key (see [`super::forget`]); the
+/// period is then a third of `dead_consumer_idle` if that is shorter.
+/// Ends when the consumer is dropped.
 pub(super) async fn keep_alive(
     connection: Arc<Connection>,
     [address, group, consumer]: [Arc<str>; 3],
     in_hand: Arc<InHand>,
     mut stopped: oneshot::Receiver<()>,
 ) {
-    let period = (connection.config.claim_idle / 3).max(Duration::from_millis(10));
+    let config = &connection.config;
+    let alive = (!config.dead_consumer_idle.is_zero()).then(|| alive_key(&address, &consumer));
+    let mut period = config.claim_idle / 3;
+    if alive.is_some() {
+        period = period.min(config.dead_consumer_idle / 3);
+    }
+    let period = period.max(Duration::from_millis(10));
+    // Never shorter than a few periods: a refresh late by one is no death.
+    let alive_for = config.dead_consumer_idle.max(period * 3);
     let mut failed = false;
+    let mut first = true;
     loop {
-        tokio::select! {
-            _ = &mut stopped => return,
-            () = tokio::time::sleep(period) => {}
+        if !std::mem::take(&mut first) {
+            tokio::select! {
+                _ = &mut stopped => return,
+                () = tokio::time::sleep(period) => {}
+            }
         }
         let ids = in_hand.ids();
-        if ids.is_empty() {
+        let mut pipe = redis::pipe();
+        if let Some(key) = &alive {
+            pipe.cmd("SET")
+                .arg(key)
+                .arg(1)
+                .arg("PX")
+                .arg(millis(alive_for))
+                .ignore();
+        }
+        if !ids.is_empty() {
+            let cmd = pipe.cmd("XCLAIM");
+            cmd.arg(&*address).arg(&*group).arg(&*consumer).arg(0);
+            for id in &ids {
+                cmd.arg(id);
+            }
+            cmd.arg("JUSTID").ignore();
+        }
+        if alive.is_none() && ids.is_empty() {
             continue;
         }
-        let mut cmd = redis::cmd("XCLAIM");
-        cmd.arg(&*address).arg(&*group).arg(&*consumer).arg(0);
-        for id in &ids {
-            cmd.arg(id);
-        }
-        cmd.arg("JUSTID");
-        match connection.query(&cmd).await {
-            Ok(_) => failed = false,
+        match pipe.query_async::<()>(&mut connection.commands()).await {
+            Ok(()) => failed = false,
             // Once per outage, not every period.
             Err(e) if !failed => {
                 failed = true;
@@ -56,13 +82,21 @@ pub(super) async fn keep_alive(
 /// and, if nothing is left pending with it, removes it from the group, so
 /// that restarts do not pile up consumers (`XGROUP DELCONSUMER` drops a
 /// consumer's pending entries, hence only when it has none; the check and
-/// the removal are one script).
+/// the removal are one script). Its alive key goes first: if it stays in
+/// the group, live servers remove it once they have claimed what it held.
 pub(super) async fn leave(
     connection: Arc<Connection>,
     [address, group, consumer]: [Arc<str>; 3],
     left_in_hand: oneshot::Receiver<Vec<String>>,
 ) {
     let ids = left_in_hand.await.unwrap_or_default();
+    if !connection.config.dead_consumer_idle.is_zero() {
+        let mut cmd = redis::cmd("DEL");
+        cmd.arg(alive_key(&address, &consumer));
+        if let Err(e) = connection.query(&cmd).await {
+            tracing::debug!(%address, %consumer, error = %e, "deleting the alive key failed; it expires");
+        }
+    }
     if !ids.is_empty() {
         let cmd = release_cmd(&connection, &address, &group, &consumer, &ids);
         if let Err(e) = connection.query(&cmd).await {

@@ -1,6 +1,7 @@
 //! A server's consumer of its service's group: claims what dead consumers
 //! left pending ([`claim`]), then reads new entries, no more at a time
-//! than its server can take now; keeps what it holds alive and leaves the
+//! than its server can take now; keeps what it holds alive, removes dead
+//! consumers from the group ([`forget`]) and leaves the
 //! group cleanly ([`keep_alive`]).
 
 use std::collections::VecDeque;
@@ -19,6 +20,7 @@ use crate::entries::{entries_of_first_stream, Entry};
 use crate::settle::{dead_letter_address, release_cmd, InHand, RedisAck, SettleQueue};
 
 mod claim;
+mod forget;
 mod keep_alive;
 
 use keep_alive::{keep_alive, leave};
@@ -55,6 +57,8 @@ pub(crate) async fn join(
         group,
         buffer: VecDeque::new(),
         next_claim: Instant::now(),
+        next_forget: Instant::now(),
+        forget_failed: false,
         in_hand,
         demand,
         _stop_keeping: stop_keeping,
@@ -113,6 +117,10 @@ struct GroupReader {
     /// Taken entries not yet handed out, each with which delivery it is.
     buffer: VecDeque<(Entry, u64)>,
     next_claim: Instant,
+    /// When to look for dead consumers next ([`forget`]).
+    next_forget: Instant,
+    /// Looking for them has failed once (warned about then, not again).
+    forget_failed: bool,
     in_hand: Arc<InHand>,
     demand: Demand,
     /// Dropped with the reader: stops [`keep_alive`].
@@ -164,6 +172,12 @@ impl GroupReader {
             if now >= self.next_claim {
                 self.next_claim = now + self.claim_interval();
                 self.claim().await?;
+                // Dead consumers go once their requests are claimed; as
+                // rarely as claims or rarer, so off the reading path.
+                if let Some(every) = self.forget_interval().filter(|_| now >= self.next_forget) {
+                    self.next_forget = now + every;
+                    self.forget_dead_consumers().await;
+                }
                 continue;
             }
             let block = self

@@ -1518,3 +1518,115 @@ async fn a_killed_servers_calls_are_answered_with_every_default() {
         server.shutdown().await;
     }
 }
+
+/// A server killed without a clean stop (its runtime dropped where it
+/// stands, as kill -9 would) stays listed in the group only until a live
+/// server sees it idle for `dead_consumer_idle_ms` with nothing pending,
+/// and removes it; a dead consumer with a request still pending (never
+/// claimed here: `claim_idle_ms` is a minute) stays, or its request would
+/// be lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_servers_consumer_leaves_the_group_once_nothing_is_pending() {
+    use std::collections::HashMap;
+    let prefix = Prefix::new("forget");
+    let url = prefix.url("&claim_idle_ms=60000&dead_consumer_idle_ms=300");
+    let transport = Arc::new(RedisTransport::connect(&url).await.unwrap());
+    let address = transport.service_address("svc");
+    let consumers = || async {
+        let info: Vec<HashMap<String, redis::Value>> = query(
+            redis::cmd("XINFO")
+                .arg("CONSUMERS")
+                .arg(&address)
+                .arg("svc"),
+        )
+        .await;
+        let mut names: Vec<String> = info
+            .into_iter()
+            .map(|c| redis::from_redis_value(c["name"].clone()).unwrap())
+            .collect();
+        names.sort();
+        names
+    };
+
+    // The killed server, on a runtime of its own.
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let (kill_tx, kill_rx) = std::sync::mpsc::channel::<()>();
+    let doomed_url = url.clone();
+    let doomed = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let handle = runtime.block_on(async {
+            let transport = Arc::new(RedisTransport::connect(&doomed_url).await.unwrap());
+            Server::new(transport, "svc", echo_router())
+                .start()
+                .await
+                .unwrap()
+        });
+        started_tx.send(()).unwrap();
+        kill_rx.recv().unwrap();
+        runtime.shutdown_background();
+        std::mem::forget(handle);
+    });
+    started_rx.recv().unwrap();
+    // Listed once it has taken a request (Redis 7.0 does not list a
+    // consumer whose reads found nothing yet).
+    let client = Client::connect(transport.clone()).await.unwrap();
+    let echoed: String = client.call("svc", "echo", ("x",)).await.unwrap();
+    assert_eq!(echoed, "RPC x!");
+    kill_tx.send(()).unwrap();
+    doomed.join().unwrap();
+    let killed = consumers().await;
+    assert_eq!(killed.len(), 1, "the killed server is still listed");
+
+    // A dead consumer holding a request.
+    let _: String = query(
+        redis::cmd("XADD")
+            .arg(&address)
+            .arg("*")
+            .arg("payload")
+            .arg("held"),
+    )
+    .await;
+    let _: redis::Value = query(
+        redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg("svc")
+            .arg("holding")
+            .arg("COUNT")
+            .arg(1)
+            .arg("STREAMS")
+            .arg(&address)
+            .arg(">"),
+    )
+    .await;
+
+    let live = Server::new(transport.clone(), "svc", echo_router())
+        .start()
+        .await
+        .unwrap();
+    let echoed: String = client.call("svc", "echo", ("y",)).await.unwrap();
+    assert_eq!(echoed, "RPC y!");
+    let give_up = Instant::now() + Duration::from_secs(20);
+    let left = loop {
+        let now = consumers().await;
+        if !now.contains(&killed[0]) {
+            break now;
+        }
+        assert!(
+            Instant::now() < give_up,
+            "the killed server's consumer stays: {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(left.len(), 2, "the live server and the holder: {left:?}");
+    assert!(left.contains(&"holding".to_owned()), "{left:?}");
+    // The live server, idle (Redis 7.0 then ages its consumer as if it
+    // were dead), stays for as long as it lives: its alive key says so.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(consumers().await, left, "5 times dead_consumer_idle later");
+    client.close().await;
+    live.shutdown().await;
+}
