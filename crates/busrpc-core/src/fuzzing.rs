@@ -18,6 +18,7 @@ impl Requests {
         Self(Engine::new(
             router.into_methods("fuzz"),
             "fuzz",
+            "fuzz".into(),
             Vec::new(),
             max_batch_len,
             None,

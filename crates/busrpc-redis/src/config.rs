@@ -48,6 +48,12 @@ pub struct RedisConfig {
     /// `prefix`: the first part of every key busrpc writes (default `busrpc`).
     /// Requests of service `S` go to the stream `{prefix}:S`.
     pub prefix: String,
+    /// `name`: what this process's servers are called in their groups: the
+    /// consumer of its first server is `name`, of the next `name-2`, …
+    /// (see [`busrpc_core::transport::member_name`]); what
+    /// `ServerHandle::name` and `Context::server_name` say. Default (`None`):
+    /// `{host}-{pid}`. Must differ between processes.
+    pub name: Option<String>,
     /// `claim_idle_ms`: how long a request may stay pending with a consumer
     /// that stopped before a live server claims it (default 5000, see
     /// [`DEFAULT_CLAIM_IDLE`]): the time a dead server's requests wait. A live server keeps what it holds
@@ -113,6 +119,7 @@ impl std::fmt::Debug for RedisConfig {
             .field("tls_insecure", &self.tls_insecure)
             .field("resp3", &self.resp3)
             .field("prefix", &self.prefix)
+            .field("name", &self.name)
             .field("claim_idle", &self.claim_idle)
             .field("dead_consumer_idle", &self.dead_consumer_idle)
             .field("max_deliveries", &self.max_deliveries)
@@ -132,6 +139,7 @@ impl std::fmt::Debug for RedisConfig {
 /// these.
 pub const URL_OPTIONS: &[&str] = &[
     "prefix",
+    "name",
     "claim_idle_ms",
     "dead_consumer_idle_ms",
     "max_deliveries",
@@ -186,6 +194,7 @@ impl RedisConfig {
             tls_insecure: false,
             resp3: false,
             prefix: "busrpc".to_owned(),
+            name: None,
             claim_idle: DEFAULT_CLAIM_IDLE,
             dead_consumer_idle: Duration::from_secs(60),
             max_deliveries: 5,
@@ -286,6 +295,8 @@ impl RedisConfig {
             }
             match key {
                 "prefix" => config.prefix = value.to_owned(),
+                "name" if value.is_empty() => return Err(invalid(url, "name must not be empty")),
+                "name" => config.name = Some(value.to_owned()),
                 "claim_idle_ms" => config.claim_idle = millis()?,
                 "dead_consumer_idle_ms" => config.dead_consumer_idle = millis()?,
                 "max_deliveries" => config.max_deliveries = number()?.max(1),
@@ -375,6 +386,13 @@ impl RedisConfig {
     #[must_use]
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
+        self
+    }
+
+    /// Sets [`name`](Self::name).
+    #[must_use]
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
         self
     }
 

@@ -75,6 +75,7 @@ impl Engine {
     ) -> Result<Box<RawValue>, RpcError> {
         let info = CallInfo {
             service: &self.service,
+            server: &self.server,
             method: &request.method,
             id: request.id,
             headers: env.headers,

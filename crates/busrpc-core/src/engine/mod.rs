@@ -50,6 +50,8 @@ pub(crate) struct EngineCounters {
 pub(crate) struct Engine {
     methods: Methods,
     service: Arc<str>,
+    /// The serving instance's name ([`crate::Context::server_name`]).
+    server: Arc<str>,
     /// Run around every call, the first outermost; empty: none, and the
     /// engine calls handlers directly.
     middleware: Arc<[Arc<dyn Middleware>]>,
@@ -78,6 +80,7 @@ impl Engine {
     pub(crate) fn new(
         methods: Methods,
         service: &str,
+        server: Arc<str>,
         middleware: Vec<Arc<dyn Middleware>>,
         max_batch_len: usize,
         slots: Option<Arc<Semaphore>>,
@@ -86,6 +89,7 @@ impl Engine {
         Self {
             methods,
             service: service.into(),
+            server,
             middleware: middleware.into(),
             max_batch_len,
             slots,
@@ -152,7 +156,7 @@ mod tests {
                 |(): ()| -> std::future::Ready<Result<(), RpcError>> { panic!("before any await") },
             )
             .into_methods("test");
-        Engine::new(methods, "test", Vec::new(), max_batch_len, None)
+        Engine::new(methods, "test", "a".into(), Vec::new(), max_batch_len, None)
     }
 
     async fn respond(e: &Engine, payload: &str) -> Option<String> {

@@ -129,13 +129,11 @@ impl Transport for MemoryTransport {
             )));
         }
         let member = Broker::join(&self.broker, address, group);
-        Ok(Deliveries::new(stream::unfold(
-            member,
-            |member| async move {
-                let delivery = member.next().await;
-                Some((Ok(delivery), member))
-            },
-        )))
+        Ok(Deliveries::new(stream::unfold(member, |member| async move {
+            let delivery = member.next().await;
+            Some((Ok(delivery), member))
+        }))
+        .with_member(crate::transport::member_name(None)))
     }
 
     async fn inbox(&self) -> Result<Inbox, TransportError> {

@@ -71,6 +71,14 @@ impl ServerHandle {
         &self.state.service
     }
 
+    /// This instance's name among the service's servers: its consumer's
+    /// name on the broker (the Redis consumer, the Kafka client id), set
+    /// by the transport's `name` option, `{host}-{pid}` by default. Its
+    /// handlers read it as [`Context::server_name`](crate::Context::server_name).
+    pub fn name(&self) -> &str {
+        &self.state.name
+    }
+
     /// Where the server is in its life now: a health check's answer.
     pub fn status(&self) -> ServerStatus {
         self.state.status.borrow().clone()

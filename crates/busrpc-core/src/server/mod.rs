@@ -16,7 +16,7 @@ use crate::engine::Engine;
 use crate::error::Error;
 use crate::service::{Methods, Middleware, Router};
 use crate::transport::kit::Throttle;
-use crate::transport::{Demand, Readiness, ReadinessSignal, Transport};
+use crate::transport::{default_member_name, Demand, Readiness, ReadinessSignal, Transport};
 use crate::wire::Limits;
 
 mod answer;
@@ -41,6 +41,8 @@ const WARN_EVERY: Duration = Duration::from_secs(10);
 /// What a running server's tasks share.
 struct ServerState {
     transport: Arc<dyn Transport>,
+    /// This instance's name: its consumer's on the broker.
+    name: Arc<str>,
     /// The service's request queue.
     address: String,
     status: tokio::sync::watch::Sender<ServerStatus>,
@@ -141,6 +143,9 @@ impl Server {
             .transport
             .consume(&address, &self.service, demand)
             .await?;
+        let name: Arc<str> = deliveries
+            .member()
+            .map_or_else(|| default_member_name().into(), Into::into);
         let (readiness, own_readiness) = match deliveries.readiness() {
             Some(signal) => (signal.clone(), false),
             None => (ReadinessSignal::new(Readiness::Ready), true),
@@ -155,6 +160,7 @@ impl Server {
             engine: Engine::new(
                 self.router,
                 &self.service,
+                name.clone(),
                 self.middleware,
                 self.config.limits.max_batch_len,
                 Some(permits.clone()),
@@ -168,6 +174,7 @@ impl Server {
                 }),
             transport: self.transport,
             service: self.service,
+            name,
             address,
             counters: ServerCounters::default(),
             limits: self.config.limits,
@@ -182,7 +189,7 @@ impl Server {
             stop.clone(),
         );
         let task = tokio::spawn(serving.instrument(span));
-        tracing::info!(service = %state.service, address = %state.address, "serving");
+        tracing::info!(service = %state.service, address = %state.address, server = %state.name, "serving");
         Ok(ServerHandle {
             state,
             stop,

@@ -31,6 +31,7 @@ pub struct Context {
 
 struct ContextData {
     service: Arc<str>,
+    server: Arc<str>,
     method: Box<str>,
     id: Option<Box<RawValue>>,
     headers: Headers,
@@ -42,11 +43,21 @@ impl Context {
     /// A context for `method` of `service`, as a test of a handler or a
     /// middleware would build one.
     pub fn new(service: &str, method: &str) -> Self {
-        Self::build(service.into(), method, None, Headers::new(), None, None)
+        let server = crate::transport::default_member_name();
+        Self::build(
+            service.into(),
+            server.into(),
+            method,
+            None,
+            Headers::new(),
+            None,
+            None,
+        )
     }
 
     pub(crate) fn build(
         service: Arc<str>,
+        server: Arc<str>,
         method: &str,
         id: Option<&RawValue>,
         headers: Headers,
@@ -56,6 +67,7 @@ impl Context {
         Self {
             inner: Arc::new(ContextData {
                 service,
+                server,
                 method: method.into(),
                 id: id.map(ToOwned::to_owned),
                 headers,
@@ -71,6 +83,7 @@ impl Context {
         let i = &self.inner;
         Self::build(
             i.service.clone(),
+            i.server.clone(),
             &i.method,
             i.id.as_deref(),
             headers,
@@ -82,6 +95,14 @@ impl Context {
     /// The service the request was sent to.
     pub fn service(&self) -> &str {
         &self.inner.service
+    }
+
+    /// The name of the server instance serving the request: its consumer's
+    /// name on the broker (the Redis consumer, the Kafka client id; the
+    /// transport's `name` option, by default `{host}-{pid}`), so a handler
+    /// or a middleware can log which instance ran a call.
+    pub fn server_name(&self) -> &str {
+        &self.inner.server
     }
 
     /// The method called.
@@ -182,6 +203,7 @@ impl fmt::Debug for Context {
 #[allow(unreachable_pub)]
 pub struct CallInfo<'a> {
     pub(crate) service: &'a Arc<str>,
+    pub(crate) server: &'a Arc<str>,
     pub(crate) method: &'a str,
     pub(crate) id: Option<&'a RawValue>,
     pub(crate) headers: &'a Headers,
@@ -193,6 +215,7 @@ impl CallInfo<'_> {
     pub(crate) fn context(&self) -> Context {
         Context::build(
             self.service.clone(),
+            self.server.clone(),
             self.method,
             self.id,
             self.headers.clone(),
@@ -212,7 +235,15 @@ mod tests {
             .iter()
             .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
             .collect();
-        Context::build("s".into(), "m", id.as_deref(), headers, None, None)
+        Context::build(
+            "s".into(),
+            "a".into(),
+            "m",
+            id.as_deref(),
+            headers,
+            None,
+            None,
+        )
     }
 
     #[test]

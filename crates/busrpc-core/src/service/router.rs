@@ -220,6 +220,7 @@ mod tests {
         let headers = crate::Headers::new();
         let info = CallInfo {
             service: &service,
+            server: &service,
             method,
             id: None,
             headers: &headers,
@@ -350,6 +351,7 @@ mod tests {
         ] {
             let info = CallInfo {
                 service: &service,
+                server: &service,
                 method,
                 id: Some(&id),
                 headers: &headers,

@@ -61,6 +61,7 @@ pub struct Deliveries {
     stream: BoxStream<'static, Result<Delivery, TransportError>>,
     on_close: Option<BoxFuture<'static, ()>>,
     readiness: Option<ReadinessSignal>,
+    member: Option<Arc<str>>,
 }
 
 impl Deliveries {
@@ -89,7 +90,24 @@ impl Deliveries {
             stream: Box::pin(stream),
             on_close: None,
             readiness: None,
+            member: None,
         }
+    }
+
+    /// The consumer's name in its group as the broker shows it (the Redis
+    /// consumer, the Kafka client id): what its server calls itself
+    /// ([`ServerHandle::name`](crate::ServerHandle::name),
+    /// [`Context::server_name`](crate::Context::server_name)). Without it
+    /// the server takes [`default_member_name`](crate::transport::default_member_name).
+    #[must_use]
+    pub fn with_member(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.member = Some(name.into());
+        self
+    }
+
+    /// The name given by [`with_member`](Self::with_member).
+    pub fn member(&self) -> Option<&str> {
+        self.member.as_deref()
     }
 
     /// Where the transport reports whether its consumer can take requests

@@ -30,7 +30,7 @@ pub use deliveries::{Deliveries, Demand};
 pub use delivery::{Acknowledge, Delivery, Exhausted, OnSettled, Settle, SettleError};
 pub use error::{BoxError, ErrorKind, TransportError};
 pub use inbox::Inbox;
-pub use kit::{is_secret_option, redact_url, unique_id};
+pub use kit::{default_member_name, is_secret_option, member_name, redact_url, unique_id};
 pub use readiness::{Readiness, ReadinessSignal};
 
 /// A broker as the engine sees it. Implementations: [`MemoryTransport`]

@@ -79,6 +79,13 @@ pub struct KafkaConfig {
     /// `prefix`: request topics are `{prefix}.{service}`, inboxes
     /// `{prefix}.inbox.{created_ms}.{retention_ms}.{owner}` (default `busrpc`).
     pub prefix: String,
+    /// `name`: what this process's servers are called: the `client.id` of
+    /// its first server's consumer is `name`, of the next `name-2`, … (see
+    /// [`busrpc_core::transport::member_name`]), as the group's member list
+    /// shows it; what `ServerHandle::name` and `Context::server_name` say.
+    /// Default (`None`): a `client.id` given in the URL, else
+    /// `{host}-{pid}`.
+    pub name: Option<String>,
     /// `partitions`: partitions of the request topics busrpc creates
     /// (default 8). Servers of a service share its partitions, so at most this
     /// many instances of a service do work at once.
@@ -132,6 +139,7 @@ impl std::fmt::Debug for KafkaConfig {
         f.debug_struct("KafkaConfig")
             .field("brokers", &self.brokers)
             .field("prefix", &self.prefix)
+            .field("name", &self.name)
             .field("partitions", &self.partitions)
             .field("replication", &self.replication)
             .field("inbox_retention_ms", &self.inbox_retention_ms)
@@ -149,6 +157,7 @@ impl std::fmt::Debug for KafkaConfig {
 /// with a dot goes to librdkafka, any other is refused, naming these.
 pub const URL_OPTIONS: &[&str] = &[
     "prefix",
+    "name",
     "partitions",
     "replication",
     "inbox_retention_ms",
@@ -260,6 +269,7 @@ impl KafkaConfig {
         Self {
             brokers: Brokers::Bootstrap(bootstrap_servers.into()),
             prefix: "busrpc".to_owned(),
+            name: None,
             partitions: 8,
             replication: BROKER_DEFAULT_REPLICATION,
             inbox_retention_ms: 3_600_000,
@@ -292,6 +302,20 @@ impl KafkaConfig {
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
         self
+    }
+
+    /// Sets [`name`](Self::name).
+    #[must_use]
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// The name of a new consumer of this configuration's servers (see
+    /// [`name`](Self::name)), unique in the process.
+    pub(crate) fn member_name(&self) -> String {
+        let base = self.name.as_deref().or(self.librdkafka_value("client.id"));
+        busrpc_core::transport::member_name(base)
     }
 
     /// Sets [`partitions`](Self::partitions) (at least 1).

@@ -97,6 +97,8 @@ impl KafkaConfig {
             }
             match key {
                 "prefix" => config.prefix = value.to_owned(),
+                "name" if value.is_empty() => return Err(invalid(url, "name must not be empty")),
+                "name" => config.name = Some(value.to_owned()),
                 "partitions" => config.partitions = i32::try_from(number()?).unwrap_or(i32::MAX),
                 "replication" => {
                     config.replication = match value {

@@ -113,6 +113,7 @@ impl KafkaTransport {
         &self,
         address: &str,
         group: &str,
+        member: &str,
         demand: Demand,
     ) -> Result<(GroupReader, tokio::sync::oneshot::Receiver<()>), TransportError> {
         let connection = &self.connection;
@@ -122,6 +123,7 @@ impl KafkaTransport {
         let mut config = base_config(&connection.config, &connection.bootstrap);
         config
             .set("group.id", format!("{}.{group}", connection.config.prefix))
+            .set("client.id", member)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest");
@@ -323,7 +325,8 @@ impl Transport for KafkaTransport {
         group: &str,
         demand: Demand,
     ) -> Result<Deliveries, TransportError> {
-        let (reader, closed) = self.join_group(address, group, demand).await?;
+        let member = self.connection.config.member_name();
+        let (reader, closed) = self.join_group(address, group, &member, demand).await?;
         // Servers sweep the inbox topics of clients gone without closing
         // them (the mock cluster cannot delete topics).
         let connection = &self.connection;
@@ -338,7 +341,8 @@ impl Transport for KafkaTransport {
             let next = reader.next().await;
             Some((next, reader))
         }))
-        .with_readiness(readiness);
+        .with_readiness(readiness)
+        .with_member(member);
         // A clean close returns once the last commit is made and the member
         // has left the group: a process may exit right after.
         Ok(deliveries.on_close(async move {
@@ -392,12 +396,12 @@ mod tests {
             .unwrap();
         let owned = |reader: &GroupReader| reader.ledger.lock().owned();
         let (first, _) = transport
-            .join_group("busrpc.join", "join", Demand::unbounded())
+            .join_group("busrpc.join", "join", "a", Demand::unbounded())
             .await
             .unwrap();
         assert_eq!(owned(&first), 2);
         let (second, _) = transport
-            .join_group("busrpc.join", "join", Demand::unbounded())
+            .join_group("busrpc.join", "join", "a", Demand::unbounded())
             .await
             .unwrap();
         assert_eq!(owned(&second), 1);

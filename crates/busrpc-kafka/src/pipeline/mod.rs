@@ -238,9 +238,11 @@ impl Transport for PipelineTransport {
             .set("enable.auto.offset.store", "false");
         let committer = committer.create().map_err(transport_error)?;
         let progress = progress::Progress::new(address, committer, self.clone());
+        let name = inner.config.member_name();
         let mut member = base_config(&inner.config, &inner.bootstrap);
         member
             .set("group.id", format!("busrpc.pipeline.{address}"))
+            .set("client.id", &name)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             // The rebalance callback assigns and revokes the partition whole.
@@ -248,7 +250,9 @@ impl Transport for PipelineTransport {
         let consumer = member
             .create_with_context(progress::Handover(progress.clone()))
             .map_err(transport_error)?;
-        receiver::start(address, consumer, progress, inner.config.join_wait).await
+        let deliveries =
+            receiver::start(address, consumer, progress, inner.config.join_wait).await?;
+        Ok(deliveries.with_member(name))
     }
 
     async fn inbox(&self) -> Result<Inbox, TransportError> {

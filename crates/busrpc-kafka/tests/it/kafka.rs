@@ -973,6 +973,47 @@ async fn a_dead_servers_request_comes_as_its_second_attempt() {
     b.shutdown().await;
 }
 
+/// A server's name is the `name` option (its consumer's `client.id`), or
+/// `{host}-{pid}` without it, and what its handlers read as
+/// `Context::server_name`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_servers_name_is_its_client_id() {
+    use busrpc_core::Context;
+    let url = format!("{}?partitions=1", mock_url("named"));
+    let name = format!("orders-{}", std::process::id());
+    let router = || {
+        Router::new().method("who", |ctx: Context, (): ()| async move {
+            Ok::<_, RpcError>(ctx.server_name().to_owned())
+        })
+    };
+    let named = Server::new(
+        Arc::new(
+            KafkaTransport::connect(&format!("{url}&name={name}"))
+                .await
+                .unwrap(),
+        ),
+        "svc",
+        router(),
+    )
+    .start()
+    .await
+    .unwrap();
+    assert_eq!(named.name(), name);
+    let client = Client::connect(Arc::new(KafkaTransport::connect(&url).await.unwrap()))
+        .await
+        .unwrap();
+    let who: String = client.call("svc", "who", ()).await.unwrap();
+    assert_eq!(who, name);
+    named.shutdown().await;
+    let unnamed = serve(&url, "other").await;
+    assert!(
+        unnamed.name().contains(&format!("-{}", std::process::id())),
+        "{}",
+        unnamed.name()
+    );
+    unnamed.shutdown().await;
+}
+
 /// Records no Kafka client library writes, produced by
 /// tests/hostile_records.py (kafka-python, bent): a header name that is not
 /// UTF-8, a record without a value, a content type that is not UTF-8, a

@@ -35,7 +35,8 @@ pub(crate) async fn join(
 ) -> Result<Deliveries, TransportError> {
     create_group(&connection, address, group).await?;
     let (address, group): (Arc<str>, Arc<str>) = (address.into(), group.into());
-    let consumer: Arc<str> = connection.name("consumer").into();
+    let consumer: Arc<str> =
+        busrpc_core::transport::member_name(connection.config.name.as_deref()).into();
     let settle = SettleQueue::start(connection.clone(), address.clone(), group.clone());
     let in_hand = Arc::new(InHand::default());
     let (stop_keeping, stopped) = oneshot::channel();
@@ -76,6 +77,7 @@ pub(crate) async fn join(
         Some((next, reader))
     }));
     Ok(deliveries
+        .with_member(names[2].clone())
         .with_readiness(readiness)
         .on_close(leave(connection, names, left_in_hand)))
 }

@@ -1630,3 +1630,40 @@ async fn a_killed_servers_consumer_leaves_the_group_once_nothing_is_pending() {
     client.close().await;
     live.shutdown().await;
 }
+
+/// A server's name (the `name` option, `{host}-{pid}` without it) is its
+/// consumer's in the group, as `XINFO CONSUMERS` lists it, and what its
+/// handlers read as `Context::server_name`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_servers_name_is_its_consumer_in_the_group() {
+    use busrpc_core::Context;
+    let prefix = Prefix::new("named");
+    let name = format!("{}-orders", prefix.0);
+    let transport = Arc::new(prefix.connect(&format!("&name={name}")).await);
+    let address = transport.service_address("svc");
+    let router = Router::new().method("who", |ctx: Context, (): ()| async move {
+        Ok::<_, RpcError>(ctx.server_name().to_owned())
+    });
+    let server = Server::new(transport.clone(), "svc", router)
+        .start()
+        .await
+        .unwrap();
+    assert_eq!(server.name(), name);
+    let client = Client::connect(transport.clone()).await.unwrap();
+    let who: String = client.call("svc", "who", ()).await.unwrap();
+    assert_eq!(who, name);
+    let info: Vec<std::collections::HashMap<String, redis::Value>> = query(
+        redis::cmd("XINFO")
+            .arg("CONSUMERS")
+            .arg(&address)
+            .arg("svc"),
+    )
+    .await;
+    let listed: Vec<String> = info
+        .into_iter()
+        .map(|c| redis::from_redis_value(c["name"].clone()).unwrap())
+        .collect();
+    assert_eq!(listed, vec![name]);
+    client.close().await;
+    server.shutdown().await;
+}

@@ -49,8 +49,8 @@ pub async fn call_and_response(h: &dyn Harness) {
 }
 
 /// A handler that asks for its context sees the method, the id, the
-/// caller's headers, the deadline and (where the broker counts) that this
-/// is the first delivery.
+/// caller's headers, the deadline, (where the broker counts) that this is
+/// the first delivery, and the name of the server instance running it.
 pub async fn handlers_see_their_context(h: &dyn Harness) {
     let service = unique_service("context");
     let server = serve(h, &service, "a", ServerConfig::default()).await;
@@ -66,6 +66,8 @@ pub async fn handlers_see_their_context(h: &dyn Harness) {
         seen["attempt"].is_null() || seen["attempt"] == 1,
         "a first delivery: {seen}"
     );
+    assert_eq!(seen["server"], server.handle.name(), "{seen}");
+    assert!(!server.handle.name().is_empty());
     client.close().await;
     server.handle.shutdown().await;
 }

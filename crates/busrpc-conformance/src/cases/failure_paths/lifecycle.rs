@@ -113,6 +113,21 @@ pub async fn shutdown_grace_releases_to_another_instance(h: &dyn Harness) {
     b.handle.shutdown().await;
 }
 
+/// Each server instance has a name of its own (its consumer's on the
+/// broker; `{host}-{pid}`, `{host}-{pid}-2`… by default), even two of one
+/// service in one process, so logs and the broker's member list tell them
+/// apart.
+pub async fn two_servers_of_a_service_have_names_of_their_own(h: &dyn Harness) {
+    let service = unique_service("names");
+    let a = serve(h, &service, "a", ServerConfig::default()).await;
+    let b = serve(h, &service, "b", ServerConfig::default()).await;
+    let (first, second) = (a.handle.name().to_owned(), b.handle.name().to_owned());
+    assert!(!first.is_empty() && !second.is_empty());
+    assert_ne!(first, second);
+    a.handle.shutdown().await;
+    b.handle.shutdown().await;
+}
+
 /// A delivery its consumer releases comes back as the next attempt
 /// ([`Delivery::attempt`](busrpc_core::transport::Delivery::attempt), what
 /// a handler reads from `Context::attempt`): the broker, or the transport

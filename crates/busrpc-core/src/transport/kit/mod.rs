@@ -22,6 +22,46 @@ pub fn unique_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
+/// The name of this process among a service's servers when nobody has set
+/// one: `{host}-{pid}` (the host name the kernel reports, else `$HOSTNAME`,
+/// else `host`). A transport names its consumers after it (see
+/// [`Deliveries::with_member`](crate::transport::Deliveries::with_member))
+/// unless its configuration sets a name.
+pub fn default_member_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .or_else(|| std::env::var("COMPUTERNAME").ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "host".to_owned());
+    format!("{host}-{}", std::process::id())
+}
+
+/// The name of a new consumer of this process: `base` (a transport's
+/// `name` option, else [`default_member_name`]) for the first consumer of
+/// that base, `{base}-2`, `{base}-3`… after, so that two servers in one
+/// process (of one service, on two connections) never share a consumer.
+/// Names set by hand must differ between processes, as the default does.
+pub fn member_name(base: Option<&str>) -> String {
+    static TAKEN: std::sync::Mutex<Option<std::collections::HashMap<String, u64>>> =
+        std::sync::Mutex::new(None);
+    let base = base.map_or_else(default_member_name, ToOwned::to_owned);
+    let mut taken = TAKEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let n = taken
+        .get_or_insert_with(Default::default)
+        .entry(base.clone())
+        .or_insert(0);
+    *n += 1;
+    if *n == 1 {
+        base
+    } else {
+        format!("{base}-{n}")
+    }
+}
+
 /// Carries out [`Settle::Reply`] (or the reply of a
 /// [`Settle::DeadLetter`]) for a broker that cannot publish and
 /// acknowledge in one step: `publish` first, then `acker` settles with
@@ -90,6 +130,23 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn member_names_are_the_host_and_pid_and_never_repeat_in_a_process() {
+        let default = default_member_name();
+        assert!(
+            default.ends_with(&format!("-{}", std::process::id())),
+            "{default}"
+        );
+        assert!(default.len() > format!("-{}", std::process::id()).len());
+        let set = "kit-test-orders";
+        assert_eq!(member_name(Some(set)), set);
+        assert_eq!(member_name(Some(set)), format!("{set}-2"));
+        assert_eq!(member_name(Some(set)), format!("{set}-3"));
+        let first = member_name(None);
+        assert!(first.starts_with(&default), "{first}");
+        assert_ne!(member_name(None), first);
+    }
 
     #[test]
     fn unique_ids_are_random_uuids_that_do_not_repeat() {
