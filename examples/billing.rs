@@ -67,6 +67,16 @@ const UNKNOWN_ACCOUNT: i32 = 1002;
 /// -32099 range is busrpc's own, see docs/PROTOCOL.md).
 const UNAUTHORIZED: i32 = 1003;
 
+/// The codes every method returning a `BillingError` may answer with, as
+/// `rpc.discover` and `busrpc describe` list them.
+impl busrpc::openrpc::DeclaredErrors for BillingError {
+    const ERRORS: &'static [(i32, &'static str)] = &[
+        (INSUFFICIENT_FUNDS, "insufficient funds"),
+        (UNKNOWN_ACCOUNT, "unknown account"),
+        (UNAUTHORIZED, "unauthorized"),
+    ];
+}
+
 /// The server's side: the error object sent.
 impl From<BillingError> for RpcError {
     fn from(e: BillingError) -> Self {
@@ -289,6 +299,18 @@ async fn run(url: String) -> Result<(), Box<dyn std::error::Error>> {
         .filter_map(|m| m["name"].as_str())
         .collect();
     println!("rpc.discover lists: {}", methods.join(", "));
+    let charge = document["methods"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["name"] == "charge");
+    let errors: Vec<String> = charge
+        .and_then(|m| m["errors"].as_array())
+        .into_iter()
+        .flatten()
+        .map(|e| format!("{} {}", e["code"], e["message"].as_str().unwrap_or("")))
+        .collect();
+    println!("charge may answer: {}", errors.join(", "));
 
     client.close().await;
     server.shutdown().await;

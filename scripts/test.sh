@@ -268,7 +268,8 @@ for broker in memory:// "redis://127.0.0.1:6379?prefix=busrpc-example-$$" kafka-
     'without a token: JSON-RPC error 1003: unauthorized' \
     'charging 1000 more: insufficient funds, balance 300' \
     'balance of bob: unknown account' \
-    'rpc.discover lists: audit, balance, charge, whoami'
+    'rpc.discover lists: audit, balance, charge, whoami' \
+    'charge may answer: 1001 insufficient funds, 1002 unknown account, 1003 unauthorized'
   check_example signed \
     'signed call: RPC hello!' \
     'unsigned call: no reply (1s)' \

@@ -27,6 +27,11 @@ pub enum BillingError {
     Call(String),
 }
 
+/// What `rpc.discover` lists for every method returning a `BillingError`.
+impl busrpc::openrpc::DeclaredErrors for BillingError {
+    const ERRORS: &'static [(i32, &'static str)] = &[(1001, "insufficient funds")];
+}
+
 impl From<BillingError> for RpcError {
     fn from(e: BillingError) -> Self {
         match e {
@@ -349,6 +354,13 @@ async fn every_service_answers_rpc_discover_with_a_valid_openrpc_document() {
         })
         .collect();
     assert_eq!(params, [("account", true), ("cents", true)]);
+    assert_eq!(
+        charge["errors"].to_string(),
+        r#"[{"code":1001,"message":"insufficient funds"}]"#,
+        "the errors its error type declares"
+    );
+    let sum = &methods[4];
+    assert!(sum.get("errors").is_none(), "RpcError declares none: {sum}");
     assert_eq!(
         methods[2]["params"][1]["required"], false,
         "an Option is not required"

@@ -375,6 +375,12 @@ fn readable_description(service: &str, document: &Value) -> String {
             let _ = write!(out, "  # {summary}");
         }
         out.push('\n');
+        // The errors it declares (OpenRPC's `errors`), one per line.
+        for error in method["errors"].as_array().into_iter().flatten() {
+            let code = &error["code"];
+            let message = error["message"].as_str().unwrap_or("");
+            let _ = writeln!(out, "    error {code}: {message}");
+        }
     }
     out
 }
@@ -405,7 +411,8 @@ fn demo_router() -> Router {
                 .summary("Sums two integers.")
                 .param("a", json!({"type": "integer"}), true)
                 .param("b", json!({"type": "integer"}), true)
-                .result("sum", json!({"type": "integer"})),
+                .result("sum", json!({"type": "integer"}))
+                .errors(&[(1, "the sum overflows a 64-bit integer")]),
         )
         .document(
             MethodDoc::new("sleep")

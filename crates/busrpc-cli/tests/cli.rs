@@ -105,6 +105,58 @@ fn first_answer(broker: &str, service: &str) {
     panic!("{service} on {broker} never answered");
 }
 
+/// The README's block of `$ busrpc …` commands and what they print, run
+/// against `service` on `broker` (the README's service `echo` and broker
+/// URL replaced): the README cannot show an output the command no longer
+/// gives.
+fn the_readmes_outputs_are_what_the_commands_print(broker: &str, service: &str) {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
+        .expect("README.md");
+    let block: Vec<&str> = readme
+        .split("\n```text\n$ busrpc ")
+        .nth(1)
+        .expect("the README's block of busrpc commands")
+        .split("\n```")
+        .next()
+        .unwrap()
+        .lines()
+        .collect();
+    let mut runs: Vec<(Vec<String>, String)> = Vec::new();
+    for (n, line) in block.iter().enumerate() {
+        let command = if n == 0 {
+            Some(*line)
+        } else {
+            line.strip_prefix("$ busrpc ")
+        };
+        match command {
+            Some(command) => {
+                let args = command
+                    .split_whitespace()
+                    .map(|arg| match arg.trim_matches('\'') {
+                        url if url.contains("://") => broker.to_owned(),
+                        arg => arg.to_owned(),
+                    })
+                    .collect();
+                runs.push((args, String::new()));
+            }
+            None => {
+                let out = &mut runs.last_mut().unwrap().1;
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    assert!(runs.len() >= 2, "{runs:?}");
+    for (mut args, expected) in runs {
+        // The service: the argument after the broker URL.
+        let at = args.iter().position(|a| a == broker).unwrap() + 1;
+        assert_eq!(args[at], "echo", "{args:?}");
+        args[at] = service.to_owned();
+        let expected = expected.replacen("echo 0.1.0", &format!("{service} 0.1.0"), 1);
+        busrpc().args(&args).assert().success().stdout(expected);
+    }
+}
+
 fn call_notify_and_errors(broker: &str, service: &str) {
     let server = ServeEcho::start(broker, service);
     first_answer(broker, service);
@@ -133,8 +185,9 @@ fn call_notify_and_errors(broker: &str, service: &str) {
         .assert()
         .success()
         .stdout(format!(
-            "{service} 0.1.0\n  add(a: integer, b: integer) -> integer  # Sums two integers.\n  echo(value: any) -> any  # Returns its argument.\n  sleep(ms: integer) -> integer  # Waits that many milliseconds and returns them.\n"
+            "{service} 0.1.0\n  add(a: integer, b: integer) -> integer  # Sums two integers.\n    error 1: the sum overflows a 64-bit integer\n  echo(value: any) -> any  # Returns its argument.\n  sleep(ms: integer) -> integer  # Waits that many milliseconds and returns them.\n"
         ));
+    the_readmes_outputs_are_what_the_commands_print(broker, service);
     // The document itself, as any client gets it.
     busrpc()
         .args(["call", "--broker", broker, service, "rpc.discover"])

@@ -55,6 +55,19 @@ pub mod __private {
     pub use crate::macro_support::*;
 }
 
+/// `(&&ErrorsOf::<E>::new()).errors()`: the errors `E` declares, if it
+/// implements [`openrpc::DeclaredErrors`] (see [`openrpc::errors_of`]).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __errors {
+    ($ty:ty) => {{
+        #[allow(unused_imports)]
+        use $crate::openrpc::errors_of::{Declared as _, Undeclared as _};
+        #[allow(clippy::needless_borrow)]
+        (&&$crate::openrpc::errors_of::ErrorsOf::<$ty>::new()).errors()
+    }};
+}
+
 /// `(&&SchemaOf::<T>::new()).schema(label)`: `T`'s JSON Schema if it has
 /// one (see [`openrpc::schema_of`]).
 #[doc(hidden)]

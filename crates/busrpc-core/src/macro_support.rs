@@ -15,6 +15,7 @@ use crate::wire::jsonrpc::RpcError;
 pub use serde;
 pub use serde_json;
 
+pub use crate::__errors as errors;
 pub use crate::__schema as schema;
 
 /// A method's params, as the caller sent them: an array (`T`, a tuple of

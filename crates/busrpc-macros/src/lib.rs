@@ -483,9 +483,11 @@ fn expand(attr: Tokens, item: Tokens) -> syn::Result<Tokens> {
             doc = quote!(#doc.param_structure(#k::openrpc::ParamStructure::Either));
         }
         match &m.result {
-            Some((ok, _)) => {
+            Some((ok, err)) => {
                 let label = type_label(ok);
-                doc = quote!(#doc.result("result", #k::__private::schema!(#ok, #label)));
+                doc = quote!(#doc
+                    .result("result", #k::__private::schema!(#ok, #label))
+                    .errors(#k::__private::errors!(#err)));
             }
             None => doc = quote!(#doc.notification()),
         }

@@ -50,6 +50,26 @@ impl ParamStructure {
     }
 }
 
+/// The errors an error type answers with, by code: implemented for the
+/// error type of a `#[busrpc::service]` trait, every method returning it
+/// lists them in the service's OpenRPC document (the method's `errors`),
+/// which `busrpc describe` prints.
+///
+/// ```
+/// use busrpc_core::openrpc::DeclaredErrors;
+///
+/// enum BillingError { InsufficientFunds, Unauthorized }
+///
+/// impl DeclaredErrors for BillingError {
+///     const ERRORS: &'static [(i32, &'static str)] =
+///         &[(1001, "insufficient funds"), (1003, "unauthorized")];
+/// }
+/// ```
+pub trait DeclaredErrors {
+    /// Each error's code and message.
+    const ERRORS: &'static [(i32, &'static str)];
+}
+
 /// One method's entry in the OpenRPC document.
 ///
 /// ```
@@ -72,6 +92,7 @@ pub struct MethodDoc {
     structure: ParamStructure,
     result: Option<Value>,
     notification: bool,
+    errors: Vec<(i32, String)>,
 }
 
 impl MethodDoc {
@@ -85,6 +106,7 @@ impl MethodDoc {
             structure: ParamStructure::Either,
             result: None,
             notification: false,
+            errors: Vec::new(),
         }
     }
 
@@ -135,6 +157,18 @@ impl MethodDoc {
         self
     }
 
+    /// Adds the errors the method may answer with (code, message), in
+    /// order, after those added before.
+    #[must_use]
+    pub fn errors(mut self, errors: &[(i32, &str)]) -> Self {
+        self.errors.extend(
+            errors
+                .iter()
+                .map(|(code, message)| (*code, (*message).to_owned())),
+        );
+        self
+    }
+
     /// Marks the method as meant to be sent as a notification (no result).
     #[must_use]
     pub fn notification(mut self) -> Self {
@@ -159,6 +193,14 @@ impl MethodDoc {
         }
         if self.notification {
             m.insert("x-busrpc-notification".into(), json!(true));
+        }
+        if !self.errors.is_empty() {
+            let errors: Vec<Value> = self
+                .errors
+                .iter()
+                .map(|(code, message)| json!({"code": code, "message": message}))
+                .collect();
+            m.insert("errors".into(), Value::Array(errors));
         }
         Value::Object(m)
     }
@@ -256,6 +298,56 @@ pub mod schema_of {
     }
 }
 
+/// The errors `T` declares when it implements [`DeclaredErrors`], else
+/// none: the macro calls `(&&ErrorsOf::<E>::new()).errors()` for each
+/// method's error type (autoref specialization, as [`schema_of`]).
+#[doc(hidden)]
+pub mod errors_of {
+    use std::marker::PhantomData;
+
+    use super::DeclaredErrors;
+
+    /// An error type whose declared errors are wanted.
+    pub struct ErrorsOf<T: ?Sized>(PhantomData<T>);
+
+    impl<T: ?Sized> ErrorsOf<T> {
+        /// The probe for `T`.
+        pub fn new() -> Self {
+            Self(PhantomData)
+        }
+    }
+
+    impl<T: ?Sized> Default for ErrorsOf<T> {
+        fn default() -> Self {
+            Self::new()
+        }
+    }
+
+    /// Picked when `T: DeclaredErrors`.
+    pub trait Declared {
+        /// `T`'s errors.
+        fn errors(&self) -> &'static [(i32, &'static str)];
+    }
+
+    impl<T: ?Sized + DeclaredErrors> Declared for &ErrorsOf<T> {
+        fn errors(&self) -> &'static [(i32, &'static str)] {
+            T::ERRORS
+        }
+    }
+
+    /// Picked otherwise: none.
+    pub trait Undeclared {
+        /// No errors.
+        fn errors(&self) -> &'static [(i32, &'static str)];
+    }
+
+    impl<T: ?Sized> Undeclared for ErrorsOf<T> {
+        fn errors(&self) -> &'static [(i32, &'static str)] {
+            &[]
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,6 +366,27 @@ mod tests {
             doc.to_string(),
             r#"{"info":{"title":"calc","version":"0.0.0"},"methods":[{"name":"add","paramStructure":"either","params":[{"name":"a","required":true,"schema":{"type":"integer"}}],"result":{"name":"sum","schema":{"type":"integer"}}},{"name":"echo","params":[],"x-busrpc-params":"undescribed"}],"openrpc":"1.3.2"}"#
         );
+    }
+
+    #[test]
+    #[allow(clippy::needless_borrow)] // the two borrows are the point
+    fn declared_errors_are_listed_and_undeclared_types_have_none() {
+        #[allow(unused_imports)]
+        use errors_of::{Declared as _, ErrorsOf, Undeclared as _};
+        struct Plain;
+        struct Billing;
+        impl DeclaredErrors for Billing {
+            const ERRORS: &'static [(i32, &'static str)] = &[(1001, "insufficient funds")];
+        }
+        assert!((&&ErrorsOf::<Plain>::new()).errors().is_empty());
+        let declared = (&&ErrorsOf::<Billing>::new()).errors();
+        assert_eq!(declared, &[(1001, "insufficient funds")]);
+        let doc = MethodDoc::new("charge").errors(declared).to_json();
+        assert_eq!(
+            doc["errors"].to_string(),
+            r#"[{"code":1001,"message":"insufficient funds"}]"#
+        );
+        assert!(MethodDoc::new("plain").to_json().get("errors").is_none());
     }
 
     #[test]
