@@ -44,9 +44,30 @@ pub(crate) struct Outcome {
     pub(crate) sides: Result<Sides, Failure>,
 }
 
-/// The baseline of the broker being measured, for the interrupt handler to
-/// clean up after.
-pub(crate) type Current = Arc<Mutex<Option<Arc<dyn Baseline>>>>;
+/// The broker being measured, for the interrupt handler to clean up after:
+/// its baseline once started, its URL (with the run's prefix) from before
+/// the baseline starts, which already makes keys or topics.
+pub(crate) type Current = Arc<Mutex<Option<Measured>>>;
+
+/// What [`Current`] holds.
+pub(crate) enum Measured {
+    /// The baseline of this URL is starting.
+    Starting(String),
+    /// It has started.
+    Started(Arc<dyn Baseline>),
+}
+
+impl Measured {
+    /// Deletes what the bench made on this broker: through the baseline,
+    /// or, if it was still starting, through one started for the purpose
+    /// on the same prefix (its own keys or topics go with the rest).
+    pub(crate) async fn clean_up(self) -> Result<(), TransportError> {
+        match self {
+            Measured::Started(baseline) => baseline.clean_up().await,
+            Measured::Starting(url) => baseline(&url).await?.clean_up().await,
+        }
+    }
+}
 
 /// The raw baseline of whichever broker the URL names.
 async fn baseline(url: &str) -> Result<Arc<dyn Baseline>, TransportError> {
@@ -99,6 +120,7 @@ pub(crate) async fn measure(
     settings: &Settings,
     current: &Current,
 ) -> Outcome {
+    *current.lock().unwrap_or_else(|e| e.into_inner()) = Some(Measured::Starting(url.to_owned()));
     let started = tokio::time::timeout(settings.connect_timeout, baseline(url)).await;
     let raw = match started {
         Ok(Ok(raw)) => raw,
@@ -108,6 +130,7 @@ pub(crate) async fn measure(
             } else {
                 3
             };
+            current.lock().unwrap_or_else(|e| e.into_inner()).take();
             return Outcome {
                 broker: shown.to_owned(),
                 sides: Err(Failure {
@@ -117,6 +140,7 @@ pub(crate) async fn measure(
             };
         }
         Err(_) => {
+            current.lock().unwrap_or_else(|e| e.into_inner()).take();
             return Outcome {
                 broker: shown.to_owned(),
                 sides: Err(unreachable(
@@ -126,10 +150,10 @@ pub(crate) async fn measure(
                         humantime::format_duration(settings.connect_timeout)
                     ),
                 )),
-            }
+            };
         }
     };
-    *current.lock().unwrap_or_else(|e| e.into_inner()) = Some(raw.clone());
+    *current.lock().unwrap_or_else(|e| e.into_inner()) = Some(Measured::Started(raw.clone()));
     let sides = measure_sides(shown, url, settings, &raw).await;
     let cleaned = raw.clean_up().await;
     current.lock().unwrap_or_else(|e| e.into_inner()).take();

@@ -493,7 +493,8 @@ async fn run_bench(
         outcomes = measuring => outcomes,
         () = interrupted() => {
             // The measuring future is gone, its server and client with it;
-            // what they and the baseline made is under the run's prefix.
+            // what they and the baseline made is under the run's prefix
+            // (a baseline interrupted while starting had made some too).
             let in_hand = current.lock().unwrap_or_else(|e| e.into_inner()).take();
             if let Some(baseline) = in_hand {
                 if let Err(e) = baseline.clean_up().await {
