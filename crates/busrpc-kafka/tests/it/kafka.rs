@@ -26,8 +26,17 @@ fn echo_router() -> Router {
 }
 
 async fn serve(url: &str, service: &str) -> ServerHandle {
+    serve_with(url, service, echo_router()).await
+}
+
+/// A server of `service` with `router`, on a connection of its own.
+async fn serve_with<S: Clone + Send + Sync + 'static>(
+    url: &str,
+    service: &str,
+    router: Router<S>,
+) -> ServerHandle {
     let transport = Arc::new(KafkaTransport::connect(url).await.expect("broker"));
-    Server::new(transport, service, echo_router())
+    Server::new(transport, service, router)
         .start()
         .await
         .expect("server")
@@ -930,14 +939,7 @@ async fn a_dead_servers_request_comes_as_its_second_attempt() {
             Ok::<Option<u32>, RpcError>(None)
         },
     );
-    let a = Server::new(
-        Arc::new(KafkaTransport::connect(&url).await.unwrap()),
-        "svc",
-        hangs,
-    )
-    .start()
-    .await
-    .unwrap();
+    let a = serve_with(&url, "svc", hangs).await;
     let client = Client::connect_with(
         Arc::new(KafkaTransport::connect(&url).await.unwrap()),
         ClientConfig::default().timeout(Duration::from_secs(120)),
@@ -956,14 +958,7 @@ async fn a_dead_servers_request_comes_as_its_second_attempt() {
     let answers = Router::new().method("attempt", |ctx: Context, (): ()| async move {
         Ok::<_, RpcError>(ctx.attempt())
     });
-    let b = Server::new(
-        Arc::new(KafkaTransport::connect(&url).await.unwrap()),
-        "svc",
-        answers,
-    )
-    .start()
-    .await
-    .unwrap();
+    let b = serve_with(&url, "svc", answers).await;
     let attempt = tokio::time::timeout(Duration::from_secs(90), call)
         .await
         .expect("answered by the second server")
@@ -986,18 +981,7 @@ async fn a_servers_name_is_its_client_id() {
             Ok::<_, RpcError>(ctx.server_name().to_owned())
         })
     };
-    let named = Server::new(
-        Arc::new(
-            KafkaTransport::connect(&format!("{url}&name={name}"))
-                .await
-                .unwrap(),
-        ),
-        "svc",
-        router(),
-    )
-    .start()
-    .await
-    .unwrap();
+    let named = serve_with(&format!("{url}&name={name}"), "svc", router()).await;
     assert_eq!(named.name(), name);
     let client = Client::connect(Arc::new(KafkaTransport::connect(&url).await.unwrap()))
         .await

@@ -37,13 +37,13 @@ pub(super) async fn keep_alive(
     // Never shorter than a few periods: a refresh late by one is no death.
     let alive_for = config.dead_consumer_idle.max(period * 3);
     let mut failed = false;
-    let mut first = true;
+    // The first tick is at once: the alive key is set as the consumer joins.
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        if !std::mem::take(&mut first) {
-            tokio::select! {
-                _ = &mut stopped => return,
-                () = tokio::time::sleep(period) => {}
-            }
+        tokio::select! {
+            _ = &mut stopped => return,
+            _ = ticks.tick() => {}
         }
         let ids = in_hand.ids();
         let mut pipe = redis::pipe();

@@ -21,6 +21,63 @@ fn echo_router() -> Router {
     })
 }
 
+/// The consumers of `group` on the stream `address`, by name, sorted.
+async fn consumer_names(address: &str, group: &str) -> Vec<String> {
+    let info: Vec<std::collections::HashMap<String, redis::Value>> =
+        query(redis::cmd("XINFO").arg("CONSUMERS").arg(address).arg(group)).await;
+    let mut names: Vec<String> = info
+        .into_iter()
+        .map(|c| redis::from_redis_value(c["name"].clone()).unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A server on a runtime of its own, to be killed as -9 would kill it: its
+/// runtime dropped where it stands, so no settle, release or keep-alive
+/// runs again and its connections just close.
+struct DoomedServer {
+    kill: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl DoomedServer {
+    /// Starts a server of `service` with `router` on `url`; returns once
+    /// it has started.
+    fn start(url: &str, service: &'static str, router: Router) -> Self {
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let (kill, kill_rx) = std::sync::mpsc::channel::<()>();
+        let url = url.to_owned();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap();
+            let handle = runtime.block_on(async {
+                let transport = Arc::new(RedisTransport::connect(&url).await.unwrap());
+                Server::new(transport, service, router)
+                    .start()
+                    .await
+                    .unwrap()
+            });
+            started_tx.send(()).unwrap();
+            kill_rx.recv().unwrap();
+            // Every task dropped where it stands, as kill -9 would.
+            runtime.shutdown_background();
+            std::mem::forget(handle);
+        });
+        started_rx.recv().unwrap();
+        DoomedServer { kill, thread }
+    }
+
+    /// Kills it; returns once it is dead.
+    fn kill(self) {
+        self.kill.send(()).unwrap();
+        self.thread.join().unwrap();
+    }
+}
+
 /// A consumer that dies holding a request leaves it pending; a live one
 /// claims it after `claim_idle` and it counts as a second delivery.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1191,16 +1248,7 @@ async fn a_clean_shutdown_leaves_the_group() {
     let prefix = Prefix::new("leave");
     let transport = Arc::new(prefix.connect("").await);
     let address = transport.service_address("svc");
-    let consumers = || async {
-        let info: Vec<redis::Value> = query(
-            redis::cmd("XINFO")
-                .arg("CONSUMERS")
-                .arg(&address)
-                .arg("svc"),
-        )
-        .await;
-        info.len()
-    };
+    let consumers = || async { consumer_names(&address, "svc").await.len() };
     for _ in 0..3 {
         let server = Server::new(transport.clone(), "svc", echo_router())
             .start()
@@ -1436,31 +1484,7 @@ async fn a_killed_servers_calls_are_answered_with_every_default() {
         })
     };
 
-    // The doomed server on a runtime of its own, dropped to kill it.
-    let (started_tx, started_rx) = std::sync::mpsc::channel();
-    let (kill_tx, kill_rx) = std::sync::mpsc::channel::<()>();
-    let doomed_url = url.clone();
-    let doomed_ran = ran_by_doomed.clone();
-    let doomed = std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let handle = runtime.block_on(async {
-            let transport = Arc::new(RedisTransport::connect(&doomed_url).await.unwrap());
-            Server::new(transport, service, router(Some(doomed_ran)))
-                .start()
-                .await
-                .unwrap()
-        });
-        started_tx.send(()).unwrap();
-        kill_rx.recv().unwrap();
-        // Every task dropped where it stands, as kill -9 would.
-        runtime.shutdown_background();
-        std::mem::forget(handle);
-    });
-    started_rx.recv().unwrap();
+    let doomed = DoomedServer::start(&url, service, router(Some(ran_by_doomed.clone())));
     let mut servers = Vec::new();
     for _ in 0..2 {
         let transport = Arc::new(RedisTransport::connect(&url).await.unwrap());
@@ -1498,8 +1522,7 @@ async fn a_killed_servers_calls_are_answered_with_every_default() {
     }
     // Let it take its share; each call runs 300 ms, so all are in hand.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    kill_tx.send(()).unwrap();
-    doomed.join().unwrap();
+    doomed.kill();
     let held = ran_by_doomed.load(Ordering::SeqCst);
 
     let mut slowest = Duration::ZERO;
@@ -1527,57 +1550,19 @@ async fn a_killed_servers_calls_are_answered_with_every_default() {
 /// be lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_servers_consumer_leaves_the_group_once_nothing_is_pending() {
-    use std::collections::HashMap;
     let prefix = Prefix::new("forget");
     let url = prefix.url("&claim_idle_ms=60000&dead_consumer_idle_ms=300");
     let transport = Arc::new(RedisTransport::connect(&url).await.unwrap());
     let address = transport.service_address("svc");
-    let consumers = || async {
-        let info: Vec<HashMap<String, redis::Value>> = query(
-            redis::cmd("XINFO")
-                .arg("CONSUMERS")
-                .arg(&address)
-                .arg("svc"),
-        )
-        .await;
-        let mut names: Vec<String> = info
-            .into_iter()
-            .map(|c| redis::from_redis_value(c["name"].clone()).unwrap())
-            .collect();
-        names.sort();
-        names
-    };
+    let consumers = || consumer_names(&address, "svc");
 
-    // The killed server, on a runtime of its own.
-    let (started_tx, started_rx) = std::sync::mpsc::channel();
-    let (kill_tx, kill_rx) = std::sync::mpsc::channel::<()>();
-    let doomed_url = url.clone();
-    let doomed = std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let handle = runtime.block_on(async {
-            let transport = Arc::new(RedisTransport::connect(&doomed_url).await.unwrap());
-            Server::new(transport, "svc", echo_router())
-                .start()
-                .await
-                .unwrap()
-        });
-        started_tx.send(()).unwrap();
-        kill_rx.recv().unwrap();
-        runtime.shutdown_background();
-        std::mem::forget(handle);
-    });
-    started_rx.recv().unwrap();
+    let doomed = DoomedServer::start(&url, "svc", echo_router());
     // Listed once it has taken a request (Redis 7.0 does not list a
     // consumer whose reads found nothing yet).
     let client = Client::connect(transport.clone()).await.unwrap();
     let echoed: String = client.call("svc", "echo", ("x",)).await.unwrap();
     assert_eq!(echoed, "RPC x!");
-    kill_tx.send(()).unwrap();
-    doomed.join().unwrap();
+    doomed.kill();
     let killed = consumers().await;
     assert_eq!(killed.len(), 1, "the killed server is still listed");
 
@@ -1652,18 +1637,7 @@ async fn a_servers_name_is_its_consumer_in_the_group() {
     let client = Client::connect(transport.clone()).await.unwrap();
     let who: String = client.call("svc", "who", ()).await.unwrap();
     assert_eq!(who, name);
-    let info: Vec<std::collections::HashMap<String, redis::Value>> = query(
-        redis::cmd("XINFO")
-            .arg("CONSUMERS")
-            .arg(&address)
-            .arg("svc"),
-    )
-    .await;
-    let listed: Vec<String> = info
-        .into_iter()
-        .map(|c| redis::from_redis_value(c["name"].clone()).unwrap())
-        .collect();
-    assert_eq!(listed, vec![name]);
+    assert_eq!(consumer_names(&address, "svc").await, vec![name]);
     client.close().await;
     server.shutdown().await;
 }

@@ -3,7 +3,9 @@
 //! that grow after failures, and the reply of a broker with no atomic
 //! publish-and-acknowledge.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::{LazyLock, Mutex, PoisonError};
 use std::time::Duration;
 
 use super::{Acknowledge, Settle, SettleError, TransportError};
@@ -44,16 +46,11 @@ pub fn default_member_name() -> String {
 /// process (of one service, on two connections) never share a consumer.
 /// Names set by hand must differ between processes, as the default does.
 pub fn member_name(base: Option<&str>) -> String {
-    static TAKEN: std::sync::Mutex<Option<std::collections::HashMap<String, u64>>> =
-        std::sync::Mutex::new(None);
+    /// How many consumers of each base this process has named.
+    static TAKEN: LazyLock<Mutex<HashMap<String, u64>>> = LazyLock::new(Default::default);
     let base = base.map_or_else(default_member_name, ToOwned::to_owned);
-    let mut taken = TAKEN
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let n = taken
-        .get_or_insert_with(Default::default)
-        .entry(base.clone())
-        .or_insert(0);
+    let mut taken = TAKEN.lock().unwrap_or_else(PoisonError::into_inner);
+    let n = taken.entry(base.clone()).or_insert(0);
     *n += 1;
     if *n == 1 {
         base
