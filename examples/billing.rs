@@ -16,7 +16,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use busrpc::{
-    CallOutcome, Client, ClientMiddleware, ClientNext, Context, Error, Middleware, Next,
+    CallOutcome, Client, ClientMiddleware, ClientNext, Context, Ending, Error, Middleware, Next,
     OutgoingCall, RpcError,
 };
 use serde::{Deserialize, Serialize};
@@ -195,7 +195,10 @@ impl Billing for Bank {
     }
 }
 
-/// Logs method, latency and outcome of every request.
+/// Logs method, latency and outcome of every request it runs, and how
+/// each request the server read ended (also those that never ran: skipped
+/// as expired, cancelled at their deadline, dead-lettered, replies
+/// refused).
 struct LogCalls;
 
 #[busrpc::async_trait]
@@ -214,6 +217,10 @@ impl Middleware for LogCalls {
             started.elapsed().as_micros()
         );
         outcome
+    }
+
+    fn ended(&self, ctx: &Context, ending: &Ending<'_>) {
+        println!("server: {} {} {ending}", ctx.method(), ctx.id_text());
     }
 }
 

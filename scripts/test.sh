@@ -266,6 +266,7 @@ for broker in memory:// "redis://127.0.0.1:6379?prefix=busrpc-example-$$" kafka-
   done
   check_example billing \
     'without a token: JSON-RPC error 1003: unauthorized' \
+    'server: balance 1 failed: 1003 unauthorized' \
     'charging 1000 more: insufficient funds, balance 300' \
     'balance of bob: unknown account' \
     'rpc.discover lists: audit, balance, charge, whoami' \

@@ -37,7 +37,7 @@ pub use server::{
     Server, ServerConfig, ServerHandle, ServerStats, ServerStatus, FATAL_ERRORS_TO_STOP,
 };
 pub use service::{
-    openrpc, CallOutcome, Context, Handler, Middleware, Next, Router, WithContext,
+    openrpc, CallOutcome, Context, Ending, Handler, Middleware, Next, Router, WithContext,
     WithStateAndContext, DESCRIBE_METHOD, DISCOVER_METHOD,
 };
 pub use telemetry::metrics;

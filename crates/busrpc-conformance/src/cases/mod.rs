@@ -21,6 +21,7 @@ mod calls {
 }
 mod failure_paths {
     pub(super) mod deadlines;
+    pub(super) mod endings;
     pub(super) mod handlers;
     pub(super) mod input;
     pub(super) mod lifecycle;
@@ -30,7 +31,7 @@ mod failure_paths {
 
 pub use calls::{discovery::*, replies::*, signed_replies::*, spec::*};
 pub use failure_paths::{
-    deadlines::*, handlers::*, input::*, lifecycle::*, limits::*, signed_requests::*,
+    deadlines::*, endings::*, handlers::*, input::*, lifecycle::*, limits::*, signed_requests::*,
 };
 
 include!(concat!(env!("OUT_DIR"), "/lists.rs"));

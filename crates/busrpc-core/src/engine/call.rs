@@ -101,12 +101,29 @@ impl Engine {
                 info: &info,
                 params: request.params,
             };
-            AssertUnwindSafe(next.run()).catch_unwind().await
+            let outcome = AssertUnwindSafe(next.run()).catch_unwind().await;
+            let outcome = self.caught(request, outcome);
+            if let Some(seen) = env.seen {
+                let result = outcome.as_ref().map(drop).map_err(Clone::clone);
+                let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+                seen.push((ctx, result));
+            }
+            return outcome;
         };
+        self.caught(request, outcome)
+    }
+
+    /// The outcome of a run that may have panicked: a panic is counted,
+    /// logged and answered -32603.
+    fn caught(
+        &self,
+        request: &Request<'_>,
+        outcome: std::thread::Result<Result<Box<RawValue>, RpcError>>,
+    ) -> Result<Box<RawValue>, RpcError> {
         outcome.unwrap_or_else(|panic| {
             bump(&self.counters.panics);
             self.meters.panic(&request.method);
-            tracing::error!(method = %request.method, panic = panic_message(&*panic), "handler panicked");
+            tracing::error!(service = %self.service, method = %request.method, panic = panic_message(&*panic), "handler panicked");
             Err(RpcError::internal_error())
         })
     }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde_json::value::RawValue;
 use tokio::sync::Semaphore;
 
-use crate::service::{Methods, Middleware};
+use crate::service::{CallInfo, Context, Methods, Middleware};
 use crate::telemetry::metrics::{Handled, ServerMeters};
 use crate::wire::jsonrpc::{self, decode_incoming, Incoming, RpcError};
 use crate::wire::{Deadline, Headers};
@@ -23,7 +23,15 @@ pub(crate) struct Envelope<'a> {
     pub(crate) headers: &'a Headers,
     pub(crate) deadline: Option<Deadline>,
     pub(crate) attempt: Option<u32>,
+    /// Where each call's context and result go for the middleware's
+    /// [`ended`](crate::Middleware::ended); `None` without middleware.
+    pub(crate) seen: Option<&'a Seen>,
 }
+
+/// Each call's context and result, kept for the middleware's
+/// [`ended`](crate::Middleware::ended), which the server calls once the
+/// delivery is settled. A lock, not a `&mut`: a batch's calls run at once.
+pub(crate) type Seen = std::sync::Mutex<Vec<(Context, Result<(), RpcError>)>>;
 
 #[cfg(any(test, fuzzing))]
 impl Envelope<'static> {
@@ -34,6 +42,7 @@ impl Envelope<'static> {
             headers: &NONE,
             deadline: None,
             attempt: None,
+            seen: None,
         }
     }
 }
@@ -106,6 +115,53 @@ impl Engine {
             Ok(Incoming::Single(item)) => self.answer(item, env).await,
             Ok(Incoming::Batch(items)) => self.batch(items, env).await,
         }
+    }
+
+    /// Whether any middleware wraps the calls (and wants to be told how
+    /// each ended).
+    pub(crate) fn has_middleware(&self) -> bool {
+        !self.middleware.is_empty()
+    }
+
+    /// Tells every middleware how the request of `ctx` ended (see
+    /// [`Middleware::ended`]), and logs it. A panicking middleware is
+    /// logged and the rest are still told.
+    pub(crate) fn ended(&self, ctx: &Context, ending: &crate::Ending<'_>) {
+        for middleware in self.middleware.iter() {
+            let told = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                middleware.ended(ctx, ending);
+            }));
+            if let Err(panic) = told {
+                tracing::error!(service = %self.service, method = ctx.method(), id = ctx.id_text(), panic = panic_message(&*panic), "a middleware panicked in `ended`");
+            }
+        }
+    }
+
+    /// The context of each request in `json` a handler could have served
+    /// (none if it cannot be read), for telling middleware and logs how
+    /// requests that never ran, or whose reply failed, came out.
+    pub(crate) fn contexts(&self, json: &[u8], env: Envelope<'_>) -> Vec<Context> {
+        let items = match decode_incoming(json) {
+            Ok(Incoming::Single(item)) => vec![item],
+            Ok(Incoming::Batch(items)) => items,
+            Err(jsonrpc::ParseError) => return Vec::new(),
+        };
+        items
+            .into_iter()
+            .flatten()
+            .map(|request| {
+                CallInfo {
+                    service: &self.service,
+                    server: &self.server,
+                    method: &request.method,
+                    id: request.id,
+                    headers: env.headers,
+                    deadline: env.deadline,
+                    attempt: env.attempt,
+                }
+                .context()
+            })
+            .collect()
     }
 
     /// An error response, counted.

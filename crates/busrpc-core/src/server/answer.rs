@@ -59,7 +59,6 @@ pub(super) fn dead_letter(
     exhausted: &Exhausted,
     codec: Codec,
 ) -> Option<(Arc<str>, Message)> {
-    tracing::warn!(service = %state.service, deliveries = exhausted.deliveries, max_deliveries = exhausted.max_deliveries, dead_letter = %exhausted.dead_letter, "a request delivered too often is dead-lettered");
     let error = RpcError::new(DEAD_LETTER_CODE, DEAD_LETTER_MSG).with_data(&serde_json::json!({
         "deliveries": exhausted.deliveries,
         "max_deliveries": exhausted.max_deliveries,

@@ -21,6 +21,7 @@ use crate::wire::Limits;
 
 mod answer;
 mod config;
+mod ending;
 mod handle;
 mod request;
 mod serve;
@@ -56,7 +57,6 @@ struct ServerState {
     /// flood the logs too.
     receive_warnings: Throttle,
     dropped_warnings: Throttle,
-    oversized_warnings: Throttle,
     service: String,
     engine: Engine,
     counters: ServerCounters,
@@ -156,7 +156,6 @@ impl Server {
             own_readiness,
             receive_warnings: Throttle::new(WARN_EVERY),
             dropped_warnings: Throttle::new(WARN_EVERY),
-            oversized_warnings: Throttle::new(WARN_EVERY),
             engine: Engine::new(
                 self.router,
                 &self.service,

@@ -7,9 +7,10 @@ use std::task::Poll;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::answer::{dead_letter, refuse, reject, route};
+use super::ending::{Came, Endings};
 use super::settle::settle;
 use super::ServerState;
-use crate::engine::Envelope;
+use crate::engine::{Envelope, Seen};
 use crate::telemetry::metrics::ServerEvent;
 use crate::transport::{Delivery, Settle};
 use crate::wire::codec::{Codec, CodecError};
@@ -28,25 +29,54 @@ pub(super) async fn handle(
     // Read once: it is answered in it, and a refused reply is told in it.
     let codec = Codec::from_content_type(request.headers.get(header::CONTENT_TYPE));
     let told_in = codec.as_ref().map_or(Codec::Json, |c| *c);
-    let how = match delivery.exhaustion() {
-        Some(exhausted) => Settle::DeadLetter {
-            reply: dead_letter(&state, request, exhausted, told_in),
-        },
-        None => match process(&state, request, delivery.attempt(), codec).await {
-            Some((to, message)) => Settle::Reply { to, message },
-            None => Settle::Ack,
-        },
+    let (how, endings) = match delivery.exhaustion() {
+        Some(exhausted) => {
+            let env = Envelope {
+                headers: &request.headers,
+                deadline: request.headers.deadline().ok().flatten(),
+                attempt: delivery.attempt(),
+                seen: None,
+            };
+            let contexts = match &codec {
+                Ok(codec) => codec
+                    .decode(&request.payload)
+                    .map(|json| state.engine.contexts(&json, env))
+                    .unwrap_or_default(),
+                Err(_) => Vec::new(),
+            };
+            let endings = Endings::each(contexts, || Came::DeadLettered {
+                deliveries: exhausted.deliveries,
+                max_deliveries: exhausted.max_deliveries,
+                queue: exhausted.dead_letter.clone(),
+            });
+            if endings.is_empty() {
+                // No request in it can be read, so no line names one.
+                tracing::warn!(service = %state.service, deliveries = exhausted.deliveries, max_deliveries = exhausted.max_deliveries, dead_letter = %exhausted.dead_letter, "an unreadable message delivered too often is dead-lettered");
+            }
+            let reply = dead_letter(&state, request, exhausted, told_in);
+            (Settle::DeadLetter { reply }, endings)
+        }
+        None => {
+            let mut endings = Endings::default();
+            let reply = process(&state, request, delivery.attempt(), codec, &mut endings).await;
+            let how = match reply {
+                Some((to, message)) => Settle::Reply { to, message },
+                None => Settle::Ack,
+            };
+            (how, endings)
+        }
     };
-    settle(state, delivery, how, told_in, permit).await;
+    settle(state, delivery, how, told_in, endings, permit).await;
 }
 
 /// The reply to one message and where it goes, or `None` when there is
-/// nothing to send.
+/// nothing to send; `endings` gets what each of its requests came to.
 async fn process(
     state: &ServerState,
     message: &Message,
     attempt: Option<u32>,
     codec: Result<Codec, CodecError>,
+    endings: &mut Endings,
 ) -> Option<(Arc<str>, Message)> {
     let headers = &message.headers;
     // An empty reply-to names nowhere (Kafka has no topic "", Redis would
@@ -64,9 +94,23 @@ async fn process(
             return refuse(state, reply_to, codec, &message.payload, &error);
         }
     };
+    let env = Envelope {
+        headers,
+        deadline,
+        attempt,
+        // Collected only for middleware to be told: none, no cost.
+        seen: None,
+    };
     if deadline.is_some_and(|d| d.has_passed()) {
         state.count(ServerEvent::Expired);
-        tracing::debug!("skipping a request whose deadline has passed");
+        let contexts = match &codec {
+            Ok(codec) => codec
+                .decode(&message.payload)
+                .map(|json| state.engine.contexts(&json, env))
+                .unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
+        *endings = Endings::each(contexts, || Came::Expired);
         return None;
     }
     let codec = match codec {
@@ -111,10 +155,10 @@ async fn process(
             )
         }
     };
+    let seen = state.engine.has_middleware().then(Seen::default);
     let env = Envelope {
-        headers,
-        deadline,
-        attempt,
+        seen: seen.as_ref(),
+        ..env
     };
     let response = match deadline {
         Some(deadline) => {
@@ -124,7 +168,10 @@ async fn process(
                     Some(response) => response,
                     None => {
                         state.count(ServerEvent::Cancelled);
-                        tracing::debug!(%deadline, "a handler ran past its deadline; stopped");
+                        // Nothing is sent, so every call of it was cancelled,
+                        // a batch's finished ones too.
+                        let contexts = state.engine.contexts(&json, env);
+                        *endings = Endings::each(contexts, || Came::Cancelled);
                         return None;
                     }
                 }
@@ -133,16 +180,20 @@ async fn process(
             }
         }
         None => respond(state, env, &json).await,
-    }?;
+    };
+    if let Some(seen) = &seen {
+        *endings = Endings::ran(seen);
+    }
+    let response = response?;
     let reply = route(state, reply_to, codec, response)?;
     let size = reply.1.payload.len();
     if size > state.max_reply_bytes {
         // The broker would refuse it, or the caller's own limit would.
         state.count(ServerEvent::Oversized);
         let limit = state.max_reply_bytes;
-        if let Some(held_back) = state.oversized_warnings.allow() {
-            tracing::warn!(service = %state.service, size, limit, held_back, "a reply is over the size limit; its caller is told instead");
-        }
+        let reason = format!("the reply of {size} bytes is larger than the limit of {limit}");
+        let contexts = state.engine.contexts(&json, env);
+        *endings = Endings::each(contexts, || Came::ReplyRefused(reason.clone()));
         let error = RpcError::internal_error().with_data(&serde_json::json!({
             "error": "the reply is larger than the limit",
             "reply_bytes": size,

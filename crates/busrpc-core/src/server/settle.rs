@@ -10,7 +10,9 @@ use bytes::Bytes;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::answer::refuse;
+use super::ending::{Endings, Instead};
 use super::ServerState;
+use crate::engine::Envelope;
 use crate::telemetry::metrics::ServerEvent;
 use crate::transport::{Acknowledge, Delivery, Settle, SettleError, TransportError};
 use crate::wire::codec::Codec;
@@ -24,9 +26,11 @@ pub(super) async fn settle(
     delivery: Delivery,
     how: Settle,
     told_in: Codec,
+    endings: Endings,
     permit: OwnedSemaphorePermit,
 ) {
     let settling = Settling {
+        endings,
         reply_to: match &how {
             Settle::Reply { to, .. }
             | Settle::DeadLetter {
@@ -51,6 +55,9 @@ pub(super) async fn settle(
 /// with.
 struct Settling {
     state: Arc<ServerState>,
+    /// What each request came to, told once the settlement says what
+    /// became of it.
+    endings: Endings,
     reply_to: Option<Arc<str>>,
     dead_letter: bool,
     request: Bytes,
@@ -66,6 +73,7 @@ impl Settling {
                 if self.dead_letter {
                     self.state.dead_lettered();
                 }
+                self.endings.tell(&self.state, None);
             }
             Err(SettleError { error, unsettled }) => self.failed(&error, unsettled),
         }
@@ -73,10 +81,11 @@ impl Settling {
 
     /// The policy for a settlement that failed: acknowledge what cannot
     /// succeed however often it is tried, release the rest.
-    fn failed(self, error: &TransportError, unsettled: Option<Box<dyn Acknowledge>>) {
+    fn failed(mut self, error: &TransportError, unsettled: Option<Box<dyn Acknowledge>>) {
         let state = &self.state;
         let service = &state.service;
-        let then = match (error, &self.reply_to) {
+        let error_text;
+        let (then, instead) = match (error, &self.reply_to) {
             // Refused: another try would be refused alike.
             (
                 TransportError::Rejected(why)
@@ -87,25 +96,38 @@ impl Settling {
                 Some(reply_to),
             ) => {
                 state.count(ServerEvent::ReplyFailed);
-                tracing::warn!(%service, error = %why, %reply_to, "the broker refused the reply; the request is acknowledged and its caller told");
                 tell_refused(state, reply_to, self.told_in, &self.request, why);
-                Settle::Ack
+                (Settle::Ack, Instead::ReplyRefused(why))
             }
-            (TransportError::NotServed(_), Some(reply_to)) => {
+            (TransportError::NotServed(why), Some(_)) => {
                 state.count(ServerEvent::ReplyFailed);
-                tracing::warn!(%service, %reply_to, "the reply-to names no queue on this broker; the request is acknowledged, its reply dropped");
-                Settle::Ack
+                (Settle::Ack, Instead::ReplyRefused(why))
             }
-            (e, Some(reply_to)) => {
-                state.count(ServerEvent::ReplyFailed);
-                tracing::warn!(%service, error = %e, %reply_to, "answering failed; the request is released for another try");
-                Settle::Release
-            }
-            (e, None) => {
-                tracing::warn!(%service, error = %e, "settling a request failed; it is released for another try");
-                Settle::Release
+            (e, reply_to) => {
+                if reply_to.is_some() {
+                    state.count(ServerEvent::ReplyFailed);
+                }
+                error_text = e.to_string();
+                (Settle::Release, Instead::Released(&error_text))
             }
         };
+        // One line per request it held, or one for the delivery when none
+        // can be read.
+        let mut endings = std::mem::take(&mut self.endings);
+        if endings.is_empty() {
+            endings = Endings::logged_only(self.contexts());
+        }
+        if endings.is_empty() {
+            match instead {
+                Instead::ReplyRefused(why) => {
+                    tracing::warn!(%service, error = %why, reply_to = self.reply_to.as_deref(), "the reply was refused; the request is acknowledged");
+                }
+                Instead::Released(why) => {
+                    tracing::warn!(%service, error = %why, "settling a request failed; it is released for another try");
+                }
+            }
+        }
+        endings.tell(state, Some(instead));
         let Some(acker) = unsettled else {
             // Settled all the same (a refused reply acknowledged in the
             // same round trip), or its consumer is gone.
@@ -129,6 +151,24 @@ impl Settling {
             }
             drop(self.permit);
         });
+    }
+}
+
+impl Settling {
+    /// The request's calls, for the lines that name them (its headers are
+    /// gone with the delivery; nothing but the logs uses these).
+    fn contexts(&self) -> Vec<crate::Context> {
+        static NONE: crate::wire::Headers = crate::wire::Headers::new();
+        let Ok(json) = self.told_in.decode(&self.request) else {
+            return Vec::new();
+        };
+        let env = Envelope {
+            headers: &NONE,
+            deadline: None,
+            attempt: None,
+            seen: None,
+        };
+        self.state.engine.contexts(&json, env)
     }
 }
 

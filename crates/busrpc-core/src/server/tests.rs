@@ -420,12 +420,36 @@ impl Acknowledge for Recording {
     }
 }
 
+/// A middleware that writes down each ending it is told, as
+/// `method id ending`.
+struct Told(Arc<Mutex<Vec<String>>>);
+
+#[async_trait]
+impl Middleware for Told {
+    fn ended(&self, ctx: &crate::Context, ending: &crate::Ending<'_>) {
+        let line = format!("{} {} {ending}", ctx.method(), ctx.id_text());
+        self.0.lock().unwrap().push(line);
+    }
+}
+
+/// A middleware whose `ended` panics: the server goes on, and the
+/// middleware after it is still told.
+struct PanicsWhenTold;
+
+#[async_trait]
+impl Middleware for PanicsWhenTold {
+    fn ended(&self, _: &crate::Context, _: &crate::Ending<'_>) {
+        panic!("a bug in a middleware's ended");
+    }
+}
+
 /// Runs one delivery of a call to `echo` through a server whose handler
-/// counts its runs; the settlements asked for, and the server's stats.
+/// counts its runs; the settlements asked for, the server's stats, and
+/// the endings its middleware was told.
 async fn settled(
     exhausted: Option<Exhausted>,
     fail_reply: Option<fn() -> TransportError>,
-) -> (Vec<String>, u64, ServerStats) {
+) -> (Vec<String>, u64, ServerStats, Vec<String>) {
     let (transport, script) = ScriptedTransport::new();
     let feed = script.feed();
     let runs = Arc::new(AtomicU64::new(0));
@@ -434,7 +458,10 @@ async fn settled(
         counted.fetch_add(1, Ordering::SeqCst);
         async move { Ok::<_, RpcError>(n) }
     });
+    let endings = Arc::new(Mutex::new(Vec::new()));
     let server = Server::new(Arc::new(transport), "svc", router)
+        .middleware(PanicsWhenTold)
+        .middleware(Told(endings.clone()))
         .start()
         .await
         .unwrap();
@@ -451,9 +478,11 @@ async fn settled(
     feed.deliver(delivery);
     let wanted = if fail_reply.is_some() { 2 } else { 1 };
     until("settled", || log.lock().unwrap().len() == wanted).await;
+    until("told", || !endings.lock().unwrap().is_empty()).await;
     server.shutdown().await;
     let log = log.lock().unwrap().clone();
-    (log, runs.load(Ordering::SeqCst), server.stats())
+    let endings = endings.lock().unwrap().clone();
+    (log, runs.load(Ordering::SeqCst), server.stats(), endings)
 }
 
 /// A delivery its transport counted past `max_deliveries` is never run:
@@ -462,7 +491,7 @@ async fn settled(
 #[tokio::test]
 async fn an_exhausted_delivery_is_answered_dead_lettered_and_never_run() {
     let exhausted = Exhausted::new(6, 5, "busrpc.svc.dead");
-    let (log, runs, stats) = settled(Some(exhausted), None).await;
+    let (log, runs, stats, endings) = settled(Some(exhausted), None).await;
     assert_eq!(
         log,
         [
@@ -471,6 +500,15 @@ async fn an_exhausted_delivery_is_answered_dead_lettered_and_never_run() {
     );
     assert_eq!(runs, 0, "never run");
     assert_eq!((stats.dead_lettered, stats.acked, stats.calls), (1, 1, 0));
+    assert_eq!(endings, ["echo 7 dead-lettered after 6 deliveries"]);
+}
+
+/// A request that ran is told as answered once its reply is settled.
+#[tokio::test]
+async fn a_settled_reply_is_told_as_answered() {
+    let (log, runs, _, endings) = settled(None, None).await;
+    assert_eq!(log, [r#"reply inbox {"jsonrpc":"2.0","result":7,"id":7}"#]);
+    assert_eq!((runs, endings), (1, vec!["echo 7 answered".to_owned()]));
 }
 
 /// The one policy for a failed settlement: a reply the broker refused is
@@ -479,12 +517,21 @@ async fn an_exhausted_delivery_is_answered_dead_lettered_and_never_run() {
 async fn a_refused_reply_is_acknowledged_and_a_failed_one_released() {
     let reply = r#"reply inbox {"jsonrpc":"2.0","result":7,"id":7}"#;
     let refused = || TransportError::Rejected("too large".into());
-    let (log, runs, stats) = settled(None, Some(refused)).await;
+    let (log, runs, stats, endings) = settled(None, Some(refused)).await;
     assert_eq!(log, [reply, "ack"]);
     assert_eq!((runs, stats.acked, stats.reply_failures), (1, 1, 1));
+    assert_eq!(endings, ["echo 7 reply refused: too large"]);
 
     let away = || TransportError::Unavailable("connection reset".into());
-    let (log, runs, stats) = settled(None, Some(away)).await;
+    let (log, runs, stats, endings) = settled(None, Some(away)).await;
     assert_eq!(log, [reply, "release"]);
     assert_eq!((runs, stats.acked, stats.reply_failures), (1, 0, 1));
+    let [released] = &endings[..] else {
+        panic!("{endings:?}")
+    };
+    assert!(
+        released.starts_with("echo 7 released for another try: ")
+            && released.contains("connection reset"),
+        "{released}"
+    );
 }

@@ -17,7 +17,9 @@ pub type CallOutcome = Result<Box<RawValue>, RpcError>;
 /// Code that wraps every call and notification a server runs: it sees the
 /// request's [`Context`] before the handler runs and the outcome after,
 /// and may answer without running the handler at all (rejecting a request
-/// that lacks an auth header, say).
+/// that lacks an auth header, say). Through [`ended`](Self::ended) it also
+/// learns how each request the server read came out, including those that
+/// never reach [`call`](Self::call) or whose reply never arrives.
 ///
 /// Middleware runs in the order added with
 /// [`Server::middleware`](crate::Server::middleware), the first outermost.
@@ -51,8 +53,101 @@ pub type CallOutcome = Result<Box<RawValue>, RpcError>;
 /// ```
 #[async_trait]
 pub trait Middleware: Send + Sync + 'static {
-    /// Handles one request: usually `next.run().await`, with work around it.
-    async fn call(&self, ctx: &Context, next: Next<'_>) -> CallOutcome;
+    /// Handles one request: usually `next.run().await`, with work around
+    /// it. By default only that.
+    async fn call(&self, ctx: &Context, next: Next<'_>) -> CallOutcome {
+        let _ = ctx;
+        next.run().await
+    }
+
+    /// Told once per call or notification of each delivery the server
+    /// read, when its delivery is settled, how it came out (see
+    /// [`Ending`]): answered or failed (once its reply is with the
+    /// broker), cancelled at its deadline, skipped as expired,
+    /// dead-lettered, its reply refused, or released to be delivered
+    /// again. By default nothing.
+    ///
+    /// It runs on the path that settles deliveries, so it must be quick
+    /// (log, count); spawn anything slower. A panic in it is caught and
+    /// logged. Requests the server cannot read (unparseable, no method,
+    /// over the size limit) have no context and are not told.
+    ///
+    /// ```
+    /// use busrpc_core::{Context, Ending, Middleware};
+    ///
+    /// struct LogEveryEnding;
+    ///
+    /// #[busrpc_core::async_trait]
+    /// impl Middleware for LogEveryEnding {
+    ///     fn ended(&self, ctx: &Context, ending: &Ending<'_>) {
+    ///         tracing::info!(method = ctx.method(), id = ctx.id_text(), %ending, "request ended");
+    ///     }
+    /// }
+    /// ```
+    fn ended(&self, ctx: &Context, ending: &Ending<'_>) {
+        let _ = (ctx, ending);
+    }
+}
+
+/// How a request the server read came out, told to
+/// [`Middleware::ended`]; each is also logged by the server with its
+/// service, method and id, at the level given.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Ending<'a> {
+    /// It ran and succeeded: its result is with the broker on the way to
+    /// its caller (a notification: nothing to send). Logged at `debug`
+    /// when it ran (`handled`, in its request's span).
+    Answered,
+    /// Its error is with the broker on the way to its caller: the
+    /// handler's or the middleware's, an unknown method, invalid params,
+    /// a panic (-32603). Logged at `debug` when it ran (`answered with an
+    /// error`, in its request's span).
+    Failed(&'a RpcError),
+    /// It was still running when its deadline passed: stopped, nothing
+    /// sent (its caller has timed out). Logged at `info`.
+    Cancelled,
+    /// Its deadline had passed when the server read it: not run, nothing
+    /// sent. Logged at `info`.
+    Expired,
+    /// Delivered more often than the transport's `max_deliveries`: not
+    /// run, moved to the dead-letter queue, its caller answered -32001.
+    /// Logged at `warn`.
+    DeadLettered {
+        /// How often it was delivered.
+        deliveries: u64,
+    },
+    /// It ran, but its reply could not be sent: larger than the limit, or
+    /// refused by the broker (a full inbox, not allowed), or addressed to a
+    /// queue that does not exist. The request is acknowledged; its caller
+    /// is told with a small -32603 where that can reach it. Logged at
+    /// `warn`.
+    ReplyRefused {
+        /// Why, as the server or the broker said.
+        reason: &'a str,
+    },
+    /// Settling it failed (the broker was unreachable): it is released
+    /// and will be delivered again, and told again then. Logged at `warn`.
+    Released {
+        /// The broker's error.
+        reason: &'a str,
+    },
+}
+
+impl fmt::Display for Ending<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Answered => f.write_str("answered"),
+            Self::Failed(e) => write!(f, "failed: {} {}", e.code(), e.message()),
+            Self::Cancelled => f.write_str("cancelled at its deadline"),
+            Self::Expired => f.write_str("skipped: its deadline had passed"),
+            Self::DeadLettered { deliveries } => {
+                write!(f, "dead-lettered after {deliveries} deliveries")
+            }
+            Self::ReplyRefused { reason } => write!(f, "reply refused: {reason}"),
+            Self::Released { reason } => write!(f, "released for another try: {reason}"),
+        }
+    }
 }
 
 /// The rest of the chain: the middleware after this one, then the handler.

@@ -12,6 +12,6 @@ mod router;
 pub(crate) use context::CallInfo;
 pub use context::Context;
 pub use handler::{Handler, WithContext, WithStateAndContext};
-pub use middleware::{CallOutcome, Middleware, Next};
+pub use middleware::{CallOutcome, Ending, Middleware, Next};
 pub(crate) use router::Methods;
 pub use router::{Router, DESCRIBE_METHOD, DISCOVER_METHOD};
