@@ -53,8 +53,9 @@ pub use busrpc_core::{
     async_trait, codec, header, jsonrpc, memory, metrics, openrpc, transport, Batch, BatchCall,
     BatchReplies, CallOutcome, Client, ClientConfig, ClientMiddleware, ClientNext, ClientStats,
     Codec, Context, Deadline, Ending, Error, ErrorKind, Handler, Headers, InvalidDeadline, Limits,
-    Message, Middleware, Next, OutgoingCall, Router, RpcError, Server, ServerConfig, ServerHandle,
-    ServerStats, ServerStatus, Transport, TransportError, DESCRIBE_METHOD, DISCOVER_METHOD,
+    Message, Middleware, Next, OutgoingCall, Reply, Router, RpcError, Server, ServerConfig,
+    ServerHandle, ServerStats, ServerStatus, Transport, TransportError, DESCRIBE_METHOD,
+    DISCOVER_METHOD,
 };
 
 #[doc(hidden)]

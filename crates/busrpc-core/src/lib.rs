@@ -30,7 +30,7 @@ pub mod testing;
 pub use async_trait::async_trait;
 pub use client::{
     Batch, BatchCall, BatchReplies, Client, ClientConfig, ClientMiddleware, ClientNext,
-    ClientStats, OutgoingCall,
+    ClientStats, OutgoingCall, Reply,
 };
 pub use error::Error;
 pub use server::{

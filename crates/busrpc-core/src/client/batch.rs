@@ -242,7 +242,7 @@ impl Batch {
         }
         let outcomes = received
             .into_iter()
-            .map(|r| r.map_err(|_| Error::Closed))
+            .map(|r| r.map(|answer| answer.outcome).map_err(|_| Error::Closed))
             .collect::<Result<Vec<_>, _>>()?;
         client
             .core

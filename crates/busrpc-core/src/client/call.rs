@@ -1,6 +1,7 @@
 //! Calls and notifications.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -13,6 +14,36 @@ use crate::error::Error;
 use crate::telemetry::CallGuard;
 use crate::wire::jsonrpc;
 use crate::wire::{Deadline, Headers};
+
+/// A call's result with what its reply said beside it: which server
+/// instance answered (see [`Client::call_reply`]).
+#[derive(Clone, Debug)]
+pub struct Reply<R> {
+    /// The result.
+    pub value: R,
+    pub(super) served_by: Option<Arc<str>>,
+}
+
+impl<R> Reply<R> {
+    pub(super) fn new(value: R, served_by: Option<Arc<str>>) -> Self {
+        Self { value, served_by }
+    }
+
+    /// The name of the server instance that answered (its
+    /// [`ServerHandle::name`](crate::ServerHandle::name)), if its reply
+    /// said: servers say with
+    /// [`ServerConfig::name_in_replies`](crate::ServerConfig::name_in_replies).
+    pub fn served_by(&self) -> Option<&str> {
+        self.served_by.as_deref()
+    }
+
+    fn map<T>(self, f: impl FnOnce(R) -> T) -> Reply<T> {
+        Reply {
+            value: f(self.value),
+            served_by: self.served_by,
+        }
+    }
+}
 
 impl Client {
     /// Calls `method` of `service` and deserializes the result into `R`.
@@ -29,6 +60,38 @@ impl Client {
         serde_json::from_str(raw.get()).map_err(Error::Decode)
     }
 
+    /// Like [`call`](Self::call), with the name of the server instance
+    /// that answered, when servers put it in their replies
+    /// ([`ServerConfig::name_in_replies`](crate::ServerConfig::name_in_replies)).
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use busrpc_core::{memory::MemoryTransport, Client, Router, RpcError, Server, ServerConfig};
+    /// # #[tokio::main] async fn main() -> Result<(), busrpc_core::Error> {
+    /// # let transport = Arc::new(MemoryTransport::new());
+    /// let router = Router::new().method("add", |(a, b): (i64, i64)| async move { Ok::<_, RpcError>(a + b) });
+    /// let server = Server::new(transport.clone(), "math", router)
+    ///     .with_config(ServerConfig::default().name_in_replies(true))
+    ///     .start()
+    ///     .await?;
+    /// let client = Client::connect(transport).await?;
+    /// let reply = client.call_reply::<i64>("math", "add", (2, 3)).await?;
+    /// assert_eq!(reply.value, 5);
+    /// assert_eq!(reply.served_by(), Some(server.name()));
+    /// # server.shutdown().await;
+    /// # Ok(()) }
+    /// ```
+    pub async fn call_reply<R: DeserializeOwned>(
+        &self,
+        service: &str,
+        method: &str,
+        params: impl Serialize,
+    ) -> Result<Reply<R>, Error> {
+        let reply = self.call_raw_reply(service, method, params).await?;
+        let value = serde_json::from_str(reply.value.get()).map_err(Error::Decode)?;
+        Ok(reply.map(|_| value))
+    }
+
     /// Like [`call`](Self::call), returning the result as raw JSON.
     pub async fn call_raw(
         &self,
@@ -36,6 +99,16 @@ impl Client {
         method: &str,
         params: impl Serialize,
     ) -> Result<Box<RawValue>, Error> {
+        Ok(self.call_raw_reply(service, method, params).await?.value)
+    }
+
+    /// A call, through the middleware if any, in its span, metered.
+    async fn call_raw_reply(
+        &self,
+        service: &str,
+        method: &str,
+        params: impl Serialize,
+    ) -> Result<Reply<Box<RawValue>>, Error> {
         let guard = CallGuard::start(&self.core.meters, service, method, false);
         let outcome = if self.middleware.is_empty() {
             self.call_direct(service, method, params, &self.headers)
@@ -56,7 +129,7 @@ impl Client {
         method: &str,
         params: impl Serialize,
         headers: &Headers,
-    ) -> Result<Box<RawValue>, Error> {
+    ) -> Result<Reply<Box<RawValue>>, Error> {
         // One timer for the whole call, not one per step: the steps' own
         // timers cost more than any other part of the call's bookkeeping.
         // Taken now, before waiting for a slot: the deadline the server
@@ -79,7 +152,7 @@ impl Client {
         headers: &Headers,
         deadline: Deadline,
         deadline_at: Instant,
-    ) -> Result<Box<RawValue>, Error> {
+    ) -> Result<Reply<Box<RawValue>>, Error> {
         let core = &*self.core;
         self.check_open()?;
         let _permit = core.in_flight.acquire().await.map_err(|_| Error::Closed)?;
@@ -91,10 +164,16 @@ impl Client {
         self.send(service, json, headers, true, Some(deadline), deadline_at)
             .await?;
         core.pending.calls.fetch_add(1, Ordering::Relaxed);
-        let outcome = receiver.await.map_err(|_| Error::Closed)?;
+        let answer = receiver.await.map_err(|_| Error::Closed)?;
         core.pending.replies.fetch_add(1, Ordering::Relaxed);
         registration.answered();
-        outcome.map_err(Error::Rpc)
+        if let Some(name) = &answer.served_by {
+            tracing::Span::current().record("busrpc.served_by", &**name);
+        }
+        Ok(Reply {
+            value: answer.outcome.map_err(Error::Rpc)?,
+            served_by: answer.served_by,
+        })
     }
 
     /// Sends a notification: no id, no reply, no waiting beyond the publish.

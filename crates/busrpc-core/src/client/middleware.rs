@@ -6,7 +6,7 @@ use futures_util::future::BoxFuture;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use super::Client;
+use super::{Client, Reply};
 use crate::error::Error;
 use crate::wire::jsonrpc;
 use crate::wire::Headers;
@@ -23,6 +23,9 @@ pub struct OutgoingCall {
     batch: Vec<String>,
     /// The headers sent with it, beside busrpc's own.
     pub headers: Headers,
+    /// Which server answered, once the chain has run (see
+    /// [`served_by`](Self::served_by)).
+    served_by: Option<Arc<str>>,
 }
 
 impl OutgoingCall {
@@ -49,6 +52,14 @@ impl OutgoingCall {
     /// caller). `None` for a lone call or notification.
     pub fn batch(&self) -> Option<&[String]> {
         (!self.batch.is_empty()).then_some(self.batch.as_slice())
+    }
+
+    /// After [`ClientNext::run`] returned: the name of the server instance
+    /// that answered, if its reply said (see
+    /// [`ServerConfig::name_in_replies`](crate::ServerConfig::name_in_replies));
+    /// `None` before, and for notifications and batches.
+    pub fn served_by(&self) -> Option<&str> {
+        self.served_by.as_deref()
     }
 }
 
@@ -122,9 +133,12 @@ impl ClientNext<'_> {
                 Ok(RawValue::from_string("null".to_owned()).expect("null is JSON"))
             }
             None => {
-                self.client
+                let reply = self
+                    .client
                     .call_direct(&call.service, &call.method, self.params, &call.headers)
-                    .await
+                    .await?;
+                call.served_by = reply.served_by;
+                Ok(reply.value)
             }
         }
     }
@@ -151,7 +165,7 @@ impl Client {
         method: &str,
         params: impl Serialize,
         notification: bool,
-    ) -> Result<Box<RawValue>, Error> {
+    ) -> Result<Reply<Box<RawValue>>, Error> {
         let params = jsonrpc::params_to_raw(&params)?;
         let mut call = OutgoingCall {
             service: service.to_owned(),
@@ -159,6 +173,7 @@ impl Client {
             notification,
             batch: Vec::new(),
             headers: (*self.headers).clone(),
+            served_by: None,
         };
         let next = ClientNext {
             client: self,
@@ -166,7 +181,8 @@ impl Client {
             params: &params,
             batch: None,
         };
-        next.run(&mut call).await
+        let value = next.run(&mut call).await?;
+        Ok(Reply::new(value, call.served_by))
     }
 
     /// A batch sent through this handle's middleware: `send` runs at the
@@ -184,6 +200,7 @@ impl Client {
             notification: only_notifications,
             batch: methods,
             headers: (*self.headers).clone(),
+            served_by: None,
         };
         let next = ClientNext {
             client: self,

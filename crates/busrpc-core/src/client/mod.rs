@@ -27,6 +27,7 @@ mod send;
 mod tests;
 
 pub use batch::{Batch, BatchCall, BatchReplies};
+pub use call::Reply;
 pub use config::{ClientConfig, ClientStats};
 pub use middleware::{ClientMiddleware, ClientNext, OutgoingCall};
 use pending::{read_replies, Pending};

@@ -20,10 +20,18 @@ use crate::wire::{header, Message};
 
 pub(super) type Outcome = Result<Box<RawValue>, RpcError>;
 
+/// A reply handed to its caller: the call's outcome, and the name of the
+/// server that answered if the reply says ([`header::SERVED_BY`]).
+#[derive(Debug)]
+pub(crate) struct Answer {
+    pub(super) outcome: Outcome,
+    pub(super) served_by: Option<Arc<str>>,
+}
+
 /// Calls in flight by id, shared with the task reading the inbox.
 #[derive(Default)]
 pub(crate) struct Pending {
-    waiting: Mutex<HashMap<u64, oneshot::Sender<Outcome>>>,
+    waiting: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
     pub(super) closed: AtomicBool,
     pub(super) calls: AtomicU64,
     pub(super) replies: AtomicU64,
@@ -41,7 +49,7 @@ pub(crate) struct Pending {
 const GAVE_UP_KEPT: usize = 1024;
 
 impl Pending {
-    fn waiting(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Outcome>>> {
+    fn waiting(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Answer>>> {
         self.waiting.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -91,6 +99,7 @@ impl Pending {
             Ok(json) => json,
             Err(e) => return self.drop_reply(Dropped::Malformed, &e.to_string(), &message.payload),
         };
+        let served_by = message.headers.get_shared(header::SERVED_BY);
         let responses = match jsonrpc::decode_responses(&json) {
             Ok(responses) => responses,
             Err(e) => return self.drop_reply(Dropped::Malformed, &e.to_string(), &json),
@@ -117,7 +126,10 @@ impl Pending {
             };
             // The caller counts the reply when it takes it (see `call_unbounded`).
             if waiter
-                .send(response.outcome.map(ToOwned::to_owned))
+                .send(Answer {
+                    outcome: response.outcome.map(ToOwned::to_owned),
+                    served_by: served_by.cloned(),
+                })
                 .is_err()
             {
                 self.drop_reply(
@@ -134,7 +146,7 @@ impl Pending {
     pub(crate) fn register(
         &self,
         id: u64,
-    ) -> Result<(oneshot::Receiver<Outcome>, Registration<'_>), Error> {
+    ) -> Result<(oneshot::Receiver<Answer>, Registration<'_>), Error> {
         let (sender, receiver) = oneshot::channel();
         let mut waiting = self.waiting();
         if self.closed.load(Ordering::SeqCst) {
@@ -281,11 +293,11 @@ mod tests {
             let pending = Pending::default();
             // Per call ever made: its receiver, its registration while it
             // waits, and whether its reply came.
-            let mut calls: Vec<(oneshot::Receiver<Outcome>, Option<Registration<'_>>, bool)> = Vec::new();
+            let mut calls: Vec<(oneshot::Receiver<Answer>, Option<Registration<'_>>, bool)> = Vec::new();
             let mut dropped = 0u64;
             let mut closed = false;
             for step in &steps {
-                let mut reply = |indices: &[usize], calls: &mut Vec<(oneshot::Receiver<Outcome>, Option<Registration<'_>>, bool)>| {
+                let mut reply = |indices: &[usize], calls: &mut Vec<(oneshot::Receiver<Answer>, Option<Registration<'_>>, bool)>| {
                     if calls.is_empty() {
                         return;
                     }
@@ -350,7 +362,7 @@ mod tests {
             }
             // Each answered call holds its own reply, once; the others none.
             for (n, (mut receiver, _, answered)) in calls.into_iter().enumerate() {
-                match receiver.try_recv() {
+                match receiver.try_recv().map(|answer| answer.outcome) {
                     Ok(Ok(result)) => {
                         assert!(answered, "call {n} got a reply it was not sent");
                         assert_eq!(result.get(), n.to_string(), "call {n} got another's reply");

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 use tokio::time::{timeout_at, Instant};
 
-use super::pending::{Outcome, Registration};
+use super::pending::{Answer, Registration};
 use super::Client;
 use crate::error::Error;
 use crate::telemetry::inject_trace;
@@ -46,7 +46,7 @@ impl Client {
     pub(super) fn register(
         &self,
         id: u64,
-    ) -> Result<(oneshot::Receiver<Outcome>, Registration<'_>), Error> {
+    ) -> Result<(oneshot::Receiver<Answer>, Registration<'_>), Error> {
         self.core.pending.register(id)
     }
 

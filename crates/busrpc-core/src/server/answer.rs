@@ -110,5 +110,8 @@ pub(super) fn route(
             .headers
             .insert(header::CONTENT_TYPE, codec.content_type());
     }
+    if state.name_in_replies {
+        reply.headers.insert(header::SERVED_BY, state.name.clone());
+    }
     Some((Arc::clone(reply_to), reply))
 }

@@ -37,6 +37,11 @@ pub struct ServerConfig {
     /// awaits; they then run to the end and their late reply is dropped by
     /// the caller.
     pub cancel_on_deadline: bool,
+    /// Whether each reply carries the [`served-by`](crate::header::SERVED_BY)
+    /// header with this server's name ([`ServerHandle::name`](crate::ServerHandle::name)),
+    /// which a caller reads with [`Client::call_reply`](crate::Client::call_reply)
+    /// (default `false`: it adds the name's bytes to every reply).
+    pub name_in_replies: bool,
 }
 
 impl Default for ServerConfig {
@@ -47,6 +52,7 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(30),
             run_inline: true,
             cancel_on_deadline: true,
+            name_in_replies: false,
         }
     }
 }
@@ -105,6 +111,13 @@ impl ServerConfig {
     #[must_use]
     pub fn cancel_on_deadline(mut self, cancel: bool) -> Self {
         self.cancel_on_deadline = cancel;
+        self
+    }
+
+    /// Sets [`name_in_replies`](Self::name_in_replies).
+    #[must_use]
+    pub fn name_in_replies(mut self, say: bool) -> Self {
+        self.name_in_replies = say;
         self
     }
 }

@@ -65,6 +65,8 @@ struct ServerState {
     /// transport's limits.
     max_reply_bytes: usize,
     cancel_on_deadline: bool,
+    /// Whether replies carry `served-by` with [`name`](Self::name).
+    name_in_replies: bool,
 }
 
 /// Serves a router's methods under a service name: one of a group of
@@ -165,6 +167,7 @@ impl Server {
                 Some(permits.clone()),
             ),
             cancel_on_deadline: self.config.cancel_on_deadline,
+            name_in_replies: self.config.name_in_replies,
             max_reply_bytes: self
                 .transport
                 .max_payload_bytes()

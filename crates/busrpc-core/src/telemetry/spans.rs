@@ -83,6 +83,7 @@ pub(crate) fn call_span(service: &str, method: &str, notification: bool) -> trac
                 rpc.jsonrpc.request_id = tracing::field::Empty,
                 rpc.jsonrpc.error_code = tracing::field::Empty,
                 busrpc.outcome = tracing::field::Empty,
+                busrpc.served_by = tracing::field::Empty,
             )
         };
     }

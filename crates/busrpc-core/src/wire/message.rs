@@ -28,6 +28,10 @@ pub mod header {
     /// checked by an authenticated transport (feature `auth`; see
     /// docs/PROTOCOL.md).
     pub const SIGNATURE: &str = "busrpc-sig";
+    /// On a reply, the name of the server instance that answered (its
+    /// consumer's name on the broker), when the server is configured to
+    /// say ([`ServerConfig::name_in_replies`](crate::ServerConfig::name_in_replies)).
+    pub const SERVED_BY: &str = "served-by";
 
     /// A header name as stored in [`Headers`](super::Headers): borrowed for
     /// busrpc's own names, so a transport decoding messages allocates no
@@ -40,6 +44,7 @@ pub mod header {
             TRACEPARENT,
             TRACESTATE,
             SIGNATURE,
+            SERVED_BY,
         ] {
             if name == known {
                 return std::borrow::Cow::Borrowed(known);

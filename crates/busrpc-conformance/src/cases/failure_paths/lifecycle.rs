@@ -1,12 +1,16 @@
 //! Servers and clients starting, stopping and dying: what is in hand is
 //! answered or handed to another instance, never lost or answered twice.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use busrpc_core::transport::{Deliveries, Delivery, Demand, Settle};
-use busrpc_core::{ClientConfig, Error, Message, ServerConfig};
+use busrpc_core::{
+    ClientConfig, ClientMiddleware, ClientNext, Error, Message, OutgoingCall, ServerConfig,
+};
 use futures_util::future::join_all;
 use futures_util::StreamExt;
+use serde_json::value::RawValue;
 
 use crate::fixture::{client, patient, serve, served_before, wait_until, within};
 use crate::harness::{unique_service, Harness};
@@ -126,6 +130,65 @@ pub async fn two_servers_of_a_service_have_names_of_their_own(h: &dyn Harness) {
     assert_ne!(first, second);
     a.handle.shutdown().await;
     b.handle.shutdown().await;
+}
+
+/// A server set to name itself in its replies does (`served-by`), and the
+/// caller reads it, as does client middleware; one not set says nothing.
+pub async fn a_reply_names_its_server_when_asked(h: &dyn Harness) {
+    #[derive(Clone, Default)]
+    struct SeenBy(Arc<Mutex<Vec<Option<String>>>>);
+    #[busrpc_core::async_trait]
+    impl ClientMiddleware for SeenBy {
+        async fn call(
+            &self,
+            call: &mut OutgoingCall,
+            next: ClientNext<'_>,
+        ) -> Result<Box<RawValue>, Error> {
+            let outcome = next.run(call).await;
+            let by = call.served_by().map(ToOwned::to_owned);
+            self.0.lock().unwrap().push(by);
+            outcome
+        }
+    }
+
+    let named = unique_service("named");
+    let quiet = unique_service("quiet");
+    let says = serve(
+        h,
+        &named,
+        "a",
+        ServerConfig::default().name_in_replies(true),
+    )
+    .await;
+    let silent = serve(h, &quiet, "b", ServerConfig::default()).await;
+    let client = client(h, ClientConfig::default().timeout(patient(h))).await;
+    let reply = client
+        .call_reply::<String>(&named, "echo", ("who",))
+        .await
+        .unwrap();
+    assert_eq!(reply.value, "RPC who!");
+    assert_eq!(reply.served_by(), Some(says.handle.name()));
+    let reply = client
+        .call_reply::<String>(&quiet, "echo", ("who",))
+        .await
+        .unwrap();
+    assert_eq!(
+        (reply.value.as_str(), reply.served_by()),
+        ("RPC who!", None)
+    );
+    let seen = SeenBy::default();
+    let watched = client.with_middleware(seen.clone());
+    let through: String = watched.call(&named, "echo", ("mw",)).await.unwrap();
+    assert_eq!(through, "RPC mw!");
+    let reply = watched
+        .call_reply::<String>(&named, "echo", ("mw",))
+        .await
+        .unwrap();
+    assert_eq!(reply.served_by(), Some(says.handle.name()));
+    let name = Some(says.handle.name().to_owned());
+    assert_eq!(*seen.0.lock().unwrap(), [name.clone(), name]);
+    says.handle.shutdown().await;
+    silent.handle.shutdown().await;
 }
 
 /// A delivery its consumer releases comes back as the next attempt
