@@ -275,14 +275,20 @@ async fn client_for(target: &BrokerArgs, config: ClientConfig) -> Result<Client,
     }
 }
 
+#[allow(clippy::print_stderr)] // which server answered, beside the result
 async fn call(target: Target, timeout: Duration) -> Result<(), Failure> {
     let params = params(target.params.as_deref())?;
     let client = client_for(&target.broker, ClientConfig::default().timeout(timeout)).await?;
     let outcome = client
-        .call_raw(&target.service, &target.method, params)
+        .call_reply::<Box<serde_json::value::RawValue>>(&target.service, &target.method, params)
         .await;
     client.close().await;
-    println!("{}", outcome?.get());
+    let reply = outcome?;
+    println!("{}", reply.value.get());
+    // Beside the result, not in it: stdout stays the JSON a script reads.
+    if let Some(server) = reply.served_by() {
+        eprintln!("served by {server}");
+    }
     Ok(())
 }
 
@@ -439,13 +445,18 @@ async fn interrupted() {
 
 async fn serve_echo(broker: &str, service: &str) -> Result<(), Failure> {
     let transport = connect(broker).await?;
-    let config = ServerConfig::default().shutdown_grace(Duration::from_secs(10));
+    // A demo: each reply names the server, so `busrpc call` can say which
+    // of several answered.
+    let config = ServerConfig::default()
+        .shutdown_grace(Duration::from_secs(10))
+        .name_in_replies(true);
     let server = Server::new(transport, service, demo_router())
         .with_config(config)
         .start()
         .await?;
     println!(
-        "serving {service} (echo, add, sleep) on {}; Ctrl-C to stop",
+        "serving {service} (echo, add, sleep) as {} on {}; Ctrl-C to stop",
+        server.name(),
         redact_url(broker)
     );
     interrupted().await;

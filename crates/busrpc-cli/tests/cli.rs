@@ -26,6 +26,8 @@ fn busrpc() -> Cmd {
 struct ServeEcho {
     child: Option<Child>,
     output: BufReader<std::process::ChildStdout>,
+    /// The server's name, as its first line says.
+    name: String,
 }
 
 impl ServeEcho {
@@ -44,10 +46,16 @@ impl ServeEcho {
         let mut output = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
         output.read_line(&mut line).unwrap();
-        assert!(line.starts_with(&format!("serving {service} ")), "{line}");
+        let prefix = format!("serving {service} (echo, add, sleep) as ");
+        let name = line
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.split(" on ").next())
+            .unwrap_or_else(|| panic!("{line}"))
+            .to_owned();
         ServeEcho {
             child: Some(child),
             output,
+            name,
         }
     }
 
@@ -172,11 +180,13 @@ fn call_notify_and_errors(broker: &str, service: &str) {
         .assert()
         .success()
         .stdout("{\"a\":[1,2]}\n");
+    // The result on stdout; which server answered on stderr.
     busrpc()
         .args(["call", "--broker", broker, service, "add", "[2,3]"])
         .assert()
         .success()
-        .stdout("5\n");
+        .stdout("5\n")
+        .stderr(format!("served by {}\n", server.name));
     // describe: the demo's methods, from the server itself; the broker from
     // BUSRPC_BROKER.
     busrpc()
