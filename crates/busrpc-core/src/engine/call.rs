@@ -73,15 +73,7 @@ impl Engine {
         request: &Request<'_>,
         env: Envelope<'_>,
     ) -> Result<Box<RawValue>, RpcError> {
-        let info = CallInfo {
-            service: &self.service,
-            server: &self.server,
-            method: &request.method,
-            id: request.id,
-            headers: env.headers,
-            deadline: env.deadline,
-            attempt: env.attempt,
-        };
+        let info = self.call_info(request, env);
         let outcome = if self.middleware.is_empty() {
             let started = std::panic::catch_unwind(AssertUnwindSafe(|| {
                 self.methods.dispatch_with(&info, request.params, None)
@@ -111,6 +103,23 @@ impl Engine {
             return outcome;
         };
         self.caught(request, outcome)
+    }
+
+    /// What a handler and its middleware learn of `request`.
+    pub(super) fn call_info<'a>(
+        &'a self,
+        request: &'a Request<'_>,
+        env: Envelope<'a>,
+    ) -> CallInfo<'a> {
+        CallInfo {
+            service: &self.service,
+            server: &self.server,
+            method: &request.method,
+            id: request.id,
+            headers: env.headers,
+            deadline: env.deadline,
+            attempt: env.attempt,
+        }
     }
 
     /// The outcome of a run that may have panicked: a panic is counted,

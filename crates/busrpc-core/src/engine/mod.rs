@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde_json::value::RawValue;
 use tokio::sync::Semaphore;
 
-use crate::service::{CallInfo, Context, Methods, Middleware};
+use crate::service::{Context, Methods, Middleware};
 use crate::telemetry::metrics::{Handled, ServerMeters};
 use crate::wire::jsonrpc::{self, decode_incoming, Incoming, RpcError};
 use crate::wire::{Deadline, Headers};
@@ -149,18 +149,7 @@ impl Engine {
         items
             .into_iter()
             .flatten()
-            .map(|request| {
-                CallInfo {
-                    service: &self.service,
-                    server: &self.server,
-                    method: &request.method,
-                    id: request.id,
-                    headers: env.headers,
-                    deadline: env.deadline,
-                    attempt: env.attempt,
-                }
-                .context()
-            })
+            .map(|request| self.call_info(&request, env).context())
             .collect()
     }
 

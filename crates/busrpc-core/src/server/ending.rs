@@ -5,9 +5,25 @@
 //! [`Middleware::ended`]: crate::Middleware::ended
 
 use super::ServerState;
-use crate::engine::Seen;
+use crate::engine::{Envelope, Seen};
 use crate::service::{Context, Ending};
+use crate::wire::codec::Codec;
 use crate::wire::jsonrpc::RpcError;
+
+/// The contexts of the requests in `payload`, for the endings of a
+/// message that did not run (or whose reply failed): none when its
+/// encoding or payload cannot be read. Only these rare paths decode twice.
+pub(super) fn contexts(
+    state: &ServerState,
+    codec: Option<Codec>,
+    payload: &[u8],
+    env: Envelope<'_>,
+) -> Vec<Context> {
+    codec
+        .and_then(|codec| codec.decode(payload).ok())
+        .map(|json| state.engine.contexts(&json, env))
+        .unwrap_or_default()
+}
 
 /// What a request came to before its delivery was settled.
 pub(super) enum Came {

@@ -7,7 +7,7 @@ use std::task::Poll;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::answer::{dead_letter, refuse, reject, route};
-use super::ending::{Came, Endings};
+use super::ending::{contexts, Came, Endings};
 use super::settle::settle;
 use super::ServerState;
 use crate::engine::{Envelope, Seen};
@@ -37,13 +37,7 @@ pub(super) async fn handle(
                 attempt: delivery.attempt(),
                 seen: None,
             };
-            let contexts = match &codec {
-                Ok(codec) => codec
-                    .decode(&request.payload)
-                    .map(|json| state.engine.contexts(&json, env))
-                    .unwrap_or_default(),
-                Err(_) => Vec::new(),
-            };
+            let contexts = contexts(&state, codec.as_ref().ok().copied(), &request.payload, env);
             let endings = Endings::each(contexts, || Came::DeadLettered {
                 deliveries: exhausted.deliveries,
                 max_deliveries: exhausted.max_deliveries,
@@ -103,13 +97,7 @@ async fn process(
     };
     if deadline.is_some_and(|d| d.has_passed()) {
         state.count(ServerEvent::Expired);
-        let contexts = match &codec {
-            Ok(codec) => codec
-                .decode(&message.payload)
-                .map(|json| state.engine.contexts(&json, env))
-                .unwrap_or_default(),
-            Err(_) => Vec::new(),
-        };
+        let contexts = contexts(state, codec.as_ref().ok().copied(), &message.payload, env);
         *endings = Endings::each(contexts, || Came::Expired);
         return None;
     }

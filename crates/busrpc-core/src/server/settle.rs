@@ -10,7 +10,7 @@ use bytes::Bytes;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::answer::refuse;
-use super::ending::{Endings, Instead};
+use super::ending::{contexts, Endings, Instead};
 use super::ServerState;
 use crate::engine::Envelope;
 use crate::telemetry::metrics::ServerEvent;
@@ -159,16 +159,13 @@ impl Settling {
     /// gone with the delivery; nothing but the logs uses these).
     fn contexts(&self) -> Vec<crate::Context> {
         static NONE: crate::wire::Headers = crate::wire::Headers::new();
-        let Ok(json) = self.told_in.decode(&self.request) else {
-            return Vec::new();
-        };
         let env = Envelope {
             headers: &NONE,
             deadline: None,
             attempt: None,
             seen: None,
         };
-        self.state.engine.contexts(&json, env)
+        contexts(&self.state, Some(self.told_in), &self.request, env)
     }
 }
 
