@@ -126,7 +126,7 @@ impl Engine {
     /// Tells every middleware how the request of `ctx` ended (see
     /// [`Middleware::ended`]), and logs it. A panicking middleware is
     /// logged and the rest are still told.
-    pub(crate) fn ended(&self, ctx: &Context, ending: &crate::Ending<'_>) {
+    pub(crate) fn ended(&self, ctx: &Context, ending: &crate::service::Ending<'_>) {
         for middleware in self.middleware.iter() {
             let told = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 middleware.ended(ctx, ending);

@@ -157,7 +157,7 @@ impl Settling {
 impl Settling {
     /// The request's calls, for the lines that name them (its headers are
     /// gone with the delivery; nothing but the logs uses these).
-    fn contexts(&self) -> Vec<crate::Context> {
+    fn contexts(&self) -> Vec<crate::service::Context> {
         static NONE: crate::wire::Headers = crate::wire::Headers::new();
         let env = Envelope {
             headers: &NONE,
