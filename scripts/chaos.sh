@@ -28,3 +28,10 @@ chaos=target/debug/busrpc-chaos
 # replacement.
 "$chaos" run --json target/chaos-short.json redis kafka-mock "$@"
 "$chaos" run --json target/chaos-short-tansu.json --scenario kill-one tansu "$@"
+# With every default, as a new user's service runs: a killed server's calls
+# answered within the clients' default timeout. (Not sigterm-one on Kafka:
+# the default eager assignment answers calls twice; docs/RELIABILITY.md.)
+"$chaos" run --defaults --json target/chaos-short-defaults.json \
+  --scenario kill-one --scenario sigterm-one redis "$@"
+"$chaos" run --defaults --json target/chaos-short-defaults-kafka.json \
+  --scenario kill-one kafka-mock "$@"

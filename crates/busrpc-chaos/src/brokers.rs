@@ -47,6 +47,8 @@ pub(crate) struct Broker {
     durable: bool,
     process: Option<Child>,
     mock: Option<Arc<MockBrokers>>,
+    /// URLs without the tuning options (see [`Broker::url`]).
+    defaults: bool,
 }
 
 /// Errors of the harness itself: a broker that will not start, a process
@@ -80,7 +82,13 @@ impl Broker {
     /// Starts a broker of `kind` keeping its files in `dir`; `durable`
     /// makes what it holds survive a restart (Redis: an append-only file
     /// written on every command; Tansu: SQLite storage).
-    pub(crate) async fn start(kind: Kind, dir: &Path, durable: bool) -> Result<Self, Failure> {
+    /// `defaults` leaves the tuning out of its URLs (see [`Broker::url`]).
+    pub(crate) async fn start(
+        kind: Kind,
+        dir: &Path,
+        durable: bool,
+        defaults: bool,
+    ) -> Result<Self, Failure> {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let mut broker = Broker {
             kind,
@@ -89,6 +97,7 @@ impl Broker {
             durable,
             process: None,
             mock: None,
+            defaults,
         };
         if kind == Kind::KafkaMock {
             let mock = MockBrokers::start(3).map_err(|e| e.to_string())?;
@@ -175,21 +184,34 @@ impl Broker {
     }
 
     /// The broker URL for servers and clients of a scenario; `short_inbox`
-    /// for a client whose inbox must go soon after it dies.
+    /// for a client whose inbox must go soon after it dies. With
+    /// `defaults`, only what the scenario's topology needs (the prefix, the
+    /// short inbox it checks, the mock cluster's shared reply topic): no
+    /// tuning of recovery.
     pub(crate) fn url(&self, prefix: &str, short_inbox: bool) -> String {
+        let tuning = |options: &str| {
+            if self.defaults {
+                String::new()
+            } else {
+                format!("&{options}")
+            }
+        };
         match self.kind {
             Kind::Redis => format!(
-                "redis://127.0.0.1:{}?prefix={prefix}&{REDIS_OPTIONS}{}",
+                "redis://127.0.0.1:{}?prefix={prefix}{}{}",
                 self.port,
+                tuning(REDIS_OPTIONS),
                 if short_inbox { REDIS_SHORT_INBOX } else { "" }
             ),
             Kind::KafkaMock => format!(
-                "kafka://{}?prefix={prefix}&{KAFKA_OPTIONS}{MOCK_CLIENT_OPTIONS}",
-                self.bootstrap()
+                "kafka://{}?prefix={prefix}{}{MOCK_CLIENT_OPTIONS}",
+                self.bootstrap(),
+                tuning(KAFKA_OPTIONS)
             ),
             Kind::Tansu => format!(
-                "kafka://{}?prefix={prefix}&{KAFKA_OPTIONS}",
-                self.bootstrap()
+                "kafka://{}?prefix={prefix}{}",
+                self.bootstrap(),
+                tuning(KAFKA_OPTIONS)
             ),
         }
     }

@@ -187,6 +187,11 @@ pub(crate) struct Size {
     pub(crate) fault_at: Duration,
     /// How long the broker is away.
     pub(crate) away: Duration,
+    /// Every setting at its default (`--defaults`): the broker URLs carry
+    /// no tuning and the clients wait their default timeout, as a new
+    /// user's service would; otherwise the options that keep recovery
+    /// within a short scenario (see `Broker::url`).
+    pub(crate) defaults: bool,
 }
 
 impl Size {
@@ -200,6 +205,7 @@ impl Size {
                 per_second: 100,
                 fault_at: Duration::from_millis(1500),
                 away: Duration::from_secs(3),
+                defaults: false,
             },
             (false, true) => Size {
                 servers: 3,
@@ -208,6 +214,7 @@ impl Size {
                 per_second: 250,
                 fault_at: Duration::ZERO,
                 away: Duration::ZERO,
+                defaults: false,
             },
             (true, false) => Size {
                 servers: 3,
@@ -216,6 +223,7 @@ impl Size {
                 per_second: 100,
                 fault_at: Duration::from_secs(5),
                 away: Duration::from_secs(30),
+                defaults: false,
             },
             (true, true) => Size {
                 servers: 3,
@@ -224,6 +232,7 @@ impl Size {
                 per_second: 100,
                 fault_at: Duration::ZERO,
                 away: Duration::ZERO,
+                defaults: false,
             },
         }
     }
@@ -295,7 +304,7 @@ pub(crate) async fn run(
 ) -> Result<Report, Failure> {
     // BrokerLost restarts a broker that keeps nothing.
     let durable = fault == Fault::BrokerRestart;
-    let mut broker = Broker::start(kind, &dir.join(fault.name()), durable).await?;
+    let mut broker = Broker::start(kind, &dir.join(fault.name()), durable, size.defaults).await?;
     let prefix = format!("chaos-{}-{}", fault.name(), std::process::id());
     let url = broker.url(&prefix, false);
     broker.prepare(&prefix, "work")?;
@@ -319,7 +328,11 @@ pub(crate) async fn run(
     // Every server a member before the load (a Kafka group hands partitions
     // to late joiners only in a rebalance): one round of calls reaches all.
     warm_up(&url, &service, size.servers).await?;
-    let timeout = Duration::from_secs(60) + size.away * 2;
+    let timeout = if size.defaults {
+        busrpc::ClientConfig::default().timeout
+    } else {
+        Duration::from_secs(60) + size.away * 2
+    };
     let mut clients = Vec::new();
     for id in 0..size.clients {
         let args = [

@@ -6,7 +6,7 @@
 //! recovery, peak memory of every process.
 //!
 //! ```text
-//! busrpc-chaos run [--long] [--json FILE] [--scenario NAME]... [BROKER...]
+//! busrpc-chaos run [--long] [--defaults] [--json FILE] [--scenario NAME]... [BROKER...]
 //! ```
 //!
 //! BROKER is `redis`, `kafka-mock` or `tansu` (default: all three); the
@@ -16,7 +16,11 @@
 //! if any scenario broke a promise: a call misrouted; a call lost (except
 //! on Kafka when the broker restarts or goes away, and in broker-lost before
 //! the service serves again, which it must); for sigterm-one and
-//! sustained, a duplicate reply or a second run (except on Tansu). Set
+//! sustained, a duplicate reply or a second run (except on Tansu).
+//! `--defaults` runs with every setting at its default (no tuning in the
+//! broker URLs, the clients' default 30 s timeout), as a new user's
+//! service would; by default the URLs carry options that keep recovery
+//! within a short scenario. Set
 //! `BUSRPC_CHAOS_LOG` to a tracing filter to see what every process logs,
 //! `BUSRPC_CHAOS_TIMELINE=1` for answers per 100 ms around each fault.
 //! scripts/chaos.sh runs it; docs/RELIABILITY.md has the figures.
@@ -66,7 +70,7 @@ fn main() -> ExitCode {
         }
         ["idle-client", url] => runtime().block_on(roles::idle_client(url)).map_err(|e| e.to_string()),
         ["run", rest @ ..] => return run(rest),
-        _ => Err("usage: busrpc-chaos run [--long] [--json FILE] [--scenario NAME]... [redis|kafka-mock|tansu]...".to_owned()),
+        _ => Err("usage: busrpc-chaos run [--long] [--defaults] [--json FILE] [--scenario NAME]... [redis|kafka-mock|tansu]...".to_owned()),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -79,6 +83,7 @@ fn main() -> ExitCode {
 
 fn run(args: &[&str]) -> ExitCode {
     let mut long = false;
+    let mut defaults = false;
     let mut json = None;
     let mut faults = Vec::new();
     let mut kinds = Vec::new();
@@ -86,6 +91,7 @@ fn run(args: &[&str]) -> ExitCode {
     while let Some(arg) = args.next() {
         match *arg {
             "--long" => long = true,
+            "--defaults" => defaults = true,
             "--json" => json = args.next().map(|s| s.to_string()),
             "--scenario" => match args.next().and_then(|s| Fault::parse(s)) {
                 Some(fault) => faults.push(fault),
@@ -116,6 +122,9 @@ fn run(args: &[&str]) -> ExitCode {
     let runtime = runtime();
     let mut reports = Vec::new();
     let mut failed = false;
+    if defaults {
+        println!("every setting at its default: untuned broker URLs, the clients' default timeout");
+    }
     println!(
         "{:<11} {:<20} {:>6} {:>6} {:>5} {:>5} {:>9} {:>6} {:>9} {:>7} {:>9} {:>7} {:>8}  broken",
         "broker",
@@ -138,7 +147,10 @@ fn run(args: &[&str]) -> ExitCode {
                 println!("{:<11} {:<20} not made: {why}", kind.name(), fault.name());
                 continue;
             }
-            let size = Size::new(long, *fault);
+            let size = Size {
+                defaults,
+                ..Size::new(long, *fault)
+            };
             let outcome =
                 runtime.block_on(harness::run(*kind, *fault, size, &dir.join(kind.name())));
             match outcome {
