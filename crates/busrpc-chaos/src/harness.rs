@@ -187,11 +187,6 @@ pub(crate) struct Size {
     pub(crate) fault_at: Duration,
     /// How long the broker is away.
     pub(crate) away: Duration,
-    /// Every setting at its default (`--defaults`): the broker URLs carry
-    /// no tuning and the clients wait their default timeout, as a new
-    /// user's service would; otherwise the options that keep recovery
-    /// within a short scenario (see `Broker::url`).
-    pub(crate) defaults: bool,
 }
 
 impl Size {
@@ -205,7 +200,6 @@ impl Size {
                 per_second: 100,
                 fault_at: Duration::from_millis(1500),
                 away: Duration::from_secs(3),
-                defaults: false,
             },
             (false, true) => Size {
                 servers: 3,
@@ -214,7 +208,6 @@ impl Size {
                 per_second: 250,
                 fault_at: Duration::ZERO,
                 away: Duration::ZERO,
-                defaults: false,
             },
             (true, false) => Size {
                 servers: 3,
@@ -223,7 +216,6 @@ impl Size {
                 per_second: 100,
                 fault_at: Duration::from_secs(5),
                 away: Duration::from_secs(30),
-                defaults: false,
             },
             (true, true) => Size {
                 servers: 3,
@@ -232,7 +224,6 @@ impl Size {
                 per_second: 100,
                 fault_at: Duration::ZERO,
                 away: Duration::ZERO,
-                defaults: false,
             },
         }
     }
@@ -295,16 +286,21 @@ impl Report {
     }
 }
 
-/// Runs `fault` on a fresh broker of `kind`, in `dir`.
+/// Runs `fault` on a fresh broker of `kind`, in `dir`. With `defaults`
+/// every setting is at its default (`--defaults`): the broker URLs carry no
+/// tuning and the clients wait their default timeout, as a new user's
+/// service would; otherwise the options that keep recovery within a short
+/// scenario (see `Broker::url`).
 pub(crate) async fn run(
     kind: Kind,
     fault: Fault,
     size: Size,
+    defaults: bool,
     dir: &Path,
 ) -> Result<Report, Failure> {
     // BrokerLost restarts a broker that keeps nothing.
     let durable = fault == Fault::BrokerRestart;
-    let mut broker = Broker::start(kind, &dir.join(fault.name()), durable, size.defaults).await?;
+    let mut broker = Broker::start(kind, &dir.join(fault.name()), durable, defaults).await?;
     let prefix = format!("chaos-{}-{}", fault.name(), std::process::id());
     let url = broker.url(&prefix, false);
     broker.prepare(&prefix, "work")?;
@@ -328,7 +324,7 @@ pub(crate) async fn run(
     // Every server a member before the load (a Kafka group hands partitions
     // to late joiners only in a rebalance): one round of calls reaches all.
     warm_up(&url, &service, size.servers).await?;
-    let timeout = if size.defaults {
+    let timeout = if defaults {
         busrpc::ClientConfig::default().timeout
     } else {
         Duration::from_secs(60) + size.away * 2

@@ -147,12 +147,9 @@ fn run(args: &[&str]) -> ExitCode {
                 println!("{:<11} {:<20} not made: {why}", kind.name(), fault.name());
                 continue;
             }
-            let size = Size {
-                defaults,
-                ..Size::new(long, *fault)
-            };
-            let outcome =
-                runtime.block_on(harness::run(*kind, *fault, size, &dir.join(kind.name())));
+            let size = Size::new(long, *fault);
+            let dir = dir.join(kind.name());
+            let outcome = runtime.block_on(harness::run(*kind, *fault, size, defaults, &dir));
             match outcome {
                 Ok(report) => {
                     let ms = |v: Option<u64>| {

@@ -33,9 +33,9 @@ pub(crate) struct Envelope<'a> {
 /// delivery is settled. A lock, not a `&mut`: a batch's calls run at once.
 pub(crate) type Seen = std::sync::Mutex<Vec<(Context, Result<(), RpcError>)>>;
 
-#[cfg(any(test, fuzzing))]
 impl Envelope<'static> {
-    /// A payload that came with nothing beside it.
+    /// A payload that came with nothing beside it (tests, fuzzing, and the
+    /// lines that name the calls of a request whose headers are gone).
     pub(crate) fn bare() -> Self {
         static NONE: Headers = Headers::new();
         Self {
@@ -124,8 +124,8 @@ impl Engine {
     }
 
     /// Tells every middleware how the request of `ctx` ended (see
-    /// [`Middleware::ended`]), and logs it. A panicking middleware is
-    /// logged and the rest are still told.
+    /// [`Middleware::ended`]). A middleware that panics is logged and the
+    /// rest are still told.
     pub(crate) fn ended(&self, ctx: &Context, ending: &crate::service::Ending<'_>) {
         for middleware in self.middleware.iter() {
             let told = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {

@@ -142,15 +142,15 @@ fn log(state: &ServerState, ctx: &Context, came: &Came, ending: &Ending<'_>) {
             tracing::info!(%service, %server, method, id, deadline, "skipped: its deadline had passed when it was read");
         }
         Ending::DeadLettered { deliveries } => {
-            let (max_deliveries, queue) = match came {
-                Came::DeadLettered {
-                    max_deliveries,
-                    queue,
-                    ..
-                } => (*max_deliveries, queue.as_str()),
-                _ => (0, ""),
-            };
-            tracing::warn!(%service, %server, method, id, deliveries, max_deliveries, dead_letter = queue, "dead-lettered: delivered too often; its caller is answered -32001");
+            // Only a request that came to it ends so: its queue is there.
+            if let Came::DeadLettered {
+                max_deliveries,
+                queue,
+                ..
+            } = came
+            {
+                tracing::warn!(%service, %server, method, id, deliveries, max_deliveries, dead_letter = %queue, "dead-lettered: delivered too often; its caller is answered -32001");
+            }
         }
         Ending::ReplyRefused { reason } => {
             tracing::warn!(%service, %server, method, id, reason, "its reply was refused; the request is acknowledged and its caller told where it can be");

@@ -152,20 +152,16 @@ impl Settling {
             drop(self.permit);
         });
     }
-}
 
-impl Settling {
     /// The request's calls, for the lines that name them (its headers are
     /// gone with the delivery; nothing but the logs uses these).
     fn contexts(&self) -> Vec<crate::service::Context> {
-        static NONE: crate::wire::Headers = crate::wire::Headers::new();
-        let env = Envelope {
-            headers: &NONE,
-            deadline: None,
-            attempt: None,
-            seen: None,
-        };
-        contexts(&self.state, Some(self.told_in), &self.request, env)
+        contexts(
+            &self.state,
+            Some(self.told_in),
+            &self.request,
+            Envelope::bare(),
+        )
     }
 }
 
