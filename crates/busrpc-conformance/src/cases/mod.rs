@@ -20,6 +20,7 @@ mod calls {
     pub(super) mod spec;
 }
 mod failure_paths {
+    pub(super) mod chains;
     pub(super) mod deadlines;
     pub(super) mod endings;
     pub(super) mod handlers;
@@ -31,7 +32,8 @@ mod failure_paths {
 
 pub use calls::{discovery::*, replies::*, signed_replies::*, spec::*};
 pub use failure_paths::{
-    deadlines::*, endings::*, handlers::*, input::*, lifecycle::*, limits::*, signed_requests::*,
+    chains::*, deadlines::*, endings::*, handlers::*, input::*, lifecycle::*, limits::*,
+    signed_requests::*,
 };
 
 include!(concat!(env!("OUT_DIR"), "/lists.rs"));

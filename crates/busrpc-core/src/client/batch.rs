@@ -7,14 +7,14 @@ use futures_util::future::join_all;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::value::RawValue;
-use tokio::time::{timeout_at, Instant};
+use tokio::time::timeout_at;
 
 use super::pending::{Outcome, Registration};
 use super::Client;
 use crate::error::Error;
 use crate::telemetry::metrics;
 use crate::wire::jsonrpc::{self, EncodeError, RpcError};
-use crate::wire::{Deadline, Headers};
+use crate::wire::Headers;
 
 impl Client {
     /// Starts a batch for `service`: calls and notifications sent as one
@@ -195,15 +195,17 @@ impl Batch {
         }
         self.json.push(b']');
         let json = std::mem::take(&mut self.json);
-        let deadline_at = Instant::now() + client.timeout;
-        let deadline = Deadline::after(client.timeout);
+        let budget = client.budget();
+        if budget.is_spent() {
+            return Err(client.timed_out(budget));
+        }
         if calls == 0 {
             // Only notifications: nothing to wait for but the publish, and
             // that within the timeout, as for a lone notification.
             client.check_open()?;
-            let ttl = client.core.config.notification_ttl.map(Deadline::after);
+            let ttl = client.notification_deadline();
             client
-                .send_by(&self.service, json, headers, false, ttl, deadline_at)
+                .send_by(&self.service, json, headers, false, ttl, budget)
                 .await?;
             return Ok(BatchReplies {
                 ids: Vec::new(),
@@ -211,7 +213,7 @@ impl Batch {
             });
         }
         let n = u32::try_from(calls).unwrap_or(u32::MAX);
-        let _permits = client.slots(n, deadline_at).await?;
+        let _permits = client.slots(n, budget).await?;
         let mut receivers = Vec::with_capacity(calls);
         let mut registrations = Vec::with_capacity(calls);
         for &id in &self.ids {
@@ -225,8 +227,8 @@ impl Batch {
                 json,
                 headers,
                 true,
-                Some(deadline),
-                deadline_at,
+                Some(budget.deadline),
+                budget,
             )
             .await?;
         client
@@ -234,9 +236,9 @@ impl Batch {
             .pending
             .calls
             .fetch_add(calls as u64, Ordering::Relaxed);
-        let received = timeout_at(deadline_at, join_all(receivers))
+        let received = timeout_at(budget.at, join_all(receivers))
             .await
-            .map_err(|_| client.timed_out())?;
+            .map_err(|_| client.timed_out(budget))?;
         if received.iter().all(Result::is_ok) {
             registrations.into_iter().for_each(Registration::answered);
         }

@@ -6,14 +6,15 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::value::RawValue;
-use tokio::time::{timeout_at, Instant};
+use tokio::time::timeout_at;
 use tracing::Instrument;
 
+use super::budget::Budget;
 use super::Client;
 use crate::error::Error;
 use crate::telemetry::CallGuard;
 use crate::wire::jsonrpc;
-use crate::wire::{Deadline, Headers};
+use crate::wire::Headers;
 
 /// A call's result with what its reply said beside it: which server
 /// instance answered (see [`Client::call_reply`]).
@@ -134,12 +135,14 @@ impl Client {
         // timers cost more than any other part of the call's bookkeeping.
         // Taken now, before waiting for a slot: the deadline the server
         // sees is the caller's own.
-        let deadline_at = Instant::now() + self.timeout;
-        let deadline = Deadline::after(self.timeout);
-        let call = self.call_unbounded(service, method, params, headers, deadline, deadline_at);
-        match timeout_at(deadline_at, call).await {
+        let budget = self.budget();
+        if budget.is_spent() {
+            return Err(self.timed_out(budget));
+        }
+        let call = self.call_unbounded(service, method, params, headers, budget);
+        match timeout_at(budget.at, call).await {
             Ok(result) => result,
-            Err(_) => Err(self.timed_out()),
+            Err(_) => Err(self.timed_out(budget)),
         }
     }
 
@@ -150,8 +153,7 @@ impl Client {
         method: &str,
         params: impl Serialize,
         headers: &Headers,
-        deadline: Deadline,
-        deadline_at: Instant,
+        budget: Budget,
     ) -> Result<Reply<Box<RawValue>>, Error> {
         let core = &*self.core;
         self.check_open()?;
@@ -161,8 +163,15 @@ impl Client {
         let mut json = Vec::with_capacity(128);
         jsonrpc::write_request(&mut json, method, &params, Some(id))?;
         let (receiver, registration) = self.register(id)?;
-        self.send(service, json, headers, true, Some(deadline), deadline_at)
-            .await?;
+        self.send(
+            service,
+            json,
+            headers,
+            true,
+            Some(budget.deadline),
+            budget.at,
+        )
+        .await?;
         core.pending.calls.fetch_add(1, Ordering::Relaxed);
         let answer = receiver.await.map_err(|_| Error::Closed)?;
         core.pending.replies.fetch_add(1, Ordering::Relaxed);
@@ -209,12 +218,15 @@ impl Client {
         self.check_open()?;
         let mut json = Vec::with_capacity(128);
         jsonrpc::write_request(&mut json, method, &params, None)?;
-        let ttl = self.core.config.notification_ttl.map(Deadline::after);
-        let give_up = Instant::now() + self.timeout;
-        let publish = self.send(service, json, headers, false, ttl, give_up);
-        match tokio::time::timeout(self.timeout, publish).await {
+        let ttl = self.notification_deadline();
+        let budget = self.budget();
+        if budget.is_spent() {
+            return Err(Error::Timeout(budget.timeout));
+        }
+        let publish = self.send(service, json, headers, false, ttl, budget.at);
+        match timeout_at(budget.at, publish).await {
             Ok(result) => result,
-            Err(_) => Err(Error::Timeout(self.timeout)),
+            Err(_) => Err(Error::Timeout(budget.timeout)),
         }
     }
 }

@@ -18,6 +18,7 @@ use crate::transport::{Inbox, Transport};
 use crate::wire::{header, Headers};
 
 mod batch;
+mod budget;
 mod call;
 mod config;
 mod middleware;
@@ -76,6 +77,8 @@ pub struct Client {
     /// Run around every call and notification of this handle, the first
     /// outermost.
     middleware: Arc<[Arc<dyn ClientMiddleware>]>,
+    /// Whether calls made while serving a request ignore its deadline.
+    detached: bool,
 }
 
 impl std::fmt::Debug for Client {
@@ -85,6 +88,7 @@ impl std::fmt::Debug for Client {
             .field("timeout", &self.timeout)
             .field("headers", &self.headers)
             .field("middleware", &self.middleware.len())
+            .field("detached", &self.detached)
             .finish_non_exhaustive()
     }
 }
@@ -121,14 +125,31 @@ impl Client {
             timeout,
             headers: Arc::new(Headers::new()),
             middleware: Arc::new([]),
+            detached: false,
         })
     }
 
-    /// A handle to the same client whose calls wait `timeout` instead.
+    /// A handle to the same client whose calls wait `timeout` instead (or
+    /// less: see [`detached`](Self::detached)).
     #[must_use]
     pub fn with_timeout(&self, timeout: Duration) -> Self {
         Self {
             timeout,
+            ..self.clone()
+        }
+    }
+
+    /// A handle to the same client whose calls and notifications made
+    /// while serving a request are not bounded by that request's deadline:
+    /// for work that must outlive its caller. Every other handle's are:
+    /// inside a handler (its middleware, anything it awaits, a task run
+    /// with [`Context::scope`](crate::Context::scope)) a call waits at most
+    /// until the served request's deadline, and a notification carries it.
+    /// The trace context follows either way.
+    #[must_use]
+    pub fn detached(&self) -> Self {
+        Self {
+            detached: true,
             ..self.clone()
         }
     }

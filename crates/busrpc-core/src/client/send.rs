@@ -9,13 +9,14 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 use tokio::time::{timeout_at, Instant};
 
+use super::budget::Budget;
 use super::pending::{Answer, Registration};
 use super::Client;
 use crate::error::Error;
 use crate::telemetry::inject_trace;
 use crate::transport::TransportError;
 use crate::wire::codec::Codec;
-use crate::wire::{header, Deadline, Headers, Message};
+use crate::wire::{header, Deadline, Headers, Message, Serving};
 
 /// The first wait before a publish that failed for a transient reason
 /// (see [`TransportError::is_transient`]) is tried again; each wait then
@@ -28,19 +29,20 @@ impl Client {
     pub(super) async fn slots(
         &self,
         n: u32,
-        deadline_at: Instant,
+        budget: Budget,
     ) -> Result<tokio::sync::SemaphorePermit<'_>, Error> {
         self.check_open()?;
-        match timeout_at(deadline_at, self.core.in_flight.acquire_many(n)).await {
+        match timeout_at(budget.at, self.core.in_flight.acquire_many(n)).await {
             Ok(Ok(permit)) => Ok(permit),
             Ok(Err(_)) => Err(Error::Closed),
-            Err(_) => Err(self.timed_out()),
+            Err(_) => Err(self.timed_out(budget)),
         }
     }
 
-    pub(super) fn timed_out(&self) -> Error {
+    /// A call that ran out of `budget`, counted.
+    pub(super) fn timed_out(&self, budget: Budget) -> Error {
         self.core.pending.timeouts.fetch_add(1, Ordering::Relaxed);
-        Error::Timeout(self.timeout)
+        Error::Timeout(budget.timeout)
     }
 
     pub(super) fn register(
@@ -88,9 +90,13 @@ impl Client {
                 headers.insert(header::CONTENT_TYPE, codec.content_type());
             }
             // The call's span is the server's span's parent, unless the
-            // caller sent a trace context of its own.
+            // caller sent a trace context of its own; without a tracer,
+            // a call made while serving a request carries that request's.
             if extra.get(header::TRACEPARENT).is_none() {
                 inject_trace(&mut headers);
+                if headers.get(header::TRACEPARENT).is_none() {
+                    follow_trace(&mut headers);
+                }
             }
             let message = Message {
                 payload: payload.clone(),
@@ -128,12 +134,24 @@ impl Client {
         headers: &Headers,
         expects_reply: bool,
         deadline: Option<Deadline>,
-        deadline_at: Instant,
+        budget: Budget,
     ) -> Result<(), Error> {
-        let send = self.send(service, json, headers, expects_reply, deadline, deadline_at);
-        match timeout_at(deadline_at, send).await {
+        let send = self.send(service, json, headers, expects_reply, deadline, budget.at);
+        match timeout_at(budget.at, send).await {
             Ok(result) => result,
-            Err(_) => Err(self.timed_out()),
+            Err(_) => Err(self.timed_out(budget)),
+        }
+    }
+}
+
+/// Puts the trace context of the request being served, if any, on a
+/// message sent while serving it.
+fn follow_trace(headers: &mut Headers) {
+    let trace = Serving::read(|serving| serving.trace.clone());
+    if let Some((parent, state)) = trace {
+        headers.insert(header::TRACEPARENT, parent);
+        if let Some(state) = state {
+            headers.insert(header::TRACESTATE, state);
         }
     }
 }

@@ -15,7 +15,7 @@ use crate::telemetry::metrics::ServerEvent;
 use crate::transport::{Delivery, Settle};
 use crate::wire::codec::{Codec, CodecError};
 use crate::wire::jsonrpc::RpcError;
-use crate::wire::{header, Deadline, Message};
+use crate::wire::{header, Deadline, Message, Serving};
 
 /// Handles one delivery: skip it, refuse it or run it, or answer it -32001
 /// if its transport gave up on it, then settle it (see [`settle`]).
@@ -148,26 +148,25 @@ async fn process(
         seen: seen.as_ref(),
         ..env
     };
-    let response = match deadline {
-        Some(deadline) => {
-            let respond = Deadline::scope(deadline, respond(state, env, &json));
-            if state.cancel_on_deadline {
-                match until(deadline, respond).await {
-                    Some(response) => response,
-                    None => {
-                        state.count(ServerEvent::Cancelled);
-                        // Nothing is sent, so every call of it was cancelled,
-                        // a batch's finished ones too.
-                        let contexts = state.engine.contexts(&json, env);
-                        *endings = Endings::each(contexts, || Came::Cancelled);
-                        return None;
-                    }
+    // The handler, and every call it makes, sees the request's deadline
+    // and trace context.
+    let serving = Serving::of(deadline, headers);
+    let response = match (deadline, serving) {
+        (Some(deadline), Some(serving)) if state.cancel_on_deadline => {
+            match until(deadline, serving.scope(respond(state, env, &json))).await {
+                Some(response) => response,
+                None => {
+                    state.count(ServerEvent::Cancelled);
+                    // Nothing is sent, so every call of it was cancelled,
+                    // a batch's finished ones too.
+                    let contexts = state.engine.contexts(&json, env);
+                    *endings = Endings::each(contexts, || Came::Cancelled);
+                    return None;
                 }
-            } else {
-                respond.await
             }
         }
-        None => respond(state, env, &json).await,
+        (_, Some(serving)) => serving.scope(respond(state, env, &json)).await,
+        (_, None) => respond(state, env, &json).await,
     };
     if let Some(seen) = &seen {
         *endings = Endings::ran(seen);

@@ -1,12 +1,13 @@
 //! What a handler may know about the request it serves.
 
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::value::RawValue;
 
-use crate::wire::{header, Deadline, Headers};
+use crate::wire::{header, Deadline, Headers, Serving};
 
 /// The request a handler serves, as the server received it: its method, its
 /// id, its headers, its deadline, its trace context and which delivery of it
@@ -142,6 +143,38 @@ impl Context {
     /// a database driver's).
     pub fn deadline_instant(&self) -> Option<Instant> {
         self.inner.deadline.map(|d| Instant::now() + d.remaining())
+    }
+
+    /// Runs `work` as part of this request: the calls and notifications
+    /// it makes are bounded by the request's deadline and carry its trace
+    /// context, as the handler's own are. A task the handler spawns does
+    /// not inherit them otherwise; wrap it to make it part of the chain.
+    ///
+    /// ```
+    /// use busrpc_core::{Client, Context, Router, RpcError};
+    ///
+    /// fn router(client: Client) -> Router {
+    ///     Router::new().method("audit", move |ctx: Context, (): ()| {
+    ///         let client = client.clone();
+    ///         async move {
+    ///             // Bounded by this request's deadline, though it runs on.
+    ///             tokio::spawn(ctx.scope(async move {
+    ///                 client.notify("audit-log", "record", ("seen",)).await
+    ///             }));
+    ///             Ok::<_, RpcError>(())
+    ///         }
+    ///     })
+    /// }
+    /// # let _ = router;
+    /// ```
+    pub fn scope<F: Future>(&self, work: F) -> impl Future<Output = F::Output> {
+        let serving = Serving::of(self.inner.deadline, &self.inner.headers);
+        async move {
+            match serving {
+                Some(serving) => serving.scope(work).await,
+                None => work.await,
+            }
+        }
     }
 
     /// The caller's W3C trace context (`traceparent` header), if it sent one.

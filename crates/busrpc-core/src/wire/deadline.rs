@@ -7,56 +7,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The moment a caller stops waiting, as absolute Unix milliseconds, so that
 /// it means the same on every machine whose clock is synchronised.
+/// ([`Deadline::current`], the deadline of the request being served, is
+/// written beside the rest of what a request being served passes on.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Deadline(pub u64);
 
-thread_local! {
-    /// The deadline of the request whose handler is being polled on this
-    /// thread: set around each poll (see [`Deadline::scope`]), so it follows
-    /// the handler from thread to thread. A `Cell` rather than tokio's
-    /// task-local, which cost the engine bench 4% of its throughput.
-    static CURRENT: std::cell::Cell<Option<Deadline>> = const { std::cell::Cell::new(None) };
-}
-
-/// Puts back the deadline a poll found, even if the poll panics.
-struct Restore(Option<Deadline>);
-
-impl Drop for Restore {
-    fn drop(&mut self) {
-        CURRENT.with(|current| current.set(self.0));
-    }
-}
-
 impl Deadline {
-    /// The deadline of the request being handled, when called from a
-    /// handler (or anything it awaits) and the caller sent one: a handler
-    /// can size its own work or timeouts to it, e.g. pass
-    /// [`remaining`](Self::remaining) to a database call. `None` elsewhere,
-    /// and for a request without a `deadline` header.
-    ///
-    /// ```
-    /// # use busrpc_core::{Deadline, Router, RpcError};
-    /// let router = Router::new().method("budget", |(): ()| async move {
-    ///     let left = Deadline::current().map(|d| d.remaining().as_millis() as u64);
-    ///     Ok::<_, RpcError>(left)
-    /// });
-    /// # let _ = router;
-    /// ```
-    pub fn current() -> Option<Deadline> {
-        CURRENT.with(std::cell::Cell::get)
-    }
-
-    /// Runs `f` with `deadline` as [`current`](Self::current) while it is
-    /// polled.
-    pub(crate) async fn scope<F: std::future::Future>(deadline: Deadline, f: F) -> F::Output {
-        let mut f = std::pin::pin!(f);
-        std::future::poll_fn(|cx| {
-            let _restore = Restore(CURRENT.with(|current| current.replace(Some(deadline))));
-            f.as_mut().poll(cx)
-        })
-        .await
-    }
-
     /// `timeout` from now.
     pub fn after(timeout: Duration) -> Self {
         let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);

@@ -8,7 +8,9 @@ mod deadline;
 pub mod jsonrpc;
 mod limits;
 mod message;
+mod serving;
 
 pub use deadline::{Deadline, InvalidDeadline};
 pub use limits::Limits;
 pub use message::{header, Headers, Message};
+pub(crate) use serving::Serving;
