@@ -86,7 +86,9 @@ pub use busrpc_core::testing;
 ///   and are sent without waiting.
 /// - `#[method(name = "refund.full")]` names a method on the wire (default:
 ///   its Rust name); `#[method(params = "whole")]` gives its one param the
-///   params array or object as a whole.
+///   params array or object as a whole; `#[method(timeout = "2s")]` (`ms`,
+///   `s` or `m`) is how long the typed client waits for that method's
+///   reply, unless the caller set a timeout with `with_timeout`.
 /// - A [`Context`] as the first param (after `&self`) gives the method its
 ///   request's headers, deadline, trace context and attempt; the client's
 ///   method leaves it out.

@@ -471,3 +471,76 @@ async fn middleware_wraps_every_call_and_can_refuse_one() {
     plain.client().close().await;
     server.shutdown().await;
 }
+
+/// A service whose methods say how long their callers wait.
+#[busrpc::service(name = "reports")]
+pub trait Reports {
+    /// Quick, or nobody waits.
+    #[method(timeout = "150ms")]
+    async fn quick(&self, sleep_ms: u64) -> Result<(), Error>;
+    /// Takes the client's own timeout.
+    async fn plain(&self) -> Result<(), Error>;
+}
+
+struct Sleeper;
+
+impl Reports for Sleeper {
+    async fn quick(&self, sleep_ms: u64) -> Result<(), Error> {
+        tokio::time::sleep(Duration::from_millis(sleep_ms)).await;
+        Ok(())
+    }
+
+    async fn plain(&self) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_methods_own_timeout_holds_unless_the_caller_sets_one() {
+    let memory = MemoryTransport::new();
+    let transport: Arc<dyn Transport> = Arc::new(memory.clone());
+    let server = ReportsServer::new(Sleeper)
+        .into_server(transport)
+        .start()
+        .await
+        .unwrap();
+    let (recording, script) = ScriptedTransport::over(memory);
+    let client = ReportsClient::new(Client::connect(Arc::new(recording)).await.unwrap());
+    assert_eq!(client.client().timeout(), Duration::from_secs(30));
+    // The method's 150 ms, not the client's 30 s.
+    let err = client.quick(10_000).await.unwrap_err();
+    assert!(
+        matches!(err, Error::Timeout(t) if t == Duration::from_millis(150)),
+        "{err}"
+    );
+    client.plain().await.unwrap();
+    // The caller's own wins, longer or shorter.
+    client
+        .with_timeout(Duration::from_secs(20))
+        .quick(300)
+        .await
+        .unwrap();
+    let err = client
+        .with_header("x-tenant", "acme")
+        .with_timeout(Duration::from_millis(50))
+        .quick(10_000)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Timeout(t) if t == Duration::from_millis(50)),
+        "{err}"
+    );
+    // The deadline each request carried: 150 ms, 30 s, 20 s and 50 ms out.
+    let sent: Vec<u64> = script
+        .published()
+        .iter()
+        .filter(|(to, _)| to == "busrpc.reports")
+        .map(|(_, m)| m.headers.deadline().unwrap().unwrap().0)
+        .collect();
+    assert_eq!(sent.len(), 4);
+    let spans: Vec<u64> = sent.windows(2).map(|w| w[1].saturating_sub(w[0])).collect();
+    assert!(spans[0] > 20_000, "plain's 30 s is far beyond quick's 150 ms");
+    assert!(sent[3] < sent[2], "50 ms ends before 20 s");
+    client.client().close().await;
+    server.shutdown().await;
+}

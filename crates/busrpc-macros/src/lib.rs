@@ -27,7 +27,10 @@ use syn::{
 /// On a method: `#[method(name = "refund.full")]` (the JSON-RPC method
 /// name, default the Rust name), `#[method(params = "whole")]` (the one
 /// param receives the request's params as a whole, array or object),
-/// `#[notification]` (no result: the client sends it as a notification).
+/// `#[method(timeout = "2s")]` (how long the typed client waits for this
+/// method's reply unless the caller set a timeout with `with_timeout`;
+/// `ms`, `s` or `m`), `#[notification]` (no result: the client sends it as
+/// a notification).
 #[proc_macro_attribute]
 pub fn service(attr: TokenStream, item: TokenStream) -> TokenStream {
     match expand(attr.into(), item.into()) {
@@ -86,9 +89,39 @@ struct Method {
     /// `Some((ok, err))` for a call, `None` for a notification.
     result: Option<(Type, Type)>,
     whole_params: bool,
+    /// `#[method(timeout = "...")]`, in milliseconds.
+    timeout_ms: Option<u64>,
     docs: Vec<String>,
     attrs: Vec<Attribute>,
     span: Span,
+}
+
+/// `"250ms"`, `"2s"` or `"1m"`: a whole number and its unit, more than
+/// zero, in milliseconds.
+fn parse_timeout(lit: &LitStr) -> syn::Result<u64> {
+    let text = lit.value();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let scale = match unit {
+        "ms" => Some(1),
+        "s" => Some(1_000),
+        "m" => Some(60_000),
+        _ => None,
+    };
+    let ms = number
+        .parse::<u64>()
+        .ok()
+        .zip(scale)
+        .and_then(|(n, scale)| n.checked_mul(scale))
+        .filter(|ms| *ms > 0);
+    ms.ok_or_else(|| {
+        syn::Error::new(
+            lit.span(),
+            format!("expected a timeout such as `\"250ms\"`, `\"2s\"` or `\"1m\"` (a whole number above zero and its unit), not {text:?}"),
+        )
+    })
 }
 
 fn doc_lines(attrs: &[Attribute]) -> Vec<String> {
@@ -187,6 +220,7 @@ fn parse_method(f: &TraitItemFn) -> syn::Result<Method> {
     let mut rpc_name_span = ident.span();
     let mut notification = false;
     let mut whole_params = false;
+    let mut timeout: Option<LitStr> = None;
     let mut attrs = Vec::new();
     for attr in &f.attrs {
         if attr.path().is_ident("method") {
@@ -209,8 +243,11 @@ fn parse_method(f: &TraitItemFn) -> syn::Result<Method> {
                         }
                     }
                     Ok(())
+                } else if meta.path.is_ident("timeout") {
+                    timeout = Some(meta.value()?.parse()?);
+                    Ok(())
                 } else {
-                    Err(meta.error("unknown option of #[method]: expected `name = \"...\"` or `params = \"whole\"`"))
+                    Err(meta.error("unknown option of #[method]: expected `name = \"...\"`, `params = \"whole\"` or `timeout = \"2s\"`"))
                 }
             })?;
         } else if attr.path().is_ident("notification") {
@@ -312,6 +349,16 @@ fn parse_method(f: &TraitItemFn) -> syn::Result<Method> {
             }
         },
     };
+    let timeout_ms = match &timeout {
+        None => None,
+        Some(_) if notification => {
+            return Err(syn::Error::new(
+                timeout.span(),
+                "a #[notification] waits for no reply, so it has no timeout",
+            ))
+        }
+        Some(lit) => Some(parse_timeout(lit)?),
+    };
     Ok(Method {
         ident,
         rpc_name,
@@ -319,6 +366,7 @@ fn parse_method(f: &TraitItemFn) -> syn::Result<Method> {
         params,
         context,
         result,
+        timeout_ms,
         whole_params,
         docs: doc_lines(&f.attrs),
         attrs,
@@ -403,6 +451,22 @@ fn expand(attr: Tokens, item: Tokens) -> syn::Result<Tokens> {
     let mut named_structs = Vec::new();
     let mut registrations = Vec::new();
     let mut client_methods = Vec::new();
+    // Only a service with a method of its own timeout needs it.
+    let for_method = if methods.iter().any(|m| m.timeout_ms.is_some()) {
+        quote! {
+            /// The client a method whose own timeout is `timeout` calls
+            /// through: with it, unless the caller set one.
+            fn for_method(&self, timeout: ::core::time::Duration) -> ::std::borrow::Cow<'_, #k::Client> {
+                if self.timeout_set {
+                    ::std::borrow::Cow::Borrowed(&self.client)
+                } else {
+                    ::std::borrow::Cow::Owned(self.client.with_timeout(timeout))
+                }
+            }
+        }
+    } else {
+        quote!()
+    };
     let mut assertions = Vec::new();
     for m in &methods {
         let ident = &m.ident;
@@ -512,15 +576,21 @@ fn expand(attr: Tokens, item: Tokens) -> syn::Result<Tokens> {
             quote!((#(#names,)*))
         };
         client_methods.push(match &m.result {
-            Some((ok, err)) => quote! {
+            Some((ok, err)) => {
+                let client = match m.timeout_ms {
+                    Some(ms) => quote!(self.for_method(::core::time::Duration::from_millis(#ms))),
+                    None => quote!(self.client),
+                };
+                quote! {
                 #(#docs)*
                 pub async fn #ident(&self, #(#names: #types),*) -> ::core::result::Result<#ok, #err> {
-                    self.client
+                    #client
                         .call::<#ok>(Self::SERVICE, #rpc_name, #sent)
                         .await
                         .map_err(::core::convert::From::from)
                 }
-            },
+                }
+            }
             None => quote! {
                 #(#docs)*
                 ///
@@ -608,6 +678,9 @@ fn expand(attr: Tokens, item: Tokens) -> syn::Result<Tokens> {
         #[derive(Clone, Debug)]
         #vis struct #client_ident {
             client: #k::Client,
+            /// Whether the caller set the timeout (`with_timeout`), which
+            /// then wins over the methods' own.
+            timeout_set: bool,
         }
 
         impl #client_ident {
@@ -616,7 +689,7 @@ fn expand(attr: Tokens, item: Tokens) -> syn::Result<Tokens> {
 
             /// Calls through `client`.
             pub fn new(client: #k::Client) -> Self {
-                Self { client }
+                Self { client, timeout_set: false }
             }
 
             /// The client underneath.
@@ -624,11 +697,13 @@ fn expand(attr: Tokens, item: Tokens) -> syn::Result<Tokens> {
                 &self.client
             }
 
-            /// A handle whose calls wait `timeout` for their reply.
+            /// A handle whose calls wait `timeout` for their reply, those of
+            /// methods with a `#[method(timeout = ...)]` of their own too.
             #[must_use]
             pub fn with_timeout(&self, timeout: ::core::time::Duration) -> Self {
-                Self { client: self.client.with_timeout(timeout) }
+                Self { client: self.client.with_timeout(timeout), timeout_set: true }
             }
+
 
             /// A handle whose calls also carry the header `name: value`.
             #[must_use]
@@ -637,13 +712,15 @@ fn expand(attr: Tokens, item: Tokens) -> syn::Result<Tokens> {
                 name: impl ::core::convert::Into<::std::borrow::Cow<'static, str>>,
                 value: impl ::core::convert::Into<::std::sync::Arc<str>>,
             ) -> Self {
-                Self { client: self.client.with_header(name, value) }
+                Self { client: self.client.with_header(name, value), timeout_set: self.timeout_set }
             }
 
             /// The service's OpenRPC document, as its servers describe it.
             pub async fn discover(&self) -> ::core::result::Result<#k::__private::serde_json::Value, #k::Error> {
                 self.client.call(Self::SERVICE, #k::DISCOVER_METHOD, ()).await
             }
+
+            #for_method
 
             #(#client_methods)*
         }
