@@ -539,7 +539,10 @@ async fn a_methods_own_timeout_holds_unless_the_caller_sets_one() {
         .collect();
     assert_eq!(sent.len(), 4);
     let spans: Vec<u64> = sent.windows(2).map(|w| w[1].saturating_sub(w[0])).collect();
-    assert!(spans[0] > 20_000, "plain's 30 s is far beyond quick's 150 ms");
+    assert!(
+        spans[0] > 20_000,
+        "plain's 30 s is far beyond quick's 150 ms"
+    );
     assert!(sent[3] < sent[2], "50 ms ends before 20 s");
     client.client().close().await;
     server.shutdown().await;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use busrpc_core::transport::kit::{Excerpt, Throttle};
 use busrpc_core::transport::{
-    Acknowledge, Deliveries, Demand, Inbox, OnSettled, Settle, SettleError, Transport,
+    Acknowledge, Deliveries, Demand, Inbox, Member, OnSettled, Settle, SettleError, Transport,
     TransportError,
 };
 use busrpc_core::{header, Message};
@@ -168,6 +168,14 @@ impl Transport for Authenticated {
             };
             std::future::ready(checked)
         }))
+    }
+
+    async fn members(
+        &self,
+        address: &str,
+        group: &str,
+    ) -> Result<Option<Vec<Member>>, TransportError> {
+        self.state.inner.members(address, group).await
     }
 
     fn service_address(&self, service: &str) -> String {

@@ -18,7 +18,7 @@ const EXIT_CODES: &str = "Exit codes: 0 success; 1 the service answered with a J
 2 bad usage (arguments, a malformed or unsupported broker URL, memory:// for call, notify or describe, \
 params that are not a JSON array or object); 3 the broker is unreachable or refused; 4 no reply \
 within the timeout; 5 anything else; 6 no such service on this broker (no server of it has ever \
-started there: a typo?); 130 interrupted (bench deletes what it created first).
+started there: a typo?); 7 nobody is serving the service (its servers all stopped or died); 130 interrupted (bench deletes what it created first).
 
 Signed messages: set BUSRPC_KEYS to id:hex-secret[,id:hex-secret...] (the first signs, all are \
 accepted) and call, notify, describe and serve-echo sign what they send and drop what is unsigned \
@@ -173,6 +173,7 @@ impl From<Error> for Failure {
             Error::Transport(_) | Error::Closed => 3,
             Error::Timeout(_) => 4,
             Error::NoService { .. } => 6,
+            Error::NoServers { .. } => 7,
             _ => 5,
         };
         let message = match &e {
@@ -631,6 +632,15 @@ mod tests {
             typo.message.contains("no service \"ecoh\""),
             "{}",
             typo.message
+        );
+        let nobody = Failure::from(Error::NoServers {
+            service: "echo".into(),
+        });
+        assert_eq!(nobody.code, 7);
+        assert!(
+            nobody.message.contains("nobody is serving"),
+            "{}",
+            nobody.message
         );
         let rpc = Failure::from(Error::Rpc(RpcError::new(7, "no").with_data(&[1])));
         assert_eq!(rpc.message, "error 7: no\ndata: [1]");

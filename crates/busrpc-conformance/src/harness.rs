@@ -61,6 +61,11 @@ pub struct Capabilities {
     /// `claim_idle_ms`); `None` where the broker never takes deliveries
     /// from a live consumer. Tests of slow handlers outlast it.
     pub lease: Option<Duration>,
+    /// Within how long [`Transport::members`] stops counting a server that
+    /// died (one that stops cleanly is gone at once); `Err(reason)` where
+    /// the transport cannot tell who serves, so that calls to a service
+    /// nobody serves wait for their timeout.
+    pub servers_known: Result<Duration, &'static str>,
 }
 
 impl Capabilities {
@@ -71,7 +76,15 @@ impl Capabilities {
             redelivery,
             latency,
             lease: None,
+            servers_known: Err("the harness does not say whether its transport knows who serves"),
         }
+    }
+
+    /// Sets [`servers_known`](Self::servers_known).
+    #[must_use]
+    pub fn with_servers_known(mut self, known: Result<Duration, &'static str>) -> Self {
+        self.servers_known = known;
+        self
     }
 
     /// Sets [`lease`](Self::lease).

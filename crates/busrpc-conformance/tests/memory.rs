@@ -17,8 +17,10 @@ impl Harness for Memory {
     }
 
     fn capabilities(&self) -> Capabilities {
-        // Redelivery is immediate when a consumer goes away.
+        // Redelivery is immediate when a consumer goes away, and so is its
+        // leaving the group.
         Capabilities::new(Ok(Duration::from_secs(1)), Duration::from_millis(50))
+            .with_servers_known(Ok(Duration::ZERO))
     }
 
     async fn connect_bounded(&self, bound: usize) -> Option<Arc<dyn Transport>> {

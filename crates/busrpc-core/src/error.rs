@@ -5,8 +5,8 @@ use std::time::Duration;
 use crate::transport::{ErrorKind, TransportError};
 use crate::wire::codec::CodecError;
 use crate::wire::jsonrpc::{
-    EncodeError, RpcError, BROKER_ERROR_CODE, BROKER_ERROR_MSG, NO_SERVICE_CODE, NO_SERVICE_MSG,
-    TIMEOUT_CODE, TIMEOUT_MSG,
+    EncodeError, RpcError, BROKER_ERROR_CODE, BROKER_ERROR_MSG, NO_SERVERS_CODE, NO_SERVERS_MSG,
+    NO_SERVICE_CODE, NO_SERVICE_MSG, TIMEOUT_CODE, TIMEOUT_MSG,
 };
 
 /// What can go wrong calling or serving.
@@ -28,6 +28,17 @@ pub enum Error {
     /// call waits in the queue for a server until its timeout.
     #[error("no service {service:?} on this broker: no server of it has ever started here")]
     NoService {
+        /// The service called.
+        service: String,
+    },
+    /// `service` has a queue but the broker counts no live server of it
+    /// (all stopped or dead), so the call was not sent: it fails now
+    /// instead of waiting out its timeout. Retry when a server is back;
+    /// a client that would rather queue calls for servers that start
+    /// later sets
+    /// [`ClientConfig::wait_for_servers`](crate::ClientConfig::wait_for_servers).
+    #[error("nobody is serving {service:?}: its queue has no live server")]
+    NoServers {
         /// The service called.
         service: String,
     },
@@ -87,6 +98,7 @@ impl Error {
             Error::Rpc(_) => ErrorKind::Server,
             Error::Timeout(_) => ErrorKind::Timeout,
             Error::NoService { .. } => ErrorKind::NotFound,
+            Error::NoServers { .. } => ErrorKind::Unavailable,
             Error::Closed => ErrorKind::Closed,
             Error::MessageTooLarge { .. } => ErrorKind::TooLarge,
             Error::Encode(_)
@@ -113,6 +125,7 @@ impl From<Error> for RpcError {
             Error::NoService { .. } | Error::Transport(TransportError::NotServed(_)) => {
                 (NO_SERVICE_CODE, NO_SERVICE_MSG)
             }
+            Error::NoServers { .. } => (NO_SERVERS_CODE, NO_SERVERS_MSG),
             Error::Transport(_) | Error::Closed | Error::MessageTooLarge { .. } => {
                 (BROKER_ERROR_CODE, BROKER_ERROR_MSG)
             }
@@ -142,7 +155,7 @@ mod tests {
     /// on its way, apart from the server's own answer.
     #[test]
     fn a_failure_on_the_way_has_its_own_code_apart_from_the_servers() {
-        let cases: [(Error, i32); 6] = [
+        let cases: [(Error, i32); 7] = [
             (Error::Rpc(RpcError::new(7, "mine")), 7),
             (Error::Timeout(Duration::from_millis(300)), -32002),
             (
@@ -155,6 +168,12 @@ mod tests {
                     service: "s".into(),
                 },
                 -32004,
+            ),
+            (
+                Error::NoServers {
+                    service: "s".into(),
+                },
+                -32005,
             ),
             (Error::NotInBatch { id: 1 }, -32603),
         ];
@@ -182,6 +201,13 @@ mod tests {
             }
             .kind(),
             ErrorKind::NotFound
+        );
+        assert_eq!(
+            Error::NoServers {
+                service: "s".into()
+            }
+            .kind(),
+            ErrorKind::Unavailable
         );
     }
 }

@@ -30,7 +30,7 @@ pub mod testing;
 pub use async_trait::async_trait;
 pub use client::{
     Batch, BatchCall, BatchReplies, Client, ClientConfig, ClientMiddleware, ClientNext,
-    ClientStats, OutgoingCall, Reply,
+    ClientStats, OutgoingCall, Reply, CHECK_SERVERS_EVERY,
 };
 pub use error::Error;
 pub use server::{
@@ -42,8 +42,8 @@ pub use service::{
 };
 pub use telemetry::metrics;
 pub use transport::{
-    Acknowledge, BoxError, Deliveries, Delivery, Demand, ErrorKind, Exhausted, Inbox, OnSettled,
-    Readiness, ReadinessSignal, Settle, SettleError, Transport, TransportError,
+    Acknowledge, BoxError, Deliveries, Delivery, Demand, ErrorKind, Exhausted, Inbox, Member,
+    OnSettled, Readiness, ReadinessSignal, Settle, SettleError, Transport, TransportError,
 };
 pub use wire::codec::Codec;
 pub use wire::jsonrpc::RpcError;

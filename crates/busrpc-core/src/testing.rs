@@ -34,7 +34,7 @@ use tokio::sync::mpsc;
 
 use crate::memory::MemoryTransport;
 use crate::transport::{
-    Acknowledge, Deliveries, Delivery, Demand, Inbox, OnSettled, ReadinessSignal, Settle,
+    Acknowledge, Deliveries, Delivery, Demand, Inbox, Member, OnSettled, ReadinessSignal, Settle,
     SettleError, Transport, TransportError,
 };
 use crate::wire::Message;
@@ -302,6 +302,14 @@ impl Transport for ScriptedTransport {
             return Err(error());
         }
         self.broker.inbox().await
+    }
+
+    async fn members(
+        &self,
+        address: &str,
+        group: &str,
+    ) -> Result<Option<Vec<Member>>, TransportError> {
+        self.broker.members(address, group).await
     }
 
     fn service_address(&self, service: &str) -> String {

@@ -27,13 +27,14 @@ mod failure_paths {
     pub(super) mod input;
     pub(super) mod lifecycle;
     pub(super) mod limits;
+    pub(super) mod no_servers;
     pub(super) mod signed_requests;
 }
 
 pub use calls::{discovery::*, replies::*, signed_replies::*, spec::*};
 pub use failure_paths::{
     chains::*, deadlines::*, endings::*, handlers::*, input::*, lifecycle::*, limits::*,
-    signed_requests::*,
+    no_servers::*, signed_requests::*,
 };
 
 include!(concat!(env!("OUT_DIR"), "/lists.rs"));

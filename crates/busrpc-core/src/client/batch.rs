@@ -212,6 +212,7 @@ impl Batch {
                 outcomes: Vec::new(),
             });
         }
+        client.check_served(&self.service, budget).await?;
         let n = u32::try_from(calls).unwrap_or(u32::MAX);
         let _permits = client.slots(n, budget).await?;
         let mut receivers = Vec::with_capacity(calls);

@@ -19,6 +19,8 @@ pub(super) struct Budget {
     /// The same moment on this machine's monotonic clock: the call's one
     /// timer.
     pub(super) at: Instant,
+    /// When the call started.
+    pub(super) start: Instant,
 }
 
 impl Budget {
@@ -42,12 +44,14 @@ impl Client {
                     timeout,
                     deadline: served,
                     at: now + timeout,
+                    start: now,
                 }
             }
             _ => Budget {
                 timeout: self.timeout,
                 deadline: own,
                 at: now + self.timeout,
+                start: now,
             },
         }
     }

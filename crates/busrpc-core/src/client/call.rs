@@ -157,6 +157,7 @@ impl Client {
     ) -> Result<Reply<Box<RawValue>>, Error> {
         let core = &*self.core;
         self.check_open()?;
+        self.check_served(service, budget).await?;
         let _permit = core.in_flight.acquire().await.map_err(|_| Error::Closed)?;
         let id = core.pending.issue_id();
         tracing::Span::current().record("rpc.jsonrpc.request_id", id);

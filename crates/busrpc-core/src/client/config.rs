@@ -5,6 +5,11 @@ use std::time::Duration;
 use crate::wire::codec::Codec;
 use crate::wire::Limits;
 
+/// The default of [`ClientConfig::check_servers_every`]: a stopped
+/// service is known for what it is within half a second, at two small
+/// broker queries a second per service called.
+pub const CHECK_SERVERS_EVERY: Duration = Duration::from_millis(500);
+
 /// How a client calls.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -24,6 +29,16 @@ pub struct ClientConfig {
     /// that waited longer in the queue (after an outage, say) instead of
     /// running a backlog of stale ones.
     pub notification_ttl: Option<Duration>,
+    /// How often, at most, the client asks the broker whether a service
+    /// it calls has a live server (default every 500 ms, per service; never
+    /// once per call): a call to a service with a queue but none fails at
+    /// once with [`Error::NoServers`](crate::Error::NoServers), unsent.
+    /// `None` ([`wait_for_servers`](Self::wait_for_servers)): calls wait in
+    /// the queue, until their timeout, for a server that may start later.
+    /// Notifications always wait. A transport that cannot tell
+    /// ([`Transport::members`](crate::Transport::members) says `None`)
+    /// never fails a call this way.
+    pub check_servers_every: Option<Duration>,
 }
 
 impl Default for ClientConfig {
@@ -34,6 +49,7 @@ impl Default for ClientConfig {
             limits: Limits::default(),
             codec: Codec::Json,
             notification_ttl: None,
+            check_servers_every: Some(CHECK_SERVERS_EVERY),
         }
     }
 }
@@ -71,6 +87,25 @@ impl ClientConfig {
     #[must_use]
     pub fn notification_ttl(mut self, ttl: Duration) -> Self {
         self.notification_ttl = Some(ttl);
+        self
+    }
+}
+
+impl ClientConfig {
+    /// Sets [`check_servers_every`](Self::check_servers_every).
+    #[must_use]
+    pub fn check_servers_every(mut self, every: Duration) -> Self {
+        self.check_servers_every = Some(every);
+        self
+    }
+
+    /// Calls to a service with no live server wait in its queue, until
+    /// their timeout, for a server that may start later (at-least-once
+    /// queueing), instead of failing at once with
+    /// [`Error::NoServers`](crate::Error::NoServers).
+    #[must_use]
+    pub fn wait_for_servers(mut self) -> Self {
+        self.check_servers_every = None;
         self
     }
 }

@@ -24,12 +24,13 @@ mod config;
 mod middleware;
 pub(crate) mod pending;
 mod send;
+mod servers;
 #[cfg(test)]
 mod tests;
 
 pub use batch::{Batch, BatchCall, BatchReplies};
 pub use call::Reply;
-pub use config::{ClientConfig, ClientStats};
+pub use config::{ClientConfig, ClientStats, CHECK_SERVERS_EVERY};
 pub use middleware::{ClientMiddleware, ClientNext, OutgoingCall};
 use pending::{read_replies, Pending};
 
@@ -40,6 +41,8 @@ struct ClientCore {
     pending: Arc<Pending>,
     meters: metrics::ClientMeters,
     in_flight: Semaphore,
+    /// Whether the services called have live servers.
+    servers: servers::ServerChecks,
     config: ClientConfig,
     stop: CancellationToken,
     reader: Mutex<Option<JoinHandle<Option<Inbox>>>>,
@@ -118,6 +121,7 @@ impl Client {
                 pending,
                 meters: metrics::ClientMeters::default(),
                 in_flight: Semaphore::new(config.max_in_flight),
+                servers: servers::ServerChecks::default(),
                 config,
                 stop,
                 reader: Mutex::new(Some(reader)),

@@ -64,6 +64,8 @@ struct GroupState {
     /// Consumers now in the group: one whose members have all gone and
     /// that holds nothing is removed (see `Member`'s drop).
     members: usize,
+    /// Their names, by consumer.
+    names: HashMap<u64, String>,
 }
 
 /// Locks, shrugging off poisoning: every critical section here leaves the
@@ -94,7 +96,7 @@ impl Broker {
 
     /// Joins `group` of the queue at `address` (creating both if need be)
     /// as a new member.
-    pub(super) fn join(broker: &Arc<Self>, address: &str, group: &str) -> Member {
+    pub(super) fn join(broker: &Arc<Self>, address: &str, group: &str, name: &str) -> Member {
         write(&broker.served).insert(address.to_owned());
         let queue = broker.queue(address);
         let group = {
@@ -116,7 +118,9 @@ impl Broker {
             let mut g = lock(&group.state);
             g.next_consumer += 1;
             g.members += 1;
-            g.next_consumer
+            let consumer = g.next_consumer;
+            g.names.insert(consumer, name.to_owned());
+            consumer
         };
         Member {
             group,
@@ -125,6 +129,34 @@ impl Broker {
             address: address.to_owned(),
             broker: Arc::downgrade(broker),
         }
+    }
+
+    /// The members of `group` on the queue at `address` with how many
+    /// deliveries each holds; `None` if no server ever served the queue.
+    pub(super) fn members(&self, address: &str, group: &str) -> Option<Vec<(String, u64)>> {
+        if !read(&self.served).contains(address) {
+            return None;
+        }
+        // A queue whose last member left and that held nothing is reaped:
+        // served before, nobody serving now.
+        let Some(queue) = read(&self.queues).get(address).cloned() else {
+            return Some(Vec::new());
+        };
+        let state = lock(&queue.state);
+        let Some((_, group)) = state.groups.iter().find(|(name, _)| name == group) else {
+            return Some(Vec::new());
+        };
+        let g = lock(&group.state);
+        let mut members: Vec<(String, u64)> = g
+            .names
+            .iter()
+            .map(|(consumer, name)| {
+                let held = g.in_flight.values().filter(|(c, _, _)| c == consumer);
+                (name.clone(), held.count() as u64)
+            })
+            .collect();
+        members.sort();
+        Some(members)
     }
 
     /// How many queues the broker holds now.
@@ -288,6 +320,7 @@ impl Drop for Member {
             }
         }
         g.members -= 1;
+        g.names.remove(&self.consumer);
         let reapable = g.members == 0 && g.ready.is_empty() && g.in_flight.is_empty();
         drop(g);
         if reapable {

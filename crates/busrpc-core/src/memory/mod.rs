@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use async_trait::async_trait;
 use futures_util::stream;
 
-use crate::transport::{Deliveries, Demand, Inbox, Transport, TransportError};
+use crate::transport::{Deliveries, Demand, Inbox, Member, Transport, TransportError};
 use crate::wire::Message;
 
 mod broker;
@@ -128,12 +128,29 @@ impl Transport for MemoryTransport {
                 "{address} is an inbox, not a queue"
             )));
         }
-        let member = Broker::join(&self.broker, address, group);
+        let name = crate::transport::member_name(None);
+        let member = Broker::join(&self.broker, address, group, &name);
         Ok(Deliveries::new(stream::unfold(member, |member| async move {
             let delivery = member.next().await;
             Some((Ok(delivery), member))
         }))
-        .with_member(crate::transport::member_name(None)))
+        .with_member(name))
+    }
+
+    /// Every member of the group: a server that stops or is dropped
+    /// leaves at once.
+    async fn members(
+        &self,
+        address: &str,
+        group: &str,
+    ) -> Result<Option<Vec<Member>>, TransportError> {
+        let members = self.broker.members(address, group);
+        Ok(members.map(|members| {
+            members
+                .into_iter()
+                .map(|(name, held)| Member::new(name).with_pending(held))
+                .collect()
+        }))
     }
 
     async fn inbox(&self) -> Result<Inbox, TransportError> {

@@ -24,6 +24,7 @@ mod delivery;
 mod error;
 mod inbox;
 pub mod kit;
+mod members;
 mod readiness;
 
 pub use deliveries::{Deliveries, Demand};
@@ -31,6 +32,7 @@ pub use delivery::{Acknowledge, Delivery, Exhausted, OnSettled, Settle, SettleEr
 pub use error::{BoxError, ErrorKind, TransportError};
 pub use inbox::Inbox;
 pub use kit::{default_member_name, is_secret_option, member_name, redact_url, unique_id};
+pub use members::Member;
 pub use readiness::{Readiness, ReadinessSignal};
 
 /// A broker as the engine sees it. Implementations: [`MemoryTransport`]
@@ -71,6 +73,24 @@ pub trait Transport: Send + Sync + 'static {
     /// Opens a private inbox: an address only this inbox reads, ready to
     /// receive before this returns.
     async fn inbox(&self) -> Result<Inbox, TransportError>;
+
+    /// The members of `group` on the queue at `address` that the broker
+    /// counts alive (each a server of the service), or `None` when this
+    /// transport cannot tell: the default. A client asks at most once per
+    /// [`check_servers_every`](crate::ClientConfig::check_servers_every)
+    /// per service, never once per call, so that a call to a service with a queue but no live
+    /// server fails at once (`Error::NoServers`) instead of waiting out
+    /// its timeout. A transport that answers must count a server that
+    /// stopped cleanly as gone at once, and one that died within a bound
+    /// its documentation states.
+    async fn members(
+        &self,
+        address: &str,
+        group: &str,
+    ) -> Result<Option<Vec<Member>>, TransportError> {
+        let _ = (address, group);
+        Ok(None)
+    }
 
     /// The address of a service's request queue.
     fn service_address(&self, service: &str) -> String {

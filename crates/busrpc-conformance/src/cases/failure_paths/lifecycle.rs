@@ -63,13 +63,18 @@ pub async fn graceful_shutdown_answers_what_is_in_hand(h: &dyn Harness) {
         "a"
     );
     assert_eq!((stats_before.acked, stats_before.released), (0, 0));
-    // Stopped: a new call is not taken by anyone.
+    // Stopped: a new call is not taken by anyone. It waits out its
+    // timeout, or is refused at once if the client already knows that
+    // nobody serves (it asks the broker at most every 500 ms).
     let short = client.with_timeout(h.capabilities().latency * 4);
     let err = short
         .call::<String>(&service, "echo", ("late",))
         .await
         .unwrap_err();
-    assert!(err.is_timeout(), "{err}");
+    assert!(
+        err.is_timeout() || matches!(err, Error::NoServers { .. }),
+        "{err}"
+    );
 }
 
 /// A started server becomes ready (its consumer has its group, the broker

@@ -55,6 +55,10 @@ pub const BROKER_ERROR_CODE: i32 = -32003;
 /// ([`Error::NoService`](crate::Error::NoService)), as an [`RpcError`],
 /// like [`TIMEOUT_CODE`]. `data` is the error's text.
 pub const NO_SERVICE_CODE: i32 = -32004;
+/// A call to a service whose queue has no live server
+/// ([`Error::NoServers`](crate::Error::NoServers)), as an [`RpcError`],
+/// like [`TIMEOUT_CODE`]. `data` is the error's text.
+pub const NO_SERVERS_CODE: i32 = -32005;
 
 /// The messages the specification gives for its codes.
 pub const PARSE_ERROR_MSG: &str = "Parse error";
@@ -74,6 +78,8 @@ pub const TIMEOUT_MSG: &str = "No reply in time";
 pub const BROKER_ERROR_MSG: &str = "Broker failed";
 /// See [`NO_SERVICE_CODE`].
 pub const NO_SERVICE_MSG: &str = "No such service";
+/// See [`NO_SERVERS_CODE`].
+pub const NO_SERVERS_MSG: &str = "No live server";
 
 /// A JSON-RPC 2.0 error object: what a handler returns to fail a call, and
 /// what a caller receives in [`Error::Rpc`](crate::Error::Rpc).
