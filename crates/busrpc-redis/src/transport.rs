@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use busrpc_core::transport::{Deliveries, Demand, Inbox, Transport, TransportError};
+use busrpc_core::transport::{Deliveries, Demand, Inbox, Member, Transport, TransportError};
 use busrpc_core::Message;
 
 use crate::config::RedisConfig;
@@ -108,6 +108,18 @@ impl Transport for RedisTransport {
 
     async fn inbox(&self) -> Result<Inbox, TransportError> {
         inbox::open(self.connection.clone()).await
+    }
+
+    /// The group's consumers whose alive key vouches for them: a server
+    /// that stopped cleanly is gone at once, one that died within three
+    /// keep-alive periods (a third of `claim_idle`, or of
+    /// `dead_consumer_idle` if shorter: 5 s with the defaults).
+    async fn members(
+        &self,
+        address: &str,
+        group: &str,
+    ) -> Result<Option<Vec<Member>>, TransportError> {
+        consumer::members(&self.connection, address, group).await
     }
 
     fn service_address(&self, service: &str) -> String {

@@ -8,6 +8,8 @@ use redis::Value;
 use tokio::sync::oneshot;
 
 use super::forget::alive_key;
+use super::members::{vouch_ahead, vouched_until};
+use crate::config::RedisConfig;
 use crate::connection::{millis, Connection};
 use crate::settle::{release_cmd, InHand};
 
@@ -18,8 +20,9 @@ use crate::settle::{release_cmd, InHand};
 /// is then never taken and run again by another server, nor dead-lettered
 /// while it runs; only a consumer that stopped (its process dead, so this
 /// task too) leaves entries to claim. Each period, and once at the start,
-/// it also refreshes the consumer's alive key (see [`super::forget`]); the
-/// period is then a third of `dead_consumer_idle` if that is shorter.
+/// it also renews the consumer's alive key (see [`super::members`] and
+/// [`super::forget`]); the period is a third of `dead_consumer_idle` if
+/// that is shorter.
 /// Ends when the consumer is dropped.
 pub(super) async fn keep_alive(
     connection: Arc<Connection>,
@@ -27,15 +30,8 @@ pub(super) async fn keep_alive(
     in_hand: Arc<InHand>,
     mut stopped: oneshot::Receiver<()>,
 ) {
-    let config = &connection.config;
-    let alive = (!config.dead_consumer_idle.is_zero()).then(|| alive_key(&address, &consumer));
-    let mut period = config.claim_idle / 3;
-    if alive.is_some() {
-        period = period.min(config.dead_consumer_idle / 3);
-    }
-    let period = period.max(Duration::from_millis(10));
-    // Never shorter than a few periods: a refresh late by one is no death.
-    let alive_for = config.dead_consumer_idle.max(period * 3);
+    let alive = alive_key(&address, &consumer);
+    let period = period(&connection.config);
     let mut failed = false;
     // The first tick is at once: the alive key is set as the consumer joins.
     let mut ticks = tokio::time::interval(period);
@@ -47,14 +43,7 @@ pub(super) async fn keep_alive(
         }
         let ids = in_hand.ids();
         let mut pipe = redis::pipe();
-        if let Some(key) = &alive {
-            pipe.cmd("SET")
-                .arg(key)
-                .arg(1)
-                .arg("PX")
-                .arg(millis(alive_for))
-                .ignore();
-        }
+        vouch(&mut pipe, &alive, &connection.config);
         if !ids.is_empty() {
             let cmd = pipe.cmd("XCLAIM");
             cmd.arg(&*address).arg(&*group).arg(&*consumer).arg(0);
@@ -62,9 +51,6 @@ pub(super) async fn keep_alive(
                 cmd.arg(id);
             }
             cmd.arg("JUSTID").ignore();
-        }
-        if alive.is_none() && ids.is_empty() {
-            continue;
         }
         match pipe.query_async::<()>(&mut connection.commands()).await {
             Ok(()) => failed = false,
@@ -76,6 +62,30 @@ pub(super) async fn keep_alive(
             Err(_) => {}
         }
     }
+}
+
+/// How often a consumer keeps what it holds and its alive key: a third of
+/// `claim_idle`, or of `dead_consumer_idle` if that is shorter.
+pub(super) fn period(config: &RedisConfig) -> Duration {
+    let mut period = config.claim_idle / 3;
+    if !config.dead_consumer_idle.is_zero() {
+        period = period.min(config.dead_consumer_idle / 3);
+    }
+    period.max(Duration::from_millis(10))
+}
+
+/// Adds to `pipe` the renewal of a consumer's alive key: it vouches for
+/// three periods ahead (see [`super::members`]), and lives for
+/// `dead_consumer_idle` (see [`super::forget`]), never less than that.
+pub(super) fn vouch(pipe: &mut redis::Pipeline, key: &str, config: &RedisConfig) {
+    let ahead = vouch_ahead(period(config));
+    let lives = config.dead_consumer_idle.max(ahead);
+    pipe.cmd("SET")
+        .arg(key)
+        .arg(vouched_until(ahead))
+        .arg("PX")
+        .arg(millis(lives))
+        .ignore();
 }
 
 /// A clean close of a consumer: makes what it still held claimable at once
@@ -90,12 +100,11 @@ pub(super) async fn leave(
     left_in_hand: oneshot::Receiver<Vec<String>>,
 ) {
     let ids = left_in_hand.await.unwrap_or_default();
-    if !connection.config.dead_consumer_idle.is_zero() {
-        let mut cmd = redis::cmd("DEL");
-        cmd.arg(alive_key(&address, &consumer));
-        if let Err(e) = connection.query(&cmd).await {
-            tracing::debug!(%address, %consumer, error = %e, "deleting the alive key failed; it expires");
-        }
+    // Callers are told at once that this server is gone.
+    let mut cmd = redis::cmd("DEL");
+    cmd.arg(alive_key(&address, &consumer));
+    if let Err(e) = connection.query(&cmd).await {
+        tracing::debug!(%address, %consumer, error = %e, "deleting the alive key failed; it expires");
     }
     if !ids.is_empty() {
         let cmd = release_cmd(&connection, &address, &group, &consumer, &ids);

@@ -22,8 +22,10 @@ use crate::settle::{dead_letter_address, release_cmd, InHand, RedisAck, SettleQu
 mod claim;
 mod forget;
 mod keep_alive;
+mod members;
 
-use keep_alive::{keep_alive, leave};
+use keep_alive::{keep_alive, leave, vouch};
+pub(crate) use members::members;
 
 /// Joins `group` of the request stream at `address` (creating both if need
 /// be) as a new consumer.
@@ -37,6 +39,21 @@ pub(crate) async fn join(
     let (address, group): (Arc<str>, Arc<str>) = (address.into(), group.into());
     let consumer: Arc<str> =
         busrpc_core::transport::member_name(connection.config.name.as_deref()).into();
+    // Counted as a live server from here on (see `members`): the consumer
+    // exists before its first read, and vouches for itself.
+    let mut pipe = redis::pipe();
+    pipe.cmd("XGROUP")
+        .arg("CREATECONSUMER")
+        .arg(&*address)
+        .arg(&*group)
+        .arg(&*consumer)
+        .ignore();
+    vouch(
+        &mut pipe,
+        &forget::alive_key(&address, &consumer),
+        &connection.config,
+    );
+    connection.run(&pipe).await?;
     let settle = SettleQueue::start(connection.clone(), address.clone(), group.clone());
     let in_hand = Arc::new(InHand::default());
     let (stop_keeping, stopped) = oneshot::channel();

@@ -20,8 +20,11 @@ impl Harness for Redis {
     fn capabilities(&self) -> Capabilities {
         // A dead consumer's requests are claimed once idle for claim_idle_ms
         // (500 here), checked every claim_idle/2.
+        // A server vouches for itself three keep-alive periods (claim_idle
+        // / 3) ahead: a dead one is not counted 500 ms after it died.
         Capabilities::new(Ok(Duration::from_secs(3)), Duration::from_millis(100))
             .with_lease(Duration::from_millis(500))
+            .with_servers_known(Ok(Duration::from_millis(600)))
     }
 
     async fn connect_bounded(&self, bound: usize) -> Option<Arc<dyn Transport>> {

@@ -271,9 +271,12 @@ async fn dead_letter_and_answer(keys: Option<busrpc_auth::Keys>) {
             None => Arc::new(transport),
         }
     };
+    // Its call waits in the queue, which nobody reads yet.
     let caller = Client::connect_with(
         wrap(prefix.connect(options).await),
-        ClientConfig::default().timeout(Duration::from_secs(20)),
+        ClientConfig::default()
+            .timeout(Duration::from_secs(20))
+            .wait_for_servers(),
     )
     .await
     .unwrap();
