@@ -6,6 +6,7 @@
 mod config; // KafkaConfig: the URL and the builder
 mod connection; // the producer, the admin client, what errors mean
 mod consumer;
+mod members; // who serves a queue: its group's members
 mod mock; // librdkafka's in-process mock cluster
 mod native; // the busrpc dialect: KafkaTransport
 mod pipeline; // the original library's dialect: PipelineTransport

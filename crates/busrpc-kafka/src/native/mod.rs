@@ -9,7 +9,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use busrpc_core::transport::{Deliveries, Demand, Inbox, Transport, TransportError};
+use busrpc_core::transport::{Deliveries, Demand, Inbox, Member, Transport, TransportError};
 use busrpc_core::Message;
 use futures_util::stream;
 use rdkafka::consumer::Consumer;
@@ -17,6 +17,7 @@ use rdkafka::error::KafkaError;
 
 use crate::config::{Dialect, InboxMode, KafkaConfig};
 use crate::connection::{base_config, of_url, transport_error, Connection};
+use crate::members::Describes;
 #[cfg(feature = "mock")]
 use crate::mock::MockBrokers;
 
@@ -51,6 +52,8 @@ pub struct KafkaTransport {
     counters: Arc<Counters>,
     /// Set once this transport's sweeper of abandoned inboxes has started.
     sweeping: Arc<AtomicBool>,
+    /// Whether the broker describes groups.
+    describes: Arc<Describes>,
 }
 
 impl std::fmt::Debug for KafkaTransport {
@@ -89,6 +92,7 @@ impl KafkaTransport {
             connection: Connection::open(config).await?,
             counters: Arc::default(),
             sweeping: Arc::default(),
+            describes: Arc::default(),
         })
     }
 
@@ -359,6 +363,21 @@ impl Transport for KafkaTransport {
                 inbox::shared(self.connection.clone(), partitions).await
             }
         }
+    }
+
+    /// The members of the service's consumer group: a server that stopped
+    /// cleanly has left it at once, one that died stays until its session
+    /// times out (`session.timeout.ms`). `None` on a broker that cannot
+    /// describe groups (the mock cluster).
+    async fn members(
+        &self,
+        _address: &str,
+        group: &str,
+    ) -> Result<Option<Vec<Member>>, TransportError> {
+        let group_id = format!("{}.{group}", self.connection.config.prefix);
+        self.connection
+            .group_members(&group_id, &self.describes)
+            .await
     }
 
     fn service_address(&self, service: &str) -> String {

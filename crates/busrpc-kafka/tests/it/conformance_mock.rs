@@ -53,6 +53,7 @@ impl Harness for Mock {
         // A consumer that leaves hands its partitions over in a rebalance;
         // the mock holds each fetch for fetch.wait.max.ms.
         Capabilities::new(Ok(Duration::from_secs(15)), Duration::from_millis(100))
+            .with_servers_known(Err("the mock cluster cannot describe groups"))
     }
 }
 

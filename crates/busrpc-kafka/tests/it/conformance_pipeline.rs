@@ -52,6 +52,7 @@ impl Harness for Mock {
         // The partition moves to a standby in a rebalance; the mock holds
         // each fetch for fetch.wait.max.ms.
         Capabilities::new(Ok(Duration::from_secs(15)), Duration::from_millis(100))
+            .with_servers_known(Err("the pipeline dialect does not say who serves"))
     }
 }
 

@@ -31,7 +31,10 @@ impl Harness for Broker {
     }
 
     fn capabilities(&self) -> Capabilities {
+        // A member that died leaves its group when its session times out
+        // (session.timeout.ms, 10 s).
         Capabilities::new(Ok(Duration::from_secs(20)), Duration::from_millis(200))
+            .with_servers_known(Ok(Duration::from_secs(11)))
     }
 }
 

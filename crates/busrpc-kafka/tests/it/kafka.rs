@@ -1415,3 +1415,40 @@ async fn a_server_its_group_refuses_stops_and_says_why() {
         busrpc_core::ServerStatus::Failed(_)
     ));
 }
+
+/// Who serves a queue: on Tansu, the group's members (a server that
+/// stops leaves at once; Tansu 0.6.0 describes a group only once it is
+/// empty, so while served it cannot tell); the mock cluster cannot
+/// describe groups, and says so at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_are_the_groups_on_a_broker_that_describes_groups() {
+    let url = mock_url("members");
+    let server = serve(&url, "svc").await;
+    let transport = KafkaTransport::connect(&url).await.unwrap();
+    let address = transport.service_address("svc");
+    for _ in 0..2 {
+        let started = std::time::Instant::now();
+        let members = transport.members(&address, "svc").await.unwrap();
+        assert_eq!(members, None, "the mock cannot tell");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    server.shutdown().await;
+
+    let service = format!("members-{}", std::process::id());
+    let url = format!("{}?partitions=1", kafka_url());
+    let server = serve(&url, &service).await;
+    let transport = KafkaTransport::connect(&url).await.unwrap();
+    let address = transport.service_address(&service);
+    let members = transport.members(&address, &service).await.unwrap();
+    assert!(
+        matches!(members.as_deref().map(<[_]>::len), None | Some(1)),
+        "the one server, or cannot tell: {members:?}"
+    );
+    server.shutdown().await;
+    let members = transport.members(&address, &service).await.unwrap();
+    assert_eq!(members.map(|m| m.len()), Some(0), "gone at once");
+}
