@@ -2,7 +2,9 @@
 //! carry data and come back to the client as the same Rust error, a
 //! handler that reads its request's context, two middleware layers (one
 //! logs every call, one refuses calls without a token), a client layer
-//! that adds the token, and the service's OpenRPC document.
+//! that adds the token, the service's OpenRPC document, and a chain of
+//! calls: the example calls billing, whose `charge` calls a third service,
+//! the ledger, which runs under the example's own deadline.
 //!
 //! ```text
 //! cargo run --example billing [-- --broker URL]
@@ -124,7 +126,9 @@ pub trait Billing {
         account: String,
         cents: u64,
     ) -> Result<Receipt, BillingError>;
-    /// An account's balance; 1002 if there is no such account.
+    /// An account's balance; 1002 if there is no such account. Quick, or
+    /// nobody waits: the typed client gives it 5 s.
+    #[method(timeout = "5s")]
     async fn balance(&self, account: String) -> Result<u64, BillingError>;
     /// Who the server thinks is asking, and how long it has to answer.
     async fn whoami(&self, ctx: Context) -> Result<String, BillingError>;
@@ -133,7 +137,27 @@ pub trait Billing {
     async fn audit(&self, line: String);
 }
 
+/// The book every charge is written in: the third service of the chain,
+/// called by billing while it serves a charge.
+#[busrpc::service(name = "ledger")]
+pub trait Ledger {
+    /// Writes `line`; answers the deadline it ran under (Unix ms), which
+    /// is its caller's caller's: deadlines follow a chain of calls.
+    async fn record(&self, line: String) -> Result<Option<u64>, RpcError>;
+}
+
+struct Book(Mutex<Vec<String>>);
+
+impl Ledger for Book {
+    async fn record(&self, line: String) -> Result<Option<u64>, RpcError> {
+        self.0.lock().unwrap().push(line);
+        Ok(busrpc::Deadline::current().map(|d| d.0))
+    }
+}
+
 struct Bank {
+    /// Where charges are written down, through the broker.
+    ledger: LedgerClient,
     balances: Mutex<HashMap<String, u64>>,
     /// Each charge's receipt by its call's idempotency key: delivery is
     /// at-least-once, so a request whose server died after charging runs
@@ -150,26 +174,42 @@ impl Billing for Bank {
         cents: u64,
     ) -> Result<Receipt, BillingError> {
         let key = ctx.idempotency_key();
-        let mut receipts = self.receipts.lock().unwrap();
-        if let Some(done) = key.as_ref().and_then(|key| receipts.get(key)) {
-            return Ok(done.clone());
-        }
-        let mut balances = self.balances.lock().unwrap();
-        let Some(balance) = balances.get_mut(&account) else {
-            return Err(BillingError::UnknownAccount(account));
+        let receipt = {
+            let mut receipts = self.receipts.lock().unwrap();
+            if let Some(done) = key.as_ref().and_then(|key| receipts.get(key)) {
+                return Ok(done.clone());
+            }
+            let mut balances = self.balances.lock().unwrap();
+            let Some(balance) = balances.get_mut(&account) else {
+                return Err(BillingError::UnknownAccount(account));
+            };
+            if *balance < cents {
+                return Err(BillingError::InsufficientFunds { balance: *balance });
+            }
+            *balance -= cents;
+            let receipt = Receipt {
+                id: receipts.len() as u64 + 1,
+                account,
+                cents,
+            };
+            if let Some(key) = key {
+                receipts.insert(key, receipt.clone());
+            }
+            receipt
         };
-        if *balance < cents {
-            return Err(BillingError::InsufficientFunds { balance: *balance });
-        }
-        *balance -= cents;
-        let receipt = Receipt {
-            id: receipts.len() as u64 + 1,
-            account,
-            cents,
-        };
-        if let Some(key) = key {
-            receipts.insert(key, receipt.clone());
-        }
+        // A call made while serving: it ends when the caller stops waiting,
+        // without passing anything.
+        let line = format!(
+            "receipt {}: {} cents from {}",
+            receipt.id, receipt.cents, receipt.account
+        );
+        let seen = self
+            .ledger
+            .record(line)
+            .await
+            .map_err(|e| BillingError::Call(Error::Rpc(e)))?;
+        let same = seen.is_some() && seen == ctx.deadline().map(|d| d.0);
+        println!("billing: the ledger's deadline is the caller's: {same}");
         Ok(receipt)
     }
 
@@ -260,7 +300,12 @@ fn main() -> ExitCode {
 
 async fn run(url: String) -> Result<(), Box<dyn std::error::Error>> {
     let transport = busrpc::connect(&url).await?;
+    let ledger = LedgerServer::new(Book(Mutex::default()))
+        .into_server(transport.clone())
+        .start()
+        .await?;
     let bank = Bank {
+        ledger: LedgerClient::new(Client::connect(transport.clone()).await?),
         balances: Mutex::new(HashMap::from([("alice".to_owned(), 500)])),
         receipts: Mutex::default(),
         audit: Mutex::default(),
@@ -321,5 +366,6 @@ async fn run(url: String) -> Result<(), Box<dyn std::error::Error>> {
 
     client.close().await;
     server.shutdown().await;
+    ledger.shutdown().await;
     Ok(())
 }

@@ -267,6 +267,7 @@ for broker in memory:// "redis://127.0.0.1:6379?prefix=busrpc-example-$$" kafka-
   check_example billing \
     'without a token: JSON-RPC error 1003: unauthorized' \
     'server: balance 1 failed: 1003 unauthorized' \
+    "billing: the ledger's deadline is the caller's: true" \
     'charging 1000 more: insufficient funds, balance 300' \
     'balance of bob: unknown account' \
     'rpc.discover lists: audit, balance, charge, whoami' \
