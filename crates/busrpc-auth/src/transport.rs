@@ -170,6 +170,36 @@ impl Transport for Authenticated {
         }))
     }
 
+    /// Signed as a request to the queue at `address` is: a cancel notice
+    /// stops a call only if its sender holds a key.
+    async fn broadcast(&self, address: &str, mut message: Message) -> Result<(), TransportError> {
+        self.state.keys.sign_request(address, &mut message);
+        self.state.inner.broadcast(address, message).await
+    }
+
+    /// What is unsigned or wrongly signed is dropped and counted as a
+    /// rejected request.
+    async fn subscribe(&self, address: &str) -> Result<Option<Inbox>, TransportError> {
+        let Some(notices) = self.state.inner.subscribe(address).await? else {
+            return Ok(None);
+        };
+        let state = self.state.clone();
+        let address: Arc<str> = address.into();
+        Ok(Some(notices.filter_map(move |message| {
+            let checked = match message {
+                Ok(message) => match state.keys.verify_request(&address, &message) {
+                    Ok(()) => Some(Ok(message)),
+                    Err(why) => {
+                        state.rejected(&address, &message, why, true);
+                        None
+                    }
+                },
+                Err(e) => Some(Err(e)),
+            };
+            std::future::ready(checked)
+        })))
+    }
+
     async fn members(
         &self,
         address: &str,

@@ -66,6 +66,10 @@ pub struct Capabilities {
     /// the transport cannot tell who serves, so that calls to a service
     /// nobody serves wait for their timeout.
     pub servers_known: Result<Duration, &'static str>,
+    /// Whether the transport broadcasts cancel notices to a service's
+    /// servers ([`Transport::broadcast`]); `Err(reason)` where it cannot,
+    /// so that calls their callers give up on run on.
+    pub cancels: Result<(), &'static str>,
 }
 
 impl Capabilities {
@@ -77,7 +81,15 @@ impl Capabilities {
             latency,
             lease: None,
             servers_known: Err("the harness does not say whether its transport knows who serves"),
+            cancels: Err("the harness does not say whether its transport broadcasts"),
         }
+    }
+
+    /// Sets [`cancels`](Self::cancels).
+    #[must_use]
+    pub fn with_cancels(mut self, cancels: Result<(), &'static str>) -> Self {
+        self.cancels = cancels;
+        self
     }
 
     /// Sets [`servers_known`](Self::servers_known).

@@ -21,6 +21,7 @@ impl Harness for Memory {
         // leaving the group.
         Capabilities::new(Ok(Duration::from_secs(1)), Duration::from_millis(50))
             .with_servers_known(Ok(Duration::ZERO))
+            .with_cancels(Ok(()))
     }
 
     async fn connect_bounded(&self, bound: usize) -> Option<Arc<dyn Transport>> {

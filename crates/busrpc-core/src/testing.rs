@@ -304,6 +304,14 @@ impl Transport for ScriptedTransport {
         self.broker.inbox().await
     }
 
+    async fn broadcast(&self, address: &str, message: Message) -> Result<(), TransportError> {
+        self.broker.broadcast(address, message).await
+    }
+
+    async fn subscribe(&self, address: &str) -> Result<Option<Inbox>, TransportError> {
+        self.broker.subscribe(address).await
+    }
+
     async fn members(
         &self,
         address: &str,

@@ -3,6 +3,7 @@
 
 // Lowest first; an import only points to a lower one
 // (scripts/check-layers.sh).
+mod broadcast; // cancel notices to every server of a service
 mod config; // the URL and the builder
 mod connection; // one Redis: commands, blocking reads, what errors mean
 mod consumer; // a server's member of its service's group

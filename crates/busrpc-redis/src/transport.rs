@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use busrpc_core::transport::{Deliveries, Demand, Inbox, Member, Transport, TransportError};
 use busrpc_core::Message;
 
+use crate::broadcast;
 use crate::config::RedisConfig;
 use crate::connection::Connection;
 use crate::consumer;
@@ -108,6 +109,19 @@ impl Transport for RedisTransport {
 
     async fn inbox(&self) -> Result<Inbox, TransportError> {
         inbox::open(self.connection.clone()).await
+    }
+
+    /// An entry of the stream `{address}:broadcast` (capped at about 1000
+    /// entries, expiring 10 minutes after the last), which every server
+    /// reads with `XREAD`.
+    async fn broadcast(&self, address: &str, message: Message) -> Result<(), TransportError> {
+        broadcast::send(&self.connection, address, &message).await
+    }
+
+    async fn subscribe(&self, address: &str) -> Result<Option<Inbox>, TransportError> {
+        broadcast::subscribe(self.connection.clone(), address)
+            .await
+            .map(Some)
     }
 
     /// The group's consumers whose alive key vouches for them: a server

@@ -20,6 +20,7 @@ mod calls {
     pub(super) mod spec;
 }
 mod failure_paths {
+    pub(super) mod cancels;
     pub(super) mod chains;
     pub(super) mod deadlines;
     pub(super) mod endings;
@@ -33,8 +34,8 @@ mod failure_paths {
 
 pub use calls::{discovery::*, replies::*, signed_replies::*, spec::*};
 pub use failure_paths::{
-    chains::*, deadlines::*, endings::*, handlers::*, input::*, lifecycle::*, limits::*,
-    no_servers::*, signed_requests::*,
+    cancels::*, chains::*, deadlines::*, endings::*, handlers::*, input::*, lifecycle::*,
+    limits::*, no_servers::*, signed_requests::*,
 };
 
 include!(concat!(env!("OUT_DIR"), "/lists.rs"));

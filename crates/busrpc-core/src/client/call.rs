@@ -10,6 +10,7 @@ use tokio::time::timeout_at;
 use tracing::Instrument;
 
 use super::budget::Budget;
+use super::cancel::Unanswered;
 use super::Client;
 use crate::error::Error;
 use crate::telemetry::CallGuard;
@@ -164,17 +165,26 @@ impl Client {
         let mut json = Vec::with_capacity(128);
         jsonrpc::write_request(&mut json, method, &params, Some(id))?;
         let (receiver, registration) = self.register(id)?;
-        self.send(
-            service,
-            json,
-            headers,
-            true,
-            Some(budget.deadline),
-            budget.at,
-        )
-        .await?;
+        // From here a caller that stops waiting tells the servers: a call
+        // dropped while its publish is on the way may be on the broker.
+        let unanswered = Unanswered::new(self, service, id, budget.deadline);
+        let sent = self
+            .send(
+                service,
+                json,
+                headers,
+                true,
+                Some(budget.deadline),
+                budget.at,
+            )
+            .await;
+        if let Err(e) = sent {
+            unanswered.settled();
+            return Err(e);
+        }
         core.pending.calls.fetch_add(1, Ordering::Relaxed);
         let answer = receiver.await.map_err(|_| Error::Closed)?;
+        unanswered.settled();
         core.pending.replies.fetch_add(1, Ordering::Relaxed);
         registration.answered();
         if let Some(name) = &answer.served_by {

@@ -39,6 +39,12 @@ pub struct ClientConfig {
     /// ([`Transport::members`](crate::Transport::members) says `None`)
     /// never fails a call this way.
     pub check_servers_every: Option<Duration>,
+    /// Whether a caller that gives up on a call (its timeout, or its
+    /// future dropped) tells the service's servers with a cancel notice,
+    /// so that the one running it stops (default true; docs/PROTOCOL.md,
+    /// "Cancel notices"). Off: the call runs to its end or its deadline,
+    /// and its late reply is dropped.
+    pub cancel_on_give_up: bool,
 }
 
 impl Default for ClientConfig {
@@ -50,6 +56,7 @@ impl Default for ClientConfig {
             codec: Codec::Json,
             notification_ttl: None,
             check_servers_every: Some(CHECK_SERVERS_EVERY),
+            cancel_on_give_up: true,
         }
     }
 }
@@ -96,6 +103,13 @@ impl ClientConfig {
     #[must_use]
     pub fn check_servers_every(mut self, every: Duration) -> Self {
         self.check_servers_every = Some(every);
+        self
+    }
+
+    /// Sets [`cancel_on_give_up`](Self::cancel_on_give_up).
+    #[must_use]
+    pub fn cancel_on_give_up(mut self, cancel: bool) -> Self {
+        self.cancel_on_give_up = cancel;
         self
     }
 

@@ -20,6 +20,7 @@ use crate::wire::{header, Headers};
 mod batch;
 mod budget;
 mod call;
+mod cancel;
 mod config;
 mod middleware;
 pub(crate) mod pending;

@@ -32,6 +32,8 @@ pub(super) struct Broker {
     /// only a server creates its queue on Kafka and Redis. Kept when an
     /// idle queue is reaped, so requests wait for the next server.
     served: RwLock<HashSet<String>>,
+    /// The subscribers to each queue's broadcasts.
+    subscribers: Mutex<HashMap<String, Vec<mpsc::UnboundedSender<Message>>>>,
 }
 
 #[derive(Default)]
@@ -91,6 +93,7 @@ impl Broker {
             capacity: capacity.max(1),
             skipped: AtomicU64::new(0),
             served: RwLock::default(),
+            subscribers: Mutex::default(),
         }
     }
 
@@ -183,6 +186,26 @@ impl Broker {
             address: address.clone(),
         };
         (address, messages)
+    }
+
+    /// A new subscriber to the broadcasts of the queue at `address`.
+    pub(super) fn subscribe(&self, address: &str) -> mpsc::UnboundedReceiver<Message> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut subscribers = lock(&self.subscribers);
+        subscribers.entry(address.to_owned()).or_default().push(tx);
+        rx
+    }
+
+    /// `message` to every subscriber of the queue at `address`; those gone
+    /// are forgotten.
+    pub(super) fn broadcast(&self, address: &str, message: &Message) {
+        let mut subscribers = lock(&self.subscribers);
+        if let Some(all) = subscribers.get_mut(address) {
+            all.retain(|tx| tx.send(message.clone()).is_ok());
+            if all.is_empty() {
+                subscribers.remove(address);
+            }
+        }
     }
 
     fn queue(&self, address: &str) -> Arc<Queue> {

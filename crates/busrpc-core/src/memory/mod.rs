@@ -137,6 +137,19 @@ impl Transport for MemoryTransport {
         .with_member(name))
     }
 
+    /// To every subscriber now; a queue nobody subscribes to drops it.
+    async fn broadcast(&self, address: &str, message: Message) -> Result<(), TransportError> {
+        self.broker.broadcast(address, &message);
+        Ok(())
+    }
+
+    async fn subscribe(&self, address: &str) -> Result<Option<Inbox>, TransportError> {
+        let mut messages = self.broker.subscribe(address);
+        let stream =
+            futures_util::stream::poll_fn(move |cx| messages.poll_recv(cx).map(|m| m.map(Ok)));
+        Ok(Some(Inbox::new(format!("{address}:broadcasts"), stream)))
+    }
+
     /// Every member of the group: a server that stops or is dropped
     /// leaves at once.
     async fn members(

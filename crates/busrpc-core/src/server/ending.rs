@@ -30,6 +30,7 @@ pub(super) enum Came {
     /// It ran: the handler's result (the engine logged it).
     Ran(Result<(), RpcError>),
     Cancelled,
+    Abandoned,
     Expired,
     DeadLettered {
         deliveries: u64,
@@ -46,6 +47,7 @@ impl Came {
             Self::Ran(Ok(())) => Ending::Answered,
             Self::Ran(Err(e)) => Ending::Failed(e),
             Self::Cancelled => Ending::Cancelled,
+            Self::Abandoned => Ending::Abandoned,
             Self::Expired => Ending::Expired,
             Self::DeadLettered { deliveries, .. } => Ending::DeadLettered {
                 deliveries: *deliveries,
@@ -136,6 +138,9 @@ fn log(state: &ServerState, ctx: &Context, came: &Came, ending: &Ending<'_>) {
         Ending::Cancelled => {
             let deadline = ctx.deadline().map(|d| d.to_string());
             tracing::info!(%service, %server, method, id, deadline, "cancelled: still running when its deadline passed; nothing sent");
+        }
+        Ending::Abandoned => {
+            tracing::info!(%service, %server, method, id, "abandoned: its caller gave up on it; nothing sent");
         }
         Ending::Expired => {
             let deadline = ctx.deadline().map(|d| d.to_string());

@@ -20,6 +20,7 @@ use crate::transport::{default_member_name, Demand, Readiness, ReadinessSignal, 
 use crate::wire::Limits;
 
 mod answer;
+mod cancels;
 mod config;
 mod ending;
 mod handle;
@@ -67,6 +68,8 @@ struct ServerState {
     cancel_on_deadline: bool,
     /// Whether replies carry `served-by` with [`name`](Self::name).
     name_in_replies: bool,
+    /// The requests running here that a cancel notice may stop.
+    cancels: cancels::Cancels,
 }
 
 /// Serves a router's methods under a service name: one of a group of
@@ -145,6 +148,15 @@ impl Server {
             .transport
             .consume(&address, &self.service, demand)
             .await?;
+        // A server that cannot hear cancel notices still serves: its
+        // handlers run to the end or to their deadline, as they used to.
+        let notices = match self.transport.subscribe(&address).await {
+            Ok(notices) => notices,
+            Err(e) => {
+                tracing::warn!(service = %self.service, error = %e, "subscribing to cancel notices failed; calls their callers give up on run on");
+                None
+            }
+        };
         let name: Arc<str> = deliveries
             .member()
             .map_or_else(|| default_member_name().into(), Into::into);
@@ -168,6 +180,7 @@ impl Server {
             ),
             cancel_on_deadline: self.config.cancel_on_deadline,
             name_in_replies: self.config.name_in_replies,
+            cancels: cancels::Cancels::default(),
             max_reply_bytes: self
                 .transport
                 .max_payload_bytes()
@@ -185,6 +198,7 @@ impl Server {
         let span = tracing::info_span!("busrpc.server", service = %state.service);
         let serving = serve(
             deliveries,
+            notices,
             state.clone(),
             self.config,
             permits,

@@ -148,25 +148,38 @@ async fn process(
         seen: seen.as_ref(),
         ..env
     };
+    if state.cancels.came_before(reply_to, &json) {
+        state.count(ServerEvent::Abandoned);
+        let contexts = state.engine.contexts(&json, env);
+        *endings = Endings::each(contexts, || Came::Abandoned);
+        return None;
+    }
     // The handler, and every call it makes, sees the request's deadline
     // and trace context.
     let serving = Serving::of(deadline, headers);
-    let response = match (deadline, serving) {
-        (Some(deadline), Some(serving)) if state.cancel_on_deadline => {
-            match until(deadline, serving.scope(respond(state, env, &json))).await {
-                Some(response) => response,
-                None => {
-                    state.count(ServerEvent::Cancelled);
-                    // Nothing is sent, so every call of it was cancelled,
-                    // a batch's finished ones too.
-                    let contexts = state.engine.contexts(&json, env);
-                    *endings = Endings::each(contexts, || Came::Cancelled);
-                    return None;
-                }
-            }
+    let work = async {
+        match serving {
+            Some(serving) => serving.scope(respond(state, env, &json)).await,
+            None => respond(state, env, &json).await,
         }
-        (_, Some(serving)) => serving.scope(respond(state, env, &json)).await,
-        (_, None) => respond(state, env, &json).await,
+    };
+    let stop_at = deadline.filter(|_| state.cancel_on_deadline);
+    let response = match watched(state, stop_at, reply_to, &json, work).await {
+        Ran::Done(response) => response,
+        // Nothing is sent, so every call of it ended so, a batch's
+        // finished ones too.
+        Ran::PastDeadline => {
+            state.count(ServerEvent::Cancelled);
+            let contexts = state.engine.contexts(&json, env);
+            *endings = Endings::each(contexts, || Came::Cancelled);
+            return None;
+        }
+        Ran::Abandoned => {
+            state.count(ServerEvent::Abandoned);
+            let contexts = state.engine.contexts(&json, env);
+            *endings = Endings::each(contexts, || Came::Abandoned);
+            return None;
+        }
     };
     if let Some(seen) = &seen {
         *endings = Endings::ran(seen);
@@ -197,14 +210,47 @@ async fn respond(state: &ServerState, env: Envelope<'_>, json: &[u8]) -> Option<
     state.engine.respond(json, env).await
 }
 
-/// `work`'s output, or `None` if `deadline` passes first. The timer is set
-/// only if `work` has to wait: most handlers finish in their first poll,
-/// and a timer per request would cost every one of them.
-async fn until<F: Future>(deadline: Deadline, work: F) -> Option<F::Output> {
+/// How a request's run ended.
+enum Ran<T> {
+    Done(T),
+    /// Still running at its deadline.
+    PastDeadline,
+    /// Its caller gave up and said so.
+    Abandoned,
+}
+
+/// Runs `work` until it is done, `stop_at` passes, or a cancel notice
+/// names it. The timer and the registration are made only if `work` has
+/// to wait: most handlers finish in their first poll, and either per
+/// request would cost every one of them.
+async fn watched<F: Future>(
+    state: &ServerState,
+    stop_at: Option<Deadline>,
+    reply_to: Option<&Arc<str>>,
+    json: &[u8],
+    work: F,
+) -> Ran<F::Output> {
     let mut work = std::pin::pin!(work);
     let first = std::future::poll_fn(|cx| Poll::Ready(work.as_mut().poll(cx))).await;
-    match first {
-        Poll::Ready(output) => Some(output),
-        Poll::Pending => tokio::time::timeout(deadline.remaining(), work).await.ok(),
+    if let Poll::Ready(output) = first {
+        return Ran::Done(output);
+    }
+    let running = reply_to.and_then(|to| state.cancels.running(to, json));
+    let abandoned = async {
+        match &running {
+            Some(running) => running.token.cancelled().await,
+            None => std::future::pending().await,
+        }
+    };
+    let past = async {
+        match stop_at {
+            Some(deadline) => tokio::time::sleep(deadline.remaining()).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        output = &mut work => Ran::Done(output),
+        () = abandoned => Ran::Abandoned,
+        () = past => Ran::PastDeadline,
     }
 }

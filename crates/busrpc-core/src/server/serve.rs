@@ -12,14 +12,16 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::cancels::listen;
 use super::request::handle;
 use super::{ServerConfig, ServerState, ServerStatus, FATAL_ERRORS_TO_STOP};
 use crate::engine::panic_message;
 use crate::telemetry::metrics::ServerEvent;
-use crate::transport::{Deliveries, TransportError};
+use crate::transport::{Deliveries, Inbox, TransportError};
 
 pub(super) async fn serve(
     mut deliveries: Deliveries,
+    notices: Option<Inbox>,
     state: Arc<ServerState>,
     config: ServerConfig,
     permits: Arc<Semaphore>,
@@ -28,6 +30,9 @@ pub(super) async fn serve(
     let concurrency = permits.available_permits();
     // `stopped()` resolves however this task ends: aborted, or a panic.
     let _stopped_anyway = StoppedOnDrop(state.clone());
+    // Hears cancel notices until the stop, or until this task is aborted.
+    let _listening = notices
+        .map(|notices| AbortOnDrop(tokio::spawn(listen(notices, state.clone(), stop.clone()))));
     // Owned here so that aborting this task aborts every handler with it.
     let mut tasks = JoinSet::new();
     let mut failures = 0u32;
@@ -140,6 +145,15 @@ pub(super) async fn serve(
         None => ServerStatus::Stopped,
     });
     tracing::info!("stopped");
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Marks the server stopped if its task ends without saying how (aborted,

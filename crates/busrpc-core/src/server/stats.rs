@@ -28,6 +28,9 @@ pub struct ServerStats {
     /// Messages whose handlers were stopped when their deadline passed
     /// (see [`ServerConfig::cancel_on_deadline`](crate::ServerConfig::cancel_on_deadline)); acknowledged, unanswered.
     pub cancelled: u64,
+    /// Requests whose caller gave up and sent a cancel notice: their
+    /// handler stopped, or never started; acknowledged, unanswered.
+    pub abandoned: u64,
     /// Messages counted and dropped: bad input or a response with no
     /// `reply-to` to send it to.
     pub dropped: u64,
@@ -54,6 +57,7 @@ pub(super) struct ServerCounters {
     released: AtomicU64,
     expired: AtomicU64,
     cancelled: AtomicU64,
+    abandoned: AtomicU64,
     dropped: AtomicU64,
     reply_failures: AtomicU64,
     oversized_replies: AtomicU64,
@@ -75,6 +79,7 @@ impl ServerState {
             ServerEvent::Released => Some(&c.released),
             ServerEvent::Expired => Some(&c.expired),
             ServerEvent::Cancelled => Some(&c.cancelled),
+            ServerEvent::Abandoned => Some(&c.abandoned),
             ServerEvent::Dropped => Some(&c.dropped),
             ServerEvent::ReplyFailed => Some(&c.reply_failures),
             ServerEvent::Oversized => Some(&c.oversized_replies),
@@ -108,6 +113,7 @@ impl ServerState {
             panics: get(&e.panics),
             expired: get(&s.expired),
             cancelled: get(&s.cancelled),
+            abandoned: get(&s.abandoned),
             dropped: get(&s.dropped),
             reply_failures: get(&s.reply_failures),
             oversized_replies: get(&s.oversized_replies),

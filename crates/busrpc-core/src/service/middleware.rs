@@ -107,6 +107,9 @@ pub enum Ending<'a> {
     /// It was still running when its deadline passed: stopped, nothing
     /// sent (its caller has timed out). Logged at `info`.
     Cancelled,
+    /// Its caller gave up on it and said so (a cancel notice): stopped
+    /// while it ran, or never started; nothing sent. Logged at `info`.
+    Abandoned,
     /// Its deadline had passed when the server read it: not run, nothing
     /// sent. Logged at `info`.
     Expired,
@@ -140,6 +143,7 @@ impl fmt::Display for Ending<'_> {
             Self::Answered => f.write_str("answered"),
             Self::Failed(e) => write!(f, "failed: {} {}", e.code(), e.message()),
             Self::Cancelled => f.write_str("cancelled at its deadline"),
+            Self::Abandoned => f.write_str("abandoned by its caller"),
             Self::Expired => f.write_str("skipped: its deadline had passed"),
             Self::DeadLettered { deliveries } => {
                 write!(f, "dead-lettered after {deliveries} deliveries")

@@ -92,6 +92,26 @@ pub trait Transport: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// Sends `message` to every live subscriber of the queue at `address`
+    /// (see [`subscribe`](Transport::subscribe)): its servers, each of
+    /// them, not one. Best effort: a subscriber not listening now never
+    /// gets it, and nothing is kept. Clients send cancel notices this way
+    /// (docs/PROTOCOL.md, "Cancel notices"). The default sends nothing: a
+    /// transport that cannot broadcast leaves calls given up on to run to
+    /// their end or their deadline.
+    async fn broadcast(&self, address: &str, message: Message) -> Result<(), TransportError> {
+        let _ = (address, message);
+        Ok(())
+    }
+
+    /// Every message [broadcast](Transport::broadcast) to the queue at
+    /// `address` from now on, or `None` when this transport cannot
+    /// broadcast (the default).
+    async fn subscribe(&self, address: &str) -> Result<Option<Inbox>, TransportError> {
+        let _ = address;
+        Ok(None)
+    }
+
     /// The address of a service's request queue.
     fn service_address(&self, service: &str) -> String {
         format!("busrpc.{service}")

@@ -20,6 +20,7 @@ use crate::connection::{base_config, of_url, transport_error, Connection};
 use crate::members::Describes;
 #[cfg(feature = "mock")]
 use crate::mock::MockBrokers;
+use crate::record::to_message;
 
 pub(crate) mod group;
 pub(crate) mod inbox;
@@ -365,6 +366,35 @@ impl Transport for KafkaTransport {
         }
     }
 
+    /// A record of the topic `{address}.broadcast` (one partition, kept
+    /// ten minutes), which every server reads from its end, assigned (no
+    /// group). Its servers create it; before any has, there is nobody to
+    /// tell.
+    async fn broadcast(&self, address: &str, message: Message) -> Result<(), TransportError> {
+        self.connection
+            .produce(&broadcast_topic(address), Some(0), &message, None)
+            .await
+            .map_err(transport_error)
+    }
+
+    async fn subscribe(&self, address: &str) -> Result<Option<Inbox>, TransportError> {
+        let topic = broadcast_topic(address);
+        let connection = &self.connection;
+        connection
+            .ensure_topic(&topic, 1, Some(BROADCAST_RETENTION_MS), false)
+            .await?;
+        let consumer = connection.assigned_reader(&topic, &topic, 0, rdkafka::Offset::End)?;
+        let messages = stream::unfold(consumer, |consumer| async move {
+            let next = consumer
+                .recv()
+                .await
+                .map(|record| to_message(&record))
+                .map_err(transport_error);
+            Some((next, consumer))
+        });
+        Ok(Some(Inbox::new(topic, messages)))
+    }
+
     /// The members of the service's consumer group: a server that stopped
     /// cleanly has left it at once, one that died stays until its session
     /// times out (`session.timeout.ms`). `None` on a broker that cannot
@@ -383,6 +413,15 @@ impl Transport for KafkaTransport {
     fn service_address(&self, service: &str) -> String {
         format!("{}.{service}", self.connection.config.prefix)
     }
+}
+
+/// How long a broadcast topic keeps its records: a notice is worth
+/// nothing once its call's deadline has passed.
+const BROADCAST_RETENTION_MS: u64 = 600_000;
+
+/// The topic of the broadcasts to the queue at `address`.
+fn broadcast_topic(address: &str) -> String {
+    format!("{address}.broadcast")
 }
 
 #[cfg(test)]

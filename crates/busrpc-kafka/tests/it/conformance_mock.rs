@@ -54,6 +54,7 @@ impl Harness for Mock {
         // the mock holds each fetch for fetch.wait.max.ms.
         Capabilities::new(Ok(Duration::from_secs(15)), Duration::from_millis(100))
             .with_servers_known(Err("the mock cluster cannot describe groups"))
+            .with_cancels(Ok(()))
     }
 }
 

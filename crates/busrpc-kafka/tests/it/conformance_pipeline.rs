@@ -53,6 +53,7 @@ impl Harness for Mock {
         // each fetch for fetch.wait.max.ms.
         Capabilities::new(Ok(Duration::from_secs(15)), Duration::from_millis(100))
             .with_servers_known(Err("the pipeline dialect does not say who serves"))
+            .with_cancels(Err("the pipeline dialect has no cancel notices"))
     }
 }
 

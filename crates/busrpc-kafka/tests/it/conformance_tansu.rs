@@ -35,6 +35,7 @@ impl Harness for Broker {
         // (session.timeout.ms, 10 s).
         Capabilities::new(Ok(Duration::from_secs(20)), Duration::from_millis(200))
             .with_servers_known(Ok(Duration::from_secs(11)))
+            .with_cancels(Ok(()))
     }
 }
 

@@ -25,6 +25,7 @@ impl Harness for Redis {
         Capabilities::new(Ok(Duration::from_secs(3)), Duration::from_millis(100))
             .with_lease(Duration::from_millis(500))
             .with_servers_known(Ok(Duration::from_millis(600)))
+            .with_cancels(Ok(()))
     }
 
     async fn connect_bounded(&self, bound: usize) -> Option<Arc<dyn Transport>> {

@@ -52,6 +52,9 @@ pub const SERVER_EXPIRED: &str = "busrpc_server_messages_expired_total";
 /// Counter: handlers stopped at their deadline (`cancel_on_deadline`).
 /// Label `service`.
 pub const SERVER_CANCELLED: &str = "busrpc_server_messages_cancelled_total";
+/// Counter: requests whose caller gave up and said so (a cancel notice):
+/// their handler stopped, or never started. Label `service`.
+pub const SERVER_ABANDONED: &str = "busrpc_server_messages_abandoned_total";
 /// Counter: messages counted and dropped: a refused notification, or a
 /// response with no `reply-to`. Label `service`.
 pub const SERVER_DROPPED: &str = "busrpc_server_messages_dropped_total";
@@ -117,6 +120,10 @@ pub fn describe() {
             "Deliveries skipped: their deadline had passed on arrival"
         );
         describe_counter!(SERVER_CANCELLED, "Handlers stopped at their deadline");
+        describe_counter!(
+            SERVER_ABANDONED,
+            "Requests their caller gave up on: handler stopped, or never started"
+        );
         describe_counter!(
             SERVER_DROPPED,
             "Messages dropped: a refused notification, or a response with no reply-to"

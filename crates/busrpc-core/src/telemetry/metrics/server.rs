@@ -2,9 +2,10 @@
 
 #[cfg(feature = "metrics")]
 use super::{
-    code_label, kind_label, SERVER_ACKED, SERVER_CANCELLED, SERVER_DROPPED, SERVER_EXPIRED,
-    SERVER_OVERSIZED_REPLIES, SERVER_PANICS, SERVER_RECEIVED, SERVER_REDELIVERIES, SERVER_RELEASED,
-    SERVER_REPLY_FAILURES, SERVER_REQUESTS, SERVER_REQUESTS_IN_FLIGHT, SERVER_REQUEST_DURATION,
+    code_label, kind_label, SERVER_ABANDONED, SERVER_ACKED, SERVER_CANCELLED, SERVER_DROPPED,
+    SERVER_EXPIRED, SERVER_OVERSIZED_REPLIES, SERVER_PANICS, SERVER_RECEIVED, SERVER_REDELIVERIES,
+    SERVER_RELEASED, SERVER_REPLY_FAILURES, SERVER_REQUESTS, SERVER_REQUESTS_IN_FLIGHT,
+    SERVER_REQUEST_DURATION,
 };
 
 /// What a server counts of its messages (see the `SERVER_*` names).
@@ -16,6 +17,7 @@ pub(crate) enum ServerEvent {
     Released,
     Expired,
     Cancelled,
+    Abandoned,
     Dropped,
     ReplyFailed,
     Oversized,
@@ -23,13 +25,14 @@ pub(crate) enum ServerEvent {
 
 impl ServerEvent {
     #[cfg(feature = "metrics")]
-    const ALL: [Self; 9] = [
+    const ALL: [Self; 10] = [
         Self::Received,
         Self::Redelivered,
         Self::Acked,
         Self::Released,
         Self::Expired,
         Self::Cancelled,
+        Self::Abandoned,
         Self::Dropped,
         Self::ReplyFailed,
         Self::Oversized,
@@ -44,6 +47,7 @@ impl ServerEvent {
             Self::Released => SERVER_RELEASED,
             Self::Expired => SERVER_EXPIRED,
             Self::Cancelled => SERVER_CANCELLED,
+            Self::Abandoned => SERVER_ABANDONED,
             Self::Dropped => SERVER_DROPPED,
             Self::ReplyFailed => SERVER_REPLY_FAILURES,
             Self::Oversized => SERVER_OVERSIZED_REPLIES,
@@ -65,7 +69,7 @@ pub(crate) struct ServerMeters {
 #[cfg(feature = "metrics")]
 struct Registered {
     service: ::metrics::SharedString,
-    events: [::metrics::Counter; 9],
+    events: [::metrics::Counter; 10],
     in_flight: ::metrics::Gauge,
     methods: std::collections::HashMap<std::sync::Arc<str>, MethodMeters>,
 }

@@ -16,10 +16,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 mod answer;
+mod cancel;
 mod request;
 mod response;
 
 pub(crate) use answer::{answer_all, answer_each};
+pub use cancel::CANCEL_METHOD;
+pub(crate) use cancel::{cancelled_id, request_id, write_cancel};
 pub use request::EncodeError;
 pub(crate) use request::{
     decode_incoming, params_to_raw, write_request, Incoming, InvalidRequest, ParseError, Request,

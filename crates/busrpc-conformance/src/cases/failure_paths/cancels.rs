@@ -1,0 +1,97 @@
+//! Cancellation follows the caller: a caller that gives up on a call (its
+//! future dropped, or its timeout) tells the servers, and the one running
+//! it stops it, sends nothing and frees its slot; one that has not started
+//! it skips it.
+
+use std::time::Duration;
+
+use busrpc_core::{ClientConfig, ServerConfig};
+
+use crate::fixture::{client, patient, serve, wait_until};
+use crate::harness::{unique_service, Harness};
+
+/// A 10 s handler whose caller drops the call stops within a second (and
+/// the broadcast's trip), and its only slot serves the next call; a call
+/// that times out is stopped the same way; a call dropped while it waits
+/// for the slot is skipped when its turn comes.
+pub async fn a_call_its_caller_gives_up_on_stops(h: &dyn Harness) {
+    if let Err(why) = h.capabilities().cancels {
+        println!("not applicable: {why}");
+        return;
+    }
+    let service = unique_service("given-up");
+    // Handlers run past their deadline but for the notice: a timed-out
+    // call is stopped by its caller's word, not by its deadline.
+    let config = ServerConfig::default()
+        .concurrency(1)
+        .cancel_on_deadline(false);
+    let mut server = serve(h, &service, "a", config).await;
+    let client = client(h, ClientConfig::default().timeout(patient(h))).await;
+    let ready: String = client.call(&service, "echo", ("ready",)).await.unwrap();
+    assert_eq!(ready, "RPC ready!");
+    let within = Duration::from_secs(1) + h.capabilities().latency * 2;
+
+    // Dropped as soon as it runs.
+    let call = client.call::<String>(&service, "sleep", (10_000,));
+    tokio::select! {
+        answered = call => panic!("a 10 s call answered: {answered:?}"),
+        started = server.started.recv() => assert_eq!(started.as_deref(), Some("a")),
+    }
+    wait_until("the server stopped the dropped call", within, || {
+        server.handle.stats().abandoned == 1
+    })
+    .await;
+    let quick = client.with_timeout(within);
+    let next: String = quick.call(&service, "echo", ("next",)).await.unwrap();
+    assert_eq!(next, "RPC next!", "the slot is free");
+
+    // Timed out.
+    let err = client
+        .with_timeout(h.capabilities().latency * 4)
+        .call::<String>(&service, "sleep", (10_000,))
+        .await
+        .unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    wait_until("the server stopped the timed-out call", within, || {
+        server.handle.stats().abandoned == 2
+    })
+    .await;
+    assert_eq!(server.started.recv().await.as_deref(), Some("a"), "it ran");
+
+    // Dropped while waiting behind a slow call for the only slot.
+    let slow = {
+        let client = client.clone();
+        let service = service.clone();
+        tokio::spawn(async move { client.call::<String>(&service, "sleep", (1_000,)).await })
+    };
+    assert_eq!(server.started.recv().await.as_deref(), Some("a"));
+    let behind = client.call::<String>(&service, "sleep", (10_000,));
+    let dropped = tokio::time::timeout(h.capabilities().latency * 2, behind).await;
+    assert!(dropped.is_err(), "it waits behind the slow one");
+    assert_eq!(slow.await.unwrap().unwrap(), "a");
+    wait_until(
+        "the server skipped the call dropped while queued",
+        within + Duration::from_secs(1),
+        || server.handle.stats().abandoned == 3,
+    )
+    .await;
+    assert!(server.started.try_recv().is_err(), "it never started");
+    wait_until("every one was acknowledged", within, || {
+        let stats = server.handle.stats();
+        stats.acked == stats.received
+    })
+    .await;
+    let stats = server.handle.stats();
+    assert_eq!(
+        client.stats().replies_dropped,
+        0,
+        "nothing was sent for them"
+    );
+    server.handle.shutdown().await;
+    // Three answered, three given up on; every one acknowledged.
+    assert_eq!(
+        (stats.calls, stats.abandoned, stats.acked),
+        (3, 3, stats.received),
+        "{stats:?}"
+    );
+}
