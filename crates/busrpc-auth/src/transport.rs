@@ -153,21 +153,8 @@ impl Transport for Authenticated {
 
     async fn inbox(&self) -> Result<Inbox, TransportError> {
         let inbox = self.state.inner.inbox().await?;
-        let state = self.state.clone();
-        let address: Arc<str> = inbox.address().into();
-        Ok(inbox.filter_map(move |message| {
-            let checked = match message {
-                Ok(message) => match state.keys.verify(&address, &message) {
-                    Ok(()) => Some(Ok(message)),
-                    Err(why) => {
-                        state.rejected(&address, &message, why, false);
-                        None
-                    }
-                },
-                Err(e) => Some(Err(e)),
-            };
-            std::future::ready(checked)
-        }))
+        let address = inbox.address().to_owned();
+        Ok(checked(inbox, self.state.clone(), &address, Signed::Reply))
     }
 
     /// Signed as a request to the queue at `address` is: a cancel notice
@@ -180,24 +167,9 @@ impl Transport for Authenticated {
     /// What is unsigned or wrongly signed is dropped and counted as a
     /// rejected request.
     async fn subscribe(&self, address: &str) -> Result<Option<Inbox>, TransportError> {
-        let Some(notices) = self.state.inner.subscribe(address).await? else {
-            return Ok(None);
-        };
+        let notices = self.state.inner.subscribe(address).await?;
         let state = self.state.clone();
-        let address: Arc<str> = address.into();
-        Ok(Some(notices.filter_map(move |message| {
-            let checked = match message {
-                Ok(message) => match state.keys.verify_request(&address, &message) {
-                    Ok(()) => Some(Ok(message)),
-                    Err(why) => {
-                        state.rejected(&address, &message, why, true);
-                        None
-                    }
-                },
-                Err(e) => Some(Err(e)),
-            };
-            std::future::ready(checked)
-        })))
+        Ok(notices.map(|notices| checked(notices, state, address, Signed::Request)))
     }
 
     async fn members(
@@ -215,6 +187,40 @@ impl Transport for Authenticated {
     fn max_payload_bytes(&self) -> Option<usize> {
         self.state.inner.max_payload_bytes()
     }
+}
+
+/// How the messages of an inbox were signed.
+#[derive(Clone, Copy)]
+enum Signed {
+    /// As replies to the inbox.
+    Reply,
+    /// As requests to the queue whose broadcasts they are.
+    Request,
+}
+
+/// `messages` with what is unsigned or wrongly signed for `address`
+/// dropped and counted.
+fn checked(messages: Inbox, state: Arc<AuthState>, address: &str, signed: Signed) -> Inbox {
+    let address: Arc<str> = address.into();
+    messages.filter_map(move |message| {
+        let checked = match message {
+            Ok(message) => {
+                let verified = match signed {
+                    Signed::Reply => state.keys.verify(&address, &message),
+                    Signed::Request => state.keys.verify_request(&address, &message),
+                };
+                match verified {
+                    Ok(()) => Some(Ok(message)),
+                    Err(why) => {
+                        state.rejected(&address, &message, why, matches!(signed, Signed::Request));
+                        None
+                    }
+                }
+            }
+            Err(e) => Some(Err(e)),
+        };
+        std::future::ready(checked)
+    })
 }
 
 /// A delivery's acknowledger that signs the reply (a response, or the

@@ -3,11 +3,15 @@
 //! it stops it, sends nothing and frees its slot; one that has not started
 //! it skips it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use busrpc_core::{ClientConfig, ServerConfig};
+use busrpc_core::{
+    header, Client, ClientConfig, Headers, Message, Server, ServerConfig, Transport,
+};
 
-use crate::fixture::{client, patient, serve, wait_until};
+use crate::fixture::signing::{authenticated, keys, SECRET};
+use crate::fixture::{client, patient, router, serve, wait_until, Probe};
 use crate::harness::{unique_service, Harness};
 
 /// A 10 s handler whose caller drops the call stops within a second (and
@@ -94,4 +98,66 @@ pub async fn a_call_its_caller_gives_up_on_stops(h: &dyn Harness) {
         (3, 3, stats.received),
         "{stats:?}"
     );
+}
+
+/// With signing on, a cancel notice stops a call only if it is signed: one
+/// forged by a writer without a key is dropped and counted, and the call
+/// runs on until its own caller gives up.
+pub async fn only_a_signed_cancel_notice_stops_a_call(h: &dyn Harness) {
+    if let Err(why) = h.capabilities().cancels {
+        println!("not applicable: {why}");
+        return;
+    }
+    let service = unique_service("signed-cancel");
+    let keys = keys("k1", SECRET);
+    let transport = authenticated(h, &keys).await;
+    let (probe, mut started) = Probe::new("a");
+    let config = ServerConfig::default()
+        .concurrency(1)
+        .cancel_on_deadline(false);
+    let server = Server::new(Arc::new(transport.clone()), &service, router(probe))
+        .with_config(config)
+        .start()
+        .await
+        .expect("server starts");
+    let caller = Client::connect_with(
+        Arc::new(authenticated(h, &keys).await),
+        ClientConfig::default().timeout(patient(h)),
+    )
+    .await
+    .expect("client connects");
+    let ready: String = caller.call(&service, "echo", ("ready",)).await.unwrap();
+    assert_eq!(ready, "RPC ready!");
+    let call = {
+        let (caller, service) = (caller.clone(), service.clone());
+        tokio::spawn(async move { caller.call::<String>(&service, "sleep", (10_000,)).await })
+    };
+    assert_eq!(started.recv().await.as_deref(), Some("a"));
+
+    // The second call of this client has the id 2.
+    let forger = h.connect().await;
+    let forged = Message {
+        payload: br#"{"jsonrpc":"2.0","method":"rpc.cancel","params":{"id":2}}"#
+            .to_vec()
+            .into(),
+        headers: Headers::new().with(header::REPLY_TO, caller.inbox_address().to_owned()),
+    };
+    forger
+        .broadcast(&forger.service_address(&service), forged)
+        .await
+        .unwrap();
+    let within = Duration::from_secs(1) + h.capabilities().latency * 2;
+    wait_until("the forged notice was dropped", within, || {
+        transport.stats().requests_rejected == 1
+    })
+    .await;
+    assert_eq!(server.stats().abandoned, 0, "the call runs on");
+
+    call.abort();
+    wait_until("the caller's own notice stopped it", within, || {
+        server.stats().abandoned == 1
+    })
+    .await;
+    server.shutdown().await;
+    caller.close().await;
 }
