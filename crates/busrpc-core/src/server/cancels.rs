@@ -17,7 +17,6 @@ use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::ServerState;
-use crate::transport::Inbox;
 use crate::wire::jsonrpc::{cancelled_id, request_id};
 use crate::wire::{header, Deadline, Message};
 
@@ -131,9 +130,23 @@ impl Cancels {
     }
 }
 
-/// Reads the service's cancel notices until `stop`, or until the
-/// subscription ends.
-pub(super) async fn listen(mut notices: Inbox, state: Arc<ServerState>, stop: CancellationToken) {
+/// Subscribes to the service's cancel notices and reads them until
+/// `stop`, or until the subscription ends. A server that cannot hear them
+/// still serves: its handlers run to their end or their deadline.
+pub(super) async fn listen(state: Arc<ServerState>, stop: CancellationToken) {
+    let subscribed = tokio::select! {
+        biased;
+        () = stop.cancelled() => return,
+        subscribed = state.transport.subscribe(&state.address) => subscribed,
+    };
+    let mut notices = match subscribed {
+        Ok(Some(notices)) => notices,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(service = %state.service, error = %e, "subscribing to cancel notices failed; calls their callers give up on run on");
+            return;
+        }
+    };
     state.cancels.listening.store(true, Ordering::Relaxed);
     loop {
         let next = tokio::select! {

@@ -148,15 +148,6 @@ impl Server {
             .transport
             .consume(&address, &self.service, demand)
             .await?;
-        // A server that cannot hear cancel notices still serves: its
-        // handlers run to the end or to their deadline, as they used to.
-        let notices = match self.transport.subscribe(&address).await {
-            Ok(notices) => notices,
-            Err(e) => {
-                tracing::warn!(service = %self.service, error = %e, "subscribing to cancel notices failed; calls their callers give up on run on");
-                None
-            }
-        };
         let name: Arc<str> = deliveries
             .member()
             .map_or_else(|| default_member_name().into(), Into::into);
@@ -198,7 +189,6 @@ impl Server {
         let span = tracing::info_span!("busrpc.server", service = %state.service);
         let serving = serve(
             deliveries,
-            notices,
             state.clone(),
             self.config,
             permits,

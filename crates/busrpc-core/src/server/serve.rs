@@ -17,11 +17,10 @@ use super::request::handle;
 use super::{ServerConfig, ServerState, ServerStatus, FATAL_ERRORS_TO_STOP};
 use crate::engine::panic_message;
 use crate::telemetry::metrics::ServerEvent;
-use crate::transport::{Deliveries, Inbox, TransportError};
+use crate::transport::{Deliveries, TransportError};
 
 pub(super) async fn serve(
     mut deliveries: Deliveries,
-    notices: Option<Inbox>,
     state: Arc<ServerState>,
     config: ServerConfig,
     permits: Arc<Semaphore>,
@@ -30,9 +29,10 @@ pub(super) async fn serve(
     let concurrency = permits.available_permits();
     // `stopped()` resolves however this task ends: aborted, or a panic.
     let _stopped_anyway = StoppedOnDrop(state.clone());
-    // Hears cancel notices until the stop, or until this task is aborted.
-    let _listening = notices
-        .map(|notices| AbortOnDrop(tokio::spawn(listen(notices, state.clone(), stop.clone()))));
+    // Hears cancel notices until the stop, or until this task is aborted;
+    // subscribes in the background, so that a slow subscription never
+    // delays serving.
+    let _listening = AbortOnDrop(tokio::spawn(listen(state.clone(), stop.clone())));
     // Owned here so that aborting this task aborts every handler with it.
     let mut tasks = JoinSet::new();
     let mut failures = 0u32;

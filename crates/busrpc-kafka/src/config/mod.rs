@@ -116,6 +116,14 @@ pub struct KafkaConfig {
     /// answered -32001, as on Redis. Needs a broker that keeps commit
     /// metadata (Kafka does; Tansu 0.6.0 does not).
     pub max_deliveries: u32,
+    /// `cancel_notices`: whether servers hear cancel notices, so that a
+    /// call its caller gives up on stops (default `false`). Each server
+    /// then reads the topic `{prefix}.{service}.broadcast` from its end
+    /// with a consumer of its own, and librdkafka crashed (SIGSEGV, in five
+    /// runs out of five) when a broker that lost its topics came back with
+    /// such a consumer reading (confluentinc/librdkafka#4898). Set it on
+    /// clients too: only then do they send notices.
+    pub cancel_notices: bool,
     /// `dialect`: the wire format (default [`Dialect::Busrpc`]).
     pub dialect: Dialect,
     /// Everything passed to librdkafka, busrpc's defaults first, then the URL's.
@@ -146,6 +154,7 @@ impl std::fmt::Debug for KafkaConfig {
             .field("inbox", &self.inbox)
             .field("join_wait", &self.join_wait)
             .field("max_deliveries", &self.max_deliveries)
+            .field("cancel_notices", &self.cancel_notices)
             .field("dialect", &self.dialect)
             .field("librdkafka", &librdkafka)
             .finish()
@@ -165,6 +174,7 @@ pub const URL_OPTIONS: &[&str] = &[
     "shared_inbox_partitions",
     "max_deliveries",
     "join_wait_ms",
+    "cancel_notices",
     "dialect",
     "pipeline_group",
     "brokers",
@@ -275,6 +285,7 @@ impl KafkaConfig {
             inbox_retention_ms: 3_600_000,
             inbox: InboxMode::Topic,
             join_wait: std::time::Duration::from_secs(30),
+            cancel_notices: false,
             max_deliveries: 5,
             dialect: Dialect::Busrpc,
             librdkafka: LIBRDKAFKA_DEFAULTS
@@ -350,6 +361,13 @@ impl KafkaConfig {
     #[must_use]
     pub fn inbox(mut self, inbox: InboxMode) -> Self {
         self.inbox = inbox;
+        self
+    }
+
+    /// Sets [`cancel_notices`](Self::cancel_notices).
+    #[must_use]
+    pub fn cancel_notices(mut self, hear: bool) -> Self {
+        self.cancel_notices = hear;
         self
     }
 

@@ -125,6 +125,18 @@ impl KafkaConfig {
                 "max_deliveries" => {
                     config.max_deliveries = u32::try_from(number()?).unwrap_or(u32::MAX)
                 }
+                "cancel_notices" => {
+                    config.cancel_notices = match value {
+                        "true" | "1" | "on" => true,
+                        "false" | "0" | "off" => false,
+                        _ => {
+                            return Err(invalid(
+                                url,
+                                format!("cancel_notices must be true or false, got {value:?}"),
+                            ))
+                        }
+                    }
+                }
                 "join_wait_ms" => {
                     let ms = value.parse::<u64>().map_err(|_| {
                         invalid(url, format!("join_wait_ms must be a whole number of milliseconds, got {value:?}"))
@@ -233,6 +245,21 @@ mod tests {
         assert!(KafkaConfig::from_url("kafka://a:9092?replication=0").is_err());
         assert_eq!(KafkaConfig::new("a:9092").replication(0).replication, 1);
         assert_eq!(KafkaConfig::new("a:9092").replication(-1).replication, -1);
+    }
+
+    #[test]
+    fn cancel_notices_are_heard_only_when_asked() {
+        assert!(
+            !KafkaConfig::from_url("kafka://a:9092")
+                .unwrap()
+                .cancel_notices
+        );
+        for on in ["true", "1", "on"] {
+            let url = format!("kafka://a:9092?cancel_notices={on}");
+            assert!(KafkaConfig::from_url(&url).unwrap().cancel_notices, "{url}");
+        }
+        let off = KafkaConfig::from_url("kafka://a:9092?cancel_notices=false").unwrap();
+        assert!(!off.cancel_notices);
     }
 
     #[test]
@@ -452,6 +479,10 @@ mod tests {
             ),
             ("redis://h", "expected kafka://"),
             ("kafka://h:1?inbox=group", "inbox must be topic or shared"),
+            (
+                "kafka://h:1?cancel_notices=yes",
+                "cancel_notices must be true or false",
+            ),
             ("kafka://h:1?max_deliveries=0", "positive whole number"),
             ("kafka://app@h:1", "credentials are user:password"),
             ("kafka://:pw@h:1", "the user before ':' is empty"),

@@ -369,17 +369,27 @@ impl Transport for KafkaTransport {
     /// A record of the topic `{address}.broadcast` (one partition, kept
     /// ten minutes), which every server reads from its end, assigned (no
     /// group). Its servers create it; before any has, there is nobody to
-    /// tell.
+    /// tell. Only with `cancel_notices=true`, as servers hear them only
+    /// then: a client without it sends nothing (and makes no topic on a
+    /// broker that creates topics on first use).
     async fn broadcast(&self, address: &str, message: Message) -> Result<(), TransportError> {
+        if !self.connection.config.cancel_notices {
+            return Ok(());
+        }
         self.connection
             .produce(&broadcast_topic(address), Some(0), &message, None)
             .await
             .map_err(transport_error)
     }
 
+    /// Only with `cancel_notices=true` (see
+    /// [`KafkaConfig::cancel_notices`]): `None` otherwise.
     async fn subscribe(&self, address: &str) -> Result<Option<Inbox>, TransportError> {
-        let topic = broadcast_topic(address);
         let connection = &self.connection;
+        if !connection.config.cancel_notices {
+            return Ok(None);
+        }
+        let topic = broadcast_topic(address);
         connection
             .ensure_topic(&topic, 1, Some(BROADCAST_RETENTION_MS), false)
             .await?;

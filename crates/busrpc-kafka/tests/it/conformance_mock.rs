@@ -16,13 +16,14 @@ use busrpc_kafka::KafkaTransport;
 struct Mock(String, std::sync::OnceLock<Arc<busrpc_kafka::MockBrokers>>);
 
 impl Mock {
+    /// Servers hear cancel notices (off by default on Kafka).
     fn new() -> Self {
-        Self::with_options("")
+        Self::with_options("?cancel_notices=true")
     }
 
     /// Clients read their replies from a shared reply topic.
     fn shared_inbox() -> Self {
-        Self::with_options("?inbox=shared&shared_inbox_partitions=2")
+        Self::with_options("?inbox=shared&shared_inbox_partitions=2&cancel_notices=true")
     }
 
     fn with_options(options: &str) -> Self {

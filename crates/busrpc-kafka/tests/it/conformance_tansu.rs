@@ -22,7 +22,11 @@ impl Harness for Broker {
         // inside a record batch with the batches after it, so a partition
         // resumed, or taken over from a commit, inside a batch would skip
         // the rest of that batch (see docs/decisions/0022-tansu-fetch-faults.md).
-        let url = format!("{}?partitions=3&batch.num.messages=1", kafka_url());
+        // Servers hear cancel notices (off by default on Kafka).
+        let url = format!(
+            "{}?partitions=3&batch.num.messages=1&cancel_notices=true",
+            kafka_url()
+        );
         Arc::new(
             KafkaTransport::connect(&url).await.unwrap_or_else(|e| {
                 panic!("{e} (scripts/test.sh starts Tansu at BUSRPC_KAFKA_URL)")

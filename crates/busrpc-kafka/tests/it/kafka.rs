@@ -1276,7 +1276,8 @@ async fn lost_topics_scenario() {
     );
     let back = tokio::time::Instant::now();
     // A new client is told nobody serves the service until the server has
-    // made its topic again.
+    // made its topic again (and, once the broker describes the group
+    // again, that nobody is in it until the server has rejoined).
     let mut served_after = None;
     while back.elapsed() < Duration::from_secs(60) {
         let client = connect(Duration::from_secs(5)).await;
@@ -1288,7 +1289,7 @@ async fn lost_topics_scenario() {
                 served_after = Some(back.elapsed());
                 break;
             }
-            Err(Error::NoService { .. } | Error::Timeout { .. }) => {
+            Err(Error::NoService { .. } | Error::NoServers { .. } | Error::Timeout { .. }) => {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             Err(e) => panic!("{e}"),

@@ -6,9 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use busrpc_core::{
-    header, Client, ClientConfig, Headers, Message, Server, ServerConfig, Transport,
-};
+use busrpc_core::{header, Client, ClientConfig, Headers, Message, Server, ServerConfig};
 
 use crate::fixture::signing::{authenticated, keys, SECRET};
 use crate::fixture::{client, patient, router, serve, wait_until, Probe};
