@@ -28,6 +28,9 @@ pub struct AuthStats {
     pub requests_rejected: u64,
     /// Replies (messages to a client's inbox) rejected and dropped.
     pub replies_rejected: u64,
+    /// Cancel notices (broadcasts to a server) rejected and dropped: the
+    /// calls they named run on.
+    pub notices_rejected: u64,
 }
 
 /// What an authenticated transport and its acknowledgers share: the
@@ -37,16 +40,17 @@ struct AuthState {
     keys: Keys,
     requests_rejected: AtomicU64,
     replies_rejected: AtomicU64,
+    notices_rejected: AtomicU64,
     warnings: Throttle,
 }
 
 impl AuthState {
     /// Counts and logs a rejected message.
-    fn rejected(&self, address: &str, message: &Message, why: Rejected, request: bool) {
-        let (counter, kind) = if request {
-            (&self.requests_rejected, "request")
-        } else {
-            (&self.replies_rejected, "reply")
+    fn rejected(&self, address: &str, message: &Message, why: Rejected, signed: Signed) {
+        let (counter, kind) = match signed {
+            Signed::Request => (&self.requests_rejected, "request"),
+            Signed::Reply => (&self.replies_rejected, "reply"),
+            Signed::Notice => (&self.notices_rejected, "notice"),
         };
         counter.fetch_add(1, Ordering::Relaxed);
         count_rejected(kind, why);
@@ -81,6 +85,7 @@ impl Authenticated {
                 keys,
                 requests_rejected: AtomicU64::new(0),
                 replies_rejected: AtomicU64::new(0),
+                notices_rejected: AtomicU64::new(0),
                 warnings: Throttle::new(WARN_EVERY),
             }),
         }
@@ -96,6 +101,7 @@ impl Authenticated {
         AuthStats {
             requests_rejected: self.state.requests_rejected.load(Ordering::Relaxed),
             replies_rejected: self.state.replies_rejected.load(Ordering::Relaxed),
+            notices_rejected: self.state.notices_rejected.load(Ordering::Relaxed),
         }
     }
 }
@@ -139,7 +145,7 @@ impl Transport for Authenticated {
                         state: state.clone(),
                     }))),
                     Err(why) => {
-                        state.rejected(&address, delivery.message(), why, true);
+                        state.rejected(&address, delivery.message(), why, Signed::Request);
                         // Settled, or it would come back to every server in turn.
                         if let Err(e) = delivery.settle(Settle::Ack).await {
                             tracing::warn!(%address, error = %e, "acknowledging a rejected message failed");
@@ -164,12 +170,12 @@ impl Transport for Authenticated {
         self.state.inner.broadcast(address, message).await
     }
 
-    /// What is unsigned or wrongly signed is dropped and counted as a
-    /// rejected request.
+    /// What is unsigned or wrongly signed is dropped and counted
+    /// ([`AuthStats::notices_rejected`]).
     async fn subscribe(&self, address: &str) -> Result<Option<Inbox>, TransportError> {
         let notices = self.state.inner.subscribe(address).await?;
         let state = self.state.clone();
-        Ok(notices.map(|notices| checked(notices, state, address, Signed::Request)))
+        Ok(notices.map(|notices| checked(notices, state, address, Signed::Notice)))
     }
 
     async fn members(
@@ -189,13 +195,16 @@ impl Transport for Authenticated {
     }
 }
 
-/// How the messages of an inbox were signed.
+/// What a checked message is, and so how it was signed.
 #[derive(Clone, Copy)]
 enum Signed {
-    /// As replies to the inbox.
-    Reply,
-    /// As requests to the queue whose broadcasts they are.
+    /// A request to a queue.
     Request,
+    /// A reply to an inbox.
+    Reply,
+    /// A cancel notice broadcast to a queue's servers: signed as a request
+    /// to the queue is.
+    Notice,
 }
 
 /// `messages` with what is unsigned or wrongly signed for `address`
@@ -207,12 +216,14 @@ fn checked(messages: Inbox, state: Arc<AuthState>, address: &str, signed: Signed
             Ok(message) => {
                 let verified = match signed {
                     Signed::Reply => state.keys.verify(&address, &message),
-                    Signed::Request => state.keys.verify_request(&address, &message),
+                    Signed::Request | Signed::Notice => {
+                        state.keys.verify_request(&address, &message)
+                    }
                 };
                 match verified {
                     Ok(()) => Some(Ok(message)),
                     Err(why) => {
-                        state.rejected(&address, &message, why, matches!(signed, Signed::Request));
+                        state.rejected(&address, &message, why, signed);
                         None
                     }
                 }

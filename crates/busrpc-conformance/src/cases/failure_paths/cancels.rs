@@ -146,7 +146,7 @@ pub async fn only_a_signed_cancel_notice_stops_a_call(h: &dyn Harness) {
         .unwrap();
     let within = Duration::from_secs(1) + h.capabilities().latency * 2;
     wait_until("the forged notice was dropped", within, || {
-        transport.stats().requests_rejected == 1
+        transport.stats().notices_rejected == 1
     })
     .await;
     assert_eq!(server.stats().abandoned, 0, "the call runs on");

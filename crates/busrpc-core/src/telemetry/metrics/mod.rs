@@ -72,8 +72,8 @@ pub const DEAD_LETTERED: &str = "busrpc_dead_lettered_total";
 /// Counter: messages an authenticated transport rejected (busrpc-auth,
 /// the facade's feature `auth`, counts them).
 /// Labels `kind` (`request`: a delivery to a server; `reply`: a message to a
-/// client's inbox) and `reason` (`unsigned`, `malformed`, `unknown_key`,
-/// `forged`).
+/// client's inbox; `notice`: a cancel notice to a server) and `reason`
+/// (`unsigned`, `malformed`, `unknown_key`, `forged`).
 pub const AUTH_REJECTED: &str = "busrpc_auth_rejected_total";
 
 /// Counter: calls and notifications a client made, by how they ended.
