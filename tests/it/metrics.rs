@@ -238,7 +238,10 @@ async fn dropped_replies_are_counted_by_why() {
         .start()
         .await
         .unwrap();
-    let config = ClientConfig::default().timeout(Duration::from_millis(50));
+    // Its deadline alone stops the held call: no cancel notice races it.
+    let config = ClientConfig::default()
+        .timeout(Duration::from_millis(50))
+        .cancel_on_give_up(false);
     let client = Client::connect_with(transport.clone(), config)
         .await
         .unwrap();

@@ -41,7 +41,12 @@ pub async fn a_handler_past_its_deadline_is_cancelled(h: &dyn Harness) {
     let service = unique_service("cancel");
     let server = serve(h, &service, "a", ServerConfig::default()).await;
     let timeout = h.capabilities().latency * 4;
-    let client = client(h, ClientConfig::default().timeout(timeout)).await;
+    // The caller tells nobody it gave up, so that the deadline alone stops
+    // the handler (a cancel notice would race it).
+    let config = ClientConfig::default()
+        .timeout(timeout)
+        .cancel_on_give_up(false);
+    let client = client(h, config).await;
     let ready: String = client
         .with_timeout(patient(h))
         .call(&service, "echo", ("ready",))

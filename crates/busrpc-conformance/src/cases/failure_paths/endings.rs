@@ -36,7 +36,12 @@ pub async fn middleware_is_told_how_each_request_ended(h: &dyn Harness) {
         server.middleware(middleware)
     })
     .await;
-    let client = client(h, ClientConfig::default().timeout(patient(h))).await;
+    // The caller tells nobody it gave up, so that the deadline alone stops
+    // the slow handler (a cancel notice would race it: `Abandoned`).
+    let config = ClientConfig::default()
+        .timeout(patient(h))
+        .cancel_on_give_up(false);
+    let client = client(h, config).await;
     let answered: String = client.call(&service, "echo", ("hi",)).await.unwrap();
     assert_eq!(answered, "RPC hi!");
     let failed = client.call::<()>(&service, "fail", (1001,)).await;
