@@ -19,8 +19,6 @@ pub(super) struct Budget {
     /// The same moment on this machine's monotonic clock: the call's one
     /// timer.
     pub(super) at: Instant,
-    /// When the call started.
-    pub(super) start: Instant,
 }
 
 impl Budget {
@@ -29,6 +27,11 @@ impl Budget {
     /// instead of being sent.
     pub(super) fn is_spent(&self) -> bool {
         self.timeout.is_zero()
+    }
+
+    /// When the call started.
+    pub(super) fn started(&self) -> Instant {
+        self.at - self.timeout
     }
 }
 
@@ -44,14 +47,12 @@ impl Client {
                     timeout,
                     deadline: served,
                     at: now + timeout,
-                    start: now,
                 }
             }
             _ => Budget {
                 timeout: self.timeout,
                 deadline: own,
                 at: now + self.timeout,
-                start: now,
             },
         }
     }

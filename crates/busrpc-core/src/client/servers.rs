@@ -107,7 +107,7 @@ impl Client {
             return Ok(());
         };
         let checks = &self.core.servers;
-        let verdict = match checks.fresh(service, every, budget.start) {
+        let verdict = match checks.fresh(service, every, budget.started()) {
             Some(verdict) => verdict,
             None => {
                 let asking = checks.asking(service);
