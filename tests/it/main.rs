@@ -3,7 +3,6 @@
 //! printed, and every setting documented.
 
 mod configuration;
-mod macro_errors;
 mod metrics;
 mod otel;
 mod secrets;
