@@ -174,6 +174,12 @@ impl MockBrokers {
         self.ask(|reply| Command::RequestErrors(RDKafkaApiKey::JoinGroup, errors, reply))
     }
 
+    /// Makes the next heartbeats of group members fail with `errors`, one
+    /// each, in order: a group ACL withdrawn while the server serves, say.
+    pub fn fail_next_heartbeats(&self, errors: Vec<RDKafkaRespErr>) -> Result<(), TransportError> {
+        self.ask(|reply| Command::RequestErrors(RDKafkaApiKey::Heartbeat, errors, reply))
+    }
+
     /// Makes the next offset commits fail with `errors`, one each, in order.
     pub fn fail_next_commits(&self, errors: Vec<RDKafkaRespErr>) -> Result<(), TransportError> {
         self.ask(|reply| Command::RequestErrors(RDKafkaApiKey::OffsetCommit, errors, reply))

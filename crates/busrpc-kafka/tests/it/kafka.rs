@@ -412,7 +412,9 @@ async fn a_fast_request_never_commits_past_a_slow_one() {
 /// A rebalance moves a partition while a request of it is being handled.
 /// The partition was committed below the request, so whoever owns it next
 /// reads the request again and answers; the member that lost it must then
-/// keep its own answer to itself, or the caller hears twice.
+/// keep its own answer to itself, or the caller hears twice. (With an
+/// eager assignor, busrpc's default, which moves the one partition to the
+/// newcomer; a cooperative one would leave it where it is.)
 ///
 /// On the Kafka broker, not the mock cluster: the mock refuses commits while
 /// its group rebalances, so a second rebalance close behind the first (its
@@ -1415,6 +1417,47 @@ async fn a_server_its_group_refuses_stops_and_says_why() {
         server.status(),
         busrpc_core::ServerStatus::Failed(_)
     ));
+}
+
+/// A serving server whose group stops taking it (its group ACL withdrawn:
+/// every heartbeat, join and commit answered GROUP_AUTHORIZATION_FAILED)
+/// stops and says why, as one refused at its start does, instead of
+/// retrying for ever while its callers time out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_serving_server_its_group_stops_taking_stops_and_says_why() {
+    let url = mock_url("groupacllater");
+    let transport = Arc::new(KafkaTransport::connect(&url).await.expect("broker"));
+    let mock = transport.mock_cluster().expect("a mock cluster").clone();
+    let server = Server::new(transport.clone(), "groupacllater", echo_router())
+        .start()
+        .await
+        .expect("joins its group");
+    let client = Client::connect_with(transport.clone(), ClientConfig::default())
+        .await
+        .unwrap();
+    let answer: String = client
+        .call("groupacllater", "echo", ("before",))
+        .await
+        .expect("served before the ACL changes");
+    assert_eq!(answer, "RPC before!");
+
+    let refused = vec![RDKafkaRespErr::RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED; 1000];
+    mock.fail_next_heartbeats(refused.clone()).unwrap();
+    mock.fail_next_joins(refused.clone()).unwrap();
+    mock.fail_next_commits(refused).unwrap();
+    // A session timeout (10 s) for the group to drop the member whose
+    // heartbeats fail, then its joins are refused.
+    let stopped = tokio::time::timeout(Duration::from_secs(60), server.stopped()).await;
+    let err = stopped.expect("stopped in time").unwrap_err();
+    assert_eq!(
+        err.kind(),
+        busrpc_core::ErrorKind::PermissionDenied,
+        "{err}"
+    );
+    assert!(
+        err.to_string().to_lowercase().contains("authorization"),
+        "{err}"
+    );
 }
 
 /// Who serves a queue: on Tansu, the group's members (a server that

@@ -98,6 +98,7 @@ impl ConsumerThread {
             self.resume_again();
             self.look_again();
             self.check_health();
+            self.hand_over_refusal();
             #[cfg(test)]
             crate::consumer::thread::panic_if_asked(&self.topic);
             let wait = if self.paused || !self.held.is_empty() || !self.suspects.is_empty() {
@@ -169,6 +170,19 @@ impl ConsumerThread {
         // group (running the revocation, which finds nothing more to commit)
         // before returning.
         drop(self.consumer);
+    }
+
+    /// Hands the reader a refusal librdkafka reported only to the error
+    /// callback (see `GroupContext::refused`), after the requests waiting.
+    pub(super) fn hand_over_refusal(&mut self) {
+        let Some(refused) = lock(&self.consumer.context().refused).take() else {
+            return;
+        };
+        if self.held.is_empty() {
+            let _ = self.handover.offer(Err(refused), HANDOVER_CAPACITY);
+        } else {
+            tracing::debug!(error = %refused, "reading the group's partitions");
+        }
     }
 
     /// While the broker is failing, asks it for the request topic's

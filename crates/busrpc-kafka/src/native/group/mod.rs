@@ -131,6 +131,7 @@ impl Membership {
                 recommit: AtomicBool::new(false),
                 committing: Mutex::new(()),
                 unsaved: Mutex::default(),
+                refused: Mutex::default(),
                 warned_no_notes: AtomicBool::new(false),
                 health: health.clone(),
             })
@@ -369,6 +370,63 @@ mod tests {
         assert!(!tracker.answer(&partition, epoch), "no reply is sent");
         assert_eq!(tracker.advance(), vec![], "nothing is committed");
         assert_eq!(counters.lost_assignments.load(Ordering::Relaxed), 1);
+    }
+
+    /// A login the broker refuses once the member is running (credentials
+    /// rotated on the broker, say), which librdkafka reports only to its
+    /// error callback and then retries for ever, reaches the reader as a
+    /// refusal: the server stops after a few in a row
+    /// (`FATAL_ERRORS_TO_STOP`), saying why. The mock cluster cannot
+    /// authenticate, so the callback is called as librdkafka calls it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_login_refused_later_reaches_the_reader_as_a_refusal() {
+        use busrpc_core::ErrorKind;
+        use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+        use rdkafka::ClientContext;
+        let transport = crate::KafkaTransport::connect("kafka-mock://login-later")
+            .await
+            .unwrap();
+        let connection = transport.connection.clone();
+        let topic = "busrpc.login-later";
+        connection
+            .ensure_topic(topic, 2, None, false)
+            .await
+            .unwrap();
+        let mut config = crate::connection::base_config(&connection.config, &connection.bootstrap);
+        config.set("group.id", "login-later");
+        let membership = Membership::new(&config, transport.counters.clone()).unwrap();
+        membership.consumer.subscribe(&[topic]).unwrap();
+        let context = membership.consumer.context().clone();
+        let (mut reader, _closed) = start(
+            membership,
+            connection,
+            transport.counters.clone(),
+            Demand::unbounded(),
+            topic,
+        )
+        .unwrap();
+        reader.join(Duration::from_secs(30), topic).await.unwrap();
+
+        // What librdkafka 2.12 reports when a SCRAM login is refused.
+        let reason = "sasl_plaintext://127.0.0.1:9092/1: SASL authentication error: \
+            Authentication failed during authentication due to invalid credentials \
+            with SASL mechanism SCRAM-SHA-256";
+        context.error(KafkaError::Global(RDKafkaErrorCode::Authentication), reason);
+        let read = tokio::time::timeout(Duration::from_secs(10), reader.next()).await;
+        let err = match read.expect("told within 10 s") {
+            Ok(_) => panic!("a request, not the refusal"),
+            Err(err) => err,
+        };
+        assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
+        assert!(err.to_string().contains("invalid credentials"), "{err}");
+
+        // A broker that is only away is retried, not handed over.
+        context.error(
+            KafkaError::Global(RDKafkaErrorCode::AllBrokersDown),
+            "1/1 brokers are down",
+        );
+        let read = tokio::time::timeout(Duration::from_millis(500), reader.next()).await;
+        assert!(read.is_err(), "nothing to hand over");
     }
 
     /// A revocation waits for a reply on its way, so that what it commits

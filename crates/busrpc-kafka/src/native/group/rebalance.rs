@@ -7,13 +7,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use busrpc_core::transport::TransportError;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::Notify;
 
 use super::health::Health;
 use super::{Ledger, REVOCATION_WAITS_FOR_REPLIES};
-use crate::connection::lock;
+use crate::connection::{lock, refusal};
 use crate::native::watermark::poison::Note;
 use crate::native::watermark::Partition;
 use crate::native::Counters;
@@ -42,6 +43,11 @@ pub(crate) struct GroupContext {
     /// What the last revocation finished but could not commit: committed
     /// if the next assignment gives the partitions back.
     pub(super) unsaved: Mutex<Vec<(Partition, i64)>>,
+    /// A refusal librdkafka reported only to the error callback (a login
+    /// refused when it connects again: credentials rotated on the broker,
+    /// say), which it then retries for ever: the consumer thread hands it
+    /// to the reader, so that the server stops after a few in a row.
+    pub(super) refused: Mutex<Option<TransportError>>,
     /// Set once this consumer has warned that its broker keeps no notes.
     pub(super) warned_no_notes: AtomicBool,
     pub(crate) health: Arc<Health>,
@@ -54,6 +60,14 @@ impl ClientContext for GroupContext {
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
         tracing::warn!(error = %error, reason, "the Kafka consumer's connection failed");
         self.health.broker(Some(reason.to_owned()));
+        // Only a refused login or authorization: a missing topic reported
+        // here is made again by the server (`crate::watch_topic`).
+        let refused = error
+            .rdkafka_error_code()
+            .and_then(|code| refusal(code, &reason));
+        if let Some(refused @ TransportError::PermissionDenied(_)) = refused {
+            *lock(&self.refused) = Some(refused);
+        }
     }
 }
 
