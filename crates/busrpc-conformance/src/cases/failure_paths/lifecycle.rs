@@ -297,7 +297,14 @@ pub async fn a_stopped_server_leaves_nothing_to_answer_twice(h: &dyn Harness) {
 /// its queue for the next one and are answered.
 pub async fn a_service_never_served_is_refused_at_once(h: &dyn Harness) {
     let service = unique_service("never-served");
-    let client = client(h, ClientConfig::default().timeout(patient(h) * 2)).await;
+    // Waits for servers: once the first server has stopped, a client that
+    // asks the broker (at most every `check_servers_every`) would be told
+    // NoServers; one that took longer than that to stop made the queued
+    // call fail so (seen on Tansu under load).
+    let config = ClientConfig::default()
+        .timeout(patient(h) * 2)
+        .wait_for_servers();
+    let client = client(h, config).await;
     for _ in 0..2 {
         let err = client
             .call::<u64>(&service, "once", (1, 0))
