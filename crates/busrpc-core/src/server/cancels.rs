@@ -133,7 +133,12 @@ impl Cancels {
 /// Subscribes to the service's cancel notices and reads them until
 /// `stop`, or until the subscription ends. A server that cannot hear them
 /// still serves: its handlers run to their end or their deadline.
-pub(super) async fn listen(state: Arc<ServerState>, stop: CancellationToken) {
+/// `settled` is dropped once the subscription is made, or has failed.
+pub(super) async fn listen(
+    state: Arc<ServerState>,
+    stop: CancellationToken,
+    settled: tokio::sync::oneshot::Sender<()>,
+) {
     let subscribed = tokio::select! {
         biased;
         () = stop.cancelled() => return,
@@ -148,6 +153,7 @@ pub(super) async fn listen(state: Arc<ServerState>, stop: CancellationToken) {
         }
     };
     state.cancels.listening.store(true, Ordering::Relaxed);
+    drop(settled);
     loop {
         let next = tokio::select! {
             biased;

@@ -19,6 +19,10 @@ use crate::engine::panic_message;
 use crate::telemetry::metrics::ServerEvent;
 use crate::transport::{Deliveries, TransportError};
 
+/// How long a starting server waits for its cancel-notice subscription
+/// before it takes requests (it is made in a moment on memory and Redis).
+const SUBSCRIPTION_WAIT: Duration = Duration::from_secs(2);
+
 pub(super) async fn serve(
     mut deliveries: Deliveries,
     state: Arc<ServerState>,
@@ -29,10 +33,14 @@ pub(super) async fn serve(
     let concurrency = permits.available_permits();
     // `stopped()` resolves however this task ends: aborted, or a panic.
     let _stopped_anyway = StoppedOnDrop(state.clone());
-    // Hears cancel notices until the stop, or until this task is aborted;
-    // subscribes in the background, so that a slow subscription never
-    // delays serving.
-    let _listening = AbortOnDrop(tokio::spawn(listen(state.clone(), stop.clone())));
+    // Hears cancel notices until the stop, or until this task is aborted.
+    // A call started before the subscription is made is not registered, so
+    // its caller's notice could not stop it: serving waits for the
+    // subscription, but at most SUBSCRIPTION_WAIT, so that a slow one never
+    // holds serving up for long.
+    let (settled, subscribed) = tokio::sync::oneshot::channel();
+    let _listening = AbortOnDrop(tokio::spawn(listen(state.clone(), stop.clone(), settled)));
+    let _ = tokio::time::timeout(SUBSCRIPTION_WAIT, subscribed).await;
     // Owned here so that aborting this task aborts every handler with it.
     let mut tasks = JoinSet::new();
     let mut failures = 0u32;
