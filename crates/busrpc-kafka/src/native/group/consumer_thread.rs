@@ -175,7 +175,14 @@ impl ConsumerThread {
     /// Hands the reader a refusal librdkafka reported only to the error
     /// callback (see `GroupContext::refused`), after the requests waiting.
     pub(super) fn hand_over_refusal(&mut self) {
-        let Some(refused) = lock(&self.consumer.context().refused).take() else {
+        let context = self.consumer.context();
+        // A plain load on the way of every record; the swap only then.
+        if !context.was_refused.load(Ordering::Relaxed)
+            || !context.was_refused.swap(false, Ordering::Acquire)
+        {
+            return;
+        }
+        let Some(refused) = lock(&context.refused).take() else {
             return;
         };
         if self.held.is_empty() {

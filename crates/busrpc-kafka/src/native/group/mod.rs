@@ -132,6 +132,7 @@ impl Membership {
                 committing: Mutex::new(()),
                 unsaved: Mutex::default(),
                 refused: Mutex::default(),
+                was_refused: AtomicBool::new(false),
                 warned_no_notes: AtomicBool::new(false),
                 health: health.clone(),
             })

@@ -48,6 +48,9 @@ pub(crate) struct GroupContext {
     /// say), which it then retries for ever: the consumer thread hands it
     /// to the reader, so that the server stops after a few in a row.
     pub(super) refused: Mutex<Option<TransportError>>,
+    /// Whether `refused` holds one: read on every turn of the consumer
+    /// thread, where the lock would cost more.
+    pub(super) was_refused: AtomicBool,
     /// Set once this consumer has warned that its broker keeps no notes.
     pub(super) warned_no_notes: AtomicBool,
     pub(crate) health: Arc<Health>,
@@ -67,6 +70,7 @@ impl ClientContext for GroupContext {
             .and_then(|code| refusal(code, &reason));
         if let Some(refused @ TransportError::PermissionDenied(_)) = refused {
             *lock(&self.refused) = Some(refused);
+            self.was_refused.store(true, Ordering::Release);
         }
     }
 }
