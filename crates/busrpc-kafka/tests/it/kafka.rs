@@ -1402,17 +1402,7 @@ async fn a_server_its_group_refuses_stops_and_says_why() {
         .start()
         .await
         .expect("starts, joining in the background");
-    let stopped = tokio::time::timeout(Duration::from_secs(30), server.stopped()).await;
-    let err = stopped.expect("stopped in time").unwrap_err();
-    assert_eq!(
-        err.kind(),
-        busrpc_core::ErrorKind::PermissionDenied,
-        "{err}"
-    );
-    assert!(
-        err.to_string().to_lowercase().contains("authorization"),
-        "{err}"
-    );
+    stops_refused_for_authorization(&server, Duration::from_secs(30)).await;
     assert!(matches!(
         server.status(),
         busrpc_core::ServerStatus::Failed(_)
@@ -1447,7 +1437,13 @@ async fn a_serving_server_its_group_stops_taking_stops_and_says_why() {
     mock.fail_next_commits(refused).unwrap();
     // A session timeout (10 s) for the group to drop the member whose
     // heartbeats fail, then its joins are refused.
-    let stopped = tokio::time::timeout(Duration::from_secs(60), server.stopped()).await;
+    stops_refused_for_authorization(&server, Duration::from_secs(60)).await;
+}
+
+/// Waits up to `within` for `server` to stop, and checks that it stopped
+/// because the broker refused it an authorization, saying so.
+async fn stops_refused_for_authorization(server: &ServerHandle, within: Duration) {
+    let stopped = tokio::time::timeout(within, server.stopped()).await;
     let err = stopped.expect("stopped in time").unwrap_err();
     assert_eq!(
         err.kind(),
