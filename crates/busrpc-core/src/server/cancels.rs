@@ -71,6 +71,17 @@ impl Cancels {
         let call = (reply_to.clone(), request_id(json)?);
         let token = CancellationToken::new();
         lock(&self.running).insert(call.clone(), token.clone());
+        // A notice that came while the handler made its first step (before
+        // it was registered here) was kept as early: it stops the call now.
+        // `cancel` keeps a notice as early while it holds `running`, so one
+        // is either found there or finds the call registered.
+        if self.early_len.load(Ordering::Relaxed) > 0 {
+            let mut early = lock(&self.early);
+            if early.remove(&call).is_some() {
+                token.cancel();
+            }
+            self.early_len.store(early.len(), Ordering::Relaxed);
+        }
         Some(Running {
             cancels: self,
             call: Some(call),
@@ -96,7 +107,9 @@ impl Cancels {
     /// A notice naming `call`: stops it if it runs here, or remembers it
     /// until `keep_until` (Unix ms) for a request not seen yet.
     fn cancel(&self, call: Call, keep_until: u64) {
-        if let Some(token) = lock(&self.running).get(&call) {
+        // Held until the notice is kept: see `running`.
+        let running = lock(&self.running);
+        if let Some(token) = running.get(&call) {
             token.cancel();
             return;
         }
@@ -116,6 +129,7 @@ impl Cancels {
             early.insert(call, keep_until);
         }
         self.early_len.store(early.len(), Ordering::Relaxed);
+        drop(running);
     }
 
     /// The call a notice names, and until when to remember it.
@@ -202,6 +216,18 @@ mod tests {
         drop(running);
         assert!(lock(&cancels.running).len() == 1, "taken out as it ends");
         assert!(cancels.running(&inbox, b"[]").is_none(), "a batch is not");
+    }
+
+    #[test]
+    fn a_notice_during_the_first_step_stops_the_call_it_names() {
+        let cancels = Cancels::default();
+        cancels.listening.store(true, Ordering::Relaxed);
+        let inbox: Arc<str> = "inbox-a".into();
+        // The handler has started, not yet registered: the notice is kept.
+        cancels.cancel(call("7"), u64::MAX);
+        let running = cancels.running(&inbox, REQUEST).unwrap();
+        assert!(running.token.is_cancelled());
+        assert_eq!(cancels.early_len.load(Ordering::Relaxed), 0, "used up");
     }
 
     #[test]
