@@ -136,7 +136,7 @@ async fn two_servers_of_a_service_answer_each_call_once() {
 async fn two_servers_of_a_service_answer_each_call_once_on_a_real_broker() {
     let url = format!("{}&batch.num.messages=1", pipeline_url());
     let service = format!("two{}", std::process::id());
-    two_servers(&url, &service, Replies::SecondsDropped).await;
+    two_servers(&url, &service, Replies::CopiesDropped).await;
 }
 
 /// What a caller may hear of each call beside its one answer.
@@ -145,7 +145,7 @@ enum Replies {
     /// Nothing.
     Once,
     /// Copies of the answer, which it drops and counts.
-    SecondsDropped,
+    CopiesDropped,
 }
 
 async fn two_servers(url: &str, service: &str, replies: Replies) {
