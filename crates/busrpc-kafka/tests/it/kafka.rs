@@ -195,14 +195,21 @@ async fn inbox_topic_is_deleted_on_close() {
 /// topic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_sharing_a_reply_partition_get_only_their_own_replies() {
-    // One record per batch: see conformance_tansu.rs.
+    // One record per batch: see conformance_tansu.rs. A prefix of its own,
+    // so that the topics other tests create meanwhile are not counted.
+    let prefix = format!("shared-inbox-{}", std::process::id());
     let url = format!(
-        "{}?inbox=shared&shared_inbox_partitions=1&batch.num.messages=1",
+        "{}?inbox=shared&shared_inbox_partitions=1&batch.num.messages=1&prefix={prefix}",
         kafka_url()
     );
-    let service = format!("shared-inbox-{}", std::process::id());
+    let ours = |all: Vec<String>| -> Vec<String> {
+        all.into_iter()
+            .filter(|t| t.starts_with(&format!("{prefix}.")))
+            .collect()
+    };
+    let service = prefix.clone();
     let server = serve(&url, &service).await;
-    let before = topics(&url).await;
+    let before = ours(topics(&url).await);
     let mut clients = Vec::new();
     for _ in 0..3 {
         let transport = Arc::new(KafkaTransport::connect(&url).await.unwrap());
@@ -213,7 +220,7 @@ async fn clients_sharing_a_reply_partition_get_only_their_own_replies() {
     assert!(
         addresses
             .iter()
-            .all(|a| a.starts_with("busrpc.inbox.shared/0/")),
+            .all(|a| a.starts_with(&format!("{prefix}.inbox.shared/0/"))),
         "{addresses:?}"
     );
     assert_ne!(addresses[0], addresses[1]);
@@ -232,8 +239,8 @@ async fn clients_sharing_a_reply_partition_get_only_their_own_replies() {
     for client in &clients {
         assert_eq!(client.stats().replies_dropped, 0, "no stray reply seen");
     }
-    let shared = "busrpc.inbox.shared".to_owned();
-    let mut created: Vec<String> = topics(&url).await;
+    let shared = format!("{prefix}.inbox.shared");
+    let mut created: Vec<String> = ours(topics(&url).await);
     created.retain(|t| !before.contains(t));
     assert!(
         created.is_empty() || created == [shared.clone()],
