@@ -185,6 +185,11 @@ async fn calls_errors_latency_and_in_flight_are_recorded_on_both_sides() {
     let durations = samples(SERVER_REQUEST_DURATION, &on("add"));
     assert_eq!(durations.len(), 6, "{durations:?}");
     assert!(durations.iter().all(|s| (0.0..10.0).contains(s)));
+    // And as many queue waits: the memory broker knows when each was
+    // published.
+    let waits = samples(SERVER_QUEUE_WAIT, &on("add"));
+    assert_eq!(waits.len(), 6, "{waits:?}");
+    assert!(waits.iter().all(|s| (0.0..10.0).contains(s)));
 
     // The client's side, by how each ended.
     let client_add = |kind, code| {

@@ -48,6 +48,14 @@ pub(crate) fn to_message(record: &BorrowedMessage<'_>) -> Message {
     }
 }
 
+/// When the record was made: its timestamp (the producer's clock with
+/// Kafka's default `CreateTime`, the broker's with `LogAppendTime`), if it
+/// has one.
+pub(crate) fn published_at(record: &BorrowedMessage<'_>) -> Option<std::time::SystemTime> {
+    let millis = u64::try_from(record.timestamp().to_millis()?).ok()?;
+    std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_millis(millis))
+}
+
 /// A record's payload as the bytes of a message.
 pub(crate) fn bytes_of(payload: &[u8]) -> bytes::Bytes {
     bytes::Bytes::copy_from_slice(payload)

@@ -22,6 +22,17 @@ pub(crate) struct Entry {
     pub(crate) message: Message,
 }
 
+impl Entry {
+    /// When Redis added the entry, by its clock: an id Redis made starts
+    /// with the Unix time in milliseconds (`1700000000000-0`). `None` for
+    /// an id a publisher chose that is not one.
+    pub(crate) fn added_at(&self) -> Option<std::time::SystemTime> {
+        let millis = self.id.split_once('-').map_or(&*self.id, |(ms, _)| ms);
+        let millis: u64 = millis.parse().ok()?;
+        std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_millis(millis))
+    }
+}
+
 /// `XADD address MAXLEN ~ max_len * payload … header value …`.
 pub(crate) fn xadd(address: &str, message: &Message, max_len: u64) -> redis::Cmd {
     entry_cmd(address, &["MAXLEN", "~"], Some(max_len), message)

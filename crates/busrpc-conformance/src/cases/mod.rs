@@ -15,6 +15,7 @@
 
 mod calls {
     pub(super) mod discovery;
+    pub(super) mod queue_wait;
     pub(super) mod replies;
     pub(super) mod signed_replies;
     pub(super) mod spec;
@@ -32,7 +33,7 @@ mod failure_paths {
     pub(super) mod signed_requests;
 }
 
-pub use calls::{discovery::*, replies::*, signed_replies::*, spec::*};
+pub use calls::{discovery::*, queue_wait::*, replies::*, signed_replies::*, spec::*};
 pub use failure_paths::{
     cancels::*, chains::*, deadlines::*, endings::*, handlers::*, input::*, lifecycle::*,
     limits::*, no_servers::*, signed_requests::*,

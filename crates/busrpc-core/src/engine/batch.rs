@@ -77,6 +77,7 @@ impl Engine {
                     &Handled {
                         method: request.map(|r| &*r.method),
                         notification: request.is_some_and(Request::is_notification),
+                        queue_wait: None,
                         outcome: Err(error.code()),
                     },
                     None,

@@ -55,7 +55,8 @@ impl Engine {
             &request.method,
             request.id,
             env.headers,
-            env.attempt,
+            env.arrival.attempt,
+            env.arrival.queue_wait,
         );
         let outcome = self
             .run(request, env)
@@ -118,7 +119,7 @@ impl Engine {
             id: request.id,
             headers: env.headers,
             deadline: env.deadline,
-            attempt: env.attempt,
+            arrival: env.arrival,
         }
     }
 

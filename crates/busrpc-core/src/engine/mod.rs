@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde_json::value::RawValue;
 use tokio::sync::Semaphore;
 
-use crate::service::{Context, Methods, Middleware};
+use crate::service::{Arrival, Context, Methods, Middleware};
 use crate::telemetry::metrics::{Handled, ServerMeters};
 use crate::wire::jsonrpc::{self, decode_incoming, Incoming, RpcError};
 use crate::wire::{Deadline, Headers};
@@ -22,7 +22,7 @@ mod call;
 pub(crate) struct Envelope<'a> {
     pub(crate) headers: &'a Headers,
     pub(crate) deadline: Option<Deadline>,
-    pub(crate) attempt: Option<u32>,
+    pub(crate) arrival: Arrival,
     /// Where each call's context and result go for the middleware's
     /// [`ended`](crate::Middleware::ended); `None` without middleware.
     pub(crate) seen: Option<&'a Seen>,
@@ -41,7 +41,7 @@ impl Envelope<'static> {
         Self {
             headers: &NONE,
             deadline: None,
-            attempt: None,
+            arrival: Arrival::default(),
             seen: None,
         }
     }
@@ -173,6 +173,7 @@ impl Engine {
             &Handled {
                 method: None,
                 notification: false,
+                queue_wait: None,
                 outcome: Err(code),
             },
             None,

@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 use std::task::{Context, Poll};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use futures_util::stream::Stream;
@@ -45,7 +46,15 @@ struct Queue {
 struct QueueState {
     groups: Vec<(String, Arc<Group>)>,
     /// Messages published while no group existed.
-    backlog: VecDeque<Arc<Message>>,
+    backlog: VecDeque<Kept>,
+}
+
+/// A message as a queue keeps it: one shared copy, whatever the number of
+/// groups and redeliveries, with the time it was published.
+#[derive(Clone)]
+struct Kept {
+    message: Arc<Message>,
+    published: SystemTime,
 }
 
 #[derive(Default)]
@@ -57,10 +66,10 @@ struct Group {
 #[derive(Default)]
 struct GroupState {
     /// Each with how many times it was delivered before (0: never).
-    ready: VecDeque<(Arc<Message>, u32)>,
+    ready: VecDeque<(Kept, u32)>,
     /// Delivered, not yet settled: tag -> (consumer, message).
     /// By tag: the consumer holding it, the message, which delivery.
-    in_flight: HashMap<u64, (u64, Arc<Message>, u32)>,
+    in_flight: HashMap<u64, (u64, Kept, u32)>,
     next_tag: u64,
     next_consumer: u64,
     /// Consumers now in the group: one whose members have all gone and
@@ -235,11 +244,13 @@ impl Broker {
     }
 
     fn publish_to_queue(&self, address: &str, message: Message) -> Result<(), TransportError> {
-        // One shared copy, whatever the number of groups and redeliveries.
         if !read(&self.served).contains(address) {
             return Err(TransportError::NotServed(address.to_owned()));
         }
-        let message = Arc::new(message);
+        let message = Kept {
+            message: Arc::new(message),
+            published: SystemTime::now(),
+        };
         let queue = self.queue(address);
         let mut state = lock(&queue.state);
         if state.groups.is_empty() {
@@ -305,7 +316,7 @@ impl Member {
                     g.next_tag += 1;
                     let attempt = before.saturating_add(1);
                     g.in_flight
-                        .insert(tag, (self.consumer, Arc::clone(&message), attempt));
+                        .insert(tag, (self.consumer, message.clone(), attempt));
                     if !g.ready.is_empty() {
                         // Pass the wake-up on: one notify may stand for many messages.
                         self.group.available.notify_one();
@@ -316,7 +327,9 @@ impl Member {
                         tag,
                         broker: self.broker.clone(),
                     };
-                    return Delivery::shared(message, acker).with_attempt(attempt);
+                    return Delivery::shared(message.message, acker)
+                        .with_attempt(attempt)
+                        .with_published(message.published);
                 }
             }
             // notify_one stores a permit when nobody waits, so a message

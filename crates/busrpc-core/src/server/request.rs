@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::sync::Arc;
 use std::task::Poll;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -11,6 +12,7 @@ use super::ending::{contexts, Came, Endings};
 use super::settle::settle;
 use super::ServerState;
 use crate::engine::{Envelope, Seen};
+use crate::service::Arrival;
 use crate::telemetry::metrics::ServerEvent;
 use crate::transport::{Delivery, Settle};
 use crate::wire::codec::{Codec, CodecError};
@@ -29,12 +31,16 @@ pub(super) async fn handle(
     // Read once: it is answered in it, and a refused reply is told in it.
     let codec = Codec::from_content_type(request.headers.get(header::CONTENT_TYPE));
     let told_in = codec.as_ref().map_or(Codec::Json, |c| *c);
+    let arrival = Arrival {
+        attempt: delivery.attempt(),
+        queue_wait: delivery.published().map(waited_since),
+    };
     let (how, endings) = match delivery.exhaustion() {
         Some(exhausted) => {
             let env = Envelope {
                 headers: &request.headers,
                 deadline: request.headers.deadline().ok().flatten(),
-                attempt: delivery.attempt(),
+                arrival,
                 seen: None,
             };
             let contexts = contexts(&state, codec.as_ref().ok().copied(), &request.payload, env);
@@ -52,7 +58,7 @@ pub(super) async fn handle(
         }
         None => {
             let mut endings = Endings::default();
-            let reply = process(&state, request, delivery.attempt(), codec, &mut endings).await;
+            let reply = process(&state, request, arrival, codec, &mut endings).await;
             let how = match reply {
                 Some((to, message)) => Settle::Reply { to, message },
                 None => Settle::Ack,
@@ -63,12 +69,20 @@ pub(super) async fn handle(
     settle(state, delivery, how, told_in, endings, permit).await;
 }
 
+/// How long ago `published` was, by this machine's clock: zero if that
+/// is in the future (clocks that disagree), never an error.
+fn waited_since(published: SystemTime) -> Duration {
+    SystemTime::now()
+        .duration_since(published)
+        .unwrap_or_default()
+}
+
 /// The reply to one message and where it goes, or `None` when there is
 /// nothing to send; `endings` gets what each of its requests came to.
 async fn process(
     state: &ServerState,
     message: &Message,
-    attempt: Option<u32>,
+    arrival: Arrival,
     codec: Result<Codec, CodecError>,
     endings: &mut Endings,
 ) -> Option<(Arc<str>, Message)> {
@@ -91,7 +105,7 @@ async fn process(
     let env = Envelope {
         headers,
         deadline,
-        attempt,
+        arrival,
         // Collected only for middleware to be told: none, no cost.
         seen: None,
     };

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::value::RawValue;
 
@@ -37,7 +37,15 @@ struct ContextData {
     id: Option<Box<RawValue>>,
     headers: Headers,
     deadline: Option<Deadline>,
-    attempt: Option<u32>,
+    arrival: Arrival,
+}
+
+/// How a request came to its server, beside what it carries: which
+/// delivery of it this is and how long it waited in the queue.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Arrival {
+    pub(crate) attempt: Option<u32>,
+    pub(crate) queue_wait: Option<Duration>,
 }
 
 impl Context {
@@ -52,7 +60,7 @@ impl Context {
             None,
             Headers::new(),
             None,
-            None,
+            Arrival::default(),
         )
     }
 
@@ -63,7 +71,7 @@ impl Context {
         id: Option<&RawValue>,
         headers: Headers,
         deadline: Option<Deadline>,
-        attempt: Option<u32>,
+        arrival: Arrival,
     ) -> Self {
         Self {
             inner: Arc::new(ContextData {
@@ -73,7 +81,7 @@ impl Context {
                 id: id.map(ToOwned::to_owned),
                 headers,
                 deadline,
-                attempt,
+                arrival,
             }),
         }
     }
@@ -89,7 +97,7 @@ impl Context {
             i.id.as_deref(),
             headers,
             i.deadline,
-            i.attempt,
+            i.arrival,
         )
     }
 
@@ -197,7 +205,19 @@ impl Context {
     /// started counts too) and, on a broker that drops commit metadata
     /// (Tansu 0.6.0), 1 after a death.
     pub fn attempt(&self) -> Option<u32> {
-        self.inner.attempt
+        self.inner.arrival.attempt
+    }
+
+    /// How long the request waited between its publish and its handler's
+    /// start: the broker's time of publish (a Redis entry's id, a Kafka
+    /// record's timestamp, the memory broker's clock) against this
+    /// server's clock, so across machines it is as right as their clocks
+    /// agree (zero, never negative, when the server's runs behind). `None`
+    /// where the transport does not say when it was published
+    /// ([`Delivery::with_published`](crate::Delivery::with_published)). A
+    /// batch's calls share their message's.
+    pub fn queue_wait(&self) -> Option<Duration> {
+        self.inner.arrival.queue_wait
     }
 
     /// A key naming this call apart from every other call of every caller,
@@ -225,7 +245,8 @@ impl fmt::Debug for Context {
             .field("id", &self.id_text())
             .field("headers", &i.headers)
             .field("deadline", &i.deadline)
-            .field("attempt", &i.attempt)
+            .field("attempt", &i.arrival.attempt)
+            .field("queue_wait", &i.arrival.queue_wait)
             .finish()
     }
 }
@@ -241,7 +262,7 @@ pub struct CallInfo<'a> {
     pub(crate) id: Option<&'a RawValue>,
     pub(crate) headers: &'a Headers,
     pub(crate) deadline: Option<Deadline>,
-    pub(crate) attempt: Option<u32>,
+    pub(crate) arrival: Arrival,
 }
 
 impl CallInfo<'_> {
@@ -253,7 +274,7 @@ impl CallInfo<'_> {
             self.id,
             self.headers.clone(),
             self.deadline,
-            self.attempt,
+            self.arrival,
         )
     }
 }

@@ -9,8 +9,8 @@ mod middleware;
 pub mod openrpc;
 mod router;
 
-pub(crate) use context::CallInfo;
 pub use context::Context;
+pub(crate) use context::{Arrival, CallInfo};
 pub use handler::{Handler, WithContext, WithStateAndContext};
 pub use middleware::{CallOutcome, Ending, Middleware, Next};
 pub(crate) use router::Methods;

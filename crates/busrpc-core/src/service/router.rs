@@ -225,7 +225,7 @@ mod tests {
             id: None,
             headers: &headers,
             deadline: None,
-            attempt: None,
+            arrival: crate::service::Arrival::default(),
         };
         let fut = methods.dispatch_with(&info, params.as_deref(), None)?;
         fut.await.map(|r| r.get().to_owned())
@@ -356,7 +356,10 @@ mod tests {
                 id: Some(&id),
                 headers: &headers,
                 deadline: None,
-                attempt: Some(3),
+                arrival: crate::service::Arrival {
+                    attempt: Some(3),
+                    queue_wait: None,
+                },
             };
             let fut = m.dispatch_with(&info, params.as_deref(), None).unwrap();
             assert_eq!(fut.await.unwrap().get(), expected);

@@ -19,6 +19,7 @@ pub(crate) struct RequestGuard<'a> {
     running: Option<Running<'a>>,
     method: &'a str,
     notification: bool,
+    queue_wait: Option<std::time::Duration>,
 }
 
 impl<'a> RequestGuard<'a> {
@@ -30,13 +31,15 @@ impl<'a> RequestGuard<'a> {
         id: Option<&RawValue>,
         headers: &Headers,
         attempt: Option<u32>,
+        queue_wait: Option<std::time::Duration>,
     ) -> Self {
         Self {
-            span: request_span(service, method, id, headers, attempt),
+            span: request_span(service, method, id, headers, attempt, queue_wait),
             running: metrics::enabled().then(|| meters.start()),
             meters,
             method,
             notification: id.is_none(),
+            queue_wait,
         }
     }
 
@@ -54,6 +57,7 @@ impl<'a> RequestGuard<'a> {
                 method: Some(self.method),
                 notification: self.notification,
                 outcome: outcome.map_err(RpcError::code),
+                queue_wait: self.queue_wait,
             };
             self.meters.request(&handled, Some(took));
         }

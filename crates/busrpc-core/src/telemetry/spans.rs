@@ -17,6 +17,7 @@ pub(crate) fn request_span(
     id: Option<&RawValue>,
     headers: &Headers,
     attempt: Option<u32>,
+    queue_wait: Option<std::time::Duration>,
 ) -> tracing::Span {
     // A root: the server's own span lives as long as the server, and every
     // request under it would make one endless trace.
@@ -32,6 +33,7 @@ pub(crate) fn request_span(
         rpc.jsonrpc.request_id = tracing::field::Empty,
         rpc.jsonrpc.error_code = tracing::field::Empty,
         busrpc.attempt = tracing::field::Empty,
+        busrpc.queue_wait_ms = tracing::field::Empty,
         busrpc.outcome = tracing::field::Empty,
         traceparent = tracing::field::Empty,
     );
@@ -43,6 +45,9 @@ pub(crate) fn request_span(
     }
     if let Some(attempt) = attempt {
         span.record("busrpc.attempt", attempt);
+    }
+    if let Some(waited) = queue_wait {
+        span.record("busrpc.queue_wait_ms", waited.as_secs_f64() * 1e3);
     }
     if let Some(traceparent) = headers.get(header::TRACEPARENT) {
         span.record("traceparent", traceparent);

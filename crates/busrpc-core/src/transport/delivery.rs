@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 
@@ -175,6 +176,7 @@ pub struct Delivery {
     message: Arc<Message>,
     acker: Box<dyn Acknowledge>,
     attempt: Option<u32>,
+    published: Option<SystemTime>,
     exhausted: Option<Box<Exhausted>>,
 }
 
@@ -191,6 +193,7 @@ impl Delivery {
             message,
             acker: Box::new(acker),
             attempt: None,
+            published: None,
             exhausted: None,
         }
     }
@@ -203,6 +206,21 @@ impl Delivery {
     pub fn with_attempt(mut self, attempt: u32) -> Self {
         self.attempt = Some(attempt);
         self
+    }
+
+    /// This delivery with the time its message was published, by the
+    /// broker's clock where it keeps one (a Redis entry's id, a Kafka
+    /// record's timestamp): the server measures how long the request waited
+    /// in the queue from it ([`Context::queue_wait`](crate::Context::queue_wait)).
+    #[must_use]
+    pub fn with_published(mut self, at: SystemTime) -> Self {
+        self.published = Some(at);
+        self
+    }
+
+    /// When the message was published, if the transport knows.
+    pub fn published(&self) -> Option<SystemTime> {
+        self.published
     }
 
     /// This delivery marked as delivered too often: the server does not run
@@ -271,6 +289,7 @@ impl fmt::Debug for Delivery {
         f.debug_struct("Delivery")
             .field("message", &self.message)
             .field("attempt", &self.attempt)
+            .field("published", &self.published)
             .field("exhausted", &self.exhausted)
             .finish_non_exhaustive()
     }

@@ -296,6 +296,8 @@ pub(super) struct RequestAck {
     pub(super) offset: i64,
     pub(super) epoch: u64,
     pub(super) message: Arc<Message>,
+    /// The record's timestamp, kept for a release's delivery.
+    pub(super) published: Option<std::time::SystemTime>,
     pub(super) progress: Arc<Progress>,
 }
 
@@ -304,6 +306,7 @@ impl RequestAck {
         offset: i64,
         epoch: u64,
         message: Arc<Message>,
+        published: Option<std::time::SystemTime>,
         progress: Arc<Progress>,
     ) -> Delivery {
         progress.state().live += 1;
@@ -311,9 +314,14 @@ impl RequestAck {
             offset,
             epoch,
             message: message.clone(),
+            published,
             progress,
         };
-        Delivery::shared(message, ack)
+        let delivery = Delivery::shared(message, ack);
+        match published {
+            Some(at) => delivery.with_published(at),
+            None => delivery,
+        }
     }
 }
 
@@ -333,6 +341,7 @@ impl RequestAck {
                 self.offset,
                 self.epoch,
                 self.message.clone(),
+                self.published,
                 self.progress.clone(),
             );
             self.progress.handoff.push(Ok(again), true);

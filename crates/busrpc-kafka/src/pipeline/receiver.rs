@@ -31,7 +31,7 @@ use super::{PARTITION, RESULTS_TOPIC};
 use crate::connection::transport_error;
 use crate::consumer::thread;
 use crate::consumer::Handoff;
-use crate::record::bytes_of;
+use crate::record::{bytes_of, published_at};
 
 /// How long the thread's polls wait.
 const POLL_WAIT: Duration = Duration::from_millis(20);
@@ -177,7 +177,8 @@ fn take(
                 .with(header::CONTENT_TYPE, Codec::MessagePack.content_type())
                 .with(header::REPLY_TO, RESULTS_TOPIC),
         });
-        let delivery = RequestAck::deliver(offset, epoch, message, progress.me());
+        let published = published_at(&record);
+        let delivery = RequestAck::deliver(offset, epoch, message, published, progress.me());
         progress.handoff.push(Ok(delivery), false);
     }
     if let Some(gap) = seek {

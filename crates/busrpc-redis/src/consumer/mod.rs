@@ -165,6 +165,7 @@ impl GroupReader {
     async fn next(&mut self) -> Result<Delivery, TransportError> {
         loop {
             if let Some((entry, deliveries)) = self.buffer.pop_front() {
+                let published = entry.added_at();
                 let request = Arc::new(entry.message);
                 let max = self.connection.config.max_deliveries;
                 let exhausted = deliveries > max;
@@ -180,7 +181,10 @@ impl GroupReader {
                     in_hand: self.in_hand.clone(),
                 };
                 let attempt = u32::try_from(deliveries).unwrap_or(u32::MAX);
-                let delivery = Delivery::shared(request, acker).with_attempt(attempt);
+                let mut delivery = Delivery::shared(request, acker).with_attempt(attempt);
+                if let Some(at) = published {
+                    delivery = delivery.with_published(at);
+                }
                 if exhausted {
                     let dead = dead_letter_address(&self.address);
                     return Ok(delivery.exhausted(Exhausted::new(deliveries, max, dead)));

@@ -30,6 +30,11 @@ pub const SERVER_REQUESTS: &str = "busrpc_server_requests_total";
 /// Histogram, seconds: how long handlers (with their middleware) took.
 /// Labels `service`, `method`.
 pub const SERVER_REQUEST_DURATION: &str = "busrpc_server_request_duration_seconds";
+/// Histogram, seconds: how long requests waited in the queue, from their
+/// publish (the broker's timestamp) to their handler's start. Labels
+/// `service`, `method`. Up while the handler time is flat: the servers
+/// are too few; see docs/OPERATIONS.md.
+pub const SERVER_QUEUE_WAIT: &str = "busrpc_server_queue_wait_seconds";
 /// Gauge: handlers running now. Label `service`.
 pub const SERVER_REQUESTS_IN_FLIGHT: &str = "busrpc_server_requests_in_flight";
 /// Counter: handlers that panicked (answered -32603). Labels `service`,
@@ -102,6 +107,11 @@ pub fn describe() {
             SERVER_REQUEST_DURATION,
             Unit::Seconds,
             "How long handlers took, with their middleware"
+        );
+        describe_histogram!(
+            SERVER_QUEUE_WAIT,
+            Unit::Seconds,
+            "How long requests waited in the queue, publish to handler start"
         );
         describe_gauge!(SERVER_REQUESTS_IN_FLIGHT, "Handlers running now");
         describe_counter!(SERVER_PANICS, "Handlers that panicked (answered -32603)");

@@ -3,9 +3,9 @@
 #[cfg(feature = "metrics")]
 use super::{
     code_label, kind_label, SERVER_ABANDONED, SERVER_ACKED, SERVER_CANCELLED, SERVER_DROPPED,
-    SERVER_EXPIRED, SERVER_OVERSIZED_REPLIES, SERVER_PANICS, SERVER_RECEIVED, SERVER_REDELIVERIES,
-    SERVER_RELEASED, SERVER_REPLY_FAILURES, SERVER_REQUESTS, SERVER_REQUESTS_IN_FLIGHT,
-    SERVER_REQUEST_DURATION,
+    SERVER_EXPIRED, SERVER_OVERSIZED_REPLIES, SERVER_PANICS, SERVER_QUEUE_WAIT, SERVER_RECEIVED,
+    SERVER_REDELIVERIES, SERVER_RELEASED, SERVER_REPLY_FAILURES, SERVER_REQUESTS,
+    SERVER_REQUESTS_IN_FLIGHT, SERVER_REQUEST_DURATION,
 };
 
 /// What a server counts of its messages (see the `SERVER_*` names).
@@ -81,6 +81,7 @@ struct MethodMeters {
     /// `[calls, notifications]` that ended well.
     ok: [::metrics::Counter; 2],
     duration: ::metrics::Histogram,
+    queue_wait: ::metrics::Histogram,
 }
 
 /// How a server's request ended, for [`ServerMeters::request`].
@@ -91,6 +92,8 @@ pub(crate) struct Handled<'a> {
     pub(crate) method: Option<&'a str>,
     pub(crate) notification: bool,
     pub(crate) outcome: Result<(), i32>,
+    /// How long it waited in the queue, if its transport knows.
+    pub(crate) queue_wait: Option<std::time::Duration>,
 }
 
 impl ServerMeters {
@@ -127,10 +130,16 @@ impl ServerMeters {
                             "service" => s(),
                             "method" => label.clone(),
                         );
+                        let queue_wait = ::metrics::histogram!(
+                            SERVER_QUEUE_WAIT,
+                            "service" => s(),
+                            "method" => label.clone(),
+                        );
                         let meters = MethodMeters {
                             name: label,
                             ok,
                             duration,
+                            queue_wait,
                         };
                         (name.clone(), meters)
                     })
@@ -182,6 +191,9 @@ impl ServerMeters {
                 if let Some(took) = took {
                     known.duration.record(took.as_secs_f64());
                 }
+                if let Some(waited) = handled.queue_wait {
+                    known.queue_wait.record(waited.as_secs_f64());
+                }
                 if handled.outcome.is_ok() {
                     known.ok[usize::from(handled.notification)].increment(1);
                     return;
@@ -193,6 +205,14 @@ impl ServerMeters {
                 (None, None) => ::metrics::SharedString::const_str("(none)"),
             };
             if known.is_none() {
+                if let Some(waited) = handled.queue_wait {
+                    ::metrics::histogram!(
+                        SERVER_QUEUE_WAIT,
+                        "service" => registered.service.clone(),
+                        "method" => method.clone(),
+                    )
+                    .record(waited.as_secs_f64());
+                }
                 if let Some(took) = took {
                     ::metrics::histogram!(
                         SERVER_REQUEST_DURATION,

@@ -19,7 +19,7 @@ use crate::connection::{lock, transport_error};
 use crate::consumer::Handoff;
 use crate::native::watermark::{Partition, Trial, TRIAL_BATCH};
 use crate::native::Counters;
-use crate::record::to_message;
+use crate::record::{published_at, to_message};
 
 /// Requests the consumer thread may hand over ahead of the server taking
 /// them, whatever the server's demand.
@@ -124,6 +124,7 @@ impl ConsumerThread {
                     };
                     tracing::trace!(topic = %partition.0, partition = partition.1, offset, "taken");
                     let message = Arc::new(to_message(&record));
+                    let published = published_at(&record);
                     drop(record);
                     if let Some(from) = taken.read_again_from {
                         self.read_again(&partition, from, offset);
@@ -136,6 +137,7 @@ impl ConsumerThread {
                         epoch: taken.epoch,
                         dead: None,
                         attempt: 1,
+                        published,
                     };
                     if taken.suspect {
                         let queue = self.suspects.entry(record.partition.clone()).or_default();

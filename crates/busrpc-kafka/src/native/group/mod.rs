@@ -99,6 +99,8 @@ pub(crate) struct Taken {
     /// may have been delivered to a member that is gone, one more for each
     /// release by this server.
     attempt: u32,
+    /// The record's timestamp ([`Delivery::published`]).
+    published: Option<std::time::SystemTime>,
 }
 
 /// Everything a consumer thread needs, made on the caller's side.
@@ -285,6 +287,7 @@ impl GroupReader {
     fn delivery(&self, taken: Taken) -> Delivery {
         let message = taken.message.clone();
         let attempt = taken.attempt;
+        let published = taken.published;
         let exhausted = taken.dead.map(|deliveries| {
             let dead = dead_letter_topic(&taken.partition.0);
             let max = self.connection.config.max_deliveries;
@@ -299,7 +302,10 @@ impl GroupReader {
             again: self.again.clone(),
             dead_letter_failed: false,
         };
-        let delivery = Delivery::shared(message, acker).with_attempt(attempt);
+        let mut delivery = Delivery::shared(message, acker).with_attempt(attempt);
+        if let Some(at) = published {
+            delivery = delivery.with_published(at);
+        }
         match exhausted {
             Some(exhausted) => delivery.exhausted(exhausted),
             None => delivery,
