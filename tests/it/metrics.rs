@@ -134,6 +134,10 @@ async fn calls_errors_latency_and_in_flight_are_recorded_on_both_sides() {
         .unwrap();
     let client = Client::connect(transport.clone()).await.unwrap();
     let on = |method| [("service", service), ("method", method)];
+    until("the server to say it is ready", || {
+        gauge(SERVER_READY, &[("service", service)]) == 1.0
+    })
+    .await;
 
     assert_eq!(client.call::<i64>(service, "add", (1, 2)).await.unwrap(), 3);
     assert_eq!(client.call::<i64>(service, "add", (3, 4)).await.unwrap(), 7);
@@ -228,6 +232,11 @@ async fn calls_errors_latency_and_in_flight_are_recorded_on_both_sides() {
     .await;
     assert_eq!(gauge(CLIENT_CALLS_IN_FLIGHT, &[("service", service)]), 0.0);
     server.shutdown().await;
+    assert_eq!(
+        gauge(SERVER_READY, &[("service", service)]),
+        0.0,
+        "a stopped server is not ready"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -324,4 +333,53 @@ async fn redeliveries_are_counted() {
     assert_eq!(counter(SERVER_REDELIVERIES, &[("service", service)]), 2);
     assert_eq!(counter(SERVER_RECEIVED, &[("service", service)]), 2);
     server.shutdown().await;
+}
+
+/// The Grafana dashboard queries only metrics busrpc records (a renamed
+/// metric would leave a panel empty without a word).
+#[test]
+fn the_dashboard_queries_only_busrpcs_metrics() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/grafana/busrpc.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut queried = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().unwrap();
+            for (at, _) in expr.match_indices("busrpc_") {
+                let name: String = expr[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                // A histogram is queried by its series.
+                let name = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s))
+                    .unwrap_or(&name)
+                    .to_owned();
+                queried.push(name);
+            }
+        }
+    }
+    let mut unknown: Vec<_> = queried
+        .iter()
+        .filter(|n| !NAMES.contains(&n.as_str()))
+        .collect();
+    unknown.dedup();
+    assert!(unknown.is_empty(), "not busrpc's metrics: {unknown:?}");
+    // The headline series are on it.
+    for wanted in [
+        SERVER_REQUESTS,
+        SERVER_QUEUE_WAIT,
+        SERVER_REQUEST_DURATION,
+        SERVER_READY,
+        DEAD_LETTERED,
+        SERVER_REDELIVERIES,
+        SERVER_REQUESTS_IN_FLIGHT,
+    ] {
+        assert!(
+            queried.iter().any(|n| n == wanted),
+            "{wanted} is not on the dashboard"
+        );
+    }
 }

@@ -41,6 +41,8 @@ pub(super) async fn serve(
     let (settled, subscribed) = tokio::sync::oneshot::channel();
     let _listening = AbortOnDrop(tokio::spawn(listen(state.clone(), stop.clone(), settled)));
     let _ = tokio::time::timeout(SUBSCRIPTION_WAIT, subscribed).await;
+    let _reporting = crate::telemetry::metrics::enabled()
+        .then(|| AbortOnDrop(tokio::spawn(report_readiness(state.clone()))));
     // Owned here so that aborting this task aborts every handler with it.
     let mut tasks = JoinSet::new();
     let mut failures = 0u32;
@@ -114,6 +116,9 @@ pub(super) async fn serve(
             log_task_failure(done);
         }
     }
+    // Said here, not left to the reporter: its task may not run again.
+    drop(_reporting);
+    state.engine.meters.ready(false);
     state.status.send_replace(ServerStatus::Stopping);
     let in_hand = concurrency - permits.available_permits();
     if in_hand > 0 {
@@ -166,10 +171,28 @@ impl Drop for AbortOnDrop {
 
 /// Marks the server stopped if its task ends without saying how (aborted,
 /// or a panic), so that nobody waits on `stopped()` for ever.
+/// Keeps the readiness gauge (metric `busrpc_server_ready`) what
+/// [`ServerHandle::readiness`](super::ServerHandle::readiness) says, until
+/// serving ends (then [`StoppedOnDrop`] sets it to 0).
+async fn report_readiness(state: Arc<ServerState>) {
+    let mut status = state.status.subscribe();
+    let mut readiness = state.readiness.subscribe();
+    loop {
+        let serving = matches!(*status.borrow_and_update(), ServerStatus::Serving);
+        let ready = serving && readiness.borrow_and_update().is_ready();
+        state.engine.meters.ready(ready);
+        tokio::select! {
+            changed = status.changed() => if changed.is_err() { return },
+            changed = readiness.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
 pub(super) struct StoppedOnDrop(Arc<ServerState>);
 
 impl Drop for StoppedOnDrop {
     fn drop(&mut self) {
+        self.0.engine.meters.ready(false);
         self.0.status.send_if_modified(|status| {
             let running = matches!(status, ServerStatus::Serving | ServerStatus::Stopping);
             if running {

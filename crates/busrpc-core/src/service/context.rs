@@ -296,7 +296,7 @@ mod tests {
             id.as_deref(),
             headers,
             None,
-            None,
+            Arrival::default(),
         )
     }
 

@@ -73,6 +73,11 @@ impl ReadinessSignal {
         self.state.borrow().clone()
     }
 
+    /// A receiver told of every change of the state.
+    pub(crate) fn subscribe(&self) -> tokio::sync::watch::Receiver<Readiness> {
+        self.state.subscribe()
+    }
+
     /// Waits until `accept` holds for the state.
     pub(crate) async fn wait_for(&self, accept: impl FnMut(&Readiness) -> bool) {
         let mut state = self.state.subscribe();

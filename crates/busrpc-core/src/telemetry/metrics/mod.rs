@@ -35,6 +35,11 @@ pub const SERVER_REQUEST_DURATION: &str = "busrpc_server_request_duration_second
 /// `service`, `method`. Up while the handler time is flat: the servers
 /// are too few; see docs/OPERATIONS.md.
 pub const SERVER_QUEUE_WAIT: &str = "busrpc_server_queue_wait_seconds";
+/// Gauge: how many servers of the service in this process take requests
+/// now (serving, in their group, their broker answering: what
+/// `ServerHandle::readiness` says); 1 or 0 for the usual one server per
+/// process. Label `service`.
+pub const SERVER_READY: &str = "busrpc_server_ready";
 /// Gauge: handlers running now. Label `service`.
 pub const SERVER_REQUESTS_IN_FLIGHT: &str = "busrpc_server_requests_in_flight";
 /// Counter: handlers that panicked (answered -32603). Labels `service`,
@@ -92,6 +97,33 @@ pub const CLIENT_CALLS_IN_FLIGHT: &str = "busrpc_client_calls_in_flight";
 /// Counter: replies a client dropped. Label `reason`.
 pub const CLIENT_REPLIES_DROPPED: &str = "busrpc_client_replies_dropped_total";
 
+/// Every metric's name above, for tools that check what they query
+/// (examples/grafana/busrpc.json is tested against it).
+pub const NAMES: [&str; 22] = [
+    SERVER_REQUESTS,
+    SERVER_REQUEST_DURATION,
+    SERVER_QUEUE_WAIT,
+    SERVER_READY,
+    SERVER_REQUESTS_IN_FLIGHT,
+    SERVER_PANICS,
+    SERVER_RECEIVED,
+    SERVER_REDELIVERIES,
+    SERVER_ACKED,
+    SERVER_RELEASED,
+    SERVER_EXPIRED,
+    SERVER_CANCELLED,
+    SERVER_ABANDONED,
+    SERVER_DROPPED,
+    SERVER_REPLY_FAILURES,
+    SERVER_OVERSIZED_REPLIES,
+    DEAD_LETTERED,
+    AUTH_REJECTED,
+    CLIENT_CALLS,
+    CLIENT_CALL_DURATION,
+    CLIENT_CALLS_IN_FLIGHT,
+    CLIENT_REPLIES_DROPPED,
+];
+
 /// Hands the installed recorder a description and unit of every metric
 /// above (Prometheus shows them as `# HELP` lines). Call it once, after
 /// installing the recorder; it records nothing without feature `metrics`.
@@ -114,6 +146,10 @@ pub fn describe() {
             "How long requests waited in the queue, publish to handler start"
         );
         describe_gauge!(SERVER_REQUESTS_IN_FLIGHT, "Handlers running now");
+        describe_gauge!(
+            SERVER_READY,
+            "1 while the server takes requests, 0 otherwise"
+        );
         describe_counter!(SERVER_PANICS, "Handlers that panicked (answered -32603)");
         describe_counter!(SERVER_RECEIVED, "Deliveries taken from the queue");
         describe_counter!(

@@ -3,8 +3,8 @@
 #[cfg(feature = "metrics")]
 use super::{
     code_label, kind_label, SERVER_ABANDONED, SERVER_ACKED, SERVER_CANCELLED, SERVER_DROPPED,
-    SERVER_EXPIRED, SERVER_OVERSIZED_REPLIES, SERVER_PANICS, SERVER_QUEUE_WAIT, SERVER_RECEIVED,
-    SERVER_REDELIVERIES, SERVER_RELEASED, SERVER_REPLY_FAILURES, SERVER_REQUESTS,
+    SERVER_EXPIRED, SERVER_OVERSIZED_REPLIES, SERVER_PANICS, SERVER_QUEUE_WAIT, SERVER_READY,
+    SERVER_RECEIVED, SERVER_REDELIVERIES, SERVER_RELEASED, SERVER_REPLY_FAILURES, SERVER_REQUESTS,
     SERVER_REQUESTS_IN_FLIGHT, SERVER_REQUEST_DURATION,
 };
 
@@ -71,6 +71,8 @@ struct Registered {
     service: ::metrics::SharedString,
     events: [::metrics::Counter; 10],
     in_flight: ::metrics::Gauge,
+    /// What the readiness gauge was last moved to.
+    ready: std::sync::atomic::AtomicBool,
     methods: std::collections::HashMap<std::sync::Arc<str>, MethodMeters>,
 }
 
@@ -148,10 +150,35 @@ impl ServerMeters {
                     service,
                     events,
                     in_flight,
+                    ready: std::sync::atomic::AtomicBool::new(false),
                     methods,
                 }
             },
         }
+    }
+
+    /// Whether the server takes requests now. Moves the gauge by a step
+    /// when that changes (not `set`): the servers of one service in one
+    /// process share a series, which then counts the ready ones.
+    pub(crate) fn ready(&self, ready: bool) {
+        #[cfg(feature = "metrics")]
+        {
+            let registered = &self.registered;
+            let was = registered
+                .ready
+                .swap(ready, std::sync::atomic::Ordering::AcqRel);
+            if was != ready {
+                let gauge =
+                    ::metrics::gauge!(SERVER_READY, "service" => registered.service.clone());
+                if ready {
+                    gauge.increment(1.0);
+                } else {
+                    gauge.decrement(1.0);
+                }
+            }
+        }
+        #[cfg(not(feature = "metrics"))]
+        let _ = ready;
     }
 
     /// Counts `n` of an event at once.
