@@ -186,6 +186,10 @@ impl Transport for Authenticated {
         self.state.inner.members(address, group).await
     }
 
+    fn admin(&self) -> Option<&dyn busrpc_core::transport::Admin> {
+        self.state.inner.admin()
+    }
+
     fn service_address(&self, service: &str) -> String {
         self.state.inner.service_address(service)
     }

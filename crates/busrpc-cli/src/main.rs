@@ -2,6 +2,8 @@
 //! pokes gRPC, run a demo service to poke, and compare brokers.
 
 mod bench;
+mod dlq;
+mod status;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -93,6 +95,28 @@ enum Command {
         #[arg(long)]
         plot: Option<std::path::PathBuf>,
     },
+    /// For each service: its live servers (name, pending, idle), its queue
+    /// (held, undelivered, pending; Kafka: lag per partition), its dead
+    /// letters, and a verdict: serving, degraded (dead letters wait),
+    /// nobody serving, no such service, or unknown (the broker cannot say
+    /// who serves). Without SERVICE, every service found on the broker.
+    /// Read-only: it joins no group and moves no offset. Exits 0 when
+    /// every service is serving, 1 when one is degraded, 7 when one has
+    /// nobody serving, 6 when one does not exist.
+    #[command(after_help = EXIT_CODES)]
+    Status {
+        #[command(flatten)]
+        broker: BrokerArgs,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// The services to report on (default: all found).
+        services: Vec<String>,
+    },
+    /// Lists, shows, replays and purges a service's dead letters: requests
+    /// delivered more than max_deliveries times, never run.
+    #[command(subcommand)]
+    Dlq(dlq::Command),
     /// Serves a demo service (echo, add, sleep) until interrupted, then shuts
     /// down gracefully.
     ServeEcho {
@@ -249,31 +273,41 @@ async fn connect(url: &str) -> Result<Arc<dyn Transport>, Failure> {
 /// A client of the broker `target` names, within its connect timeout: an
 /// unreachable broker is reported as such, not waited on.
 async fn client_for(target: &BrokerArgs, config: ClientConfig) -> Result<Client, Failure> {
+    let transport = connect_within(target).await?;
+    within(target, Client::connect_with(transport, config))
+        .await?
+        .map_err(Failure::from)
+}
+
+/// The broker `target` names (another process's: not `memory://`),
+/// within its connect timeout.
+async fn connect_within(target: &BrokerArgs) -> Result<Arc<dyn Transport>, Failure> {
     let url = &target.broker;
     if url.starts_with("memory://") {
         return Err(Failure::usage(format!(
-            "cannot call through {url}: the memory broker lives inside one process, and no \
+            "cannot reach a service through {url}: the memory broker lives inside one process, and no \
              service of another process is on it; name the broker the service runs on, \
              e.g. --broker redis://127.0.0.1:6379 (or set BUSRPC_BROKER)"
         )));
     }
-    let connecting = async {
-        let transport = connect(url).await?;
-        Client::connect_with(transport, config)
-            .await
-            .map_err(Failure::from)
-    };
-    match tokio::time::timeout(target.connect_timeout, connecting).await {
-        Ok(client) => client,
-        Err(_) => Err(Failure {
+    within(target, connect(url)).await?
+}
+
+/// `work`, unless the broker takes longer than `--connect-timeout`.
+async fn within<T>(
+    target: &BrokerArgs,
+    work: impl std::future::Future<Output = T>,
+) -> Result<T, Failure> {
+    tokio::time::timeout(target.connect_timeout, work)
+        .await
+        .map_err(|_| Failure {
             code: 3,
             message: format!(
                 "cannot use broker {}: no answer within {} (--connect-timeout)",
-                redact_url(url),
+                redact_url(&target.broker),
                 humantime::format_duration(target.connect_timeout)
             ),
-        }),
-    }
+        })
 }
 
 #[allow(clippy::print_stderr)] // which server answered, beside the result
@@ -554,6 +588,12 @@ fn main() -> ExitCode {
                 service,
             } => describe(&broker, timeout, &service).await,
             Command::ServeEcho { broker, service } => serve_echo(&broker, &service).await,
+            Command::Status {
+                broker,
+                json,
+                services,
+            } => status::status(&broker, services, json).await,
+            Command::Dlq(command) => dlq::run(command).await,
             Command::Bench {
                 brokers,
                 connect_timeout,
@@ -579,7 +619,10 @@ fn main() -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
-            report(&failure);
+            // A verdict already printed (status) needs no second word.
+            if !failure.message.is_empty() {
+                report(&failure);
+            }
             ExitCode::from(failure.code)
         }
     }

@@ -8,6 +8,9 @@ use std::time::Duration;
 use assert_cmd::Command as Cmd;
 use predicates::str::contains;
 
+#[path = "cli/operator.rs"]
+mod operator;
+
 fn redis_url() -> String {
     std::env::var("BUSRPC_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
 }

@@ -3,6 +3,7 @@
 
 // Lowest first; an import only points to a lower one
 // (scripts/check-layers.sh).
+mod admin; // the operator's side: services, queue state, dead letters
 mod broadcast; // cancel notices to every server of a service
 mod config; // the URL and the builder
 mod connection; // one Redis: commands, blocking reads, what errors mean

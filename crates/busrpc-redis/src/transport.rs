@@ -42,6 +42,10 @@ impl std::fmt::Debug for RedisTransport {
 }
 
 impl RedisTransport {
+    pub(crate) fn connection(&self) -> &Connection {
+        &self.connection
+    }
+
     /// Connects to `redis://[user:password@]host:port[/db][?options]` (or
     /// `rediss://` with the `tls` feature); see [`RedisConfig`] for the options.
     pub async fn connect(url: &str) -> Result<Self, TransportError> {
@@ -134,6 +138,10 @@ impl Transport for RedisTransport {
         group: &str,
     ) -> Result<Option<Vec<Member>>, TransportError> {
         consumer::members(&self.connection, address, group).await
+    }
+
+    fn admin(&self) -> Option<&dyn busrpc_core::transport::Admin> {
+        Some(self)
     }
 
     fn service_address(&self, service: &str) -> String {

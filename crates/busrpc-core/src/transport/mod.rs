@@ -19,6 +19,7 @@ use async_trait::async_trait;
 
 use crate::wire::Message;
 
+mod admin;
 mod deliveries;
 mod delivery;
 mod error;
@@ -27,6 +28,7 @@ pub mod kit;
 mod members;
 mod readiness;
 
+pub use admin::{Admin, DeadLetter, PartitionLag, QueueState, DEAD_DELIVERIES, REPLAY_OF};
 pub use deliveries::{Deliveries, Demand};
 pub use delivery::{Acknowledge, Delivery, Exhausted, OnSettled, Settle, SettleError};
 pub use error::{BoxError, ErrorKind, TransportError};
@@ -110,6 +112,13 @@ pub trait Transport: Send + Sync + 'static {
     async fn subscribe(&self, address: &str) -> Result<Option<Inbox>, TransportError> {
         let _ = address;
         Ok(None)
+    }
+
+    /// The operator's side of this transport (`busrpc status`, `busrpc
+    /// dlq`), or `None` when it has none: the default. A decorator hands
+    /// out the one of the transport it wraps.
+    fn admin(&self) -> Option<&dyn Admin> {
+        None
     }
 
     /// The address of a service's request queue.
