@@ -14,7 +14,7 @@ LAYERS=(
   "crates/busrpc-core/src wire=0 transport=1 error=2 service=3 telemetry=3 memory=3 engine=4 client=5 server=5 macro_support=6 testing=6 fuzzing=6"
   "crates/busrpc-auth/src keys=0 signature=1 transport=2"
   "crates/busrpc-redis/src config=0 entries=0 connection=1 broadcast=2 inbox=2 publish=2 settle=2 consumer=3 transport=4 admin=5 raw=5"
-  "crates/busrpc-kafka/src mock=0 record=0 config=1 connection=2 topics=3 members=3 consumer=4 native=5 pipeline=5 raw=6"
+  "crates/busrpc-kafka/src mock=0 record=0 config=1 connection=2 topics=3 members=3 consumer=4 native=5 pipeline=5 admin=6 raw=6"
   "crates/busrpc-conformance/src harness=0 catalogue=0 fixture=1 cases=2"
 )
 

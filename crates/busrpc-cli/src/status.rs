@@ -161,10 +161,14 @@ fn table(reports: &[Report]) -> String {
             Some(servers) => {
                 let _ = writeln!(out, "  servers: {}", servers.len());
                 for s in servers {
+                    let name = if s.name.is_empty() {
+                        "(the broker gives no name)"
+                    } else {
+                        &s.name
+                    };
                     let _ = writeln!(
                         out,
-                        "    {}  pending {}  idle {}",
-                        s.name,
+                        "    {name}  pending {}  idle {}",
                         or_dash(s.pending),
                         s.idle.map_or_else(
                             || "-".to_owned(),

@@ -3,9 +3,10 @@
 
 // Lowest first; an import only points to a lower one, and the pipeline
 // dialect never imports the busrpc dialect (scripts/check-layers.sh).
+mod admin; // the operator's side: services, lag, dead letters
 mod config; // KafkaConfig: the URL and the builder
 mod connection; // the producer, the admin client, what errors mean
-mod consumer;
+mod consumer; // the consumer-thread kit both dialects read with
 mod members; // who serves a queue: its group's members
 mod mock; // librdkafka's in-process mock cluster
 mod native; // the busrpc dialect: KafkaTransport
@@ -14,7 +15,7 @@ mod pipeline; // the original library's dialect: PipelineTransport
 #[cfg_attr(docsrs, doc(cfg(feature = "raw")))]
 pub mod raw;
 mod record; // a record as a message
-mod topics; // topics made, looked up, remembered // the consumer-thread kit both dialects read with
+mod topics; // topics made, looked up, remembered
 
 use std::sync::Arc;
 

@@ -67,6 +67,10 @@ impl std::fmt::Debug for KafkaTransport {
 }
 
 impl KafkaTransport {
+    pub(crate) fn connection(&self) -> &Arc<Connection> {
+        &self.connection
+    }
+
     /// Connects to `kafka://host:port[,host:port...][?options]`, or starts (or
     /// joins) an in-process mock cluster for `kafka-mock://[NAME]`. See
     /// [`KafkaConfig`] for the options.
@@ -418,6 +422,10 @@ impl Transport for KafkaTransport {
         self.connection
             .group_members(&group_id, &self.describes)
             .await
+    }
+
+    fn admin(&self) -> Option<&dyn busrpc_core::transport::Admin> {
+        Some(self)
     }
 
     fn service_address(&self, service: &str) -> String {

@@ -2,6 +2,7 @@
 //! once, not once per file. `quiet_shutdown` stays a binary of its own: it
 //! installs a global subscriber and asserts on everything logged.
 
+mod admin;
 mod common;
 mod conformance_mock;
 mod conformance_pipeline;
