@@ -7,27 +7,14 @@
 
 use std::time::{Duration, SystemTime};
 
-use busrpc::codec::Codec;
-use busrpc::transport::{Admin, DeadLetter, REPLAY_OF};
-use busrpc::{header, Client, ClientConfig, Error, Transport};
+use busrpc::transport::{Admin, DeadLetter};
+use busrpc::{Client, ClientConfig, Transport};
 use serde_json::{json, Value};
 
 use crate::{connect_within, parse_duration, BrokerArgs, Failure};
 
 /// The most dead letters one command reads.
 const MOST: usize = 10_000;
-
-/// Headers a replay does not carry over: busrpc's own (a replay gets its
-/// own), and the dead-letter marks.
-const NOT_CARRIED: [&str; 7] = [
-    header::REPLY_TO,
-    header::CONTENT_TYPE,
-    header::DEADLINE,
-    header::TRACEPARENT,
-    header::TRACESTATE,
-    header::SIGNATURE,
-    header::SERVED_BY,
-];
 
 #[derive(clap::Subcommand)]
 pub(crate) enum Command {
@@ -201,59 +188,27 @@ async fn find(admin: &dyn Admin, service: &str, id: &str) -> Result<DeadLetter, 
         })
 }
 
-/// Sends `letter` again; what came of it, as one line.
+/// Sends `letter` again ([`Client::replay`]); what came of it, as one line.
 async fn replay(
     client: &Client,
     admin: &dyn Admin,
     service: &str,
     letter: &DeadLetter,
 ) -> Result<String, Failure> {
-    let request = request(letter).map_err(|why| Failure {
+    // Said as what it is, not as the broker's failure (exit 3).
+    request(letter).map_err(|why| Failure {
         code: 5,
         message: format!("cannot replay it: {why}"),
     })?;
-    let mut client = client.with_header(REPLAY_OF, letter.id.as_str());
-    for (name, value) in letter.message.headers.iter() {
-        if !NOT_CARRIED.contains(&name) && !name.starts_with("dead-") {
-            client = client.with_header(name.to_owned(), value);
-        }
-    }
-    let method = request["method"].as_str().unwrap_or_default().to_owned();
-    let params = request.get("params").cloned().unwrap_or(Value::Null);
-    if request.get("id").is_none() {
-        client.notify(service, &method, params).await?;
-        admin.remove_dead_letter(service, &letter.id).await?;
-        return Ok("sent again (a notification: no answer)".to_owned());
-    }
-    let outcome = client.call_raw(service, &method, params).await;
-    // Every outcome but a failed publish means the replay is in the queue.
-    let published = !matches!(
-        outcome,
-        Err(Error::Transport(_) | Error::Encode(_) | Error::MessageTooLarge { .. } | Error::Closed)
-    );
-    if published {
-        admin.remove_dead_letter(service, &letter.id).await?;
-    }
-    match outcome {
-        Ok(result) => Ok(format!("answered {}", result.get())),
-        Err(e) => Err(Failure::from(e)),
+    match client.replay(admin, service, letter).await? {
+        Some(result) => Ok(format!("answered {}", result.get())),
+        None => Ok("sent again (a notification: no answer)".to_owned()),
     }
 }
 
-/// The dead request as JSON: one call or notification (a batch is replayed
-/// by replaying its calls one at a time, not supported here).
+/// The dead request as JSON, or why it cannot be read as one.
 fn request(letter: &DeadLetter) -> Result<Value, String> {
-    let codec = Codec::from_content_type(letter.message.headers.get(header::CONTENT_TYPE))
-        .map_err(|e| e.to_string())?;
-    let json = codec
-        .decode(&letter.message.payload)
-        .map_err(|e| e.to_string())?;
-    let request: Value = serde_json::from_slice(&json).map_err(|e| e.to_string())?;
-    match &request {
-        Value::Object(o) if o.get("method").is_some_and(Value::is_string) => Ok(request),
-        Value::Array(_) => Err("it is a batch; replay its calls with busrpc call".to_owned()),
-        _ => Err("it is not a JSON-RPC request".to_owned()),
-    }
+    letter.request().map_err(|e| e.to_string())
 }
 
 fn when(at: Option<SystemTime>) -> String {

@@ -24,6 +24,7 @@ mod cancel;
 mod config;
 mod middleware;
 pub(crate) mod pending;
+mod replay;
 mod send;
 mod servers;
 #[cfg(test)]

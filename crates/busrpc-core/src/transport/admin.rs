@@ -125,6 +125,30 @@ impl DeadLetter {
         self
     }
 
+    /// The dead request, decoded (MessagePack too) to JSON: one call or
+    /// one notification. A batch, or a payload that is no JSON-RPC
+    /// request, is [`TransportError::Rejected`] saying which.
+    pub fn request(&self) -> Result<serde_json::Value, TransportError> {
+        use crate::wire::codec::Codec;
+        use serde_json::Value;
+        let rejected = |why: String| TransportError::Rejected(why);
+        let codec =
+            Codec::from_content_type(self.message.headers.get(crate::wire::header::CONTENT_TYPE))
+                .map_err(|e| rejected(e.to_string()))?;
+        let json = codec
+            .decode(&self.message.payload)
+            .map_err(|e| rejected(e.to_string()))?;
+        let request: Value =
+            serde_json::from_slice(&json).map_err(|e| rejected(format!("not JSON: {e}")))?;
+        match &request {
+            Value::Object(o) if o.get("method").is_some_and(Value::is_string) => Ok(request),
+            Value::Array(_) => Err(rejected(
+                "it is a batch: replay its calls one by one".to_owned(),
+            )),
+            _ => Err(rejected("it is not a JSON-RPC request".to_owned())),
+        }
+    }
+
     /// How many times it was delivered, as its transport counted.
     pub fn deliveries(&self) -> Option<u64> {
         self.message.headers.get(DEAD_DELIVERIES)?.parse().ok()

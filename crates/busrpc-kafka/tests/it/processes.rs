@@ -414,6 +414,63 @@ async fn a_request_that_kills_its_server_is_dead_lettered_after_max_deliveries()
         headers.contains(&("dead-deliveries".to_owned(), deliveries)),
         "{headers:?}"
     );
+
+    // The operator's side lists it; the handler is fixed (a server that
+    // survives the poison); the replay is answered, once, and the dead
+    // letter is gone.
+    let operator = KafkaTransport::connect(&url).await.unwrap();
+    let admin = operator.admin().expect("an admin side");
+    let listed = admin.dead_letters(service, 10).await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].deliveries(), Some(MAX_DELIVERIES + 1));
+    assert_eq!(
+        listed[0].request().unwrap()["params"],
+        serde_json::json!([POISON])
+    );
+    let runs = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = runs.clone();
+    let fixed = Router::new().method("work", move |ctx: busrpc_core::Context, (n,): (u64,)| {
+        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let replay_of = ctx.headers().get("replay-of").map(str::to_owned);
+        async move { Ok::<_, RpcError>((n, replay_of)) }
+    });
+    let server = Server::new(
+        Arc::new(Authenticated::new(
+            Arc::new(KafkaTransport::connect(&url).await.unwrap()),
+            keys(),
+        )),
+        service,
+        fixed,
+    )
+    .start()
+    .await
+    .unwrap();
+    let answer = client
+        .replay(admin, service, &listed[0])
+        .await
+        .unwrap()
+        .expect("a call's answer");
+    let (n, replay_of): (u64, Option<String>) = serde_json::from_str(answer.get()).unwrap();
+    assert_eq!(
+        (n, replay_of.as_deref()),
+        (POISON, Some(listed[0].id.as_str()))
+    );
+    assert_eq!(
+        runs.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "answered once"
+    );
+    // The mock moves a partition's high watermark past a record a moment
+    // after acknowledging it: the marker is waited for, not raced.
+    let give_up = std::time::Instant::now() + Duration::from_secs(10);
+    while !admin.dead_letters(service, 10).await.unwrap().is_empty() {
+        assert!(
+            std::time::Instant::now() < give_up,
+            "the replayed dead letter is removed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.shutdown().await;
 }
 
 /// Every record of `topic`'s partition 0: its value and headers.
