@@ -26,11 +26,16 @@ impl Mock {
         Self::with_options("?inbox=shared&shared_inbox_partitions=2&cancel_notices=true")
     }
 
+    /// Group rounds a few times quicker than librdkafka's defaults (a
+    /// heartbeat every 3 s, a session of 45 s): the cases start servers one
+    /// after another, and each joins in a rebalance that waits for every
+    /// member's next heartbeat. With eight tests at once on two cores the
+    /// defaults once kept a third server out past its 30 s `join_wait`.
     fn with_options(options: &str) -> Self {
         static N: AtomicU64 = AtomicU64::new(0);
         Mock(
             format!(
-                "kafka-mock://conformance-{}{options}",
+                "kafka-mock://conformance-{}{options}&heartbeat.interval.ms=1000&session.timeout.ms=10000",
                 N.fetch_add(1, Ordering::Relaxed)
             ),
             std::sync::OnceLock::new(),
