@@ -9,7 +9,7 @@ use busrpc_core::transport::{Admin, DeadLetter, QueueState, Transport, Transport
 use redis::Value;
 
 use crate::connection::unavailable;
-use crate::entries::entries;
+use crate::entries::{entries, info_fields as fields, number, text};
 use crate::settle::dead_letter_address;
 use crate::transport::RedisTransport;
 
@@ -121,38 +121,6 @@ async fn len(connection: &crate::connection::Connection, key: &str) -> Result<u6
     let mut xlen = redis::cmd("XLEN");
     xlen.arg(key);
     Ok(number(&connection.query(&xlen).await?).unwrap_or(0))
-}
-
-/// The fields of an `XINFO` line: a flat list of name and value, or a map
-/// under RESP3.
-fn fields(line: &Value) -> std::collections::HashMap<String, &Value> {
-    let pairs: Vec<(&Value, &Value)> = match line {
-        Value::Array(fields) => fields
-            .chunks(2)
-            .filter_map(|p| Some((p.first()?, p.get(1)?)))
-            .collect(),
-        Value::Map(fields) => fields.iter().map(|(k, v)| (k, v)).collect(),
-        _ => Vec::new(),
-    };
-    pairs
-        .into_iter()
-        .filter_map(|(k, v)| Some((text(k)?, v)))
-        .collect()
-}
-
-fn text(v: &Value) -> Option<String> {
-    match v {
-        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
-        Value::SimpleString(s) => Some(s.clone()),
-        _ => None,
-    }
-}
-
-fn number(v: &Value) -> Option<u64> {
-    match v {
-        Value::Int(n) => u64::try_from(*n).ok(),
-        other => text(other)?.parse().ok(),
-    }
 }
 
 #[cfg(test)]

@@ -130,7 +130,7 @@ fn entry_cmd(
     cmd
 }
 
-fn text(value: &Value) -> Option<Cow<'_, str>> {
+pub(crate) fn text(value: &Value) -> Option<Cow<'_, str>> {
     match value {
         Value::BulkString(bytes) => Some(String::from_utf8_lossy(bytes)),
         Value::SimpleString(s) => Some(Cow::Borrowed(s)),
@@ -241,6 +241,31 @@ pub(crate) fn pending_counts(reply: Value) -> HashMap<String, u64> {
             Some((id, count))
         })
         .collect()
+}
+
+/// The fields of an `XINFO` line (`XINFO GROUPS`, `XINFO CONSUMERS`): a
+/// flat list of name and value, or a map under RESP3.
+pub(crate) fn info_fields(line: &Value) -> HashMap<String, &Value> {
+    let pairs: Vec<(&Value, &Value)> = match line {
+        Value::Array(fields) => fields
+            .chunks(2)
+            .filter_map(|p| Some((p.first()?, p.get(1)?)))
+            .collect(),
+        Value::Map(fields) => fields.iter().map(|(k, v)| (k, v)).collect(),
+        _ => Vec::new(),
+    };
+    pairs
+        .into_iter()
+        .filter_map(|(k, v)| Some((text(k)?.into_owned(), v)))
+        .collect()
+}
+
+/// A count Redis sent as an integer or as its digits; `None` for nil.
+pub(crate) fn number(value: &Value) -> Option<u64> {
+    match value {
+        Value::Int(n) => u64::try_from(*n).ok(),
+        other => text(other)?.parse().ok(),
+    }
 }
 
 /// Orders stream ids (`ms-seq`) numerically.

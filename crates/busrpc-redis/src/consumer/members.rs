@@ -14,6 +14,7 @@ use redis::Value;
 
 use super::forget::alive_key;
 use crate::connection::Connection;
+use crate::entries::{info_fields, number, text};
 
 /// What a consumer's alive key holds: until when it vouches to be alive.
 pub(super) fn vouched_until(ahead: Duration) -> u64 {
@@ -80,38 +81,12 @@ fn is_alive(until: Option<&str>, now: u64) -> bool {
 /// One entry of `XINFO CONSUMERS` (a flat list of field and value, or a
 /// map under RESP3).
 fn consumer_of(entry: &Value) -> Option<Member> {
-    let pairs: Vec<(&Value, &Value)> = match entry {
-        Value::Array(fields) => fields
-            .chunks(2)
-            .filter_map(|p| Some((p.first()?, p.get(1)?)))
-            .collect(),
-        Value::Map(fields) => fields.iter().map(|(k, v)| (k, v)).collect(),
-        _ => return None,
-    };
-    let text = |v: &Value| match v {
-        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
-        Value::SimpleString(s) => Some(s.clone()),
-        _ => None,
-    };
-    let number = |v: &Value| match v {
-        Value::Int(n) => u64::try_from(*n).ok(),
-        other => text(other)?.parse().ok(),
-    };
-    let mut member: Option<Member> = None;
-    let (mut pending, mut idle) = (None, None);
-    for (key, value) in pairs {
-        match text(key)?.as_str() {
-            "name" => member = Some(Member::new(text(value)?)),
-            "pending" => pending = number(value),
-            "idle" => idle = number(value),
-            _ => {}
-        }
-    }
-    let mut member = member?;
-    if let Some(pending) = pending {
+    let fields = info_fields(entry);
+    let mut member = Member::new(text(fields.get("name")?)?.into_owned());
+    if let Some(pending) = fields.get("pending").and_then(|v| number(v)) {
         member = member.with_pending(pending);
     }
-    if let Some(idle) = idle {
+    if let Some(idle) = fields.get("idle").and_then(|v| number(v)) {
         member = member.with_idle(Duration::from_millis(idle));
     }
     Some(member)
