@@ -24,11 +24,14 @@ use busrpc_kafka::PipelineTransport;
 struct Mock(String, std::sync::OnceLock<Arc<busrpc_kafka::MockBrokers>>);
 
 impl Mock {
+    /// Joins may take a minute, as in conformance_mock.rs: once a second
+    /// server of `a_handler_slower_than_the_lease_runs_once` was not in its
+    /// group within the default 30 s, eight tests running at once.
     fn new() -> Self {
         static N: AtomicU64 = AtomicU64::new(0);
         Mock(
             format!(
-                "kafka-mock://pipeline-conformance-{}?dialect=pipeline",
+                "kafka-mock://pipeline-conformance-{}?dialect=pipeline&join_wait_ms=60000",
                 N.fetch_add(1, Ordering::Relaxed)
             ),
             std::sync::OnceLock::new(),
