@@ -31,7 +31,8 @@ impl Client {
     /// and returns the answer, `None` for a notification.
     ///
     /// A batch cannot be replayed whole (its calls can, one by one):
-    /// [`Error::Transport`] with [`TransportError::Rejected`], as for a
+    /// [`Error::Transport`] with
+    /// [`TransportError::Rejected`](crate::transport::TransportError::Rejected), as for a
     /// payload that is no JSON-RPC request.
     pub async fn replay(
         &self,
