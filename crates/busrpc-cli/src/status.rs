@@ -18,8 +18,8 @@ use crate::{connect_within, BrokerArgs, Failure};
 enum Verdict {
     /// Live servers, no dead letters.
     Serving,
-    /// The broker cannot say who serves (Tansu 0.6.0 lists a group only
-    /// once it is empty; the mock cluster not at all).
+    /// The broker cannot say who serves (the mock cluster describes no
+    /// group; Tansu 0.6.0 has been seen not to list a group with members).
     Unknown,
     /// Live servers, but dead letters wait for someone to look at them.
     Degraded,
