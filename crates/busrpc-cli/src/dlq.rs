@@ -11,7 +11,8 @@ use busrpc::transport::{Admin, DeadLetter};
 use busrpc::{Client, ClientConfig, Transport};
 use serde_json::{json, Value};
 
-use crate::{connect_within, parse_duration, BrokerArgs, Failure};
+use crate::broker::connect_within;
+use crate::{parse_duration, BrokerArgs, Failure};
 
 /// The most dead letters one command reads.
 const MOST: usize = 10_000;

@@ -10,7 +10,8 @@ use busrpc::transport::{Admin, Member, QueueState};
 use busrpc::Transport;
 use serde_json::{json, Value};
 
-use crate::{connect_within, BrokerArgs, Failure};
+use crate::broker::connect_within;
+use crate::{BrokerArgs, Failure};
 
 /// How a service stands; ordered from good to bad, so the worst decides
 /// the exit status.
