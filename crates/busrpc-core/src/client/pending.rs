@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::value::RawValue;
@@ -13,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
 use crate::telemetry::metrics::{self, Dropped};
+use crate::transport::kit::Backoff;
 use crate::transport::Inbox;
 use crate::wire::codec::Codec;
 use crate::wire::jsonrpc::{self, RpcError};
@@ -197,7 +197,7 @@ pub(super) async fn read_replies(
     pending: Arc<Pending>,
     stop: CancellationToken,
 ) -> Option<Inbox> {
-    let mut failures = 0u32;
+    let mut backoff = Backoff::new();
     let stopped = stop.cancelled();
     tokio::pin!(stopped);
     loop {
@@ -208,12 +208,11 @@ pub(super) async fn read_replies(
         };
         match next {
             Some(Ok(message)) => {
-                failures = 0;
+                backoff.succeeded();
                 pending.deliver(&message);
             }
             Some(Err(e)) => {
-                failures = failures.saturating_add(1);
-                let pause = Duration::from_millis(10u64 << failures.min(7));
+                let pause = backoff.failed();
                 tracing::warn!(error = %e, ?pause, "reading replies failed");
                 tokio::select! {
                     () = &mut stopped => break,

@@ -17,6 +17,7 @@ use super::request::handle;
 use super::{ServerConfig, ServerState, ServerStatus, FATAL_ERRORS_TO_STOP};
 use crate::engine::panic_message;
 use crate::telemetry::metrics::ServerEvent;
+use crate::transport::kit::Backoff;
 use crate::transport::{Deliveries, TransportError};
 
 /// How long a starting server waits for its cancel-notice subscription
@@ -45,7 +46,7 @@ pub(super) async fn serve(
         .then(|| AbortOnDrop(tokio::spawn(report_readiness(state.clone()))));
     // Owned here so that aborting this task aborts every handler with it.
     let mut tasks = JoinSet::new();
-    let mut failures = 0u32;
+    let mut backoff = Backoff::new();
     let mut fatal = 0u32;
     let mut failure = None;
     // One waiter for the whole loop: a fresh `cancelled()` per select would
@@ -65,10 +66,10 @@ pub(super) async fn serve(
         };
         match next {
             Some(Ok(delivery)) => {
-                if failures > 0 && state.own_readiness {
+                if backoff.succeeded() && state.own_readiness {
                     state.readiness.ready();
                 }
-                (failures, fatal) = (0, 0);
+                fatal = 0;
                 state.count(ServerEvent::Received);
                 if delivery.attempt().is_some_and(|n| n > 1) {
                     state.count(ServerEvent::Redelivered);
@@ -95,9 +96,8 @@ pub(super) async fn serve(
                         break;
                     }
                 }
-                // Back off (up to 1 s) and go on.
-                failures = failures.saturating_add(1);
-                let pause = Duration::from_millis(10u64 << failures.min(7));
+                // Back off and go on.
+                let pause = backoff.failed();
                 if let Some(held_back) = state.receive_warnings.allow() {
                     tracing::warn!(error = %e, ?pause, held_back, "receiving requests failed");
                 }
