@@ -61,6 +61,7 @@ impl Came {
 #[derive(Clone, Copy)]
 pub(super) enum Instead<'a> {
     ReplyRefused(&'a str),
+    ReplyExpired(&'a str),
     Released(&'a str),
 }
 
@@ -119,6 +120,7 @@ impl Endings {
             let ending = match instead {
                 None => came.ending(),
                 Some(Instead::ReplyRefused(reason)) => Ending::ReplyRefused { reason },
+                Some(Instead::ReplyExpired(reason)) => Ending::ReplyExpired { reason },
                 Some(Instead::Released(reason)) => Ending::Released { reason },
             };
             log(state, ctx, came, &ending);
@@ -159,6 +161,9 @@ fn log(state: &ServerState, ctx: &Context, came: &Came, ending: &Ending<'_>) {
         }
         Ending::ReplyRefused { reason } => {
             tracing::warn!(%service, %server, method, id, reason, "its reply was refused; the request is acknowledged and its caller told where it can be");
+        }
+        Ending::ReplyExpired { reason } => {
+            tracing::warn!(%service, %server, method, id, reason, "the broker was unreachable until its deadline; its reply is dropped and the request acknowledged");
         }
         Ending::Released { reason } => {
             tracing::warn!(%service, %server, method, id, reason, "settling it failed; released for another try");

@@ -2,9 +2,14 @@
 //! policy, for every transport. A reply the broker refuses (too large, a
 //! full inbox, not allowed) or that names no queue is final: the request is
 //! acknowledged, and its caller told where the broker takes the telling.
-//! Anything else that fails is released, to be delivered again.
+//! A reply the broker could not take for a moment (a cut of the network, a
+//! restart) is sent again until its call's deadline: running the request
+//! again would cost its handler's work and answer it twice; past the
+//! deadline nobody waits for it, and the request is acknowledged. Anything
+//! else that fails is released, to be delivered again.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::OwnedSemaphorePermit;
@@ -14,9 +19,24 @@ use super::ending::{contexts, Endings, Instead};
 use super::ServerState;
 use crate::engine::Envelope;
 use crate::telemetry::metrics::ServerEvent;
+use crate::transport::kit::Backoff;
 use crate::transport::{Acknowledge, Delivery, Settle, SettleError, TransportError};
 use crate::wire::codec::Codec;
 use crate::wire::jsonrpc::RpcError;
+use crate::wire::{Deadline, Message};
+
+/// How long a reply to a request without a deadline (a foreign caller's)
+/// is sent again before its request is released: a busrpc client's default
+/// timeout.
+const NO_DEADLINE_SENT_AGAIN_FOR: Duration = Duration::from_secs(30);
+
+/// A reply kept to be sent again (a reference count on its payload and a
+/// copy of its few headers).
+struct Again {
+    to: Arc<str>,
+    message: Message,
+    deadline: Option<Deadline>,
+}
 
 /// Settles `delivery` as `how` says; `permit` is given back when the
 /// outcome is reported (which may be after this returns: a transport that
@@ -29,7 +49,16 @@ pub(super) async fn settle(
     endings: Endings,
     permit: OwnedSemaphorePermit,
 ) {
+    let again = match &how {
+        Settle::Reply { to, message } => Some(Again {
+            to: to.clone(),
+            message: message.clone(),
+            deadline: delivery.message().headers.deadline().ok().flatten(),
+        }),
+        _ => None,
+    };
     let settling = Settling {
+        again,
         endings,
         reply_to: match &how {
             Settle::Reply { to, .. }
@@ -63,6 +92,7 @@ struct Settling {
     request: Bytes,
     told_in: Codec,
     permit: OwnedSemaphorePermit,
+    again: Option<Again>,
 }
 
 impl Settling {
@@ -79,9 +109,78 @@ impl Settling {
         }
     }
 
-    /// The policy for a settlement that failed: acknowledge what cannot
-    /// succeed however often it is tried, release the rest.
+    /// A settlement failed: a reply the broker could not take for a moment
+    /// is sent again (see [`Settling::send_again`]); anything else goes to
+    /// [`Settling::give_up`].
     fn failed(mut self, error: &TransportError, unsettled: Option<Box<dyn Acknowledge>>) {
+        let again = self.again.take().filter(|_| error.is_transient());
+        match (again, unsettled, tokio::runtime::Handle::try_current()) {
+            (Some(again), Some(acker), Ok(runtime)) => {
+                runtime.spawn(self.send_again(acker, again, error.to_string()));
+            }
+            (_, unsettled, _) => self.give_up(error, unsettled),
+        }
+    }
+
+    /// Sends a reply again, backing off, until it is taken or its call's
+    /// deadline passes; then nobody waits for it: dropped, counted as a
+    /// failed reply, and its request acknowledged. A request without a
+    /// deadline is released after [`NO_DEADLINE_SENT_AGAIN_FOR`]. Holds the
+    /// handler slot meanwhile, as the settlement would have.
+    async fn send_again(mut self, mut acker: Box<dyn Acknowledge>, again: Again, mut last: String) {
+        let sending_for = again
+            .deadline
+            .map_or(NO_DEADLINE_SENT_AGAIN_FOR, Deadline::remaining);
+        let give_up_at = tokio::time::Instant::now() + sending_for;
+        let mut backoff = Backoff::new();
+        let mut tries = 1;
+        loop {
+            let pause = backoff.failed();
+            if tokio::time::Instant::now() + pause >= give_up_at {
+                break;
+            }
+            tokio::time::sleep(pause).await;
+            tries += 1;
+            let how = Settle::Reply {
+                to: again.to.clone(),
+                message: again.message.clone(),
+            };
+            match acker.settle(how).await {
+                Ok(()) => {
+                    tracing::debug!(service = %self.state.service, tries, "a reply sent again was taken");
+                    return self.done(Ok(()));
+                }
+                Err(SettleError {
+                    error,
+                    unsettled: Some(unsettled),
+                }) if error.is_transient() => {
+                    acker = unsettled;
+                    last = error.to_string();
+                }
+                Err(SettleError { error, unsettled }) => return self.give_up(&error, unsettled),
+            }
+        }
+        if again.deadline.is_none() {
+            let error = TransportError::Unavailable(last.into());
+            return self.give_up(&error, Some(acker));
+        }
+        self.state.count(ServerEvent::ReplyFailed);
+        let endings = std::mem::take(&mut self.endings);
+        if endings.is_empty() {
+            tracing::warn!(service = %self.state.service, error = %last, reply_to = %again.to, "the broker was unreachable until the deadline; the reply is dropped and the request acknowledged");
+        }
+        endings.tell(&self.state, Some(Instead::ReplyExpired(&last)));
+        match acker.settle(Settle::Ack).await {
+            Ok(()) => self.state.count(ServerEvent::Acked),
+            Err(e) => {
+                tracing::warn!(service = %self.state.service, error = %e, "acknowledging a request whose reply was dropped failed; the broker hands it out again when its consumer is gone");
+            }
+        }
+    }
+
+    /// The policy for a settlement that failed for good: acknowledge what
+    /// cannot succeed however often it is tried, release the rest.
+    fn give_up(mut self, error: &TransportError, unsettled: Option<Box<dyn Acknowledge>>) {
         let state = &self.state;
         let service = &state.service;
         let error_text;
@@ -119,7 +218,7 @@ impl Settling {
         }
         if endings.is_empty() {
             match instead {
-                Instead::ReplyRefused(why) => {
+                Instead::ReplyRefused(why) | Instead::ReplyExpired(why) => {
                     tracing::warn!(%service, error = %why, reply_to = self.reply_to.as_deref(), "the reply was refused; the request is acknowledged");
                 }
                 Instead::Released(why) => {

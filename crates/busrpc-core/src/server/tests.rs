@@ -37,14 +37,19 @@ async fn held(config: ServerConfig) -> (ServerHandle, Feed, Script) {
     (server, feed, script)
 }
 
-/// Waits (yielding, not sleeping) until `done` holds; a bound on the
-/// yields, not on time, turns "never" into a failure.
+/// Waits until `done` holds, yielding, and sleeping 10 ms every tenth
+/// time (so that a test with paused time moves on: 100 s of it in all); a
+/// bound on the tries, not on time, turns "never" into a failure.
 async fn until(what: &str, mut done: impl FnMut() -> bool) {
-    for _ in 0..100_000 {
+    for n in 0..100_000 {
         if done() {
             return;
         }
-        tokio::task::yield_now().await;
+        if n % 10 == 9 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        } else {
+            tokio::task::yield_now().await;
+        }
     }
     panic!("never came true: {what}");
 }
@@ -77,7 +82,7 @@ async fn fatal_errors_stop_the_server_and_say_why() {
 #[tokio::test(start_paused = true)]
 async fn transient_errors_do_not_stop_the_server() {
     let down = || TransportError::Unavailable("connection refused".into());
-    // More than a minute of failed reads, backing off up to 1.28 s each.
+    // About a minute of failed reads, backing off up to 640 ms each.
     let (transport, _feed) = failing_reads(200, down);
     let server = Server::new(transport, "down", Router::new())
         .start()
@@ -398,11 +403,24 @@ async fn a_shared_handle_shuts_down_once_for_every_caller() {
 }
 
 /// An acknowledger that writes down each settlement it is asked for (its
-/// name, and the reply's address and payload), and fails a reply with
-/// `fail_reply` once, giving itself back unsettled.
+/// name, and the reply's address and payload), and fails replies as
+/// `fail_reply` says, giving itself back unsettled.
 struct Recording {
     log: Arc<Mutex<Vec<String>>>,
-    fail_reply: Option<fn() -> TransportError>,
+    fail_reply: Option<Failing>,
+}
+
+/// Replies failed with `error`, the first `times` of them.
+#[derive(Clone, Copy)]
+struct Failing {
+    error: fn() -> TransportError,
+    times: usize,
+}
+
+impl Failing {
+    fn once(error: fn() -> TransportError) -> Option<Self> {
+        Some(Self { error, times: 1 })
+    }
 }
 
 #[async_trait]
@@ -413,8 +431,12 @@ impl Acknowledge for Recording {
             line = format!("{line} {to} {}", String::from_utf8_lossy(&message.payload));
         }
         self.log.lock().unwrap().push(line);
-        match (how, self.fail_reply.take()) {
-            (Settle::Reply { .. }, Some(error)) => Err(SettleError::unsettled(error(), self)),
+        match (how, &mut self.fail_reply) {
+            (Settle::Reply { .. }, Some(failing)) if failing.times > 0 => {
+                failing.times -= 1;
+                let error = (failing.error)();
+                Err(SettleError::unsettled(error, self))
+            }
             _ => Ok(()),
         }
     }
@@ -444,11 +466,13 @@ impl Middleware for PanicsWhenTold {
 }
 
 /// Runs one delivery of a call to `echo` through a server whose handler
-/// counts its runs; the settlements asked for, the server's stats, and
-/// the endings its middleware was told.
+/// counts its runs, until `wanted` settlements were asked for; the
+/// settlements, the server's stats, and the endings its middleware was told.
 async fn settled(
+    message: Message,
     exhausted: Option<Exhausted>,
-    fail_reply: Option<fn() -> TransportError>,
+    fail_reply: Option<Failing>,
+    wanted: fn(&[String]) -> bool,
 ) -> (Vec<String>, u64, ServerStats, Vec<String>) {
     let (transport, script) = ScriptedTransport::new();
     let feed = script.feed();
@@ -470,14 +494,13 @@ async fn settled(
         log: log.clone(),
         fail_reply,
     };
-    let delivery = Delivery::new(call(7), acker);
+    let delivery = Delivery::new(message, acker);
     let delivery = match exhausted {
         Some(exhausted) => delivery.exhausted(exhausted),
         None => delivery,
     };
     feed.deliver(delivery);
-    let wanted = if fail_reply.is_some() { 2 } else { 1 };
-    until("settled", || log.lock().unwrap().len() == wanted).await;
+    until("settled", || wanted(&log.lock().unwrap())).await;
     until("told", || !endings.lock().unwrap().is_empty()).await;
     server.shutdown().await;
     let log = log.lock().unwrap().clone();
@@ -491,7 +514,7 @@ async fn settled(
 #[tokio::test]
 async fn an_exhausted_delivery_is_answered_dead_lettered_and_never_run() {
     let exhausted = Exhausted::new(6, 5, "busrpc.svc.dead");
-    let (log, runs, stats, endings) = settled(Some(exhausted), None).await;
+    let (log, runs, stats, endings) = settled(call(7), Some(exhausted), None, one).await;
     assert_eq!(
         log,
         [
@@ -506,25 +529,86 @@ async fn an_exhausted_delivery_is_answered_dead_lettered_and_never_run() {
 /// A request that ran is told as answered once its reply is settled.
 #[tokio::test]
 async fn a_settled_reply_is_told_as_answered() {
-    let (log, runs, _, endings) = settled(None, None).await;
+    let (log, runs, _, endings) = settled(call(7), None, None, one).await;
     assert_eq!(log, [r#"reply inbox {"jsonrpc":"2.0","result":7,"id":7}"#]);
     assert_eq!((runs, endings), (1, vec!["echo 7 answered".to_owned()]));
 }
 
+fn one(log: &[String]) -> bool {
+    log.len() == 1
+}
+
+fn two(log: &[String]) -> bool {
+    log.len() == 2
+}
+
 /// The one policy for a failed settlement: a reply the broker refused is
-/// final (acknowledged), anything else is released for another try.
+/// final (acknowledged); one it could not take for a moment is sent
+/// again, and the request is neither released nor run again.
 #[tokio::test]
-async fn a_refused_reply_is_acknowledged_and_a_failed_one_released() {
+async fn a_refused_reply_is_acknowledged_and_a_failed_one_sent_again() {
     let reply = r#"reply inbox {"jsonrpc":"2.0","result":7,"id":7}"#;
     let refused = || TransportError::Rejected("too large".into());
-    let (log, runs, stats, endings) = settled(None, Some(refused)).await;
+    let (log, runs, stats, endings) = settled(call(7), None, Failing::once(refused), two).await;
     assert_eq!(log, [reply, "ack"]);
     assert_eq!((runs, stats.acked, stats.reply_failures), (1, 1, 1));
     assert_eq!(endings, ["echo 7 reply refused: too large"]);
 
+    // Released, before: run again by the next server to take it.
     let away = || TransportError::Unavailable("connection reset".into());
-    let (log, runs, stats, endings) = settled(None, Some(away)).await;
-    assert_eq!(log, [reply, "release"]);
+    let (log, runs, stats, endings) = settled(call(7), None, Failing::once(away), two).await;
+    assert_eq!(log, [reply, reply]);
+    assert_eq!((runs, stats.acked, stats.reply_failures), (1, 1, 0));
+    assert_eq!(endings, ["echo 7 answered"]);
+}
+
+/// A reply the broker cannot take until its call's deadline has passed
+/// is dropped (nobody waits for it any more) and its request
+/// acknowledged, not released to run again; one without a deadline is
+/// released once it has been tried for as long as a client waits.
+#[tokio::test]
+async fn a_reply_the_broker_never_takes_is_dropped_at_its_deadline() {
+    let reply = r#"reply inbox {"jsonrpc":"2.0","result":7,"id":7}"#;
+    let away = || TransportError::Unavailable("connection refused".into());
+    let always = Some(Failing {
+        error: away,
+        times: usize::MAX,
+    });
+    let deadline = crate::wire::Deadline::after(Duration::from_millis(300));
+    let message = call(7).with_header(header::DEADLINE, deadline.to_string());
+    let acked = |log: &[String]| log.last().is_some_and(|l| l == "ack");
+    let (log, runs, stats, endings) = settled(message, None, always, acked).await;
+    let (ack, replies) = log.split_last().unwrap();
+    assert_eq!(ack, "ack");
+    assert!(
+        replies.len() >= 2 && replies.iter().all(|r| r == reply),
+        "{log:?}"
+    );
+    assert_eq!((runs, stats.acked, stats.reply_failures), (1, 1, 1));
+    let [dropped] = &endings[..] else {
+        panic!("{endings:?}")
+    };
+    assert!(
+        dropped.starts_with("echo 7 reply dropped: the broker was unreachable until its deadline")
+            && dropped.contains("connection refused"),
+        "{dropped}"
+    );
+}
+
+/// Without a deadline (a foreign caller's request), a reply the broker
+/// never takes is sent again for 30 s, then the request is released for
+/// another try, as before.
+#[tokio::test(start_paused = true)]
+async fn a_reply_without_a_deadline_is_released_after_thirty_seconds() {
+    let away = || TransportError::Unavailable("connection reset".into());
+    let always = Some(Failing {
+        error: away,
+        times: usize::MAX,
+    });
+    let released = |log: &[String]| log.last().is_some_and(|l| l == "release");
+    let (log, runs, stats, endings) = settled(call(7), None, always, released).await;
+    // 20, 40, ... 640 ms apart: about fifty tries in 30 s.
+    assert!((40..60).contains(&(log.len() - 1)), "{}", log.len());
     assert_eq!((runs, stats.acked, stats.reply_failures), (1, 0, 1));
     let [released] = &endings[..] else {
         panic!("{endings:?}")

@@ -129,8 +129,17 @@ pub enum Ending<'a> {
         /// Why, as the server or the broker said.
         reason: &'a str,
     },
-    /// Settling it failed (the broker was unreachable): it is released
-    /// and will be delivered again, and told again then. Logged at `warn`.
+    /// It ran, but the broker stayed unreachable until its deadline
+    /// passed while its reply was sent again and again: the reply is
+    /// dropped (its caller has stopped waiting) and the request
+    /// acknowledged, not run again. Logged at `warn`.
+    ReplyExpired {
+        /// The broker's last error.
+        reason: &'a str,
+    },
+    /// Settling it failed (the broker was unreachable) and could not be
+    /// tried again: it is released and will be delivered again, and told
+    /// again then. Logged at `warn`.
     Released {
         /// The broker's error.
         reason: &'a str,
@@ -149,6 +158,12 @@ impl fmt::Display for Ending<'_> {
                 write!(f, "dead-lettered after {deliveries} deliveries")
             }
             Self::ReplyRefused { reason } => write!(f, "reply refused: {reason}"),
+            Self::ReplyExpired { reason } => {
+                write!(
+                    f,
+                    "reply dropped: the broker was unreachable until its deadline: {reason}"
+                )
+            }
             Self::Released { reason } => write!(f, "released for another try: {reason}"),
         }
     }
