@@ -75,6 +75,7 @@ pub(crate) async fn join(
         group,
         buffer: VecDeque::new(),
         next_claim: Instant::now(),
+        away: false,
         next_forget: Instant::now(),
         forget_failed: false,
         in_hand,
@@ -136,6 +137,8 @@ struct GroupReader {
     /// Taken entries not yet handed out, each with which delivery it is.
     buffer: VecDeque<(Entry, u64)>,
     next_claim: Instant,
+    /// The last group command failed: Redis is away, or was until now.
+    away: bool,
     /// When to look for dead consumers next ([`forget`]).
     next_forget: Instant,
     /// Looking for them has failed once (warned about then, not again).
@@ -224,6 +227,7 @@ impl GroupReader {
         let result = match self.reads.query(&self.connection, cmd).await {
             Ok(result) => result,
             Err(e) => {
+                self.away = true;
                 self.defer_claims(false);
                 self.report(Err(&e));
                 return Err(e);
@@ -235,9 +239,13 @@ impl GroupReader {
         // idle without their owners being able to say otherwise. Claiming
         // them the moment Redis is back would take them from their owners
         // and run them twice, so claims wait claim_idle from here, which
-        // gives each peer's keep-alive three tries first.
+        // gives each peer's keep-alive three tries first. From the first
+        // command that succeeds after failures too: a reconnection that
+        // began during the outage and ended after it is no stall, and the
+        // last failure may be seconds before Redis was back.
         let stalled = started.elapsed() > expected + self.connection.config.claim_idle / 2;
-        if result.is_err() || stalled {
+        let back = std::mem::replace(&mut self.away, result.is_err());
+        if result.is_err() || stalled || back {
             self.defer_claims(stalled);
         }
         let result = match result {
