@@ -1,6 +1,7 @@
 //! The brokers a scenario runs on, private to it: a redis-server and a
-//! Tansu started here on free ports, or librdkafka's mock cluster hosted by
-//! this process and reached by the others over TCP.
+//! Tansu started here on free ports, reached through proxies that can cut
+//! the network, or librdkafka's mock cluster hosted by this process and
+//! reached by the others over TCP.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -11,6 +12,8 @@ use busrpc::kafka::MockBrokers;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
+
+use crate::proxy::Proxy;
 
 /// Which broker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,10 +42,25 @@ impl Kind {
     }
 }
 
+/// Which processes a URL or a cut is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Side {
+    Servers,
+    Clients,
+    /// Both: the one proxy of a Tansu, whose listener has one address
+    /// (what it advertises), or the mock cluster's brokers themselves.
+    Everyone,
+}
+
 /// A running broker.
 pub(crate) struct Broker {
     pub(crate) kind: Kind,
     port: u16,
+    /// Redis: the servers' and the clients' proxies; Tansu: one proxy,
+    /// the address it advertises (a Kafka client connects to what the
+    /// broker's metadata names, whatever it bootstrapped from), so it
+    /// cuts everyone at once; the mock cluster: none (its brokers go down).
+    proxies: Vec<(Side, Proxy)>,
     dir: PathBuf,
     durable: bool,
     process: Option<Child>,
@@ -90,9 +108,20 @@ impl Broker {
         defaults: bool,
     ) -> Result<Self, Failure> {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let port = free_port();
+        let mut proxies = Vec::new();
+        match kind {
+            Kind::Redis => {
+                proxies.push((Side::Servers, Proxy::start(port).await?));
+                proxies.push((Side::Clients, Proxy::start(port).await?));
+            }
+            Kind::Tansu => proxies.push((Side::Everyone, Proxy::start(port).await?)),
+            Kind::KafkaMock => {}
+        }
         let mut broker = Broker {
             kind,
-            port: free_port(),
+            port,
+            proxies,
             dir: dir.to_owned(),
             durable,
             process: None,
@@ -123,6 +152,7 @@ impl Broker {
             Kind::Tansu => {
                 let mut c = Command::new("tansu");
                 let url = format!("tcp://127.0.0.1:{port}");
+                let advertised = format!("tcp://127.0.0.1:{}", self.proxy_port(Side::Everyone));
                 let storage = if self.durable {
                     "sqlite://tansu.db"
                 } else {
@@ -133,7 +163,7 @@ impl Broker {
                     "--listener-url",
                     &url,
                     "--advertised-listener-url",
-                    &url,
+                    &advertised,
                 ])
                 .args(["--storage-engine", storage])
                 .current_dir(&self.dir);
@@ -183,34 +213,37 @@ impl Broker {
             && &reply == b"+PONG"
     }
 
-    /// The broker URL for servers and clients of a scenario; `short_inbox`
-    /// for a client whose inbox must go soon after it dies. With
+    /// The broker URL for the servers or the clients of a scenario;
+    /// `short_inbox` for a client whose inbox must go soon after it dies. With
     /// `defaults`, only what the scenario's topology needs (the prefix, the
     /// short inbox it checks, the mock cluster's shared reply topic): no
     /// tuning of recovery.
-    pub(crate) fn url(&self, prefix: &str, short_inbox: bool) -> String {
+    pub(crate) fn url(&self, side: Side, prefix: &str, short_inbox: bool) -> String {
+        // BUSRPC_CHAOS_OPTIONS: options of one's own after the rest, to
+        // try a setting (or librdkafka's `debug`) without a rebuild.
+        let own = std::env::var("BUSRPC_CHAOS_OPTIONS").map_or(String::new(), |o| format!("&{o}"));
         let tuning = |options: &str| {
             if self.defaults {
-                String::new()
+                own.clone()
             } else {
-                format!("&{options}")
+                format!("&{options}{own}")
             }
         };
         match self.kind {
             Kind::Redis => format!(
                 "redis://127.0.0.1:{}?prefix={prefix}{}{}",
-                self.port,
+                self.proxy_port(side),
                 tuning(REDIS_OPTIONS),
                 if short_inbox { REDIS_SHORT_INBOX } else { "" }
             ),
             Kind::KafkaMock => format!(
                 "kafka://{}?prefix={prefix}{}{MOCK_CLIENT_OPTIONS}",
-                self.bootstrap(),
+                self.bootstrap(side),
                 tuning(KAFKA_OPTIONS)
             ),
             Kind::Tansu => format!(
                 "kafka://{}?prefix={prefix}{}",
-                self.bootstrap(),
+                self.bootstrap(side),
                 tuning(KAFKA_OPTIONS)
             ),
         }
@@ -240,11 +273,41 @@ impl Broker {
         self.mock.is_none()
     }
 
-    fn bootstrap(&self) -> String {
+    /// Where `side` reaches the broker: its proxy's port (Tansu's one
+    /// proxy for either side).
+    fn proxy_port(&self, side: Side) -> u16 {
+        let proxy = self
+            .proxies
+            .iter()
+            .find(|(s, _)| *s == side || *s == Side::Everyone)
+            .or_else(|| self.proxies.first());
+        proxy.map_or(self.port, |(_, p)| p.port())
+    }
+
+    /// The bootstrap servers for `side`.
+    fn bootstrap(&self, side: Side) -> String {
         match &self.mock {
             Some(mock) => mock.bootstrap_servers().to_owned(),
-            None => format!("127.0.0.1:{}", self.port),
+            None => format!("127.0.0.1:{}", self.proxy_port(side)),
         }
+    }
+
+    /// Cuts `side` off the broker for `length`: every connection closed
+    /// and new ones refused (the mock cluster: its brokers down), then
+    /// back.
+    pub(crate) async fn cut(&mut self, side: Side, length: Duration) -> Result<(), Failure> {
+        if let Some(mock) = &self.mock {
+            return down_for(mock, length).await;
+        }
+        let parted = |s: Side| side == Side::Everyone || s == side || s == Side::Everyone;
+        for (_, proxy) in self.proxies.iter_mut().filter(|(s, _)| parted(*s)) {
+            proxy.cut().await;
+        }
+        tokio::time::sleep(length).await;
+        for (_, proxy) in self.proxies.iter_mut().filter(|(s, _)| parted(*s)) {
+            proxy.reopen().await?;
+        }
+        Ok(())
     }
 
     /// The broker process, for its peak memory.
@@ -296,7 +359,7 @@ impl Broker {
                     || &reply != b":0\r\n"
             }
             Kind::KafkaMock | Kind::Tansu => {
-                let (bootstrap, topic) = (self.bootstrap(), address.to_owned());
+                let (bootstrap, topic) = (self.bootstrap(Side::Everyone), address.to_owned());
                 tokio::task::spawn_blocking(move || {
                     let consumer: Result<BaseConsumer, _> = rdkafka::ClientConfig::new()
                         .set("bootstrap.servers", bootstrap)
