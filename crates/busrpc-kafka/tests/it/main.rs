@@ -7,6 +7,7 @@ mod common;
 mod conformance_mock;
 mod conformance_pipeline;
 mod conformance_tansu;
+mod failover;
 mod kafka;
 mod pipeline;
 mod processes;
