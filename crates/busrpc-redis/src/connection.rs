@@ -122,7 +122,10 @@ pub(crate) fn open_client(config: &RedisConfig) -> Result<redis::Client, Transpo
 impl Connection {
     /// Connects to the server `config` names and checks that it answers. A
     /// server that wants a password connects without one and refuses every
-    /// command: said now, not at the first call.
+    /// command: said now, not at the first call. Nobody listening is said
+    /// at once too: one try first, since the connection manager tries its
+    /// first connection as patiently as a broken one (about ten seconds of
+    /// rounds, [`RECONNECT_TRIES`]).
     pub(crate) async fn open(config: RedisConfig) -> Result<Self, TransportError> {
         #[cfg(feature = "tls")]
         if config.tls {
@@ -131,6 +134,18 @@ impl Connection {
             let _ = rustls::crypto::ring::default_provider().install_default();
         }
         let client = open_client(&config)?;
+        let once = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(config.response_timeout))
+            .set_response_timeout(Some(config.response_timeout));
+        let mut first = client
+            .get_multiplexed_async_connection_with_config(&once)
+            .await
+            .map_err(unavailable)?;
+        redis::cmd("PING")
+            .query_async::<()>(&mut first)
+            .await
+            .map_err(unavailable)?;
+        drop(first);
         let manager = manager_config(&config, config.response_timeout);
         let mut commands = client
             .get_connection_manager_with_config(manager)
