@@ -147,12 +147,10 @@ impl Connection {
             .map_err(unavailable)?;
         drop(first);
         let manager = manager_config(&config, config.response_timeout);
-        let mut commands = client
+        // Its first connection is made here: answered and let in, as the
+        // PING above found.
+        let commands = client
             .get_connection_manager_with_config(manager)
-            .await
-            .map_err(unavailable)?;
-        redis::cmd("PING")
-            .query_async::<()>(&mut commands)
             .await
             .map_err(unavailable)?;
         Ok(Self {
